@@ -1,0 +1,266 @@
+//! State files that survive between runs: versioned, written atomically, serialised by a lock.
+//!
+//! The lock is taken on a sidecar `<file>.lock`, not on the state file itself, because the
+//! state file is replaced by rename on every write and a lock on a replaced inode protects
+//! nothing. Writes go to a temporary file in the same directory (mode 0600), are fsynced,
+//! renamed over the old file, and the directory is fsynced: a crash at any point leaves either
+//! the old or the new state, never a torn one.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::Exit;
+
+/// A state file problem.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Creating, locking, reading or writing failed.
+    #[error("state file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file exists but cannot be parsed. It is left untouched.
+    #[error(
+        "state file {path} is corrupt: {cause} (left untouched; use --reset-state to start over)"
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        cause: String,
+    },
+    /// The file is for another tool or from another format version. It is left untouched.
+    #[error(
+        "state file {path} has format {found:?} version {found_version}, this build reads {want:?} version {want_version} (left untouched; use --reset-state to start over)"
+    )]
+    Version {
+        /// The file.
+        path: PathBuf,
+        /// Format found.
+        found: String,
+        /// Version found.
+        found_version: u32,
+        /// Format wanted.
+        want: String,
+        /// Version wanted.
+        want_version: u32,
+    },
+}
+
+impl StateError {
+    /// 78 for a file that cannot be used as it is, 74 for I/O.
+    pub fn exit(&self) -> Exit {
+        match self {
+            StateError::Io { .. } => Exit::IoErr,
+            StateError::Corrupt { .. } | StateError::Version { .. } => Exit::Config,
+        }
+    }
+}
+
+impl crate::cli::ToolError for StateError {
+    fn exit(&self) -> Exit {
+        StateError::exit(self)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<T> {
+    format: String,
+    version: u32,
+    data: T,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeHead {
+    format: String,
+    version: u32,
+}
+
+/// An exclusive lock on a state file, held until dropped.
+#[derive(Debug)]
+pub struct StateLock {
+    path: PathBuf,
+    _lock: File,
+}
+
+/// The default directory for a tool's state: `$XDG_STATE_HOME/ugro`, else `~/.local/state/ugro`,
+/// else `/tmp/ugro-<uid>` (a user without a home directory still gets a private place).
+pub fn default_state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("ugro");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h).join(".local/state/ugro");
+    }
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .unwrap_or(0);
+    PathBuf::from(format!("/tmp/ugro-{uid}"))
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl StateLock {
+    /// Creates the parent directory (0700) if needed and waits for the exclusive lock.
+    pub fn acquire(path: &Path) -> Result<Self, StateError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+                let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+            }
+        }
+        let lock_path = sidecar(path);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        lock.lock().map_err(io_err(&lock_path))?;
+        Ok(StateLock {
+            path: path.to_owned(),
+            _lock: lock,
+        })
+    }
+
+    /// The state file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the state; `None` when the file does not exist yet.
+    pub fn read<T: DeserializeOwned>(
+        &self,
+        format: &str,
+        version: u32,
+    ) -> Result<Option<T>, StateError> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&self.path)(e)),
+        };
+        let corrupt = |cause: String| StateError::Corrupt {
+            path: self.path.clone(),
+            cause,
+        };
+        let head: EnvelopeHead =
+            serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        if head.format != format || head.version != version {
+            return Err(StateError::Version {
+                path: self.path.clone(),
+                found: head.format,
+                found_version: head.version,
+                want: format.to_owned(),
+                want_version: version,
+            });
+        }
+        let env: Envelope<T> =
+            serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        Ok(Some(env.data))
+    }
+
+    /// Replaces the state atomically.
+    pub fn write<T: Serialize>(
+        &self,
+        format: &str,
+        version: u32,
+        data: &T,
+    ) -> Result<(), StateError> {
+        let env = Envelope {
+            format: format.to_owned(),
+            version,
+            data,
+        };
+        let bytes = serde_json::to_vec(&env).map_err(|e| StateError::Io {
+            path: self.path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        write_atomic(&self.path, &bytes)
+    }
+}
+
+/// Writes `bytes` to `path` atomically with mode 0600 (temp file, fsync, rename, fsync dir).
+/// Also used for files that need no lock because one process owns them (ugro-watch's state dir).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".ugro-tmp-")
+        .permissions(std::fs::Permissions::from_mode(0o600))
+        .tempfile_in(&dir)
+        .map_err(io_err(&dir))?;
+    tmp.write_all(bytes).map_err(io_err(path))?;
+    tmp.as_file().sync_all().map_err(io_err(path))?;
+    tmp.persist(path).map_err(|e| io_err(path)(e.error))?;
+    if let Ok(d) = File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Removes a state file (for `--reset-state`), under its lock.
+pub fn reset(path: &Path) -> Result<(), StateError> {
+    let _lock = StateLock::acquire(path)?;
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+fn sidecar(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".lock");
+    PathBuf::from(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_with_private_mode() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("sub/state.json");
+        let l = StateLock::acquire(&p).unwrap();
+        assert_eq!(l.read::<Vec<u32>>("t", 1).unwrap(), None);
+        l.write("t", 1, &vec![1u32, 2]).unwrap();
+        assert_eq!(l.read::<Vec<u32>>("t", 1).unwrap(), Some(vec![1, 2]));
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn corrupt_and_foreign_files_are_refused_and_left_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s.json");
+        std::fs::write(&p, b"{not json").unwrap();
+        let l = StateLock::acquire(&p).unwrap();
+        let e = l.read::<Vec<u32>>("t", 1).unwrap_err();
+        assert!(matches!(e, StateError::Corrupt { .. }));
+        assert_eq!(e.exit(), Exit::Config);
+        assert_eq!(std::fs::read(&p).unwrap(), b"{not json");
+        std::fs::write(&p, br#"{"format":"t","version":9,"data":[]}"#).unwrap();
+        assert!(matches!(
+            l.read::<Vec<u32>>("t", 1).unwrap_err(),
+            StateError::Version { .. }
+        ));
+    }
+}
