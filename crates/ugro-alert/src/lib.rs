@@ -1,14 +1,138 @@
-//! ugro-alert (being written).
+//! ugro-alert: turns scored samples, breaker transitions and fleet verdicts into alerts with
+//! Alertmanager's lifecycle (fingerprints, grouping, group_wait / group_interval /
+//! repeat_interval, silences, inhibition, a notification log), routes them through a YAML
+//! routing tree and delivers them to stdout, programs, webhooks, Alertmanager, Slack or
+//! Slurm.
 
+use std::io::BufReader;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use ugro_types::Exit;
+use ugro_types::config::ConfigError;
+use ugro_types::io::RecordWriter;
+use ugro_types::stage::StageError;
+use ugro_types::state::StateError;
+
+pub mod config;
+pub mod deliver;
+pub mod engine;
+pub mod matcher;
+pub mod rules;
+pub mod stage;
+
+pub use config::AlertConfig;
+pub use stage::AlertStage;
+
+const LONG_ABOUT: &str = "\
+Reads ugro records on stdin (scored samples from ugro-score, passed-through samples, \
+transitions and fleet verdicts from ugro-breaker) and writes kind=alert records on stdout for \
+the stdout receiver. Other receivers deliver as side effects. Records of other kinds (alert, \
+stats, error, unknown) are consumed, not echoed. A sample without `score` is rejected.
+
+ALERTS (labels: alertname, node, gpu where it applies, severity, plus global.external_labels; \
+annotations: summary, description, action, runbook_url = global.runbook_url/<alertname>):
+  NodeCritical (critical) / NodeDegraded (warning): the node's score state.
+  GpuXidFatal, GpuXid, GpuRowRemapFailure, GpuEccErrors, GpuThermal, GpuThrottled, \
+GpuPcieDegraded, GpuLost: one per GPU and family, from score reasons whose code contains \
+xid, remap, ecc, temp/thermal, throttl/slowdown, pcie, lost/missing; raised only while the \
+node is degraded or critical; severity critical if the reason is fatal or the node critical.
+  NodeUnreachable (critical): an unreachable sample. It inhibits that node's other alerts \
+(except NodeCircuitOpen); alerts the node had stay as they were until it reports again.
+  NodeDataMissing (warning): state unknown on a reachable node.
+  NodeCircuitOpen (info): breaker open/forced_open (transition or breaker annotation); \
+resolved when the breaker closes.
+  ClusterDegraded (critical): a fleet record (for cluster_window), or more than \
+cluster_degraded_share (0.5) of the nodes seen within cluster_window (5m) unhealthy, with at \
+least cluster_min_nodes (4) known (unhealthy: degraded, critical, unknown or unreachable). It \
+inhibits NodeDegraded/NodeCritical/NodeUnreachable/\
+NodeDataMissing/NodeCircuitOpen, so one alert replaces N; GPU hardware alerts still go out.
+  Watchdog (severity none): always firing when global.watchdog is true.
+A condition that clears in the node's next sample resolves its alert. A recovery is the \
+resolved notification of the original alert (its labels, severity included, are its identity \
+and do not change). global.resolve_timeout (default 0 = off) resolves alerts no record \
+confirmed for that long.
+
+LIFECYCLE: Alertmanager semantics and names: route.group_by (default [alertname]), \
+group_wait 30s, group_interval 5m, repeat_interval 4h, send_resolved true; the notification \
+log (firing/resolved fingerprint sets per group and receiver) decides like Alertmanager's \
+DedupStage. Time is record time (`ts`). The state (alerts, groups, notification log) lives in \
+--state, locked, written atomically, mode 0600. END OF INPUT (cron): every group goes \
+through the notification stage at once, so a one-shot run notifies; the notification log \
+suppresses repeats, so successive runs notify only changes or after repeat_interval \
+(global.flush_on_exit: false or --no-flush-on-exit waits for the timers instead).
+
+SILENCES AND INHIBITION: silences (--silences or silences_file) in Alertmanager's shape \
+[{matchers: [{name, value, isRegex, isEqual}], startsAt, endsAt, createdBy, comment}]; \
+inhibit_rules with source_matchers, target_matchers, equal. A muted alert is left out of its \
+group's notification. An alert that was notified firing, then silenced, then resolved while \
+still silenced: its resolved notification is NOT sent (Alertmanager behaviour); set \
+global.notify_resolved_when_silenced: true to send it anyway. A long run re-reads the silences \
+file when it changes (checked every 10 s of record time).
+
+RECEIVERS: stdout; exec {command: [argv], timeout} (no shell; webhook v4 JSON on stdin; \
+UGRO_ALERT_ID, _RECEIVER, _GROUP_KEY, _STATUS, _COUNT, _FIRING, _RESOLVED, _NODES, \
+_ALERTNAMES); webhook {url_env|url_file|url, max_alerts, bearer_token_env|file} (Alertmanager \
+webhook v4, header X-Ugro-Notification-Id); alertmanager {urls, resend_interval 1m} (POST \
+/api/v2/alerts to every URL on every change and every resend interval, endsAt = now + 4 x \
+resend_interval, resolved with endsAt = resolve time; it gets every alert its route matches, \
+muted or not, like Prometheus: silence in Alertmanager); slack {url_env|url_file, channel}; \
+slurm_drain {act, scontrol, timeout}: on a critical firing alert with a node label runs \
+`scontrol update NodeName=N State=DRAIN Reason=ugro: <summary>` unless the node is DOWN or \
+already drained; on resolve runs `scontrol update NodeName=N State=RESUME` only if its reason \
+starts with `ugro:`; dry run (prints on stderr) unless act: true or --act. Route slurm_drain \
+with group_by: [node].
+
+DELIVERY: per-attempt timeout (delivery.timeout 10s), delivery.attempts (3) with exponential \
+backoff (500ms doubling, max 30s); then the notification goes to the spool (--spool-dir, \
+default <state>.spool; bounded by spool_max_entries 1000 and spool_max_bytes 16MiB, oldest \
+dropped with an error logged). Later notifications to that receiver queue behind it. The \
+spool is retried at start, every spool_retry_interval and at end of input; an entry is \
+removed only after success (a crash between success and removal can repeat one notification; \
+X-Ugro-Notification-Id / UGRO_ALERT_ID let receivers drop it). A run that had to spool still \
+exits 0 and says so on stderr. Secrets come from url_env/url_file, never argv.";
 
 /// Command line.
 #[derive(Debug, Parser)]
-#[command(name = "ugro-alert", version, about = "ugro-alert")]
-pub struct Cli {}
+#[command(
+    name = "ugro-alert",
+    version,
+    about = "Alertmanager-grade alerts from ugro records: grouping, dedup, silences, routing, receivers",
+    long_about = LONG_ABOUT
+)]
+pub struct Cli {
+    /// Configuration file (YAML): global, delivery, route, receivers, inhibit_rules,
+    /// silences_file. Without it everything goes to stdout grouped by alertname.
+    #[arg(short, long, value_name = "FILE", env = "UGRO_ALERT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// State file (alerts, groups, notification log). Default:
+    /// $XDG_STATE_HOME/ugro/alert.json.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// Silences file (YAML or JSON list, Alertmanager's silence shape); replaces
+    /// silences_file.
+    #[arg(long, value_name = "FILE")]
+    pub silences: Option<PathBuf>,
+    /// Spool directory for undelivered notifications. Default: <state>.spool.
+    #[arg(long, value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// Let slurm_drain receivers really run scontrol update (default: dry run).
+    #[arg(long)]
+    pub act: bool,
+    /// At end of input, wait for the group timers instead of flushing every group.
+    #[arg(long)]
+    pub no_flush_on_exit: bool,
+    /// Delete the state file (under its lock) before starting.
+    #[arg(long)]
+    pub reset_state: bool,
+    /// Validate the configuration (and silences) and exit.
+    #[arg(long)]
+    pub check_config: bool,
+    /// Stop at the first bad input line.
+    #[arg(long)]
+    pub strict: bool,
+}
 
 /// The clap command, for man pages.
 pub fn command() -> clap::Command {
@@ -17,15 +141,74 @@ pub fn command() -> clap::Command {
 
 /// Errors.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {}
+pub enum Error {
+    /// Configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// State file.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Spool directory.
+    #[error("spool directory {path}: {source}")]
+    Spool {
+        /// Directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Processing.
+    #[error(transparent)]
+    Stage(#[from] StageError),
+}
 
 impl ugro_types::cli::ToolError for Error {
     fn exit(&self) -> Exit {
-        Exit::Software
+        match self {
+            Error::Config(e) => e.exit(),
+            Error::State(e) => e.exit(),
+            Error::Spool { .. } => Exit::IoErr,
+            Error::Stage(e) => e.exit(),
+        }
     }
 }
 
+/// The default state file.
+pub fn default_state() -> PathBuf {
+    ugro_types::state::default_state_dir().join("alert.json")
+}
+
 /// Runs the tool.
-pub fn run(_cli: Cli) -> Result<ExitCode, Error> {
-    Ok(Exit::Unavailable.into())
+pub fn run(cli: Cli) -> Result<ExitCode, Error> {
+    let mut cfg = AlertConfig::load(cli.config.as_deref())?;
+    if let Some(s) = &cli.silences {
+        cfg.load_silences(s)?;
+    }
+    if cli.check_config {
+        return Ok(Exit::Ok.into());
+    }
+    if let Some(d) = cli.spool_dir {
+        cfg.delivery.spool_dir = Some(d);
+    }
+    cfg.set_act(cli.act);
+    if cli.no_flush_on_exit {
+        cfg.global.flush_on_exit = false;
+    }
+    let state = cli.state.unwrap_or_else(default_state);
+    if cli.reset_state {
+        ugro_types::state::reset(&state)?;
+    }
+    let mut stage = AlertStage::open(cfg, &state)?;
+    let stdin = std::io::stdin();
+    let mut out = RecordWriter::new(std::io::stdout().lock());
+    match ugro_types::stage::run(
+        "ugro-alert",
+        cli.strict,
+        BufReader::new(stdin.lock()),
+        &mut out,
+        &mut stage,
+    ) {
+        Ok(exit) => Ok(exit.into()),
+        Err(e) if e.exit() == Exit::Ok => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(e.into()),
+    }
 }

@@ -1,14 +1,193 @@
-//! ugro-breaker (being written).
+//! `ugro-breaker`: one circuit breaker per node over scored ugro records, with state that
+//! survives between cron runs.
+//!
+//! [`BreakerConfig`] and [`BreakerStage`] are what `ugro-watch --pipeline` reuses, so that the
+//! in-process pipeline and the shell pipeline give the same records.
 
+use std::io::{self, BufReader};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser};
-use ugro_types::Exit;
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use ugro_types::config::ConfigError;
+use ugro_types::io::{RecordWriter, WriteError};
+use ugro_types::stage::StageError;
+use ugro_types::state::StateError;
+use ugro_types::{Exit, Timestamp};
+
+pub mod config;
+pub mod engine;
+pub mod fast;
+pub mod stage;
+pub mod status;
+
+pub use config::{BreakerConfig, FleetGuardConfig, Outcome};
+pub use engine::{Breaker, BreakerData, Counters, NodeState, Operation};
+pub use stage::{BreakerStage, STATE_FORMAT, STATE_VERSION};
+
+const LONG_ABOUT: &str = "\
+Reads scored records (the output of ugro-score) on standard input and keeps one circuit \
+breaker per node, resilience4j style. Records are written to standard output as JSON lines.
+
+Counting. A sample whose score.state is critical is a failure, healthy is a success. degraded \
+counts as a success, unknown because the node was unreachable (the sample has `unreachable`) as \
+a failure, and unknown for any other reason (missing sections) is ignored: it neither counts nor \
+resets the count. All three are configurable (degraded, unreachable, unknown: failure, success \
+or ignore). Records of other kinds pass through unchanged; a sample without a score is rejected.
+
+States. closed: records pass, annotated with `breaker` {state, consecutive_failures, \
+next_trial_at}; failure_threshold (3) consecutive failures open the breaker. open: the node's \
+records are held back (counted in the state file; --pass-open annotates and passes them \
+instead) for wait_duration_in_open_state (5m). The first record of the node at or after that \
+time moves it to half_open (a transition with reason wait_elapsed, `at` = the end of the wait) \
+and is the trial: permitted_number_of_calls_in_half_open_state (1) successes close it, one \
+failure reopens it with the open time multiplied by exponential_backoff_multiplier (2) up to \
+exponential_max_wait_duration_in_open_state (1h). With \
+automatic_transition_from_open_to_half_open_enabled, the move to half_open happens as soon as \
+any record's time passes the end of the wait. Operator states: disabled (everything passes, \
+nothing counts), forced_open (held back until `reset`), metrics_only (counted and annotated, \
+never trips); `forget` removes a node. Every change is a kind=transition record, emitted \
+before the record that caused it; the causing record itself passes (it was admitted), annotated \
+with the new state. In half_open, records that do not count (ignored outcomes, stale or out of \
+order) pass annotated but do not decide the trial.
+
+Time. Only the records' ts is used, so a recorded stream replays identically. A record older \
+than the newest record already seen for its node is out of order; one older than \
+max_record_age (10m) behind the newest record of this run is stale. Neither is counted: each \
+passes (or is held) with the node's current annotation and never ends an open wait. Operator \
+commands use the wall clock.
+
+Fleet guard. When a node would trip, the breaker counts the failing nodes: those in a run of \
+failures whose last failure is within fleet_guard.window (1m) of the tripping record, plus open \
+nodes that opened within that window, plus the node itself. If the known nodes (all in the \
+state file except disabled ones) are at least fleet_guard.min_known_nodes (3) and failing nodes \
+are more than fleet_guard.threshold (0.5) of them, the breaker is not opened (its count keeps \
+growing; it is judged again at its next failure) and a kind=fleet record with verdict \
+suspect_observer is emitted, at most one per window. This is the Kubernetes node controller's \
+rule for a fully disrupted zone: when everything looks down, blame the observer.
+
+Lemon history. Each node keeps its last trip_history_size (20) trip times (closed to open); \
+transitions report the trips within trip_window (7 days) as trips_in_window and history \
+(\"3 trips in 7 days\").
+
+State. --state FILE (default $XDG_STATE_HOME/ugro/breaker.json or \
+~/.local/state/ugro/breaker.json) holds every node's breaker. A run holds an exclusive lock on \
+FILE.lock from start to end, so concurrent runs wait for each other and lose no update; the \
+file is replaced atomically (temp file, fsync, rename), mode 0600, at the end of input and, in \
+long runs, after transitions (at most once per persist_interval, 1s). A corrupt file or one of \
+another format version stops the tool with status 78 and is left untouched; --reset-state \
+deletes it and starts empty. The same configuration file drives ugro-watch --pipeline \
+(pass_open: true there is --pass-open here).
+
+Configuration (-c FILE, YAML; every key optional): failure_threshold, \
+wait_duration_in_open_state, permitted_number_of_calls_in_half_open_state, \
+enable_exponential_backoff, exponential_backoff_multiplier, \
+exponential_max_wait_duration_in_open_state, automatic_transition_from_open_to_half_open_enabled, \
+degraded, unknown, unreachable, max_record_age, pass_open, trip_history_size, trip_window, \
+persist_interval, fleet_guard {enabled, threshold, window, min_known_nodes}. Unknown keys are \
+errors that name the file and line. breaker.example.yaml in the source lists them with their \
+defaults.
+
+Exit status: 0 ok, 64 usage, 65 some input lines rejected, 66 config file missing, 74 I/O \
+error, 78 bad configuration or unusable state file.";
 
 /// Command line.
 #[derive(Debug, Parser)]
-#[command(name = "ugro-breaker", version, about = "ugro-breaker")]
-pub struct Cli {}
+#[command(
+    name = "ugro-breaker",
+    version,
+    about = "Per-node circuit breaker over scored ugro records, with state that survives cron runs",
+    long_about = LONG_ABOUT
+)]
+pub struct Cli {
+    /// Operator command; without one, filter standard input to standard output.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// YAML configuration (keys: resilience4j's parameter names in snake case).
+    #[arg(short = 'c', long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+
+    /// State file [default: $XDG_STATE_HOME/ugro/breaker.json].
+    #[arg(long, value_name = "FILE", global = true)]
+    pub state: Option<PathBuf>,
+
+    /// Delete the state file first and start from empty (the way out of a corrupt file).
+    #[arg(long, global = true)]
+    pub reset_state: bool,
+
+    /// Pass records of open nodes, annotated, instead of holding them back.
+    #[arg(long)]
+    pub pass_open: bool,
+
+    /// Stop at the first bad input line instead of reporting and skipping it.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// Operator commands. Each takes the state file's lock, so it waits for a running filter.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show every node's breaker.
+    Status {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Close NODE's breaker and clear its counts (its trip history is kept). Prints the
+    /// transition record, if the state changed.
+    Reset {
+        /// Node name.
+        #[arg(value_parser = node_arg)]
+        node: String,
+    },
+    /// Hold NODE's breaker open until `reset`. Prints the transition record.
+    ForceOpen {
+        /// Node name.
+        #[arg(value_parser = node_arg)]
+        node: String,
+    },
+    /// Turn NODE's breaker off: its records pass, nothing is counted, until `reset`.
+    Disable {
+        /// Node name.
+        #[arg(value_parser = node_arg)]
+        node: String,
+    },
+    /// Count and annotate NODE's records but never trip, until `reset`.
+    MetricsOnly {
+        /// Node name.
+        #[arg(value_parser = node_arg)]
+        node: String,
+    },
+    /// Remove NODE from the state file (a decommissioned node stops counting as known to the
+    /// fleet guard). Its next record starts a fresh, closed breaker.
+    Forget {
+        /// Node name.
+        #[arg(value_parser = node_arg)]
+        node: String,
+    },
+}
+
+/// `status` output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned columns for people.
+    Table,
+    /// One JSON document.
+    Json,
+}
+
+fn node_arg(s: &str) -> Result<String, String> {
+    ugro_types::validate_node(s)
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            if s == "*" {
+                Err("`*` names the fleet, not a node".into())
+            } else {
+                Ok(s.to_owned())
+            }
+        })
+}
 
 /// The clap command, for man pages.
 pub fn command() -> clap::Command {
@@ -17,15 +196,114 @@ pub fn command() -> clap::Command {
 
 /// Errors.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {}
+pub enum Error {
+    /// Configuration file.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// State file.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// While filtering.
+    #[error(transparent)]
+    Stage(#[from] StageError),
+    /// Writing output.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
 
 impl ugro_types::cli::ToolError for Error {
     fn exit(&self) -> Exit {
-        Exit::Software
+        match self {
+            Error::Config(e) => e.exit(),
+            Error::State(e) => e.exit(),
+            Error::Stage(e) => e.exit(),
+            Error::Write(e) => e.exit(),
+        }
     }
 }
 
+fn op_target(op: Operation) -> &'static str {
+    match op {
+        Operation::Reset => "closed (or never seen)",
+        Operation::ForceOpen => "forced_open",
+        Operation::Disable => "disabled",
+        Operation::MetricsOnly => "metrics_only",
+        Operation::Forget => "forgotten",
+    }
+}
+
+/// The default state file.
+pub fn default_state_file() -> PathBuf {
+    ugro_types::state::default_state_dir().join("breaker.json")
+}
+
 /// Runs the tool.
-pub fn run(_cli: Cli) -> Result<ExitCode, Error> {
-    Ok(Exit::Unavailable.into())
+pub fn run(cli: Cli) -> Result<ExitCode, Error> {
+    let mut cfg = BreakerConfig::load(cli.config.as_deref())?;
+    cfg.pass_open |= cli.pass_open;
+    let state = cli.state.unwrap_or_else(default_state_file);
+    if cli.reset_state {
+        ugro_types::state::reset(&state)?;
+    }
+    let mut stage = BreakerStage::open(cfg, &state)?;
+    let mut out = RecordWriter::new(io::stdout().lock());
+    let op = match cli.command {
+        None => {
+            let input = BufReader::with_capacity(1 << 16, io::stdin().lock());
+            let r = ugro_types::stage::run("ugro-breaker", cli.strict, input, &mut out, &mut stage);
+            return match r {
+                Ok(exit) => Ok(exit.into()),
+                // Closed stdout: stop quietly; dropping the stage still saves the state.
+                Err(e) if e.exit() == Exit::Ok => Ok(ExitCode::SUCCESS),
+                Err(e) => Err(e.into()),
+            };
+        }
+        Some(Command::Status { format }) => {
+            let text = status::render(
+                stage.breaker().data(),
+                stage.breaker().config(),
+                &state,
+                Timestamp::now(),
+                format,
+            );
+            return match out.write_text(&text) {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(WriteError::Closed) => Ok(ExitCode::SUCCESS),
+                Err(e) => Err(e.into()),
+            };
+        }
+        Some(Command::Reset { node }) => (node, Operation::Reset),
+        Some(Command::ForceOpen { node }) => (node, Operation::ForceOpen),
+        Some(Command::Disable { node }) => (node, Operation::Disable),
+        Some(Command::MetricsOnly { node }) => (node, Operation::MetricsOnly),
+        Some(Command::Forget { node }) => (node, Operation::Forget),
+    };
+    let (node, op) = op;
+    match stage.operate(&node, op, Timestamp::now())? {
+        Some(t) => match out.write_record(&t) {
+            Ok(()) | Err(WriteError::Closed) => {}
+            Err(e) => return Err(e.into()),
+        },
+        None if op == Operation::Forget => {}
+        None => tracing::warn!("{node}: already {}; nothing to change", op_target(op)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn node_arguments_are_validated() {
+        assert!(node_arg("gpu-01").is_ok());
+        for bad in ["*", "-x", "a/b", ""] {
+            assert!(node_arg(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -1,14 +1,203 @@
-//! ugro-probe (being written).
+//! `ugro-probe`: one node's GPU, kernel-log, host, network and process health as `sample`
+//! records (JSON lines) or Prometheus text.
+//!
+//! The collectors live in [`gpu`]/[`nvml`] (NVML readings and their conversion, shared with
+//! `--gpu-fixture`), [`xid`] (kernel log), [`host`], [`net`] and [`procs`]; [`probe::Probe`]
+//! runs them on threads under time budgets and keeps NVML open between samples.
 
+pub mod gpu;
+pub mod host;
+pub mod net;
+pub mod nvml;
+pub mod probe;
+pub mod procs;
+pub mod prom;
+pub mod xid;
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, Parser, ValueEnum};
+use serde::Deserialize;
 use ugro_types::Exit;
+use ugro_types::cli::parse_duration;
+use ugro_types::config::ConfigError;
+use ugro_types::io::{RecordWriter, WriteError};
+
+pub use probe::{Budgets, GpuSource, Probe, ProbeConfig};
+
+const LONG_ABOUT: &str = "\
+Collects one node's health and writes it as a `sample` record (one JSON line) for \
+ugro-score, or as Prometheus text for node_exporter's textfile collector.
+
+Collectors: GPUs through NVML (initialised once per process), XIDs from the kernel log \
+(/dev/kmsg) attached to GPUs by PCI bus id, host CPU/load/memory/swap/uptime and local disks, \
+network interfaces, InfiniBand ports and TCP reachability of --peer targets, and process-table \
+health with training processes.
+
+Choices an operator should know:
+  * No NVIDIA library: gpu.status is \"absent\" with the loader's message, the rest of the sample \
+is produced, and the exit status is 0. The library loads but NVML fails (driver not loaded, \
+driver/library version mismatch, no permission): \"failed\". With --expect-gpus N, fewer GPUs \
+is \"missing\", and no library at all is \"failed\".
+  * A value the node cannot provide (NVML NotSupported, unreadable file) is left out and named \
+in the section's `absent` map with the reason; it is never reported as 0.
+  * Every collector runs on its own thread under its own time budget (--budget NAME=DUR). One \
+that runs over is abandoned and listed in `errors` with timed_out and its duration; its section \
+is left out and the others still emit. A hung collector is not started again while it hangs.
+  * Disks: one entry per local filesystem (bind mounts of the same device once). Pseudo and \
+memory filesystems (proc, sysfs, cgroup, tmpfs, squashfs, ...) are never reported; network \
+filesystems (nfs, cifs, lustre, gpfs, ceph, sshfs, 9p, virtiofs, ...) only with \
+--include-network-fs, since a dead server would hang statvfs. The disk collector has its own \
+budget: a hung mount is named in the timeout error.
+  * CPU % never sleeps in one-shot mode when a previous /proc/stat reading is available: it is \
+kept in a small per-user state file ($XDG_STATE_HOME/ugro/probe-cpu.json) and used when it is \
+at least 1 s and at most --cpu-state-max-age old. Otherwise the probe measures over \
+--cpu-window (default 100ms; 0 reports cpu_pct absent instead). Resident modes keep the \
+reading in memory.
+  * XIDs: /dev/kmsg is read from the oldest record still in the ring buffer and only XIDs \
+within --xid-lookback (default 10m) are reported. In --serve/--interval modes the handle \
+stays open and only new records are read. An unreadable kernel log (dmesg_restrict without \
+CAP_SYSLOG) is not an error: each GPU's absent.xids gives the reason and the xid collector \
+shows ok=false. Lines of a --kmsg-file without the kmsg header carry no time and are always \
+reported.
+  * pcie_throughput is not read: it costs about 21 ms per call per GPU.
+  * --serve reads stdin and writes one sample per input line, exiting at end of input: this is \
+how ugro-watch keeps one resident probe per node.
+
+Exit status: 0 (also without GPUs), 64 usage, 66 missing fixture/config file, 65 unusable \
+fixture, 74 write error, 78 bad configuration.";
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// One `sample` JSON line per sample.
+    Json,
+    /// Prometheus text exposition (textfile collector).
+    Prometheus,
+}
 
 /// Command line.
 #[derive(Debug, Parser)]
-#[command(name = "ugro-probe", version, about = "ugro-probe")]
-pub struct Cli {}
+#[command(
+    name = "ugro-probe",
+    version,
+    about = "Probe one node's GPUs, kernel-log XIDs, host, network and processes",
+    long_about = LONG_ABOUT
+)]
+pub struct Cli {
+    /// YAML configuration file with the same keys as the long options (snake_case).
+    #[arg(short, long, env = "UGRO_PROBE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Node name in records [default: the host name].
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Output format [default: json].
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Write a sample every DUR until stopped (or --count samples).
+    #[arg(long, value_parser = parse_duration, value_name = "DUR", conflicts_with = "serve")]
+    pub interval: Option<Duration>,
+    /// With --interval: stop after N samples.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Resident mode: one sample per line read on stdin; exit at end of input.
+    #[arg(long)]
+    pub serve: bool,
+    /// Number of GPUs this node should have; fewer visible makes gpu.status "missing".
+    #[arg(long, value_name = "N")]
+    pub expect_gpus: Option<u32>,
+    /// Replay recorded GPU readings instead of NVML (see fixtures/README.md).
+    #[arg(long, value_name = "FILE")]
+    pub gpu_fixture: Option<PathBuf>,
+    /// Do not collect GPUs at all.
+    #[arg(long, conflicts_with = "gpu_fixture")]
+    pub no_gpu: bool,
+    /// Read kernel-log lines from FILE instead of /dev/kmsg (replay, tests).
+    #[arg(long, value_name = "PATH")]
+    pub kmsg_file: Option<PathBuf>,
+    /// Do not read the kernel log.
+    #[arg(long)]
+    pub no_xid: bool,
+    /// Report XIDs logged within this long before the sample [default: 10m].
+    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+    pub xid_lookback: Option<Duration>,
+    /// TCP peer to check (host:port); repeatable.
+    #[arg(long = "peer", value_name = "HOST:PORT")]
+    pub peers: Vec<String>,
+    /// Connect timeout per peer [default: 1s].
+    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+    pub peer_timeout: Option<Duration>,
+    /// Training command-line pattern (substring); repeatable; replaces the defaults
+    /// (torchrun, torch.distributed, deepspeed, accelerate launch, megatron, horovodrun, mpirun).
+    #[arg(long = "training-pattern", value_name = "TEXT")]
+    pub training_patterns: Vec<String>,
+    /// Also report network filesystems.
+    #[arg(long)]
+    pub include_network_fs: bool,
+    /// Measuring window when no recent previous CPU reading exists; 0 = report cpu_pct absent.
+    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+    pub cpu_window: Option<Duration>,
+    /// Use a previous CPU reading only if it is at most this old [default: 5m].
+    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+    pub cpu_state_max_age: Option<Duration>,
+    /// Previous-CPU-reading file [default: $XDG_STATE_HOME/ugro/probe-cpu.json].
+    #[arg(long, value_name = "FILE")]
+    pub cpu_state_file: Option<PathBuf>,
+    /// Collector time budget, NAME=DUR (gpu 5s, xid 1s, host 1s, disks 2s, network 3s,
+    /// processes 2s); repeatable.
+    #[arg(long = "budget", value_name = "NAME=DUR")]
+    pub budgets: Vec<String>,
+}
+
+/// The configuration file: the same keys as the long options.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    node: Option<String>,
+    format: Option<Format>,
+    #[serde(default, with = "humantime_opt")]
+    interval: Option<Duration>,
+    expect_gpus: Option<u32>,
+    gpu_fixture: Option<PathBuf>,
+    no_gpu: Option<bool>,
+    kmsg_file: Option<PathBuf>,
+    no_xid: Option<bool>,
+    #[serde(default, with = "humantime_opt")]
+    xid_lookback: Option<Duration>,
+    #[serde(default)]
+    peers: Vec<String>,
+    #[serde(default, with = "humantime_opt")]
+    peer_timeout: Option<Duration>,
+    training_patterns: Option<Vec<String>>,
+    include_network_fs: Option<bool>,
+    #[serde(default, with = "humantime_opt")]
+    cpu_window: Option<Duration>,
+    #[serde(default, with = "humantime_opt")]
+    cpu_state_max_age: Option<Duration>,
+    cpu_state_file: Option<PathBuf>,
+    #[serde(default)]
+    budgets: std::collections::BTreeMap<String, String>,
+}
+
+mod humantime_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s: Option<String> = Option::deserialize(d)?;
+        s.map(|s| humantime_parse(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+
+    fn humantime_parse(s: &str) -> Result<Duration, String> {
+        ugro_types::cli::parse_duration(s)
+    }
+}
 
 /// The clap command, for man pages.
 pub fn command() -> clap::Command {
@@ -17,15 +206,237 @@ pub fn command() -> clap::Command {
 
 /// Errors.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {}
+pub enum Error {
+    /// Configuration file.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A bad option value.
+    #[error("{0}")]
+    Usage(String),
+    /// A bad option value found in the configuration file.
+    #[error("{0}")]
+    BadConfig(String),
+    /// The GPU fixture.
+    #[error(transparent)]
+    Probe(#[from] probe::ProbeError),
+    /// Output.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// Reading stdin in --serve.
+    #[error("reading stdin: {0}")]
+    Stdin(std::io::Error),
+}
 
 impl ugro_types::cli::ToolError for Error {
     fn exit(&self) -> Exit {
-        Exit::Software
+        match self {
+            Error::Config(e) => e.exit(),
+            Error::Usage(_) => Exit::Usage,
+            Error::BadConfig(_) => Exit::Config,
+            Error::Probe(probe::ProbeError::Fixture(gpu::FixtureError::Read {
+                source, ..
+            })) if source.kind() == std::io::ErrorKind::NotFound => Exit::NoInput,
+            Error::Probe(probe::ProbeError::Fixture(gpu::FixtureError::Read { .. })) => Exit::IoErr,
+            Error::Probe(_) => Exit::DataErr,
+            Error::Write(e) => e.exit(),
+            Error::Stdin(_) => Exit::IoErr,
+        }
+    }
+}
+
+fn hostname() -> String {
+    let u = rustix::system::uname();
+    u.nodename().to_string_lossy().into_owned()
+}
+
+/// The mode and format, resolved from flags and file.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// Probe configuration.
+    pub probe: ProbeConfig,
+    /// Output format.
+    pub format: Format,
+    /// `--interval`.
+    pub interval: Option<Duration>,
+}
+
+/// Merges the command line over the configuration file (flags win).
+pub fn resolve(cli: &Cli) -> Result<Resolved, Error> {
+    let file: FileConfig = match &cli.config {
+        Some(p) => ugro_types::config::load_yaml(p)?.0,
+        None => FileConfig::default(),
+    };
+    let node = cli
+        .node
+        .clone()
+        .or(file.node.clone())
+        .unwrap_or_else(hostname);
+    ugro_types::validate_node(&node).map_err(|e| {
+        if cli.node.is_some() {
+            Error::Usage(format!("--node: {e}"))
+        } else {
+            Error::BadConfig(format!("node name {node:?}: {e}"))
+        }
+    })?;
+    let gpu = if cli.no_gpu || (file.no_gpu == Some(true) && cli.gpu_fixture.is_none()) {
+        GpuSource::Off
+    } else if let Some(f) = cli.gpu_fixture.clone().or(file.gpu_fixture.clone()) {
+        GpuSource::Fixture(f)
+    } else {
+        GpuSource::Nvml
+    };
+    let kmsg = if cli.no_xid || file.no_xid == Some(true) {
+        None
+    } else {
+        match cli.kmsg_file.clone().or(file.kmsg_file.clone()) {
+            Some(p) if !xid::is_device(&p) => Some(xid::KmsgSource::File(p)),
+            _ => Some(xid::KmsgSource::Device),
+        }
+    };
+    let mut budgets = Budgets::default();
+    for (k, v) in &file.budgets {
+        let d = parse_duration(v).map_err(|e| Error::BadConfig(format!("budgets.{k}: {e}")))?;
+        if !budgets.set(k, d) {
+            return Err(Error::BadConfig(format!(
+                "budgets.{k}: unknown collector (gpu, xid, host, disks, network, processes)"
+            )));
+        }
+    }
+    for b in &cli.budgets {
+        let (k, v) = b
+            .split_once('=')
+            .ok_or_else(|| Error::Usage(format!("--budget {b}: want NAME=DUR")))?;
+        let d = parse_duration(v).map_err(|e| Error::Usage(format!("--budget {b}: {e}")))?;
+        if !budgets.set(k, d) {
+            return Err(Error::Usage(format!(
+                "--budget {b}: unknown collector (gpu, xid, host, disks, network, processes)"
+            )));
+        }
+    }
+    let peer_timeout = cli
+        .peer_timeout
+        .or(file.peer_timeout)
+        .unwrap_or(Duration::from_secs(1));
+    let mut peers = file.peers.clone();
+    peers.extend(cli.peers.iter().cloned());
+    for p in &peers {
+        if !p.contains(':') {
+            return Err(Error::Usage(format!("--peer {p}: want HOST:PORT")));
+        }
+    }
+    // The network collector must outlive its peers' connect timeout.
+    if !peers.is_empty() && budgets.network < peer_timeout + Duration::from_millis(500) {
+        budgets.network = peer_timeout + Duration::from_millis(500);
+    }
+    let patterns = if !cli.training_patterns.is_empty() {
+        cli.training_patterns.clone()
+    } else if let Some(p) = file.training_patterns.clone() {
+        p
+    } else {
+        procs::DEFAULT_PATTERNS
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect()
+    };
+    let cpu = host::CpuConfig {
+        state_file: Some(
+            cli.cpu_state_file
+                .clone()
+                .or(file.cpu_state_file.clone())
+                .unwrap_or_else(|| ugro_types::state::default_state_dir().join("probe-cpu.json")),
+        ),
+        max_age: cli
+            .cpu_state_max_age
+            .or(file.cpu_state_max_age)
+            .unwrap_or(Duration::from_secs(300)),
+        min_window: Duration::from_secs(1),
+        window: cli
+            .cpu_window
+            .or(file.cpu_window)
+            .unwrap_or(Duration::from_millis(100)),
+    };
+    let interval = cli.interval.or(file.interval);
+    if interval.is_some_and(|d| d.is_zero()) {
+        return Err(Error::Usage("--interval must be more than 0".into()));
+    }
+    Ok(Resolved {
+        probe: ProbeConfig {
+            node,
+            gpu,
+            expect_gpus: cli.expect_gpus.or(file.expect_gpus),
+            kmsg,
+            xid_lookback: cli
+                .xid_lookback
+                .or(file.xid_lookback)
+                .unwrap_or(Duration::from_secs(600)),
+            cpu,
+            include_network_fs: cli.include_network_fs || file.include_network_fs == Some(true),
+            peers,
+            peer_timeout,
+            patterns,
+            budgets,
+            proc_root: PathBuf::from("/proc"),
+            sys_root: PathBuf::from("/sys"),
+        },
+        format: cli.format.or(file.format).unwrap_or(Format::Json),
+        interval,
+    })
+}
+
+fn emit<W: Write>(
+    w: &mut RecordWriter<W>,
+    format: Format,
+    s: &ugro_types::Sample,
+) -> Result<(), WriteError> {
+    match format {
+        Format::Json => w.write_record(s),
+        Format::Prometheus => w.write_text(&prom::render(s)),
     }
 }
 
 /// Runs the tool.
-pub fn run(_cli: Cli) -> Result<ExitCode, Error> {
-    Ok(Exit::Unavailable.into())
+pub fn run(cli: Cli) -> Result<ExitCode, Error> {
+    let r = resolve(&cli)?;
+    let probe = Probe::new(r.probe)?;
+    let mut out = RecordWriter::new(std::io::stdout().lock());
+    let res = if cli.serve {
+        let stdin = std::io::stdin();
+        let mut lock = stdin.lock();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match lock.read_line(&mut line) {
+                Ok(0) => break,
+                Ok(_) => {
+                    let s = probe.sample(ugro_types::Timestamp::now());
+                    emit(&mut out, r.format, &s)?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::Stdin(e)),
+            }
+        }
+        Ok(())
+    } else if let Some(every) = r.interval {
+        let start = Instant::now();
+        let mut n: u64 = 0;
+        loop {
+            let s = probe.sample(ugro_types::Timestamp::now());
+            emit(&mut out, r.format, &s)?;
+            n += 1;
+            if cli.count.is_some_and(|c| n >= c) {
+                break;
+            }
+            // Ticks are anchored to the start so a slow sample does not shift later ones.
+            let next = start + every.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX));
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+        Ok(())
+    } else {
+        let s = probe.sample(ugro_types::Timestamp::now());
+        emit(&mut out, r.format, &s)
+    };
+    match res {
+        Ok(()) | Err(WriteError::Closed) => Ok(Exit::Ok.into()),
+        Err(e) => Err(e.into()),
+    }
 }

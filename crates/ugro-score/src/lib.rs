@@ -1,31 +1,255 @@
-//! ugro-score (being written).
+//! ugro-score: turns `kind=sample` records into health scores.
+//!
+//! The library is what `ugro-watch --pipeline` reuses: [`ScoreConfig`] (the same YAML the CLI's
+//! `-c` reads), [`Scorer`] (a [`ugro_types::stage::Stage`]) and [`Scorer::score_sample`].
 
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use ugro_types::Exit;
+use ugro_types::config::ConfigError;
+use ugro_types::io::RecordWriter;
+use ugro_types::stage::{self, StageError};
+use ugro_types::{Exit, HealthState};
+
+pub mod config;
+pub mod output;
+pub mod policy;
+mod scorer;
+mod stage_impl;
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::field_reassign_with_default
+)]
+mod tests;
+mod view;
+
+pub use config::{ScoreConfig, Weights};
+pub use output::Format;
+pub use policy::{XidPolicy, XidSeverity};
+pub use scorer::{Scorer, combine_gpus};
+
+const TOOL: &str = "ugro-score";
+
+const LONG_ABOUT: &str = "\
+Reads JSON lines (ugro records) and scores every kind=sample record; other kinds pass through \
+unchanged. The default output is the input record with a `score` object added (every other \
+field is kept as it was, in its order; an existing `score` is replaced). Only the fields the score reads \
+are checked: a sample whose header (v, kind, ts, node) or scored fields have the wrong type is \
+rejected; fields ugro-score does not read pass through unexamined.
+
+SCORE. Four components score 0-100: gpu, system, network, process. Each rule that fires is a \
+reason (code, component, gpu, value, threshold, deduction, fatal, action, message) and takes \
+its deduction from its component. The total is the weighted sum (default gpu 0.4, system 0.3, \
+network 0.2, process 0.1). States: critical below 40, degraded below 70, else healthy; a \
+component below the critical threshold, or a single GPU below the degraded threshold, makes the \
+node at least degraded whatever the weights and the other GPUs hide: in a collective job the \
+slowest GPU sets the pace of all of them. So HW slowdown (40 points), a PCIe link below its max \
+gen or width while busy (35 each), a row remap pending (70) or a GPU at its slowdown temperature \
+(40) each make the node degraded on their own. The recommended action is the most drastic over the reasons (none < check_network < \
+check_host < restart_app < reset_gpu < reboot < hardware_inspection).
+
+GPUS. Each GPU scores on its own (temperature margin to its slowdown temperature or the \
+configured default; power over its limit; hw_slowdown / hw_thermal_slowdown / \
+hw_power_brake_slowdown (one deduction together), sw_thermal_slowdown; sw_power_cap costs \
+nothing on a busy GPU (utilisation at or above gpu.busy_utilization_pct, default 50) and a \
+little on an idle one; uncorrected ECC; row remap pending (action reboot) or failed; PCIe gen \
+or width below its max while busy; PCIe replay counter growth since the node's previous \
+sample; XIDs per the XID policy). The GPU component is 0.8 x the worst GPU + 0.2 x the mean \
+(gpu.worst_weight), so one dead GPU of eight gives a GPU component of 17.5, not 87.5, and the \
+node is at least degraded. A GPU that is expected but missing counts as a GPU scoring 0.
+
+HARD FAILS. These make the state critical whatever the total (reason.fatal = true): a fatal \
+XID, a GPU lost or unreadable (device state lost/error), gpu.status failed (NVML broken), \
+gpu.status missing (fewer GPUs than expected), row-remap failure, uncorrected volatile ECC > 0.
+
+UNKNOWN. The state is unknown (no total) when the data the score needs is missing: the node \
+was unreachable (reason node_unreachable, action check_network), or a required section is \
+absent (default required: gpu and host; gpu.status absent or no devices counts as missing). \
+Optional sections (network, processes) that are absent leave their component out and the \
+total is taken over the remaining weights. A hard fail wins over unknown: a node with a dead \
+GPU is critical even if its host section is missing. Nothing is healthy by default.
+
+HISTORY. Replay-counter growth and XID count-in-window escalation compare with earlier \
+samples of the same node and GPU (by UUID), in this process only, using record times: the \
+first sample of a GPU costs nothing; a sample older than the node's last one is scored \
+without history. At most max_tracked_nodes nodes are remembered (least recently seen dropped).
+
+CONFIGURATION. -c FILE (or UGRO_SCORE_CONFIG) is YAML; every key is optional and \
+crates/ugro-score/score.example.yaml lists them with their defaults. Flags override the file.
+
+XID POLICY. A YAML data file (meaning, severity fatal/warning/application, action, optional \
+deduction and `escalate: {count, window}`) is built in; --xid-policy FILE (or xid_policy: in \
+the config) is merged over it entry by entry, field by field.
+
+OUTPUT AND EXIT STATUS. --format json (default): exit 0, or 65 when any line was rejected \
+(each reported as `ugro-score: line N: cause`, good lines still scored). --format nagios: one \
+line `UGRO <STATE> - <node>: <summary> | <perfdata>` per sample (Monitoring Plugins \
+guidelines; perfdata 'score'=T;70:;40:;0;100 plus each component and GPU; with several \
+samples each line carries its own sample's state); exit 0 OK, \
+1 WARNING, 2 CRITICAL, 3 UNKNOWN by the worst state seen (critical > unknown > degraded > \
+healthy). -e/--exit-status gives JSON mode the same plugin exit. In these plugin modes a \
+rejected line or an input with no sample makes the status at least UNKNOWN (3) instead of 65, \
+so a monitoring system never reads a data error as OK; bad lines are still reported on \
+stderr. --format table prints a header and one aligned row per sample. Configuration \
+errors exit 78 naming the bad value (and file:line: field for the config file).";
 
 /// Command line.
 #[derive(Debug, Parser)]
-#[command(name = "ugro-score", version, about = "ugro-score")]
-pub struct Cli {}
+#[command(
+    name = "ugro-score",
+    version,
+    about = "Score ugro samples: component scores, hard-fail overrides, XID policy",
+    long_about = LONG_ABOUT
+)]
+pub struct Cli {
+    /// Input file of JSON lines (default: standard input).
+    #[arg(value_name = "FILE")]
+    pub input: Option<PathBuf>,
+
+    /// YAML configuration: weights, thresholds, rule parameters, xid_policy.
+    #[arg(
+        short = 'c',
+        long = "config",
+        value_name = "FILE",
+        env = "UGRO_SCORE_CONFIG"
+    )]
+    pub config: Option<PathBuf>,
+
+    /// Component weights, e.g. gpu=0.4,system=0.3,network=0.2,process=0.1 (unnamed ones keep
+    /// their configured value; the four must be >= 0 and sum to 1).
+    #[arg(long, value_name = "NAME=W,...")]
+    pub weights: Option<String>,
+
+    /// Site XID policy merged over the built-in one (overrides the config's xid_policy).
+    #[arg(long = "xid-policy", value_name = "FILE")]
+    pub xid_policy: Option<PathBuf>,
+
+    /// Total below which the state is critical (default 40).
+    #[arg(long = "critical-below", value_name = "SCORE")]
+    pub critical_below: Option<f64>,
+
+    /// Total below which the state is degraded (default 70).
+    #[arg(long = "degraded-below", value_name = "SCORE")]
+    pub degraded_below: Option<f64>,
+
+    /// Output format.
+    #[arg(short = 'f', long, value_enum, default_value_t = Format::Json)]
+    pub format: Format,
+
+    /// Exit with the Monitoring Plugins status of the worst state seen (0-3), in JSON mode too.
+    #[arg(short = 'e', long = "exit-status")]
+    pub exit_status: bool,
+
+    /// Stop at the first bad input line.
+    #[arg(long)]
+    pub strict: bool,
+}
 
 /// The clap command, for man pages.
 pub fn command() -> clap::Command {
     Cli::command()
 }
 
-/// Errors.
+/// What can stop ugro-score.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {}
+pub enum Error {
+    /// The configuration or policy file is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A flag value is unusable.
+    #[error("{0}")]
+    Flag(String),
+    /// The input file cannot be opened.
+    #[error("{path}: {source}")]
+    Input {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// Reading, writing or a stage failure.
+    #[error(transparent)]
+    Stage(#[from] StageError),
+}
 
 impl ugro_types::cli::ToolError for Error {
     fn exit(&self) -> Exit {
-        Exit::Software
+        match self {
+            Error::Config(e) => e.exit(),
+            Error::Flag(_) => Exit::Config,
+            Error::Input { .. } => Exit::NoInput,
+            Error::Stage(e) => e.exit(),
+        }
     }
 }
 
+/// Builds the configuration from `-c` and the flags on top of it.
+pub fn config_from(cli: &Cli) -> Result<ScoreConfig, Error> {
+    let mut cfg = ScoreConfig::load(cli.config.as_deref())?;
+    if let Some(p) = &cli.xid_policy {
+        cfg.policy = XidPolicy::load_site(p)?;
+    }
+    if let Some(spec) = &cli.weights {
+        config::parse_weights_flag(spec, &mut cfg.weights).map_err(Error::Flag)?;
+        cfg.weights
+            .validate()
+            .map_err(|(_, m)| Error::Flag(format!("--weights: {m}")))?;
+    }
+    if let Some(c) = cli.critical_below {
+        cfg.thresholds.critical = c;
+    }
+    if let Some(d) = cli.degraded_below {
+        cfg.thresholds.degraded = d;
+    }
+    config::check_thresholds(&cfg.thresholds).map_err(|(_, m)| Error::Flag(m))?;
+    Ok(cfg)
+}
+
 /// Runs the tool.
-pub fn run(_cli: Cli) -> Result<ExitCode, Error> {
-    Ok(Exit::Unavailable.into())
+pub fn run(cli: Cli) -> Result<ExitCode, Error> {
+    let cfg = config_from(&cli)?;
+    let input: Box<dyn BufRead> = match &cli.input {
+        Some(p) if p.as_os_str() != "-" => {
+            let f = File::open(p).map_err(|source| Error::Input {
+                path: p.clone(),
+                source,
+            })?;
+            Box::new(BufReader::with_capacity(1 << 16, f))
+        }
+        _ => Box::new(BufReader::with_capacity(1 << 16, io::stdin())),
+    };
+    let plugin_mode = cli.exit_status || cli.format == Format::Nagios;
+    let mut scorer = Scorer::with_format(cfg, cli.format);
+    let mut out = RecordWriter::new(io::stdout().lock());
+    let result = stage::run(TOOL, cli.strict, input, &mut out, &mut scorer);
+    if !plugin_mode {
+        return Ok(result?.into());
+    }
+    let data_error = match result {
+        Ok(exit) => exit != Exit::Ok,
+        Err(StageError::Read(ugro_types::io::ReadError::Strict(_))) => true,
+        Err(e) => return Err(e.into()),
+    };
+    let mut worst = scorer.worst();
+    if data_error || worst.is_none() {
+        worst = Some(output::worse(worst, HealthState::Unknown));
+    }
+    let worst = worst.unwrap_or(HealthState::Unknown);
+    if cli.format == Format::Nagios && scorer.samples() == 0 {
+        let why = if data_error {
+            "no valid sample in the input"
+        } else {
+            "no samples in the input"
+        };
+        match out.write_raw(format!("UGRO UNKNOWN - {why}").as_bytes()) {
+            Ok(()) | Err(ugro_types::io::WriteError::Closed) => {}
+            Err(e) => return Err(Error::Stage(e.into())),
+        }
+    }
+    Ok(worst.plugin_status().into())
 }

@@ -64,7 +64,7 @@ pub struct Transition {
     /// State after.
     pub to: BreakerState,
     /// Why: `failure_threshold`, `trial_succeeded`, `trial_failed`, `wait_elapsed`, `operator_reset`,
-    /// `operator_force_open`.
+    /// `operator_force_open`, `operator_disable`, `operator_metrics_only`, `operator_forget`.
     pub reason: String,
     /// Consecutive failures at the time of the change.
     pub consecutive_failures: u32,

@@ -262,6 +262,34 @@ pub fn set_field(
     serde_json::to_vec(&obj)
 }
 
+/// Whether a JSON object line has `key` at the top level. Uses a streaming parse of the keys
+/// only (values are skipped), so it is exact where a substring search would be fooled by a
+/// nested or quoted occurrence.
+pub fn has_top_level_key(line: &str, key: &str) -> Result<bool, serde_json::Error> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct Find<'k>(&'k str);
+    impl<'de> Visitor<'de> for Find<'_> {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+            let mut found = false;
+            while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if k == self.0 {
+                    found = true;
+                }
+                map.next_value::<IgnoredAny>()?;
+            }
+            Ok(found)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(line);
+    let found = (&mut de).deserialize_map(Find(key))?;
+    de.end()?;
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,32 +370,4 @@ mod tests {
         assert!(matches!(e, WriteError::Closed));
         assert_eq!(e.exit(), Exit::Ok);
     }
-}
-
-/// Whether a JSON object line has `key` at the top level. Uses a streaming parse of the keys
-/// only (values are skipped), so it is exact where a substring search would be fooled by a
-/// nested or quoted occurrence.
-pub fn has_top_level_key(line: &str, key: &str) -> Result<bool, serde_json::Error> {
-    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
-    struct Find<'k>(&'k str);
-    impl<'de> Visitor<'de> for Find<'_> {
-        type Value = bool;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
-            let mut found = false;
-            while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                if k == self.0 {
-                    found = true;
-                }
-                map.next_value::<IgnoredAny>()?;
-            }
-            Ok(found)
-        }
-    }
-    let mut de = serde_json::Deserializer::from_str(line);
-    let found = (&mut de).deserialize_map(Find(key))?;
-    de.end()?;
-    Ok(found)
 }

@@ -160,13 +160,12 @@ impl Chain {
         step: Step<'_>,
         emit: &mut Emit<'_>,
     ) -> Result<(), StageError> {
-        let Some((head, tail)) = self.stages[at..].split_first_mut() else {
+        let Some((name, stage)) = self.stages.get_mut(at) else {
             if let Step::Line(l) = step {
                 emit(l.as_bytes())?;
             }
             return Ok(());
         };
-        let (name, stage) = head;
         let mut produced: Vec<Vec<u8>> = Vec::new();
         let mut collect = |rec: &[u8]| {
             produced.push(rec.to_vec());
@@ -185,7 +184,6 @@ impl Chain {
             }
             Err(e) => return Err(e),
         }
-        let _ = tail;
         for rec in produced {
             let text = String::from_utf8_lossy(&rec).into_owned();
             self.drive(at + 1, line_no, Step::Line(&text), emit)?;

@@ -116,11 +116,12 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
 impl StateLock {
     /// Creates the parent directory (0700) if needed and waits for the exclusive lock.
     pub fn acquire(path: &Path) -> Result<Self, StateError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.exists() {
-                std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-                let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-            }
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+        {
+            std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
         }
         let lock_path = sidecar(path);
         let lock = OpenOptions::new()
@@ -132,6 +133,7 @@ impl StateLock {
             .open(&lock_path)
             .map_err(io_err(&lock_path))?;
         lock.lock().map_err(io_err(&lock_path))?;
+        remove_orphans(path);
         Ok(StateLock {
             path: path.to_owned(),
             _lock: lock,
@@ -225,6 +227,30 @@ pub fn reset(path: &Path) -> Result<(), StateError> {
     }
 }
 
+/// A run killed between creating its temporary file and renaming it leaves the temporary file
+/// behind (never a torn state file). Those older than an hour are removed: no write takes that
+/// long, so a younger one may belong to another ugro tool writing right now.
+fn remove_orphans(state: &Path) {
+    let dir = match state.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > std::time::Duration::from_secs(3600));
+        if old && e.file_name().to_string_lossy().starts_with(".ugro-tmp-") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 fn sidecar(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(".lock");
@@ -245,6 +271,26 @@ mod tests {
         assert_eq!(l.read::<Vec<u32>>("t", 1).unwrap(), Some(vec![1, 2]));
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn orphaned_temporary_files_older_than_an_hour_are_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let old = d.path().join(".ugro-tmp-old");
+        let young = d.path().join(".ugro-tmp-young");
+        let other = d.path().join("keep-me");
+        for p in [&old, &young, &other] {
+            std::fs::write(p, b"x").unwrap();
+        }
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        for p in [&old, &other] {
+            let f = std::fs::File::options().write(true).open(p).unwrap();
+            f.set_modified(two_hours_ago).unwrap();
+        }
+        StateLock::acquire(&d.path().join("b.json")).unwrap();
+        assert!(!old.exists());
+        assert!(young.exists());
+        assert!(other.exists());
     }
 
     #[test]

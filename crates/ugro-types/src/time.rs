@@ -51,6 +51,8 @@ impl Timestamp {
     }
 
     /// `self + d`, saturating.
+    // Inherent rather than `std::ops::Add`: it saturates instead of panicking on overflow.
+    #[allow(clippy::should_implement_trait)]
     pub fn add(self, d: Duration) -> Self {
         Timestamp(
             self.0
@@ -59,6 +61,7 @@ impl Timestamp {
     }
 
     /// `self - d`, saturating.
+    #[allow(clippy::should_implement_trait)]
     pub fn sub(self, d: Duration) -> Self {
         Timestamp(
             self.0
@@ -73,6 +76,9 @@ impl Timestamp {
 
     /// Parses RFC 3339 in UTC (`Z` or `+00:00`), with or without fractional seconds.
     pub fn parse(s: &str) -> Result<Self, TimestampError> {
+        if let Some(t) = parse_canonical(s.as_bytes()) {
+            return Ok(t);
+        }
         let utc = s
             .strip_suffix("+00:00")
             .map(|head| format!("{head}Z"))
@@ -90,6 +96,85 @@ impl Timestamp {
                 cause: e.to_string(),
             })
     }
+}
+
+/// The form every ugro tool writes (`YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z`), parsed without
+/// allocating: pass-through tools parse one timestamp per line. Anything else (or an
+/// out-of-range field) falls back to humantime, which also produces the error message.
+fn parse_canonical(b: &[u8]) -> Option<Timestamp> {
+    fn num(b: &[u8]) -> Option<i64> {
+        b.iter().try_fold(0i64, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
+        })
+    }
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let (year, month, day) = (num(&b[0..4])?, num(&b[5..7])?, num(&b[8..10])?);
+    let (hour, min, sec) = (num(&b[11..13])?, num(&b[14..16])?, num(&b[17..19])?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 59 {
+        return None;
+    }
+    let rest = &b[19..];
+    let (frac, tail) = match rest.first() {
+        Some(b'.') => {
+            let digits = rest[1..].iter().take_while(|c| c.is_ascii_digit()).count();
+            if digits == 0 || digits > 9 {
+                return None;
+            }
+            let mut ms = 0i64;
+            for i in 0..3 {
+                ms = ms * 10
+                    + rest
+                        .get(1 + i)
+                        .filter(|_| i < digits)
+                        .map_or(0, |c| i64::from(c - b'0'));
+            }
+            (ms, &rest[1 + digits..])
+        }
+        _ => (0, rest),
+    };
+    if tail != b"Z" {
+        return None;
+    }
+    let days_in_month = [
+        31,
+        if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) {
+            29
+        } else {
+            28
+        },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if day > days_in_month[usize::try_from(month - 1).ok()?] {
+        return None;
+    }
+    // Howard Hinnant's days_from_civil.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(Timestamp(
+        ((days * 24 + hour) * 60 + min) * 60_000 + sec * 1000 + frac,
+    ))
 }
 
 impl fmt::Display for Timestamp {
@@ -140,6 +225,22 @@ mod tests {
         let a = Timestamp::parse("2026-11-28T16:54:11+00:00").unwrap();
         let b = Timestamp::parse("2026-11-28T16:54:11.000Z").unwrap();
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn fast_path_agrees_with_humantime() {
+        for s in [
+            "1970-01-01T00:00:00Z",
+            "2000-02-29T23:59:59.999Z",
+            "2026-11-28T16:54:11.1Z",
+            "2026-11-28T16:54:11.123456789Z",
+            "2100-03-01T00:00:00.000Z",
+        ] {
+            let slow = Timestamp::from_system_time(humantime::parse_rfc3339(s).unwrap());
+            assert_eq!(parse_canonical(s.as_bytes()), Some(slow), "{s}");
+        }
+        assert_eq!(parse_canonical(b"2026-02-30T00:00:00Z"), None);
+        assert!(Timestamp::parse("2026-02-30T00:00:00Z").is_err());
     }
 
     #[test]

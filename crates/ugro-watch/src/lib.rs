@@ -1,31 +1,431 @@
-//! ugro-watch (being written).
+//! `ugro-watch`: an adaptive, concurrent fleet monitor over persistent SSH sessions.
+//!
+//! One resident `ugro-probe --serve` per node, reached over one multiplexed SSH session (or a
+//! local child, or any command that speaks the same one-line protocol); a poll is a newline
+//! written and a line read. The scheduler ([`sched`]) adapts each node's interval to job
+//! activity; the output is raw samples, or with `--pipeline` the records of
+//! score → breaker → alert run in-process with the same libraries as the CLIs.
 
+pub mod activity;
+pub mod config;
+pub mod link;
+pub mod monitor;
+pub mod pipeline;
+pub mod sched;
+pub mod statedir;
+pub mod view;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, Parser, ValueEnum};
 use ugro_types::Exit;
+use ugro_types::config::ConfigError;
+use ugro_types::io::{LineReader, WriteError};
+use ugro_types::stage::StageError;
+use ugro_types::state::StateError;
+
+pub use config::Cluster;
+pub use monitor::Core;
+
+const LONG_ABOUT: &str = "\
+Watches a GPU fleet and writes one JSON `sample` record per node per poll to stdout, so that \
+`ugro-watch -c cluster.yaml | ugro-score | ugro-breaker | ugro-alert` works; with --pipeline \
+the three stages run in-process with the same configuration files and give the same output.
+
+Transport: one persistent, multiplexed SSH session per node (the system `ssh` as ControlMaster, \
+strict host-key checking against known_hosts unless `accept_new_host_keys: true`), and on it one \
+resident `ugro-probe --serve`; a poll writes a newline and reads one line, so steady-state polls \
+cost no handshake. Unless --no-deploy, a node without a ugro-probe whose SHA-256 matches the \
+local binary gets a copy in ~/.cache/ugro/ugro-probe-<sha256>, verified on the node before use. \
+`transport: local` runs the probe as a local child; `transport: {command: [argv]}` runs any \
+program speaking the same protocol ({node} {host} {port} {user} are substituted, no shell).
+
+A node that cannot be polled becomes a sample with `unreachable: {cause, message}` and no \
+sections: cause `ssh` (session could not be opened or died; reconnects back off from \
+intervals.reconnect_min to reconnect_max), `timeout` (no answer within `timeout`; the probe is \
+restarted, the session kept) or `probe` (probe exited, could not start, or sent a bad line). \
+A slow or hung node never delays the others.
+
+Scheduling: every node is polled at the base interval (5s) while busy (training processes, a \
+GPU at or above activity.gpu_utilization_pct, listed by --jobs-cmd, or a fresh --activity-file) \
+or not healthy; after each idle, healthy sample its interval doubles up to the maximum (60s). \
+A job start seen by --jobs-cmd or --activity-file (checked every base interval) brings the node \
+back to the base interval at once. Polls are spread over `intervals.spread` of the base \
+interval by a per-node phase. At most `concurrency` polls are in flight; the limit halves after \
+a cycle in which more than 10% of polls timed out and grows back after clean cycles. With \
+--pipeline, a node whose breaker is open is polled only when its trial is due.
+
+Output: JSON lines when stdout is not a terminal, a live table on a terminal (coloured unless \
+NO_COLOR is set). With --pipeline, stdout carries what the last stage writes (alert records), \
+exactly as the shell pipeline would; the table and the state directory still see every score \
+and breaker state. A `stats` record (node `*`, tool `ugro-watch`) every --stats-every and at \
+exit: cycles (finished in the period), cycle_ms / cycle_ms_max / last_cycle_ms (first dispatch \
+to last answer of a cycle), probes, probes_per_s, failures, timeouts, ssh_failures, \
+probe_failures, interval_ms / interval_max_ms (shortest and longest current node interval), \
+concurrency_limit, in_flight, nodes, nodes_unreachable, rss_kb. --state-dir keeps, per node, the latest sample, score, breaker state, \
+last alert and a bounded history (nodes/<node>.json), plus fleet.json and stats.json, each \
+replaced atomically.
+
+Signals: SIGINT/SIGTERM finish the polls in flight, close the probes and sessions, flush the \
+pipeline and the state (a second signal stops at once); SIGHUP reloads the cluster file (a bad \
+file is reported and the running configuration kept). A closed stdout stops quietly with status 0.";
 
 /// Command line.
 #[derive(Debug, Parser)]
-#[command(name = "ugro-watch", version, about = "ugro-watch")]
-pub struct Cli {}
+#[command(
+    name = "ugro-watch",
+    version,
+    about = "Adaptive concurrent GPU fleet monitor over persistent SSH sessions",
+    long_about = LONG_ABOUT
+)]
+pub struct Cli {
+    /// The cluster file (nodes, SSH defaults, probe, intervals, pipeline files).
+    #[arg(
+        short = 'c',
+        long,
+        value_name = "FILE",
+        env = "UGRO_CLUSTER",
+        conflicts_with = "local"
+    )]
+    pub cluster: Option<PathBuf>,
+
+    /// Monitor this machine without SSH (a local resident ugro-probe); no cluster file needed.
+    #[arg(long)]
+    pub local: bool,
+
+    /// Run score → breaker → alert in-process and write their output instead of raw samples.
+    #[arg(long)]
+    pub pipeline: bool,
+
+    /// ugro-score configuration for --pipeline (overrides the cluster file's pipeline.score).
+    #[arg(long, value_name = "FILE")]
+    pub score_config: Option<PathBuf>,
+
+    /// ugro-breaker configuration for --pipeline.
+    #[arg(long, value_name = "FILE")]
+    pub breaker_config: Option<PathBuf>,
+
+    /// ugro-alert configuration for --pipeline.
+    #[arg(long, value_name = "FILE")]
+    pub alert_config: Option<PathBuf>,
+
+    /// Breaker state file for --pipeline [default: STATE_DIR/breaker.json, else
+    /// ~/.local/state/ugro/watch-breaker.json].
+    #[arg(long, value_name = "FILE")]
+    pub breaker_state: Option<PathBuf>,
+
+    /// Alert state file for --pipeline [default: STATE_DIR/alert.json, else
+    /// ~/.local/state/ugro/watch-alert.json].
+    #[arg(long, value_name = "FILE")]
+    pub alert_state: Option<PathBuf>,
+
+    /// Keep per-node state files here (latest sample, score, breaker, last alert, history).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// History entries kept per node [default: state.history, 60].
+    #[arg(long, value_name = "N")]
+    pub history: Option<usize>,
+
+    /// Period of `stats` records; 0 turns them off [default: state.stats_every, 60s].
+    #[arg(long, value_name = "DURATION", value_parser = ugro_types::cli::parse_duration)]
+    pub stats_every: Option<Duration>,
+
+    /// Base interval (busy or degraded nodes) [default: intervals.base, 5s].
+    #[arg(long, value_name = "DURATION", value_parser = ugro_types::cli::parse_duration)]
+    pub interval: Option<Duration>,
+
+    /// Longest interval (idle, healthy nodes) [default: intervals.max, 60s].
+    #[arg(long, value_name = "DURATION", value_parser = ugro_types::cli::parse_duration)]
+    pub max_interval: Option<Duration>,
+
+    /// Per-node poll timeout [default: timeout, 10s].
+    #[arg(long, value_name = "DURATION", value_parser = ugro_types::cli::parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// Most polls in flight at once [default: concurrency, 64].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: Option<u32>,
+
+    /// A file whose recent modification means jobs are running on the whole fleet.
+    #[arg(long, value_name = "PATH")]
+    pub activity_file: Option<PathBuf>,
+
+    /// A command printing busy node names (hostlists expanded), run every base interval;
+    /// split on whitespace, no shell. Example: "squeue -h -t R -o %N".
+    #[arg(long, value_name = "CMD")]
+    pub jobs_cmd: Option<String>,
+
+    /// Do not copy ugro-probe to nodes; run probe.path as it is there.
+    #[arg(long)]
+    pub no_deploy: bool,
+
+    /// Only nodes with this tag (repeatable).
+    #[arg(long, value_name = "TAG")]
+    pub tag: Vec<String>,
+
+    /// Stop after this many base-interval cycles (and the polls in flight).
+    #[arg(long, value_name = "N")]
+    pub cycles: Option<u64>,
+
+    /// Read recorded samples from FILE (`-` = stdin) instead of polling, and handle them as
+    /// if just polled (pipeline, state directory, output).
+    #[arg(long, value_name = "FILE", conflicts_with = "local")]
+    pub replay: Option<PathBuf>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Auto)]
+    pub format: Format,
+
+    /// Stop --replay at the first bad line.
+    #[arg(long)]
+    pub strict: bool,
+
+    /// Check the cluster file, print the nodes as JSON lines, and exit.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// A table on a terminal, JSON lines otherwise.
+    Auto,
+    /// JSON lines.
+    Json,
+    /// The live table.
+    Table,
+}
 
 /// The clap command, for man pages.
 pub fn command() -> clap::Command {
     Cli::command()
 }
 
-/// Errors.
+/// What can stop the watcher.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {}
+pub enum Error {
+    /// Bad cluster or stage configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A state file or the state directory.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// A pipeline stage failed.
+    #[error(transparent)]
+    Stage(StageError),
+    /// Writing the output.
+    #[error(transparent)]
+    Write(WriteError),
+    /// Bad usage.
+    #[error("{0}")]
+    Usage(String),
+    /// Something needed is missing.
+    #[error("{0}")]
+    Unavailable(String),
+    /// I/O.
+    #[error("{0}")]
+    Io(std::io::Error),
+    /// A pipeline stage could not be set up.
+    #[error("{stage}: {message}")]
+    StageSetup {
+        /// Which.
+        stage: &'static str,
+        /// Why.
+        message: String,
+        /// Exit status.
+        exit: Exit,
+    },
+}
 
 impl ugro_types::cli::ToolError for Error {
     fn exit(&self) -> Exit {
-        Exit::Software
+        match self {
+            Error::Config(e) => e.exit(),
+            Error::State(e) => e.exit(),
+            Error::Stage(e) => e.exit(),
+            Error::Write(e) => e.exit(),
+            Error::Usage(_) => Exit::Usage,
+            Error::Unavailable(_) => Exit::Unavailable,
+            Error::Io(_) => Exit::IoErr,
+            Error::StageSetup { exit, .. } => *exit,
+        }
+    }
+}
+
+fn hostname() -> String {
+    let n = rustix::system::uname();
+    let name = n.nodename().to_string_lossy().into_owned();
+    if ugro_types::validate_node(&name).is_ok() && !name.is_empty() {
+        name
+    } else {
+        "localhost".into()
     }
 }
 
 /// Runs the tool.
-pub fn run(_cli: Cli) -> Result<ExitCode, Error> {
-    Ok(Exit::Unavailable.into())
+pub fn run(cli: Cli) -> Result<ExitCode, Error> {
+    let mut cluster = match (&cli.cluster, cli.local, &cli.replay) {
+        (Some(p), _, _) => Cluster::load(p)?,
+        (None, true, _) => Cluster::local(&hostname()),
+        (None, false, Some(_)) => Cluster::local("replay"),
+        (None, false, None) => {
+            return Err(Error::Usage(
+                "give a cluster file (-c FILE) or --local to watch this machine".into(),
+            ));
+        }
+    };
+    apply_overrides(&mut cluster, &cli)?;
+    if cli.check {
+        return check(&cluster);
+    }
+    let table = match cli.format {
+        Format::Json => false,
+        Format::Table => true,
+        Format::Auto => std::io::stdout().is_terminal() && cli.replay.is_none(),
+    };
+    let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let state_dir = cli.state_dir.clone().or_else(|| cluster.state.dir.clone());
+    let (chain, scorer) = if cli.pipeline {
+        (
+            Some(pipeline::build(&cli, &cluster, state_dir.as_deref())?),
+            None,
+        )
+    } else {
+        (None, Some(pipeline::scorer(&cli, &cluster)?))
+    };
+    let state = match &state_dir {
+        Some(d) => Some(statedir::StateDir::open(d)?),
+        None => None,
+    };
+    let history = cli.history.unwrap_or(cluster.state.history);
+    let mut core = Core::new(std::io::stdout(), chain, state, history, table, color);
+    core.set_scorer(scorer);
+    if let Some(path) = &cli.replay {
+        return replay(&mut core, path, cli.strict);
+    }
+    let opts = monitor::LiveOpts {
+        cycles: cli.cycles,
+        deploy: !cli.no_deploy,
+        cluster_path: cli.cluster.clone(),
+        tags: cli.tag.clone(),
+        stats_every: cli.stats_every.unwrap_or(cluster.state.stats_every),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Io)?;
+    let exit = rt.block_on(monitor::live(cluster, opts, &mut core))?;
+    // Workers that did not finish in time must not keep the process alive.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    Ok(exit.into())
+}
+
+fn apply_overrides(c: &mut Cluster, cli: &Cli) -> Result<(), Error> {
+    if let Some(d) = cli.interval {
+        c.intervals.base = d;
+    }
+    if let Some(d) = cli.max_interval {
+        c.intervals.max = d;
+    } else if c.intervals.max < c.intervals.base {
+        c.intervals.max = c.intervals.base;
+    }
+    if c.intervals.base.is_zero() || c.intervals.max < c.intervals.base {
+        return Err(Error::Usage(
+            "--interval must be more than 0 and --max-interval at least --interval".into(),
+        ));
+    }
+    if let Some(d) = cli.timeout {
+        if d.is_zero() {
+            return Err(Error::Usage("--timeout must be more than 0".into()));
+        }
+        c.timeout = d;
+    }
+    if let Some(n) = cli.concurrency {
+        c.concurrency = usize::try_from(n).unwrap_or(usize::MAX);
+    }
+    if let Some(f) = &cli.activity_file {
+        c.activity.file = Some(f.clone());
+    }
+    if let Some(cmd) = &cli.jobs_cmd {
+        let argv: Vec<String> = cmd.split_whitespace().map(str::to_owned).collect();
+        if argv.is_empty() {
+            return Err(Error::Usage("--jobs-cmd is empty".into()));
+        }
+        c.activity.jobs_cmd = Some(argv);
+    }
+    Ok(())
+}
+
+fn check(c: &Cluster) -> Result<ExitCode, Error> {
+    let mut out = ugro_types::io::RecordWriter::new(std::io::stdout());
+    for n in &c.nodes {
+        let t = match c.transport_of(n) {
+            config::TransportConf::Ssh => serde_json::json!("ssh"),
+            config::TransportConf::Local => serde_json::json!("local"),
+            config::TransportConf::Command(a) => {
+                serde_json::json!({"command": config::expand_argv(a, n, &c.ssh)})
+            }
+        };
+        let rec = serde_json::json!({
+            "node": n.name,
+            "host": n.host(),
+            "port": n.port.or(c.ssh.port),
+            "user": n.user.as_ref().or(c.ssh.user.as_ref()),
+            "tags": n.tags,
+            "expected_gpus": n.expected_gpus,
+            "transport": t,
+        });
+        match out.write_record(&rec) {
+            Ok(()) => {}
+            Err(WriteError::Closed) => break,
+            Err(e) => return Err(Error::Write(e)),
+        }
+    }
+    Ok(Exit::Ok.into())
+}
+
+fn replay<W: std::io::Write>(
+    core: &mut Core<W>,
+    path: &std::path::Path,
+    strict: bool,
+) -> Result<ExitCode, Error> {
+    let input: Box<dyn std::io::BufRead> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let f = std::fs::File::open(path).map_err(|e| {
+            Error::Config(ConfigError::Read {
+                path: path.to_owned(),
+                source: e,
+            })
+        })?;
+        Box::new(std::io::BufReader::new(f))
+    };
+    let mut reader = LineReader::new(input, "ugro-watch", strict);
+    loop {
+        let next = reader
+            .next_line()
+            .map_err(|e| Error::Stage(StageError::Read(e)))?;
+        let Some((n, line)) = next else { break };
+        if let Err(e) = ugro_types::parse_header(line) {
+            let cause = e.to_string();
+            reader
+                .reject(n, cause)
+                .map_err(|e| Error::Stage(StageError::Read(e)))?;
+            continue;
+        }
+        let line = line.to_owned();
+        core.set_line(n);
+        core.feed(&line)?;
+        if core.closed() {
+            return Ok(Exit::Ok.into());
+        }
+    }
+    core.finish()?;
+    core.flush_state(ugro_types::Timestamp::now());
+    core.close_state()?;
+    Ok(reader.finish().into())
 }

@@ -1,0 +1,384 @@
+use std::path::Path;
+
+use super::*;
+use crate::config::AlertConfig;
+
+const T0: i64 = 1_795_000_000_000;
+
+fn ts(s: i64) -> String {
+    Timestamp(T0 + s * 1000).to_string()
+}
+
+fn sample(node: &str, s: i64, state: &str, reasons: &str) -> String {
+    format!(
+        r#"{{"v":1,"kind":"sample","ts":"{}","node":"{node}","score":{{"total":50,"state":"{state}","action":"reset_gpu","components":{{}},"reasons":[{reasons}],"summary":"{node} {state}"}}}}"#,
+        ts(s)
+    )
+}
+
+const XID: &str = r#"{"code":"xid_fatal","component":"gpu","gpu":3,"deduction":100,"fatal":true,"action":"reset_gpu","message":"XID 79 fell off the bus"}"#;
+
+fn unreachable(node: &str, s: i64) -> String {
+    format!(
+        r#"{{"v":1,"kind":"sample","ts":"{}","node":"{node}","unreachable":{{"cause":"ssh","message":"timeout"}},"score":{{"state":"unknown","action":"check_network","components":{{}},"reasons":[{{"code":"node_unreachable","component":"network","deduction":100,"fatal":true,"action":"check_network","message":"unreachable"}}],"summary":"unreachable"}}}}"#,
+        ts(s)
+    )
+}
+
+fn cfg(yaml: &str) -> AlertConfig {
+    AlertConfig::from_str(Path::new("t.yaml"), yaml).unwrap()
+}
+
+struct H {
+    e: Engine,
+}
+
+impl H {
+    fn new(c: AlertConfig) -> H {
+        H {
+            e: Engine::new(c, EngineState::default()),
+        }
+    }
+    fn feed(&mut self, line: &str) -> Vec<Notification> {
+        let rec: Input<'_> = serde_json::from_str(line).unwrap();
+        let mut out = Out::default();
+        self.e.observe(&rec, &mut out);
+        out.notifications
+    }
+    fn at(&mut self, s: i64) -> Vec<Notification> {
+        let mut out = Out::default();
+        self.e.advance(Timestamp(T0 + s * 1000), &mut out);
+        out.notifications
+    }
+    fn finish(&mut self) -> Vec<Notification> {
+        let mut out = Out::default();
+        self.e.finish(&mut out);
+        out.notifications
+    }
+}
+
+fn names(ns: &[Notification]) -> Vec<(String, String)> {
+    let mut v: Vec<_> = ns
+        .iter()
+        .flat_map(|n| n.alerts.iter())
+        .map(|a| (a.labels["alertname"].clone(), a.status.as_str().to_owned()))
+        .collect();
+    v.sort();
+    v
+}
+
+const QUICK: &str =
+    "route:\n  receiver: stdout\n  group_wait: 30s\n  group_interval: 5m\n  repeat_interval: 4h\n";
+
+#[test]
+fn critical_fires_after_group_wait_and_clears_on_healthy_sample() {
+    let mut h = H::new(cfg(QUICK));
+    assert!(h.feed(&sample("gpu-01", 0, "critical", XID)).is_empty());
+    assert!(h.at(29).is_empty(), "group_wait not elapsed");
+    let n = h.at(30);
+    assert_eq!(
+        names(&n),
+        [
+            ("GpuXidFatal".into(), "firing".into()),
+            ("NodeCritical".into(), "firing".into())
+        ]
+    );
+    let a = n
+        .iter()
+        .flat_map(|n| &n.alerts)
+        .find(|a| a.labels["alertname"] == "GpuXidFatal")
+        .unwrap();
+    assert_eq!(a.labels["gpu"], "3");
+    assert_eq!(a.labels["severity"], "critical");
+    assert_eq!(a.fingerprint, ugro_types::fingerprint_hex(&a.labels));
+    assert_eq!(a.annotations["action"], "reset_gpu");
+    assert!(h.feed(&sample("gpu-01", 40, "healthy", "")).is_empty());
+    assert!(h.at(329).is_empty(), "group_interval not elapsed");
+    let n = h.at(330);
+    assert_eq!(
+        names(&n),
+        [
+            ("GpuXidFatal".into(), "resolved".into()),
+            ("NodeCritical".into(), "resolved".into())
+        ]
+    );
+    let r = &n[0].alerts[0];
+    assert_eq!(r.ends_at, Some(Timestamp(T0 + 40_000)));
+    assert_eq!(
+        h.e.alerts().count(),
+        0,
+        "resolved and notified alerts are forgotten"
+    );
+}
+
+#[test]
+fn unchanged_condition_repeats_only_after_repeat_interval() {
+    let mut h = H::new(cfg(QUICK));
+    h.feed(&sample("gpu-01", 0, "degraded", ""));
+    assert_eq!(h.at(30).len(), 1);
+    for s in (40..4 * 3600).step_by(60) {
+        assert!(
+            h.feed(&sample("gpu-01", s, "degraded", "")).is_empty(),
+            "repeat at {s}"
+        );
+    }
+    let n = h.at(4 * 3600 + 330);
+    assert_eq!(names(&n), [("NodeDegraded".into(), "firing".into())]);
+}
+
+#[test]
+fn severity_change_resolves_one_identity_and_fires_another() {
+    let mut h = H::new(cfg(QUICK));
+    h.feed(&sample("n1", 0, "degraded", ""));
+    h.at(30);
+    h.feed(&sample("n1", 60, "critical", ""));
+    let n = h.at(330);
+    assert_eq!(
+        names(&n),
+        [
+            ("NodeCritical".into(), "firing".into()),
+            ("NodeDegraded".into(), "resolved".into())
+        ]
+    );
+}
+
+#[test]
+fn silenced_then_resolved_alert_sends_no_resolved_notification() {
+    let dir = tempfile::tempdir().unwrap();
+    let sil = dir.path().join("s.yaml");
+    std::fs::write(
+        &sil,
+        format!(
+            "- matchers: [{{name: node, value: gpu-01, isRegex: false}}]\n  startsAt: \"{}\"\n  endsAt: \"{}\"\n  createdBy: ops\n  comment: maintenance\n",
+            ts(100),
+            ts(10_000)
+        ),
+    )
+    .unwrap();
+    for (send_anyway, want) in [(false, 0), (true, 1)] {
+        let mut c = cfg(QUICK);
+        c.load_silences(&sil).unwrap();
+        c.global.notify_resolved_when_silenced = send_anyway;
+        let mut h = H::new(c);
+        h.feed(&sample("gpu-01", 0, "degraded", ""));
+        assert_eq!(h.at(30).len(), 1, "notified before the silence");
+        h.feed(&sample("gpu-01", 200, "healthy", ""));
+        let n = h.at(400);
+        assert_eq!(n.len(), want, "notify_resolved_when_silenced={send_anyway}");
+        assert!(h.at(10_000).is_empty());
+    }
+}
+
+#[test]
+fn silence_mutes_new_firing_alerts_only_while_active() {
+    let dir = tempfile::tempdir().unwrap();
+    let sil = dir.path().join("s.json");
+    std::fs::write(
+        &sil,
+        format!(
+            r#"[{{"matchers":[{{"name":"alertname","value":"Node.*","isRegex":true,"isEqual":true}}],"startsAt":"{}","endsAt":"{}","createdBy":"me","comment":"x"}}]"#,
+            ts(0),
+            ts(100)
+        ),
+    )
+    .unwrap();
+    let mut c = cfg(QUICK);
+    c.load_silences(&sil).unwrap();
+    let mut h = H::new(c);
+    h.feed(&sample("n1", 0, "degraded", ""));
+    assert!(h.at(30).is_empty());
+    let n = h.at(330);
+    assert_eq!(names(&n), [("NodeDegraded".into(), "firing".into())]);
+}
+
+#[test]
+fn unreachable_node_inhibits_its_other_alerts() {
+    let mut h = H::new(cfg(QUICK));
+    h.feed(&sample("n1", 0, "critical", XID));
+    assert_eq!(h.at(30).len(), 2);
+    h.feed(&unreachable("n1", 60));
+    let n = h.at(330);
+    assert_eq!(names(&n), [("NodeUnreachable".into(), "firing".into())]);
+    // The node's own alerts are neither resolved nor re-notified while it is unreachable.
+    assert!(h.e.alerts().filter(|e| e.ends_at.is_none()).count() == 3);
+}
+
+#[test]
+fn many_unhealthy_nodes_give_one_cluster_alert() {
+    let mut h = H::new(cfg(QUICK));
+    for i in 0..10 {
+        h.feed(&sample(
+            &format!("n{i}"),
+            0,
+            if i < 6 { "degraded" } else { "healthy" },
+            "",
+        ));
+    }
+    let n = h.at(30);
+    assert_eq!(names(&n), [("ClusterDegraded".into(), "firing".into())]);
+    for i in 0..10 {
+        h.feed(&sample(&format!("n{i}"), 60, "healthy", ""));
+    }
+    let n = h.at(330);
+    assert_eq!(names(&n), [("ClusterDegraded".into(), "resolved".into())]);
+}
+
+#[test]
+fn fleet_record_raises_cluster_degraded_until_the_window_passes() {
+    let mut h = H::new(cfg(QUICK));
+    let fleet = format!(
+        r#"{{"v":1,"kind":"fleet","ts":"{}","node":"*","verdict":"suspect_observer","failing":["a","b","c"],"known_nodes":4,"threshold":0.5,"window":"5m","message":"too many at once"}}"#,
+        ts(0)
+    );
+    h.feed(&fleet);
+    let n = h.at(30);
+    assert_eq!(names(&n), [("ClusterDegraded".into(), "firing".into())]);
+    assert!(n[0].alerts[0].annotations["description"].contains("too many at once"));
+    let n = h.at(330);
+    assert_eq!(names(&n), [("ClusterDegraded".into(), "resolved".into())]);
+}
+
+#[test]
+fn breaker_open_and_close_fire_and_resolve_circuit_alert() {
+    let mut h = H::new(cfg(QUICK));
+    let tr = |s: i64, from: &str, to: &str| {
+        format!(
+            r#"{{"v":1,"kind":"transition","ts":"{}","node":"n1","from":"{from}","to":"{to}","reason":"failure_threshold","consecutive_failures":3,"at":"{}","history":"1 trips in 7 days"}}"#,
+            ts(s),
+            ts(s)
+        )
+    };
+    h.feed(&tr(0, "closed", "open"));
+    let n = h.at(30);
+    assert_eq!(names(&n), [("NodeCircuitOpen".into(), "firing".into())]);
+    assert_eq!(n[0].alerts[0].labels["severity"], "info");
+    h.feed(&tr(100, "open", "half_open"));
+    h.feed(&tr(110, "half_open", "closed"));
+    let n = h.at(330);
+    assert_eq!(names(&n), [("NodeCircuitOpen".into(), "resolved".into())]);
+}
+
+#[test]
+fn user_inhibit_rule_with_equal_labels() {
+    let mut h = H::new(cfg(&format!(
+        "{QUICK}inhibit_rules:\n  - source_matchers: [alertname=GpuXidFatal]\n    target_matchers: [alertname=NodeCritical]\n    equal: [node]\n"
+    )));
+    h.feed(&sample("n1", 0, "critical", XID));
+    h.feed(&sample("n2", 0, "critical", ""));
+    let n = h.at(30);
+    let nodes: Vec<_> = n
+        .iter()
+        .flat_map(|n| &n.alerts)
+        .map(|a| format!("{}@{}", a.labels["alertname"], a.labels["node"]))
+        .collect();
+    assert!(nodes.contains(&"GpuXidFatal@n1".to_owned()));
+    assert!(nodes.contains(&"NodeCritical@n2".to_owned()));
+    assert!(!nodes.contains(&"NodeCritical@n1".to_owned()), "{nodes:?}");
+}
+
+#[test]
+fn flush_on_exit_notifies_a_one_shot_run_without_waiting() {
+    let mut h = H::new(cfg(QUICK));
+    h.feed(&sample("n1", 0, "critical", ""));
+    let n = h.finish();
+    assert_eq!(names(&n), [("NodeCritical".into(), "firing".into())]);
+    let mut c = cfg(QUICK);
+    c.global.flush_on_exit = false;
+    let mut h = H::new(c);
+    h.feed(&sample("n1", 0, "critical", ""));
+    assert!(h.finish().is_empty());
+}
+
+#[test]
+fn watchdog_always_fires() {
+    let mut c = cfg(QUICK);
+    c.global.watchdog = true;
+    let mut h = H::new(c);
+    h.feed(&sample("n1", 0, "healthy", ""));
+    let n = h.at(30);
+    assert_eq!(names(&n), [("Watchdog".into(), "firing".into())]);
+    assert!(h.at(4 * 3600).is_empty(), "repeat_interval not yet elapsed");
+    let n = h.at(4 * 3600 + 30 + 300);
+    assert_eq!(
+        names(&n),
+        [("Watchdog".into(), "firing".into())],
+        "repeat_interval"
+    );
+}
+
+#[test]
+fn routing_tree_splits_receivers_and_send_resolved_false_drops_resolved() {
+    let c = cfg(concat!(
+        "receivers:\n  - {name: all, stdout: {}}\n  - name: pager\n    exec: {command: [/bin/true], send_resolved: false}\n",
+        "route:\n  receiver: all\n  group_wait: 0s\n  routes:\n    - {matchers: ['severity=critical'], receiver: pager, continue: true}\n    - {receiver: all}\n"
+    ));
+    let mut h = H::new(c);
+    let n = h.feed(&sample("n1", 0, "critical", ""));
+    let mut rs: Vec<_> = n.iter().map(|n| n.receiver.as_str()).collect();
+    rs.sort();
+    assert_eq!(rs, ["all", "pager"]);
+    h.feed(&sample("n1", 10, "healthy", ""));
+    let n = h.at(301);
+    let rs: Vec<_> = n.iter().map(|n| n.receiver.as_str()).collect();
+    assert_eq!(rs, ["all"], "pager has send_resolved: false");
+}
+
+#[test]
+fn resolve_timeout_resolves_alerts_no_record_confirms() {
+    let mut c = cfg(QUICK);
+    c.global.resolve_timeout = Duration::from_secs(600);
+    let mut h = H::new(c);
+    h.feed(&sample("n1", 0, "degraded", ""));
+    assert_eq!(h.at(30).len(), 1);
+    h.feed(&sample("n1", 300, "degraded", ""));
+    assert!(h.at(899).is_empty(), "refreshed at 300");
+    let n = h.at(1300);
+    assert_eq!(names(&n), [("NodeDegraded".into(), "resolved".into())]);
+    assert_eq!(n[0].alerts[0].ends_at, Some(Timestamp(T0 + 900_000)));
+    // The node's next bad sample fires it again.
+    h.feed(&sample("n1", 1400, "degraded", ""));
+    assert_eq!(
+        names(&h.at(1430)),
+        [("NodeDegraded".into(), "firing".into())]
+    );
+}
+
+#[test]
+fn alertmanager_receiver_resends_firing_alerts_with_prometheus_ends_at() {
+    let c = cfg(
+        "route:\n  receiver: am\nreceivers:\n  - name: am\n    alertmanager: {urls: ['http://127.0.0.1:9093'], resend_interval: 1m}\n",
+    );
+    let mut h = H::new(c);
+    let l1 = sample("n1", 0, "degraded", "");
+    let rec: Input<'_> = serde_json::from_str(&l1).unwrap();
+    let mut out = Out::default();
+    h.e.observe(&rec, &mut out);
+    assert!(
+        out.notifications.is_empty(),
+        "no grouping for alertmanager receivers"
+    );
+    assert_eq!(out.am.len(), 1);
+    let a = &out.am[0].alerts[0];
+    assert_eq!(
+        a.ends_at,
+        Some(Timestamp(T0 + 240_000)),
+        "now + 4 x resend_interval"
+    );
+    let mut out = Out::default();
+    h.e.advance(Timestamp(T0 + 30_000), &mut out);
+    assert!(out.am.is_empty(), "not yet due");
+    h.e.advance(Timestamp(T0 + 60_000), &mut out);
+    assert_eq!(out.am[0].alerts[0].ends_at, Some(Timestamp(T0 + 300_000)));
+    let l2 = sample("n1", 70, "healthy", "");
+    let rec: Input<'_> = serde_json::from_str(&l2).unwrap();
+    let mut out = Out::default();
+    h.e.observe(&rec, &mut out);
+    let a = &out.am[0].alerts[0];
+    assert_eq!(a.status, AlertStatus::Resolved);
+    assert_eq!(
+        a.ends_at,
+        Some(Timestamp(T0 + 70_000)),
+        "resolved with its resolve time"
+    );
+    assert_eq!(h.e.alerts().count(), 0);
+}

@@ -1,0 +1,362 @@
+//! The pipeline stage: parses records, drives the engine, delivers what it produces, and
+//! keeps the state file.
+
+use std::path::{Path, PathBuf};
+
+use ugro_types::Exit;
+use ugro_types::stage::{Emit, Stage, StageError};
+use ugro_types::state::StateLock;
+use ugro_types::{Kind, Timestamp};
+
+use crate::Error;
+use crate::config::{AlertConfig, ReceiverKind};
+use crate::deliver::{Deliverer, RealTransport, Transport};
+use crate::engine::{Engine, EngineState, Out};
+use crate::rules::Input;
+
+/// State file format name and version.
+pub const STATE_FORMAT: &str = "ugro-alert";
+/// State file format version.
+pub const STATE_VERSION: u32 = 1;
+
+/// `ugro-alert` as a [`Stage`].
+#[derive(Debug)]
+pub struct AlertStage {
+    engine: Engine,
+    lock: StateLock,
+    deliverer: Deliverer,
+    next_spool_try: Timestamp,
+    next_silence_check: Timestamp,
+    silences_mtime: Option<std::time::SystemTime>,
+    out: Out,
+    /// Alert records emitted on stdout.
+    pub emitted: u64,
+}
+
+fn fatal(e: impl std::fmt::Display, exit: Exit) -> StageError {
+    StageError::Fatal {
+        exit,
+        message: e.to_string(),
+    }
+}
+
+/// The spool directory for a state file: `--spool-dir`, else `<state>.spool` beside it.
+pub fn spool_dir(cfg: &AlertConfig, state: &Path) -> PathBuf {
+    cfg.delivery.spool_dir.clone().unwrap_or_else(|| {
+        let mut s = state.as_os_str().to_owned();
+        s.push(".spool");
+        PathBuf::from(s)
+    })
+}
+
+impl AlertStage {
+    /// Opens the state file (locked for the life of the stage) and the spool.
+    pub fn open(cfg: AlertConfig, state: &Path) -> Result<AlertStage, Error> {
+        Self::with_transport(cfg, state, Box::new(RealTransport))
+    }
+
+    /// As [`AlertStage::open`], with the transport injected.
+    pub fn with_transport(
+        cfg: AlertConfig,
+        state: &Path,
+        transport: Box<dyn Transport>,
+    ) -> Result<AlertStage, Error> {
+        let lock = StateLock::acquire(state)?;
+        let st: EngineState = lock.read(STATE_FORMAT, STATE_VERSION)?.unwrap_or_default();
+        let needs_spool = cfg.receivers.values().any(|r| {
+            !matches!(
+                r.kind,
+                ReceiverKind::Stdout | ReceiverKind::Alertmanager { .. }
+            )
+        });
+        let dir = spool_dir(&cfg, state);
+        let deliverer =
+            Deliverer::new(cfg.clone(), needs_spool.then_some(dir.as_path()), transport).map_err(
+                |source| Error::Spool {
+                    path: dir.clone(),
+                    source,
+                },
+            )?;
+        let silences_mtime = cfg
+            .silences_path
+            .as_deref()
+            .and_then(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+        let mut s = AlertStage {
+            engine: Engine::new(cfg, st),
+            lock,
+            deliverer,
+            next_spool_try: Timestamp(i64::MIN),
+            next_silence_check: Timestamp(i64::MIN),
+            silences_mtime,
+            out: Out::default(),
+            emitted: 0,
+        };
+        if s.deliverer.spool_pending() {
+            s.deliverer.drain();
+        }
+        Ok(s)
+    }
+
+    /// The engine (tests, status).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Notifications spooled after failures so far.
+    pub fn spooled(&self) -> u64 {
+        self.deliverer.spooled
+    }
+
+    fn dispatch(&mut self, emit: &mut Emit<'_>) -> Result<(), StageError> {
+        let out = std::mem::take(&mut self.out);
+        let had = !out.is_empty();
+        for n in &out.notifications {
+            let stdout = matches!(
+                self.engine
+                    .config()
+                    .receivers
+                    .get(&n.receiver)
+                    .map(|r| &r.kind),
+                Some(ReceiverKind::Stdout)
+            );
+            if stdout {
+                for a in &n.alerts {
+                    let bytes = serde_json::to_vec(a).map_err(|e| fatal(e, Exit::Software))?;
+                    emit(&bytes)?;
+                    self.emitted += 1;
+                }
+            } else {
+                self.deliverer.deliver(n);
+            }
+        }
+        for b in &out.am {
+            self.deliverer.deliver_am(b);
+        }
+        self.out = out;
+        self.out.notifications.clear();
+        self.out.am.clear();
+        if had {
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    /// Re-reads the silences file when it changed (checked every 10 s of record time); a
+    /// broken file keeps the silences in force and says why.
+    fn maybe_reload_silences(&mut self, now: Timestamp) {
+        if now < self.next_silence_check {
+            return;
+        }
+        self.next_silence_check = now.add(std::time::Duration::from_secs(10));
+        let Some(path) = self.engine.config().silences_path.clone() else {
+            return;
+        };
+        let mtime = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        if mtime == self.silences_mtime {
+            return;
+        }
+        self.silences_mtime = mtime;
+        match crate::config::load_silences(&path) {
+            Ok(s) => {
+                tracing::info!(
+                    "silences reloaded from {}: {} entries",
+                    path.display(),
+                    s.len()
+                );
+                self.engine.set_silences(s);
+            }
+            Err(e) => tracing::error!("silences not reloaded, keeping the previous ones: {e}"),
+        }
+    }
+
+    fn maybe_drain(&mut self, now: Timestamp) {
+        if now >= self.next_spool_try {
+            self.next_spool_try = now.add(self.engine.config().delivery.spool_retry_interval);
+            if self.deliverer.spool_pending() {
+                self.deliverer.drain();
+            }
+        }
+    }
+
+    fn save(&mut self) -> Result<(), StageError> {
+        if self.engine.changed {
+            self.lock
+                .write(STATE_FORMAT, STATE_VERSION, self.engine.state())
+                .map_err(|e| {
+                    let exit = e.exit();
+                    fatal(e, exit)
+                })?;
+            self.engine.changed = false;
+        }
+        Ok(())
+    }
+}
+
+impl Stage for AlertStage {
+    fn process(&mut self, line: &str, emit: &mut Emit<'_>) -> Result<(), StageError> {
+        let rec: Input<'_> = match serde_json::from_str(line) {
+            Ok(r) => r,
+            Err(e) => {
+                // A kind this tool does not consume may carry fields of other types; only
+                // its header has to be valid.
+                return match ugro_types::parse_header(line) {
+                    Ok(h) if !matches!(h.kind, Kind::Sample | Kind::Transition | Kind::Fleet) => {
+                        Ok(())
+                    }
+                    _ => Err(StageError::Reject(e.to_string())),
+                };
+            }
+        };
+        if rec.v > ugro_types::SCHEMA_VERSION {
+            return Err(StageError::Reject(
+                ugro_types::RecordError::FutureVersion { found: rec.v }.to_string(),
+            ));
+        }
+        ugro_types::validate_node(&rec.node).map_err(|e| StageError::Reject(e.to_string()))?;
+        match rec.kind {
+            Kind::Sample if rec.score.is_none() => {
+                return Err(StageError::Reject(
+                    "sample has no score (run it through ugro-score first)".into(),
+                ));
+            }
+            Kind::Sample | Kind::Transition | Kind::Fleet => {}
+            // Alerts, stats, errors and unknown kinds are consumed, not echoed: stdout carries
+            // only this tool's alert records.
+            _ => return Ok(()),
+        }
+        if rec.ts >= self.next_silence_check {
+            self.maybe_reload_silences(rec.ts);
+        }
+        let mut out = std::mem::take(&mut self.out);
+        self.engine.observe(&rec, &mut out);
+        self.out = out;
+        if !self.out.is_empty() {
+            self.dispatch(emit)?;
+        }
+        let now = self.engine.now();
+        if now >= self.next_spool_try {
+            self.maybe_drain(now);
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self, now: Timestamp, emit: &mut Emit<'_>) -> Result<(), StageError> {
+        self.maybe_reload_silences(now);
+        let mut out = std::mem::take(&mut self.out);
+        self.engine.advance(now, &mut out);
+        self.out = out;
+        self.dispatch(emit)?;
+        self.maybe_drain(now);
+        Ok(())
+    }
+
+    fn finish(&mut self, emit: &mut Emit<'_>) -> Result<(), StageError> {
+        if self.deliverer.spool_pending() {
+            self.deliverer.drain();
+        }
+        let mut out = std::mem::take(&mut self.out);
+        self.engine.finish(&mut out);
+        self.out = out;
+        self.dispatch(emit)?;
+        self.engine.changed = true;
+        self.save()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::deliver::ExecOutput;
+
+    #[derive(Debug, Default)]
+    struct Net {
+        up: bool,
+        got: Vec<serde_json::Value>,
+        ids: Vec<String>,
+    }
+
+    #[derive(Debug, Clone, Default)]
+    struct Fake(Arc<Mutex<Net>>);
+
+    impl Transport for Fake {
+        fn post(
+            &self,
+            _url: &str,
+            headers: &[(&str, String)],
+            body: &[u8],
+            _timeout: Duration,
+        ) -> Result<(), String> {
+            let mut n = self.0.lock().unwrap();
+            if !n.up {
+                return Err("connection refused".into());
+            }
+            n.got.push(serde_json::from_slice(body).unwrap());
+            n.ids.extend(headers.iter().map(|(_, v)| v.clone()));
+            Ok(())
+        }
+        fn exec(
+            &self,
+            _: &[String],
+            _: &[(String, String)],
+            _: &[u8],
+            _: Duration,
+            _: bool,
+        ) -> Result<ExecOutput, String> {
+            Err("no programs here".into())
+        }
+    }
+
+    const T0: i64 = 1_795_000_000_000;
+
+    fn line(node: &str, s: i64) -> String {
+        format!(
+            r#"{{"v":1,"kind":"sample","ts":"{}","node":"{node}","score":{{"state":"critical","action":"reboot","components":{{}},"reasons":[],"summary":"bad"}}}}"#,
+            Timestamp(T0 + s * 1000)
+        )
+    }
+
+    #[test]
+    fn long_run_outage_is_spooled_then_delivered_once_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = AlertConfig::from_str(
+            Path::new("a.yaml"),
+            "route:\n  receiver: hook\n  group_wait: 10s\n  group_interval: 1m\nreceivers:\n  - name: hook\n    webhook: {url: 'http://127.0.0.1:9/x'}\ndelivery:\n  attempts: 1\n  backoff: 0s\n  spool_retry_interval: 30s\n",
+        )
+        .unwrap();
+        let net = Fake::default();
+        let mut st =
+            AlertStage::with_transport(cfg, &dir.path().join("s.json"), Box::new(net.clone()))
+                .unwrap();
+        let mut emit = |_: &[u8]| Ok(());
+        st.process(&line("n1", 0), &mut emit).unwrap();
+        st.tick(Timestamp(T0 + 10_000), &mut emit).unwrap();
+        st.process(&line("n2", 20), &mut emit).unwrap();
+        st.tick(Timestamp(T0 + 70_000), &mut emit).unwrap();
+        assert_eq!(st.spooled(), 2);
+        assert!(net.0.lock().unwrap().got.is_empty());
+        net.0.lock().unwrap().up = true;
+        st.tick(Timestamp(T0 + 100_000), &mut emit).unwrap();
+        st.tick(Timestamp(T0 + 200_000), &mut emit).unwrap();
+        st.finish(&mut emit).unwrap();
+        let n = net.0.lock().unwrap();
+        assert_eq!(n.got.len(), 2, "{:#?}", n.got);
+        let ids: std::collections::HashSet<_> = n.ids.iter().collect();
+        assert_eq!(
+            (ids.len(), n.ids.len()),
+            (2, 2),
+            "delivered twice: {:?}",
+            n.ids
+        );
+        assert_eq!(n.got[0]["alerts"].as_array().unwrap().len(), 1);
+        assert_eq!(n.got[1]["alerts"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_stage_can_run_inside_a_chain() {
+        fn send<T: Send>() {}
+        send::<AlertStage>();
+    }
+}

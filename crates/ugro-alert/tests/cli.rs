@@ -1,0 +1,155 @@
+//! The binary: cron-style runs with a state file, bad lines, configuration errors.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use ugro_types::Timestamp;
+
+fn alerts(out: &std::process::Output) -> Vec<(String, String, String)> {
+    let mut v: Vec<_> = records(out)
+        .iter()
+        .map(|r| {
+            assert_eq!(r["kind"], "alert");
+            (
+                r["labels"]["alertname"].as_str().unwrap().to_owned(),
+                r["labels"]["node"].as_str().unwrap_or("").to_owned(),
+                r["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn successive_cron_runs_notify_once_then_resolve() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("alert.json");
+    let st = state.to_str().unwrap();
+    let t = Timestamp(1_795_000_000_000);
+    let run1 = run(&["--state", st], &sample("gpu-01", t, "critical", XID), &[]);
+    assert!(
+        run1.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run1.stderr)
+    );
+    assert_eq!(
+        alerts(&run1),
+        [
+            ("GpuXidFatal".into(), "gpu-01".into(), "firing".into()),
+            ("NodeCritical".into(), "gpu-01".into(), "firing".into())
+        ]
+    );
+    let rec = &records(&run1)[0];
+    let labels: ugro_types::LabelSet = serde_json::from_value(rec["labels"].clone()).unwrap();
+    assert_eq!(rec["fingerprint"], ugro_types::fingerprint_hex(&labels));
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&state).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+
+    let run2 = run(
+        &["--state", st],
+        &sample("gpu-01", secs(t, 300), "critical", XID),
+        &[],
+    );
+    assert!(run2.status.success());
+    assert!(alerts(&run2).is_empty(), "no repeat within repeat_interval");
+
+    let run3 = run(
+        &["--state", st],
+        &sample("gpu-01", secs(t, 600), "healthy", ""),
+        &[],
+    );
+    assert_eq!(
+        alerts(&run3),
+        [
+            ("GpuXidFatal".into(), "gpu-01".into(), "resolved".into()),
+            ("NodeCritical".into(), "gpu-01".into(), "resolved".into())
+        ]
+    );
+    let run4 = run(
+        &["--state", st],
+        &sample("gpu-01", secs(t, 900), "healthy", ""),
+        &[],
+    );
+    assert!(alerts(&run4).is_empty());
+}
+
+#[test]
+fn bad_lines_are_reported_counted_and_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = dir.path().join("s.json");
+    let t = Timestamp(1_795_000_000_000);
+    let input = format!(
+        "not json\n{}\n{}\n{}\n",
+        r#"{"v":1,"kind":"sample","ts":"2026-11-28T00:00:00Z","node":"n1"}"#,
+        r#"{"v":1,"kind":"stats","ts":"2026-11-28T00:00:00Z","node":"n1","tool":"x","to":5}"#,
+        sample("n2", t, "critical", "")
+    );
+    let out = run(&["--state", st.to_str().unwrap()], &input, &[]);
+    assert_eq!(out.status.code(), Some(65));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ugro-alert: line 1:"), "{err}");
+    assert!(err.contains("line 2: sample has no score"), "{err}");
+    assert!(
+        !err.contains("line 3"),
+        "other kinds are consumed quietly: {err}"
+    );
+    assert_eq!(
+        alerts(&out),
+        [("NodeCritical".into(), "n2".into(), "firing".into())]
+    );
+}
+
+#[test]
+fn configuration_errors_name_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("alert.yaml");
+    write(
+        &cfg,
+        "receivers:\n  - name: a\n    stdout: {}\nroute:\n  receiver: nobody\n",
+    );
+    let out = run(&["-c", cfg.to_str().unwrap(), "--check-config"], "", &[]);
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("alert.yaml:5: route.receiver: unknown receiver \"nobody\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn shipped_example_configurations_are_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples-config");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.starts_with("alert") && name.ends_with(".yaml") {
+            let out = run(
+                &["-c", p.to_str().unwrap(), "--check-config"],
+                "",
+                &[("SLACK_URL", "http://127.0.0.1:1/x")],
+            );
+            assert!(
+                out.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            n += 1;
+        }
+    }
+    assert!(n >= 1);
+    let sil = dir.join("silences.yaml");
+    let out = run(
+        &["--silences", sil.to_str().unwrap(), "--check-config"],
+        "",
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,146 @@
+//! The exec receiver never involves a shell: hostile node names are refused, hostile text
+//! travels as data, and the argv is exactly as configured.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use ugro_types::Timestamp;
+
+const PWNED: &str = "/tmp/ugro-pwned";
+
+#[test]
+fn exec_receiver_gets_configured_argv_and_data_never_reaches_a_shell() {
+    let _ = std::fs::remove_file(PWNED);
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+    std::fs::create_dir(&rec).unwrap();
+    let script = dir.path().join("record.sh");
+    write(
+        &script,
+        "#!/bin/sh\nout=\"$REC_DIR/$$\"\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done > \"$out.argv\"\ncat > \"$out.stdin\"\nenv | grep '^UGRO_ALERT_' | sort > \"$out.env\"\n",
+    );
+    make_executable(&script);
+    let cfg = dir.path().join("alert.yaml");
+    let argv = [
+        script.to_str().unwrap(),
+        "--flag",
+        "$(touch /tmp/ugro-pwned)",
+        "-rf",
+        "a b;c`touch /tmp/ugro-pwned`",
+    ];
+    write(
+        &cfg,
+        &format!(
+            "route:\n  receiver: x\nreceivers:\n  - name: x\n    exec:\n      command: {}\n      timeout: 5s\n",
+            serde_json::to_string(&argv).unwrap()
+        ),
+    );
+    let state = dir.path().join("s.json");
+    let t = Timestamp(1_795_000_000_000);
+    let hostile_reason = r#"{"code":"xid_fatal","component":"gpu","gpu":0,"deduction":100,"fatal":true,"action":"reset_gpu","message":"$(touch /tmp/ugro-pwned); `touch /tmp/ugro-pwned`"}"#;
+    let input = [
+        sample("$(touch /tmp/ugro-pwned);x", t, "critical", ""),
+        sample("-rf", t, "critical", ""),
+        sample("gpu-01", t, "critical", hostile_reason),
+    ]
+    .join("\n");
+    let out = run(
+        &[
+            "-c",
+            cfg.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+        ],
+        &input,
+        &[("REC_DIR", rec.to_str().unwrap())],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{err}");
+    assert!(err.contains("line 1: invalid node name"), "{err}");
+    assert!(err.contains("line 2: invalid node name"), "{err}");
+    assert!(!std::path::Path::new(PWNED).exists(), "{PWNED} was created");
+
+    let mut runs: Vec<_> = std::fs::read_dir(&rec)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "argv"))
+        .collect();
+    runs.sort();
+    assert_eq!(
+        runs.len(),
+        2,
+        "one run per group (GpuXidFatal, NodeCritical)"
+    );
+    for p in runs {
+        let got = std::fs::read_to_string(&p).unwrap();
+        let got: Vec<&str> = got.lines().collect();
+        assert_eq!(got, argv[1..], "argv changed");
+        let stdin = std::fs::read_to_string(p.with_extension("stdin")).unwrap();
+        let payload: serde_json::Value = serde_json::from_str(&stdin).unwrap();
+        assert_eq!(payload["version"], "4");
+        assert_eq!(payload["alerts"][0]["labels"]["node"], "gpu-01");
+        let env = std::fs::read_to_string(p.with_extension("env")).unwrap();
+        assert!(env.contains("UGRO_ALERT_NODES=gpu-01\n"), "{env}");
+        assert!(env.contains("UGRO_ALERT_STATUS=firing\n"), "{env}");
+        if payload["groupLabels"]["alertname"] == "GpuXidFatal" {
+            let desc = payload["alerts"][0]["annotations"]["description"]
+                .as_str()
+                .unwrap();
+            assert!(
+                desc.contains("$(touch /tmp/ugro-pwned); `touch /tmp/ugro-pwned`"),
+                "{desc}"
+            );
+        }
+    }
+    assert!(!std::path::Path::new(PWNED).exists(), "{PWNED} was created");
+}
+
+#[test]
+fn exec_receiver_is_killed_at_its_timeout_and_retried_from_the_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("slow.sh");
+    let marker = dir.path().join("ran");
+    write(
+        &script,
+        &format!("#!/bin/sh\necho x >> {}\nsleep 30\n", marker.display()),
+    );
+    make_executable(&script);
+    let cfg = dir.path().join("alert.yaml");
+    write(
+        &cfg,
+        &format!(
+            "route:\n  receiver: x\nreceivers:\n  - name: x\n    exec:\n      command: [{}]\n      timeout: 200ms\ndelivery:\n  attempts: 2\n  backoff: 10ms\n",
+            script.display()
+        ),
+    );
+    let state = dir.path().join("s.json");
+    let start = std::time::Instant::now();
+    let out = run(
+        &[
+            "-c",
+            cfg.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+        ],
+        &sample("n1", Timestamp(1_795_000_000_000), "critical", ""),
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(10),
+        "not killed at its timeout"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("killed after 200ms"));
+    assert_eq!(std::fs::read_to_string(&marker).unwrap().lines().count(), 2);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("s.json.spool"))
+            .unwrap()
+            .count(),
+        1
+    );
+}

@@ -1,0 +1,155 @@
+//! slurm_drain with a recording stand-in `scontrol` on PATH: drain, own-reason resume,
+//! foreign reason left alone, DOWN left alone, dry run prints and does nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use ugro_types::Timestamp;
+
+const SCONTROL: &str = r#"#!/bin/sh
+{ printf 'CALL'; for a in "$@"; do printf '\t%s' "$a"; done; printf '\n'; } >> "$SCONTROL_DIR/log"
+d="$SCONTROL_DIR"
+if [ "$1" = show ] && [ "$2" = node ]; then
+  n="$3"
+  printf 'NodeName=%s Arch=x86_64 CoresPerSocket=32\n   State=%s ThreadsPerCore=2\n' "$n" "$(cat "$d/$n.state")"
+  if [ -s "$d/$n.reason" ]; then printf '   Reason=%s [root@2026-11-28T00:00:00]\n' "$(cat "$d/$n.reason")"; fi
+  exit 0
+fi
+if [ "$1" = update ]; then
+  n="${2#NodeName=}"
+  case "$3" in
+    State=DRAIN) echo "IDLE+DRAIN" > "$d/$n.state"; printf '%s' "${4#Reason=}" > "$d/$n.reason" ;;
+    State=RESUME) echo IDLE > "$d/$n.state"; : > "$d/$n.reason" ;;
+  esac
+  exit 0
+fi
+exit 1
+"#;
+
+fn setup(dir: &Path) -> (String, String) {
+    let bin = dir.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    write(&bin.join("scontrol"), SCONTROL);
+    make_executable(&bin.join("scontrol"));
+    for (n, st, reason) in [
+        ("n-idle", "IDLE", ""),
+        ("n-down", "DOWN*", "Not responding"),
+        ("n-foreign", "IDLE+DRAIN", "hw ticket 123"),
+        ("n-own", "MIXED+DRAIN", "ugro: earlier run"),
+    ] {
+        write(&dir.join(format!("{n}.state")), st);
+        write(&dir.join(format!("{n}.reason")), reason);
+    }
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    (path, dir.to_str().unwrap().to_owned())
+}
+
+fn updates(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("CALL\tupdate"))
+        .map(|l| l.trim_start_matches("CALL\t").to_owned())
+        .collect()
+}
+
+const NODES: [&str; 4] = ["n-idle", "n-down", "n-foreign", "n-own"];
+
+fn cfg(dir: &Path) -> String {
+    let cfg = dir.join("alert.yaml");
+    write(
+        &cfg,
+        "global:\n  cluster_min_nodes: 100\nroute:\n  receiver: drain\n  group_by: [node]\nreceivers:\n  - name: drain\n    slurm_drain: {timeout: 5s}\n",
+    );
+    cfg.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn drains_critical_nodes_and_resumes_only_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, sdir) = setup(dir.path());
+    let cfg = cfg(dir.path());
+    let state = dir.path().join("s.json");
+    let args = [
+        "-c",
+        cfg.as_str(),
+        "--state",
+        state.to_str().unwrap(),
+        "--act",
+    ];
+    let env = [("PATH", path.as_str()), ("SCONTROL_DIR", sdir.as_str())];
+    let t = Timestamp(1_795_000_000_000);
+    let crit: Vec<String> = NODES.iter().map(|n| sample(n, t, "critical", "")).collect();
+    let out = run(&args, &crit.join("\n"), &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        updates(dir.path()),
+        ["update\tNodeName=n-idle\tState=DRAIN\tReason=ugro: n-idle is critical (score 50)"]
+    );
+    let healthy: Vec<String> = NODES
+        .iter()
+        .map(|n| sample(n, secs(t, 300), "healthy", ""))
+        .collect();
+    let out = run(&args, &healthy.join("\n"), &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut u = updates(dir.path());
+    u.sort();
+    assert_eq!(
+        u,
+        [
+            "update\tNodeName=n-idle\tState=DRAIN\tReason=ugro: n-idle is critical (score 50)",
+            "update\tNodeName=n-idle\tState=RESUME",
+            "update\tNodeName=n-own\tState=RESUME",
+        ]
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("n-foreign.state")).unwrap(),
+        "IDLE+DRAIN"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("n-down.state")).unwrap(),
+        "DOWN*"
+    );
+}
+
+#[test]
+fn dry_run_prints_what_it_would_do_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, sdir) = setup(dir.path());
+    let cfg = cfg(dir.path());
+    let state = dir.path().join("s.json");
+    let args = ["-c", cfg.as_str(), "--state", state.to_str().unwrap()];
+    let env = [("PATH", path.as_str()), ("SCONTROL_DIR", sdir.as_str())];
+    let t = Timestamp(1_795_000_000_000);
+    let crit: Vec<String> = NODES.iter().map(|n| sample(n, t, "critical", "")).collect();
+    let out = run(&args, &crit.join("\n"), &env);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("dry run"), "{err}");
+    assert!(
+        err.contains(
+            "would run: scontrol update NodeName=n-idle State=DRAIN Reason=ugro: n-idle is critical"
+        ),
+        "{err}"
+    );
+    assert!(updates(dir.path()).is_empty());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("n-idle.state")).unwrap(),
+        "IDLE"
+    );
+}

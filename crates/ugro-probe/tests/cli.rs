@@ -1,0 +1,450 @@
+//! The probe binary on this machine, with fixtures and replayed kernel logs.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is the failure report
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use assert_cmd::cargo::CommandCargoExt;
+use serde_json::Value;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+/// A probe command with its CPU state kept in a private directory.
+fn probe(state: &Path) -> Command {
+    let mut c = Command::cargo_bin("ugro-probe").unwrap();
+    c.arg("--cpu-state-file").arg(state.join("cpu.json"));
+    c.env_remove("UGRO_PROBE_CONFIG");
+    c
+}
+
+fn records(out: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn one(c: &mut Command) -> Value {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "status {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut r = records(&out.stdout);
+    assert_eq!(r.len(), 1, "{r:?}");
+    r.remove(0)
+}
+
+#[test]
+fn real_probe_fills_host_network_and_processes_and_exits_zero_without_gpus() {
+    let d = tempfile::tempdir().unwrap();
+    let s = one(probe(d.path()).args(["--node", "test-node"]));
+    assert_eq!(s["kind"], "sample");
+    assert_eq!(s["node"], "test-node");
+    let h = &s["host"];
+    assert!(h["memory_total_bytes"].as_u64().unwrap() > 0);
+    assert!(h["cpus"].as_u64().unwrap() >= 1);
+    assert_eq!(h["load"].as_array().unwrap().len(), 3);
+    assert!(h["uptime_s"].is_u64());
+    assert!(
+        h["disks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["mount"] == "/"),
+        "{h}"
+    );
+    assert!(s["network"]["interfaces"].is_array());
+    assert!(s["processes"]["total"].as_u64().unwrap() > 1);
+    assert!(s["processes"]["zombies"].is_u64());
+    // No NVIDIA driver on the test machine: absent with the loader's message. On a GPU
+    // machine NVML answers instead.
+    let g = &s["gpu"];
+    match g["status"].as_str().unwrap() {
+        "absent" => assert!(
+            g["reason"].as_str().unwrap().contains("libnvidia-ml"),
+            "{g}"
+        ),
+        "ok" => assert!(!g["devices"].as_array().unwrap().is_empty()),
+        other => panic!("unexpected gpu status {other}: {g}"),
+    }
+    let names: Vec<&str> = s["collectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for n in ["gpu", "host", "disks", "network", "processes"] {
+        assert!(names.contains(&n), "{names:?}");
+    }
+}
+
+#[test]
+fn fixture_replays_real_h200_readings_through_the_conversion() {
+    let d = tempfile::tempdir().unwrap();
+    let s = one(probe(d.path())
+        .arg("--gpu-fixture")
+        .arg(fixture("h200-busy.json"))
+        .arg("--no-xid"));
+    let g = &s["gpu"];
+    assert_eq!(g["status"], "ok");
+    assert_eq!(g["driver_version"], "580.159.04");
+    assert_eq!(g["cuda_version"], "13.0");
+    let dev = &g["devices"][0];
+    assert_eq!(dev["name"], "NVIDIA H200");
+    assert_eq!(dev["pci_bus_id"], "00000000:00:06.0");
+    assert_eq!(dev["utilization_pct"], 99);
+    assert_eq!(dev["power_w"], 694.355);
+    assert_eq!(dev["power_limit_w"], 700.0);
+    assert_eq!(dev["throttle_reasons"], serde_json::json!(["sw_power_cap"]));
+    assert_eq!(dev["remapped_rows"]["pending"], false);
+    assert_eq!(dev["pcie"]["width"], 16);
+    assert_eq!(dev["processes"][0]["pid"], 482);
+    // The survey did not record these: absent with a reason, not 0.
+    assert!(dev.get("temperature_slowdown_c").is_none());
+    assert_eq!(dev["absent"]["temperature_slowdown_c"], "not recorded");
+    // NVML's compute process shows up among training processes.
+    let t = s["processes"]["training"].as_array().unwrap();
+    assert!(
+        t.iter()
+            .any(|p| p["pid"] == 482 && p["matched_by"] == "nvml"),
+        "{t:?}"
+    );
+}
+
+#[test]
+fn seven_of_eight_gpus_is_missing_with_expect_gpus() {
+    let d = tempfile::tempdir().unwrap();
+    let s = one(probe(d.path())
+        .arg("--gpu-fixture")
+        .arg(fixture("fault-7-of-8.json"))
+        .args(["--no-xid", "--expect-gpus", "8"]));
+    assert_eq!(s["gpu"]["status"], "missing");
+    assert_eq!(s["gpu"]["found"], 7);
+    assert_eq!(s["gpu"]["expected"], 8);
+}
+
+#[test]
+fn kmsg_replay_attaches_real_format_xids_by_bus_id_within_the_lookback() {
+    let d = tempfile::tempdir().unwrap();
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    if uptime < 30.0 {
+        println!("skipped: machine booted {uptime}s ago, too recently for a lookback test");
+        return;
+    }
+    let now_us = (uptime * 1e6) as u64;
+    let kmsg = d.path().join("kmsg");
+    std::fs::write(
+        &kmsg,
+        format!(
+            "6,100,1000000,-;NVRM: loading NVIDIA UNIX x86_64 Kernel Module  580.159.04\n\
+             4,101,2000000,-;NVRM: Xid (PCI:0000:2a:00): 48, pid=1, name=old, DBE (double bit error)\n\
+             4,102,{},-;NVRM: Xid (PCI:0000:5d:00): 79, pid=1234, name=python, GPU has fallen off the bus.\n\
+             \x20SUBSYSTEM=pci\n\
+             4,103,{},-;NVRM: Xid (0000:ab:00): 13, Graphics SM Warp Exception\n\
+             4,104,{},-;NVRM: Xid (PCI:0000:ee:00): 94, pid=9, Contained ECC error\n",
+            now_us - 2_000_000,
+            now_us - 1_000_000,
+            now_us - 500_000
+        ),
+    )
+    .unwrap();
+    let s = one(probe(d.path())
+        .arg("--gpu-fixture")
+        .arg(fixture("h200x8-idle.json"))
+        .arg("--kmsg-file")
+        .arg(&kmsg)
+        .args(["--xid-lookback", "20s"]));
+    let devs = s["gpu"]["devices"].as_array().unwrap();
+    // 0000:5d:00 is GPU 3 and 0000:ab:00 GPU 5 in the 8-GPU fixture.
+    assert_eq!(devs[3]["xids"][0]["code"], 79);
+    assert_eq!(devs[3]["xids"][0]["pci_bus_id"], "PCI:0000:5d:00");
+    assert!(
+        devs[3]["xids"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("fallen off the bus")
+    );
+    assert_eq!(devs[5]["xids"][0]["code"], 13);
+    // XID 48 at 2 s after boot is outside the 20 s window.
+    assert!(devs[1].get("xids").is_none(), "{}", devs[1]);
+    // A bus id no visible GPU has.
+    assert_eq!(s["gpu"]["unattributed_xids"][0]["code"], 94);
+}
+
+#[test]
+fn a_hanging_collector_is_abandoned_and_the_others_still_emit() {
+    let d = tempfile::tempdir().unwrap();
+    // A FIFO nobody writes to: opening it blocks forever, like a dead mount.
+    let fifo = d.path().join("kmsg.fifo");
+    let st = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(st.success());
+    let start = std::time::Instant::now();
+    let s = one(probe(d.path()).arg("--kmsg-file").arg(&fifo).args([
+        "--budget",
+        "xid=300ms",
+        "--no-gpu",
+    ]));
+    assert!(start.elapsed() < Duration::from_secs(5));
+    let e = s["errors"].as_array().unwrap();
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0]["collector"], "xid");
+    assert_eq!(e[0]["timed_out"], true);
+    assert!(e[0]["duration_ms"].as_f64().unwrap() >= 300.0);
+    assert!(s["host"]["memory_total_bytes"].is_u64());
+    assert!(s["processes"]["total"].is_u64());
+}
+
+#[test]
+fn a_resident_probe_does_not_pile_up_threads_behind_a_hung_collector() {
+    let d = tempfile::tempdir().unwrap();
+    let fifo = d.path().join("kmsg.fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut child = probe(d.path())
+        .arg("--serve")
+        .arg("--kmsg-file")
+        .arg(&fifo)
+        .args(["--budget", "xid=200ms", "--no-gpu"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"\n\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let r = records(&out.stdout);
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0]["errors"][0]["timed_out"], true);
+    let second = r[1]["errors"][0]["error"].as_str().unwrap();
+    assert!(second.contains("still going"), "{second}");
+    assert!(r[1]["host"].is_object());
+}
+
+#[test]
+fn one_shot_uses_the_previous_cpu_reading_instead_of_sleeping() {
+    let d = tempfile::tempdir().unwrap();
+    let first = one(probe(d.path()).args(["--cpu-window", "0", "--no-gpu", "--no-xid"]));
+    assert!(first["host"].get("cpu_pct").is_none());
+    assert_eq!(
+        first["host"]["absent"]["cpu_pct"],
+        "no recent previous reading"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let second = one(probe(d.path()).args(["--cpu-window", "0", "--no-gpu", "--no-xid"]));
+    let pct = second["host"]["cpu_pct"].as_f64().unwrap();
+    assert!((0.0..=100.0).contains(&pct));
+    assert!(second["host"]["cpu_window_ms"].as_u64().unwrap() >= 1000);
+}
+
+#[test]
+fn serve_writes_one_sample_per_input_line_and_exits_at_eof() {
+    let d = tempfile::tempdir().unwrap();
+    let mut child = probe(d.path())
+        .arg("--serve")
+        .arg("--gpu-fixture")
+        .arg(fixture("h200-idle.json"))
+        .arg("--no-xid")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"\n\n\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let r = records(&out.stdout);
+    assert_eq!(r.len(), 3);
+    assert!(r.iter().all(|s| s["gpu"]["status"] == "ok"));
+}
+
+#[test]
+fn interval_mode_writes_count_samples() {
+    let d = tempfile::tempdir().unwrap();
+    let out = probe(d.path())
+        .args([
+            "--interval",
+            "100ms",
+            "--count",
+            "3",
+            "--no-gpu",
+            "--no-xid",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let r = records(&out.stdout);
+    assert_eq!(r.len(), 3);
+    assert!(r[0]["ts"].as_str() < r[2]["ts"].as_str());
+}
+
+#[test]
+fn peers_on_loopback_report_reachability_and_latency() {
+    let d = tempfile::tempdir().unwrap();
+    let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_addr = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let s = one(probe(d.path())
+        .args(["--no-gpu", "--no-xid", "--peer"])
+        .arg(open.local_addr().unwrap().to_string())
+        .arg("--peer")
+        .arg(&closed_addr));
+    let p = s["network"]["peers"].as_array().unwrap();
+    assert_eq!(p[0]["reachable"], true);
+    assert!(p[0]["latency_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(p[1]["reachable"], false);
+    assert!(p[1]["error"].is_string());
+}
+
+#[test]
+fn prometheus_output_passes_promtool() {
+    let d = tempfile::tempdir().unwrap();
+    let out = probe(d.path())
+        .arg("--format")
+        .arg("prometheus")
+        .arg("--gpu-fixture")
+        .arg(fixture("fault-xid79-gpu-lost.json"))
+        .args(["--node", "n1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("ugro_gpu_up{node=\"n1\",gpu=\"3\""), "{text}");
+    assert!(text.contains("ugro_host_memory_total_bytes{node=\"n1\"}"));
+    let promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match promtool {
+        Ok(c) => c,
+        Err(e) => {
+            if std::env::var("UGRO_REQUIRE_REAL").as_deref() == Ok("1") {
+                panic!("promtool not available ({e}) and UGRO_REQUIRE_REAL=1");
+            }
+            println!("skipped: promtool not available ({e})");
+            return;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let r = child.wait_with_output().unwrap();
+    assert!(
+        r.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&r.stdout),
+        String::from_utf8_lossy(&r.stderr)
+    );
+}
+
+#[test]
+fn config_file_sets_the_same_keys_and_errors_name_the_line() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("probe.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "node: from-config\nexpect_gpus: 8\ngpu_fixture: {}\nno_xid: true\nbudgets:\n  host: 2s\n",
+            fixture("fault-7-of-8.json").display()
+        ),
+    )
+    .unwrap();
+    let s = one(probe(d.path()).arg("--config").arg(&cfg));
+    assert_eq!(s["node"], "from-config");
+    assert_eq!(s["gpu"]["status"], "missing");
+    // Flags win over the file.
+    let s = one(probe(d.path()).arg("--config").arg(&cfg).args([
+        "--node",
+        "from-flag",
+        "--expect-gpus",
+        "7",
+    ]));
+    assert_eq!(s["node"], "from-flag");
+    assert_eq!(s["gpu"]["status"], "ok");
+
+    std::fs::write(&cfg, "node: x\nexpect_gpu: 8\n").unwrap();
+    let out = probe(d.path()).arg("--config").arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("probe.yaml:2"), "{err}");
+}
+
+#[test]
+fn the_shipped_example_configuration_loads() {
+    let d = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("probe.example.yaml");
+    let s = one(probe(d.path())
+        .arg("--config")
+        .arg(example)
+        .args(["--no-gpu", "--no-xid"]));
+    assert_eq!(s["network"]["peers"][0]["target"], "127.0.0.1:22");
+}
+
+#[test]
+fn bad_inputs_get_the_shared_exit_statuses() {
+    let d = tempfile::tempdir().unwrap();
+    let st = probe(d.path())
+        .args(["--gpu-fixture", "/nonexistent/fixture.json"])
+        .output()
+        .unwrap();
+    assert_eq!(st.status.code(), Some(66));
+    let bad = d.path().join("bad.json");
+    std::fs::write(&bad, "{\"devices\": 3}").unwrap();
+    let st = probe(d.path())
+        .arg("--gpu-fixture")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(st.status.code(), Some(65));
+    let st = probe(d.path()).args(["--node", "-bad"]).output().unwrap();
+    assert_eq!(st.status.code(), Some(64));
+    let st = probe(d.path()).args(["--budget", "gpu"]).output().unwrap();
+    assert_eq!(st.status.code(), Some(64));
+    let st = probe(d.path())
+        .args(["--interval", "soon"])
+        .output()
+        .unwrap();
+    assert_eq!(st.status.code(), Some(64));
+}
+
+#[test]
+fn driver_not_loaded_is_failed_not_absent() {
+    let d = tempfile::tempdir().unwrap();
+    let s = one(probe(d.path())
+        .arg("--gpu-fixture")
+        .arg(fixture("nvml-driver-not-loaded.json"))
+        .arg("--no-xid"));
+    assert_eq!(s["gpu"]["status"], "failed");
+    assert!(
+        s["gpu"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("DriverNotLoaded")
+    );
+    assert!(s["host"].is_object());
+}

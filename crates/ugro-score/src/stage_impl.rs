@@ -1,0 +1,84 @@
+//! The pipeline stage: what `ugro-score` does per line, shared with `ugro-watch --pipeline`.
+
+use ugro_types::io::{WriteError, has_top_level_key, set_field, splice_field};
+use ugro_types::stage::{Emit, Stage, StageError};
+use ugro_types::{Kind, RecordError, SCHEMA_VERSION, parse_header, validate_node};
+
+use crate::Scorer;
+use crate::output::{Format, nagios_line, table_header, table_row, worse};
+use crate::view::SampleView;
+
+fn reject(e: impl std::fmt::Display) -> StageError {
+    StageError::Reject(e.to_string())
+}
+
+impl Scorer {
+    fn pass(&mut self, line: &str, emit: &mut Emit<'_>) -> Result<(), StageError> {
+        match self.format {
+            Format::Json => emit(line.as_bytes()).map_err(StageError::from),
+            // The text formats are about samples only.
+            Format::Nagios | Format::Table => Ok(()),
+        }
+    }
+}
+
+impl Stage for Scorer {
+    fn process(&mut self, line: &str, emit: &mut Emit<'_>) -> Result<(), StageError> {
+        // The typed parse is the fast path; only when it fails is the header looked at, to
+        // tell a record of another kind (passed through) from a broken sample (rejected).
+        let (sample, had_score) = match serde_json::from_str::<SampleView<'_>>(line) {
+            Ok(s) => {
+                // `"score": null` reads as no score but the key is there: replace, not splice.
+                let had = s.score.is_some()
+                    || (line.contains("\"score\"")
+                        && has_top_level_key(line, "score").map_err(reject)?);
+                (s, had)
+            }
+            Err(e) => {
+                return match parse_header(line) {
+                    Ok(h) if h.kind != Kind::Sample => self.pass(line, emit),
+                    Ok(_) => Err(reject(format_args!("invalid sample: {e}"))),
+                    Err(he) => Err(reject(he)),
+                };
+            }
+        };
+        if sample.v > SCHEMA_VERSION {
+            return Err(reject(RecordError::FutureVersion { found: sample.v }));
+        }
+        validate_node(&sample.node).map_err(reject)?;
+        if sample.kind != Kind::Sample {
+            return self.pass(line, emit);
+        }
+        let score = self.score_view(&sample);
+        self.samples += 1;
+        self.worst = Some(worse(self.worst, score.state));
+        match self.format {
+            Format::Json => {
+                if had_score {
+                    let v = serde_json::to_value(&score).map_err(WriteError::Json)?;
+                    let out = set_field(line, "score", v).map_err(reject)?;
+                    return emit(&out).map_err(StageError::from);
+                }
+                self.score_buf.clear();
+                serde_json::to_writer(&mut self.score_buf, &score).map_err(WriteError::Json)?;
+                self.out_buf.clear();
+                if !splice_field(&mut self.out_buf, line, "score", &self.score_buf) {
+                    return Err(reject("not a JSON object"));
+                }
+                emit(&self.out_buf).map_err(StageError::from)
+            }
+            Format::Nagios => {
+                let text = nagios_line(&sample.node, &score, &self.cfg.thresholds);
+                emit(text.as_bytes()).map_err(StageError::from)
+            }
+            Format::Table => {
+                if !self.header_done {
+                    self.header_done = true;
+                    emit(table_header().as_bytes())?;
+                }
+                let row = table_row(&sample.node, &sample.ts.to_string(), &score);
+                emit(row.as_bytes()).map_err(StageError::from)
+            }
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! The ugro-score binary: formats, exit statuses, bad lines, pass-through, closed stdout,
+//! configuration errors.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::process::{Command as StdCommand, Stdio};
+
+use assert_cmd::Command;
+use serde_json::{Value, json};
+
+fn fixture(name: &str) -> String {
+    let p = format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(p).unwrap().trim().to_owned()
+}
+
+fn busy() -> Value {
+    serde_json::from_str(&fixture("h200-busy.jsonl")).unwrap()
+}
+
+/// The busy node with a fatal XID on its GPU.
+fn critical() -> Value {
+    let mut v = busy();
+    v["node"] = json!("bad-node");
+    v["gpu"]["devices"][0]["xids"] = json!([{"code": 79, "ts": "2026-11-28T16:38:00.000Z"}]);
+    v
+}
+
+fn degraded() -> Value {
+    let mut v = busy();
+    v["node"] = json!("meh-node");
+    v["gpu"]["devices"][0]["remapped_rows"]["pending"] = json!(true);
+    v
+}
+
+fn unreachable() -> Value {
+    json!({"v":1,"kind":"sample","ts":"2026-11-28T16:38:13.000Z","node":"gone",
+           "unreachable":{"cause":"ssh","message":"connection timed out"}})
+}
+
+fn lines(vals: &[&Value]) -> String {
+    vals.iter().map(|v| format!("{v}\n")).collect()
+}
+
+fn score() -> Command {
+    let mut c = Command::cargo_bin("ugro-score").unwrap();
+    c.env_remove("UGRO_SCORE_CONFIG");
+    c
+}
+
+fn decode(stdout: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn json_mode_adds_score_and_keeps_every_other_field() {
+    let mut v = busy();
+    v["operator"] = json!({"note": "added with jq", "n": [1, 2, 3]});
+    let other =
+        json!({"v":1,"kind":"alert","ts":"2026-11-28T16:38:13.000Z","node":"x","labels":{"a":"b"}});
+    let out = score()
+        .write_stdin(lines(&[&v, &other]))
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let recs = decode(&out);
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[0]["operator"], v["operator"]);
+    assert_eq!(recs[0]["gpu"], v["gpu"]);
+    assert_eq!(recs[0]["host"], v["host"]);
+    assert_eq!(recs[0]["score"]["state"], "healthy");
+    assert_eq!(recs[0]["score"]["total"], 100.0);
+    assert_eq!(recs[1], other, "other kinds pass through unchanged");
+}
+
+#[test]
+fn json_mode_reads_a_file_argument_and_scores_the_idle_fixture_healthy() {
+    let p = format!("{}/fixtures/h200-idle.jsonl", env!("CARGO_MANIFEST_DIR"));
+    let out = score()
+        .arg(&p)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert_eq!(decode(&out)[0]["score"]["state"], "healthy");
+}
+
+#[test]
+fn missing_input_file_is_66() {
+    score()
+        .arg("/nonexistent/samples.jsonl")
+        .assert()
+        .code(66)
+        .stderr(predicates::str::contains("/nonexistent/samples.jsonl"));
+}
+
+#[test]
+fn bad_lines_are_reported_with_their_number_and_the_rest_goes_through() {
+    let input = format!("{}\nnot json\n\n{}\n{{\"v\":1}}\n", busy(), busy());
+    let a = score().write_stdin(input).assert().code(65);
+    let o = a.get_output();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("ugro-score: line 2: "), "{err}");
+    assert!(err.contains("ugro-score: line 5: "), "{err}");
+    assert_eq!(decode(&o.stdout).len(), 2);
+}
+
+#[test]
+fn strict_stops_at_the_first_bad_line() {
+    let input = format!("{}\nnot json\n{}\n", busy(), busy());
+    let a = score().arg("--strict").write_stdin(input).assert().code(65);
+    assert_eq!(decode(&a.get_output().stdout).len(), 1);
+}
+
+fn nagios(input: String) -> (i32, Vec<String>) {
+    let o = score()
+        .args(["--format", "nagios"])
+        .write_stdin(input)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(o.stdout).unwrap();
+    (
+        o.status.code().unwrap(),
+        text.lines().map(str::to_owned).collect(),
+    )
+}
+
+#[test]
+fn nagios_lines_follow_the_plugin_guidelines_and_exit_by_worst_state() {
+    let (code, out) = nagios(lines(&[&busy()]));
+    assert_eq!(code, 0);
+    assert_eq!(out.len(), 1);
+    let l = &out[0];
+    assert!(l.starts_with("UGRO OK - h200-vm: healthy 100.0"), "{l}");
+    let (_, perf) = l.split_once(" | ").unwrap();
+    let perf: Vec<&str> = perf.split(' ').collect();
+    assert_eq!(perf[0], "'score'=100;70:;40:;0;100");
+    assert!(perf.contains(&"'gpu0'=100;;;0;100"), "{perf:?}");
+    // 'label'=value[UOM];warn;crit;min;max, nothing else.
+    for p in &perf {
+        let (label, rest) = p.split_once('=').unwrap();
+        assert!(label.starts_with('\'') && label.ends_with('\''), "{p}");
+        assert_eq!(rest.split(';').count(), 5, "{p}");
+    }
+
+    let (code, out) = nagios(lines(&[&busy(), &degraded()]));
+    assert_eq!(code, 1, "{out:?}");
+    assert!(
+        out[1].starts_with("UGRO WARNING - meh-node: degraded"),
+        "{}",
+        out[1]
+    );
+
+    let (code, out) = nagios(lines(&[&unreachable(), &degraded()]));
+    assert_eq!(code, 3, "{out:?}");
+    assert!(
+        out[0].starts_with("UGRO UNKNOWN - gone: unknown"),
+        "{}",
+        out[0]
+    );
+    assert!(out[0].contains("'score'=U;70:;40:;0;100"), "{}", out[0]);
+
+    let (code, out) = nagios(lines(&[&busy(), &critical(), &unreachable()]));
+    assert_eq!(code, 2, "critical outranks unknown: {out:?}");
+    assert!(
+        out[1].starts_with("UGRO CRITICAL - bad-node: critical"),
+        "{}",
+        out[1]
+    );
+    assert!(out[1].contains("XID 79"), "{}", out[1]);
+}
+
+#[test]
+fn nagios_with_bad_or_no_input_is_unknown_not_65() {
+    let (code, out) = nagios(format!("{}\ngarbage\n", busy()));
+    assert_eq!(code, 3);
+    assert_eq!(out.len(), 1);
+    let (code, out) = nagios(format!("{}\ngarbage\n", critical()));
+    assert_eq!(code, 2);
+    assert_eq!(out.len(), 1);
+    let (code, out) = nagios(String::new());
+    assert_eq!(code, 3);
+    assert_eq!(out, ["UGRO UNKNOWN - no samples in the input"]);
+}
+
+#[test]
+fn exit_status_flag_gives_json_mode_plugin_codes() {
+    for (v, want) in [
+        (busy(), 0),
+        (degraded(), 1),
+        (critical(), 2),
+        (unreachable(), 3),
+    ] {
+        let a = score()
+            .arg("-e")
+            .write_stdin(lines(&[&v]))
+            .assert()
+            .code(want);
+        let recs = decode(&a.get_output().stdout);
+        assert!(recs[0]["score"].is_object());
+    }
+    // Without -e the JSON mode exits 0 whatever the health.
+    score().write_stdin(lines(&[&critical()])).assert().code(0);
+}
+
+#[test]
+fn table_format_prints_a_header_and_one_row_per_sample() {
+    let o = score()
+        .args(["-f", "table"])
+        .write_stdin(lines(&[&busy(), &critical()]))
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(o).unwrap();
+    let rows: Vec<&str> = text.lines().collect();
+    assert_eq!(rows.len(), 3);
+    assert!(rows[0].starts_with("NODE"));
+    assert!(rows[1].starts_with("h200-vm") && rows[1].contains("healthy"));
+    assert!(rows[2].contains("critical") && rows[2].contains("reboot"));
+}
+
+#[test]
+fn bad_weights_flag_exits_78_naming_the_value() {
+    score()
+        .args(["--weights", "gpu=0.5"])
+        .write_stdin("")
+        .assert()
+        .code(78)
+        .stderr(predicates::str::contains("gpu=0.5"));
+    score()
+        .args(["--weights", "gpu=0.6,system=-0.1,network=0.4"])
+        .write_stdin("")
+        .assert()
+        .code(78)
+        .stderr(predicates::str::contains("system=-0.1"));
+    score()
+        .args(["--weights", "gpu=heavy"])
+        .write_stdin("")
+        .assert()
+        .code(78)
+        .stderr(predicates::str::contains("gpu=heavy"));
+    // Valid weights change the total.
+    let mut v = busy();
+    v["gpu"]["devices"][0]["throttle_reasons"] = json!(["hw_slowdown"]);
+    let o = score()
+        .args(["--weights", "gpu=1,system=0,network=0,process=0"])
+        .write_stdin(lines(&[&v]))
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert_eq!(decode(&o)[0]["score"]["total"], 60.0);
+}
+
+#[test]
+fn config_file_errors_name_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("score.yaml");
+    std::fs::write(&p, "thresholds:\n  critical: 40\nweights:\n  gpu: 0.9\n").unwrap();
+    score()
+        .arg("-c")
+        .arg(&p)
+        .write_stdin("")
+        .assert()
+        .code(78)
+        .stderr(predicates::str::contains("score.yaml:3: weights: "))
+        .stderr(predicates::str::contains("gpu=0.9"));
+    std::fs::write(&p, "gpu:\n  busy_utilization_pct: many\n").unwrap();
+    score()
+        .arg("-c")
+        .arg(&p)
+        .write_stdin("")
+        .assert()
+        .code(78)
+        .stderr(predicates::str::contains(
+            "score.yaml:2: gpu.busy_utilization_pct",
+        ));
+    score()
+        .args(["-c", "/nonexistent/score.yaml"])
+        .write_stdin("")
+        .assert()
+        .code(66);
+}
+
+#[test]
+fn config_file_and_site_xid_policy_change_the_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let pol = dir.path().join("site-xid.yaml");
+    std::fs::write(
+        &pol,
+        "xids:\n  13:\n    severity: fatal\n    action: reset_gpu\n",
+    )
+    .unwrap();
+    let mut v = busy();
+    v["gpu"]["devices"][0]["xids"] = json!([{"code": 13}]);
+    let o = score().write_stdin(lines(&[&v])).output().unwrap();
+    assert_eq!(decode(&o.stdout)[0]["score"]["state"], "healthy");
+    let o = score()
+        .arg("--xid-policy")
+        .arg(&pol)
+        .write_stdin(lines(&[&v]))
+        .output()
+        .unwrap();
+    assert_eq!(decode(&o.stdout)[0]["score"]["state"], "critical");
+    let cfg = dir.path().join("score.yaml");
+    std::fs::write(
+        &cfg,
+        "xid_policy: site-xid.yaml\nthresholds:\n  degraded: 80\n",
+    )
+    .unwrap();
+    let o = score()
+        .arg("-c")
+        .arg(&cfg)
+        .write_stdin(lines(&[&v]))
+        .output()
+        .unwrap();
+    assert_eq!(decode(&o.stdout)[0]["score"]["state"], "critical");
+}
+
+#[test]
+fn closed_stdout_is_a_quiet_exit_0() {
+    let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("ugro-score"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let line = format!("{}\n", busy());
+    let writer = std::thread::spawn(move || {
+        for _ in 0..20_000 {
+            if stdin.write_all(line.as_bytes()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 64];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let _ = writer.join();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "stderr: {err}");
+    assert!(err.is_empty(), "{err}");
+}

@@ -1,0 +1,735 @@
+//! When to poll which node: pure logic over an injected clock, so it is tested (and the idle
+//! figure computed) under fake time.
+//!
+//! Time is cut into cycles of one base interval. A node polled in cycle `c` is due again in
+//! cycle `c + m`, where its multiplier `m` is 1 while the node is busy or degraded and doubles
+//! after every idle, healthy sample up to `max / base` (5 s → 10 → 20 → 40 → 60 s with the
+//! defaults). Within a cycle each node waits for its phase, a fixed offset derived from a hash
+//! of its name, so polls spread over `spread × base` instead of bursting. A node is never
+//! dispatched while its previous poll is in flight. A node whose breaker is open is held until
+//! its trial is due. At most `limit` polls are in flight; the limit halves after a cycle in
+//! which more than a tenth of the polls timed out (the observer or its network is saturated),
+//! never below a quarter of the configured value, and grows back by an eighth per clean cycle.
+//! A few hung nodes therefore do not shrink it: they are the nodes' problem, not ours.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use ugro_types::Timestamp;
+
+/// Time as the scheduler sees it.
+pub trait Clock: Send + Sync {
+    /// Monotonic milliseconds since an arbitrary start.
+    fn mono_ms(&self) -> u64;
+    /// Wall-clock time for records.
+    fn wall(&self) -> Timestamp;
+}
+
+/// The real clock.
+#[derive(Debug, Clone)]
+pub struct SystemClock {
+    start: Instant,
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        SystemClock {
+            start: Instant::now(),
+        }
+    }
+}
+
+impl Clock for SystemClock {
+    fn mono_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+    fn wall(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// A clock that moves only when told to.
+#[derive(Debug, Default)]
+pub struct FakeClock {
+    now: std::sync::atomic::AtomicU64,
+    wall0: i64,
+}
+
+impl FakeClock {
+    /// Starts at monotonic 0 and wall time `wall0`.
+    pub fn new(wall0: Timestamp) -> Self {
+        FakeClock {
+            now: 0.into(),
+            wall0: wall0.millis(),
+        }
+    }
+    /// Moves time forward.
+    pub fn advance(&self, d: Duration) {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.now.fetch_add(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+    /// Sets monotonic time (never backwards).
+    pub fn set(&self, ms: u64) {
+        self.now.fetch_max(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Clock for FakeClock {
+    fn mono_ms(&self) -> u64 {
+        self.now.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn wall(&self) -> Timestamp {
+        Timestamp(
+            self.wall0
+                .saturating_add(i64::try_from(self.mono_ms()).unwrap_or(i64::MAX)),
+        )
+    }
+}
+
+/// Scheduler settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchedConf {
+    /// Base interval, ms.
+    pub base_ms: u64,
+    /// Longest interval, ms.
+    pub max_ms: u64,
+    /// Share of the base interval polls are spread over.
+    pub spread: f64,
+    /// Configured concurrency limit.
+    pub concurrency: usize,
+}
+
+impl SchedConf {
+    fn max_mult(&self) -> u32 {
+        u32::try_from((self.max_ms / self.base_ms.max(1)).max(1)).unwrap_or(u32::MAX)
+    }
+    fn min_limit(&self) -> usize {
+        (self.concurrency / 4).max(1)
+    }
+}
+
+/// What a finished poll says about its node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Outcome {
+    /// Jobs are running there (training processes, busy GPUs, jobs command).
+    pub active: bool,
+    /// Not healthy: unreachable, failed probe, or a score below healthy.
+    pub degraded: bool,
+    /// The poll hit the per-node timeout.
+    pub timed_out: bool,
+    /// The poll produced no sample (unreachable).
+    pub failed: bool,
+}
+
+/// One cycle's figures, handed out once all its polls have finished.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CycleSummary {
+    /// Cycle number.
+    pub cycle: u64,
+    /// Polls dispatched.
+    pub polls: u64,
+    /// Polls that produced no sample.
+    pub failures: u64,
+    /// Polls that timed out.
+    pub timeouts: u64,
+    /// From the first dispatch to the last completion, ms (0 for an empty cycle).
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+struct NodeSched {
+    phase_ms: u64,
+    mult: u32,
+    next_cycle: u64,
+    in_flight: bool,
+    hold_until: Option<u64>,
+    removed: bool,
+    polls: u64,
+    urgent: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct CycleAcc {
+    sum: CycleSummary,
+    first: Option<u64>,
+    last: u64,
+    open: u64,
+    rolled: bool,
+}
+
+/// The scheduler.
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    conf: SchedConf,
+    started: bool,
+    cycle: u64,
+    cycle_start: u64,
+    nodes: Vec<NodeSched>,
+    in_flight: usize,
+    limit: usize,
+    open: VecDeque<CycleAcc>,
+    finished: Vec<CycleSummary>,
+}
+
+/// FNV-1a of the node name: stable across runs and builds, so a node keeps its phase.
+pub fn name_hash(name: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+impl Scheduler {
+    /// A scheduler with no nodes.
+    pub fn new(conf: SchedConf) -> Self {
+        let limit = conf.concurrency.max(1);
+        Scheduler {
+            conf,
+            started: false,
+            cycle: 0,
+            cycle_start: 0,
+            nodes: Vec::new(),
+            in_flight: 0,
+            limit,
+            open: VecDeque::new(),
+            finished: Vec::new(),
+        }
+    }
+
+    /// Adds a node; returns its index. It is due in the current cycle.
+    pub fn add(&mut self, name: &str) -> usize {
+        let window = phase_window(&self.conf);
+        self.nodes.push(NodeSched {
+            phase_ms: name_hash(name) % (window + 1),
+            mult: 1,
+            next_cycle: self.cycle,
+            in_flight: false,
+            hold_until: None,
+            removed: false,
+            polls: 0,
+            urgent: false,
+        });
+        self.nodes.len() - 1
+    }
+
+    /// Stops scheduling a node (its in-flight poll may still finish).
+    pub fn remove(&mut self, idx: usize) {
+        if let Some(n) = self.nodes.get_mut(idx) {
+            n.removed = true;
+        }
+    }
+
+    /// New settings (SIGHUP); phases are recomputed lazily by `add` only, which is fine:
+    /// they stay within the old window until the node is re-added.
+    pub fn reconfigure(&mut self, conf: SchedConf) {
+        let max_mult = conf.max_mult();
+        for n in &mut self.nodes {
+            n.mult = n.mult.min(max_mult);
+        }
+        self.limit = self.limit.min(conf.concurrency).max(1);
+        self.conf = conf;
+    }
+
+    /// The current concurrency limit.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// The cycle `now` falls in.
+    pub fn cycle_at(&self, now: u64) -> u64 {
+        if !self.started {
+            return self.cycle;
+        }
+        self.cycle + now.saturating_sub(self.cycle_start) / self.conf.base_ms.max(1)
+    }
+
+    /// Polls in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// The current cycle number.
+    pub fn cycle(&self) -> u64 {
+        self.cycle
+    }
+
+    /// A node's current interval, ms.
+    pub fn interval_ms(&self, idx: usize) -> u64 {
+        self.nodes
+            .get(idx)
+            .map_or(0, |n| u64::from(n.mult) * self.conf.base_ms)
+    }
+
+    /// Shortest and longest interval over the live nodes, ms.
+    pub fn interval_range_ms(&self) -> (u64, u64) {
+        let mut lo = u64::MAX;
+        let mut hi = 0;
+        for n in self.nodes.iter().filter(|n| !n.removed) {
+            let i = u64::from(n.mult) * self.conf.base_ms;
+            lo = lo.min(i);
+            hi = hi.max(i);
+        }
+        if hi == 0 { (0, 0) } else { (lo, hi) }
+    }
+
+    /// Polls dispatched to a node so far.
+    pub fn polls_of(&self, idx: usize) -> u64 {
+        self.nodes.get(idx).map_or(0, |n| n.polls)
+    }
+
+    /// Jobs started on a node (jobs command, activity file): back to the base interval and
+    /// polled at once, without waiting for its phase.
+    pub fn activate(&mut self, idx: usize) {
+        let cycle = self.cycle;
+        if let Some(n) = self.nodes.get_mut(idx) {
+            n.mult = 1;
+            if n.next_cycle > cycle {
+                n.next_cycle = cycle;
+                n.urgent = true;
+            }
+        }
+    }
+
+    /// Whether a node currently runs at the base interval.
+    pub fn is_base(&self, idx: usize) -> bool {
+        self.nodes.get(idx).is_some_and(|n| n.mult == 1)
+    }
+
+    /// Holds a node (open breaker) until monotonic `until`; `None` releases it.
+    pub fn hold(&mut self, idx: usize, until: Option<u64>) {
+        if let Some(n) = self.nodes.get_mut(idx) {
+            n.hold_until = until;
+        }
+    }
+
+    fn roll(&mut self, now: u64) {
+        let base = self.conf.base_ms.max(1);
+        while now >= self.cycle_start + base {
+            if let Some(acc) = self.open.back_mut().filter(|a| a.sum.cycle == self.cycle) {
+                acc.rolled = true;
+            } else {
+                self.open.push_back(CycleAcc {
+                    sum: CycleSummary {
+                        cycle: self.cycle,
+                        ..CycleSummary::default()
+                    },
+                    rolled: true,
+                    ..CycleAcc::default()
+                });
+            }
+            let behind = (now - self.cycle_start) / base;
+            if behind > 2 {
+                // Asleep (suspend, stopped process): skip the missed cycles rather than
+                // replay them in a burst.
+                self.cycle += behind;
+                self.cycle_start += behind * base;
+            } else {
+                self.cycle += 1;
+                self.cycle_start += base;
+            }
+        }
+        self.settle();
+    }
+
+    fn settle(&mut self) {
+        while let Some(front) = self.open.front() {
+            if !(front.rolled && front.open == 0) {
+                break;
+            }
+            let Some(acc) = self.open.pop_front() else {
+                break;
+            };
+            let mut sum = acc.sum;
+            if let Some(first) = acc.first {
+                sum.duration_ms = acc.last.saturating_sub(first);
+            }
+            if sum.polls > 0 && sum.timeouts * 10 > sum.polls {
+                self.limit = (self.limit / 2).max(self.conf.min_limit());
+            } else if sum.polls > 0 && sum.timeouts == 0 && self.limit < self.conf.concurrency {
+                self.limit = (self.limit + (self.limit / 8).max(1)).min(self.conf.concurrency);
+            }
+            self.finished.push(sum);
+        }
+    }
+
+    /// Cycles whose polls have all finished since the last call.
+    pub fn take_finished(&mut self) -> Vec<CycleSummary> {
+        std::mem::take(&mut self.finished)
+    }
+
+    /// Nodes to poll now. Each is marked in flight until [`Scheduler::done`].
+    pub fn due(&mut self, now: u64) -> Vec<usize> {
+        if !self.started {
+            self.started = true;
+            self.cycle_start = now;
+        }
+        self.roll(now);
+        let mut out = Vec::new();
+        let cycle = self.cycle;
+        let start = self.cycle_start;
+        for (i, n) in self.nodes.iter_mut().enumerate() {
+            if self.in_flight >= self.limit {
+                break;
+            }
+            if n.removed || n.in_flight || n.next_cycle > cycle {
+                continue;
+            }
+            if n.hold_until.is_some_and(|h| now < h) {
+                continue;
+            }
+            // An overdue node (from an earlier cycle) goes now; a node due in this cycle
+            // waits for its phase.
+            if n.next_cycle == cycle && !n.urgent && now < start + n.phase_ms {
+                continue;
+            }
+            n.urgent = false;
+            n.in_flight = true;
+            n.next_cycle = cycle;
+            n.polls += 1;
+            self.in_flight += 1;
+            out.push(i);
+        }
+        if !out.is_empty() {
+            let acc = match self.open.back_mut().filter(|a| a.sum.cycle == cycle) {
+                Some(a) => a,
+                None => {
+                    self.open.push_back(CycleAcc {
+                        sum: CycleSummary {
+                            cycle,
+                            ..CycleSummary::default()
+                        },
+                        ..CycleAcc::default()
+                    });
+                    let Some(a) = self.open.back_mut() else {
+                        return out;
+                    };
+                    a
+                }
+            };
+            acc.sum.polls += out.len() as u64;
+            acc.open += out.len() as u64;
+            acc.first.get_or_insert(now);
+        }
+        out
+    }
+
+    /// A poll dispatched by [`Scheduler::due`] finished.
+    pub fn done(&mut self, idx: usize, outcome: Outcome, now: u64) {
+        let max_mult = self.conf.max_mult();
+        let Some(n) = self.nodes.get_mut(idx) else {
+            return;
+        };
+        if !n.in_flight {
+            return;
+        }
+        n.in_flight = false;
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let polled_in = n.next_cycle;
+        n.mult = if outcome.active || outcome.degraded {
+            1
+        } else {
+            n.mult.saturating_mul(2).min(max_mult)
+        };
+        n.next_cycle = polled_in + u64::from(n.mult);
+        if let Some(acc) = self.open.iter_mut().find(|a| a.sum.cycle == polled_in) {
+            acc.open = acc.open.saturating_sub(1);
+            acc.last = acc.last.max(now);
+            acc.sum.failures += u64::from(outcome.failed);
+            acc.sum.timeouts += u64::from(outcome.timed_out);
+        }
+        self.settle();
+    }
+
+    /// When [`Scheduler::due`] may next have something to do (monotonic ms). Completions
+    /// also wake the caller, so a full concurrency limit waits for them.
+    pub fn next_wake(&self, now: u64) -> u64 {
+        let base = self.conf.base_ms.max(1);
+        let next_cycle_at = self.cycle_start + base;
+        if !self.started {
+            return now;
+        }
+        if self.in_flight >= self.limit {
+            return next_cycle_at;
+        }
+        let mut wake = next_cycle_at;
+        for n in &self.nodes {
+            if n.removed || n.in_flight {
+                continue;
+            }
+            let at = if n.next_cycle < self.cycle || (n.urgent && n.next_cycle == self.cycle) {
+                now
+            } else {
+                self.cycle_start + (n.next_cycle - self.cycle) * base + n.phase_ms
+            };
+            let at = n.hold_until.map_or(at, |h| at.max(h));
+            wake = wake.min(at);
+        }
+        wake.max(now)
+    }
+}
+
+fn phase_window(conf: &SchedConf) -> u64 {
+    let w = (conf.base_ms as f64 * conf.spread).floor();
+    if w.is_finite() && w > 0.0 {
+        w as u64
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf(concurrency: usize) -> SchedConf {
+        SchedConf {
+            base_ms: 5_000,
+            max_ms: 60_000,
+            spread: 0.5,
+            concurrency,
+        }
+    }
+
+    /// Runs a scheduler for `until` ms of fake time in 100 ms steps; every poll finishes
+    /// `latency` ms after dispatch with `outcome(node, now)`.
+    fn simulate(
+        s: &mut Scheduler,
+        until: u64,
+        latency: u64,
+        mut outcome: impl FnMut(usize, u64) -> Outcome,
+    ) -> Vec<(usize, u64)> {
+        let mut polls = Vec::new();
+        let mut pending: Vec<(u64, usize)> = Vec::new();
+        let mut now = 0;
+        while now <= until {
+            pending.sort_unstable();
+            while let Some(&(t, i)) = pending.first() {
+                if t > now {
+                    break;
+                }
+                pending.remove(0);
+                s.done(i, outcome(i, t), t);
+            }
+            for i in s.due(now) {
+                polls.push((i, now));
+                pending.push((now + latency, i));
+            }
+            now += 100;
+        }
+        polls
+    }
+
+    #[test]
+    fn idle_nodes_back_off_to_the_max_interval() {
+        let mut s = Scheduler::new(conf(64));
+        let a = s.add("gpu-01");
+        let polls = simulate(&mut s, 3_600_000, 50, |_, _| Outcome::default());
+        let times: Vec<u64> = polls.iter().filter(|p| p.0 == a).map(|p| p.1).collect();
+        let gaps: Vec<u64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(&gaps[..5], &[10_000, 20_000, 40_000, 60_000, 60_000]);
+        assert_eq!(s.interval_ms(a), 60_000);
+        // Fixed 5 s polling would be 720 per hour.
+        assert!(times.len() < 72, "{} polls", times.len());
+    }
+
+    #[test]
+    fn busy_or_degraded_nodes_stay_at_the_base_interval() {
+        let mut s = Scheduler::new(conf(64));
+        let busy = s.add("busy");
+        let sick = s.add("sick");
+        let polls = simulate(&mut s, 60_000, 50, |i, _| Outcome {
+            active: i == busy,
+            degraded: i == sick,
+            ..Outcome::default()
+        });
+        for node in [busy, sick] {
+            let n = polls.iter().filter(|p| p.0 == node).count();
+            assert!((12..=13).contains(&n), "node {node}: {n} polls");
+        }
+    }
+
+    #[test]
+    fn a_job_start_is_noticed_within_one_base_interval() {
+        let mut s = Scheduler::new(conf(64));
+        let a = s.add("gpu-01");
+        simulate(&mut s, 600_000, 50, |_, _| Outcome::default());
+        assert_eq!(s.interval_ms(a), 60_000);
+        // A job starts at t = 600.05 s: the node is activated and must be polled within 5 s.
+        let mut now = 600_050;
+        s.activate(a);
+        let mut polled_at = None;
+        while now < 700_000 {
+            if s.due(now).contains(&a) {
+                polled_at = Some(now);
+                break;
+            }
+            now += 100;
+        }
+        let t = polled_at.expect("never polled");
+        assert!(t - 600_050 <= 5_000, "noticed after {} ms", t - 600_050);
+    }
+
+    #[test]
+    fn degraded_sample_returns_to_base_at_once() {
+        let mut s = Scheduler::new(conf(64));
+        let a = s.add("n");
+        let mut degraded_from = u64::MAX;
+        let polls = simulate(&mut s, 400_000, 50, |_, t| Outcome {
+            degraded: t >= degraded_from,
+            ..Outcome::default()
+        });
+        let _ = polls;
+        assert_eq!(s.interval_ms(a), 60_000);
+        degraded_from = 0;
+        let mut now = 400_100;
+        let mut times = Vec::new();
+        while now < 480_000 {
+            for i in s.due(now) {
+                times.push(now);
+                s.done(
+                    i,
+                    Outcome {
+                        degraded: degraded_from == 0,
+                        ..Outcome::default()
+                    },
+                    now,
+                );
+            }
+            now += 100;
+        }
+        let gaps: Vec<u64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.iter().all(|g| *g == 5_000), "{gaps:?}");
+    }
+
+    #[test]
+    fn polls_spread_over_the_window_and_never_overlap() {
+        let mut s = Scheduler::new(conf(1_000));
+        for i in 0..200 {
+            s.add(&format!("node-{i:03}"));
+        }
+        // Latency longer than the interval: a node must not be dispatched again while its
+        // poll is in flight.
+        let polls = simulate(&mut s, 20_000, 7_000, |_, _| Outcome {
+            active: true,
+            ..Outcome::default()
+        });
+        let first: Vec<u64> = polls.iter().filter(|p| p.1 < 5_000).map(|p| p.1).collect();
+        assert_eq!(first.len(), 200);
+        let early = first.iter().filter(|t| **t < 1_250).count();
+        let late = first.iter().filter(|t| **t >= 1_250).count();
+        assert!(early > 20 && late > 100, "early {early} late {late}");
+        assert!(first.iter().all(|t| *t <= 2_500));
+        for node in 0..200 {
+            let t: Vec<u64> = polls.iter().filter(|p| p.0 == node).map(|p| p.1).collect();
+            assert!(t.windows(2).all(|w| w[1] - w[0] >= 7_000), "{node}: {t:?}");
+        }
+    }
+
+    #[test]
+    fn concurrency_limit_caps_in_flight_polls() {
+        let mut s = Scheduler::new(SchedConf {
+            spread: 0.0,
+            ..conf(10)
+        });
+        for i in 0..50 {
+            s.add(&format!("n{i}"));
+        }
+        let got = s.due(0);
+        assert_eq!(got.len(), 10);
+        assert!(s.due(10).is_empty());
+        s.done(got[0], Outcome::default(), 20);
+        assert_eq!(s.due(20).len(), 1);
+    }
+
+    #[test]
+    fn many_timeouts_halve_the_limit_and_clean_cycles_restore_it() {
+        let mut s = Scheduler::new(SchedConf {
+            spread: 0.0,
+            ..conf(64)
+        });
+        for i in 0..64 {
+            s.add(&format!("n{i}"));
+        }
+        let mut now = 0;
+        let got = s.due(now);
+        assert_eq!(got.len(), 64);
+        now += 1_000;
+        for (k, i) in got.into_iter().enumerate() {
+            let timed_out = k < 20;
+            s.done(
+                i,
+                Outcome {
+                    timed_out,
+                    failed: timed_out,
+                    degraded: timed_out,
+                    active: true,
+                },
+                now,
+            );
+        }
+        now = 5_000;
+        let again = s.due(now);
+        let sums = s.take_finished();
+        assert_eq!(sums[0].timeouts, 20);
+        assert_eq!(sums[0].polls, 64);
+        assert_eq!(sums[0].duration_ms, 1_000);
+        assert_eq!(s.limit(), 32);
+        assert_eq!(again.len(), 32);
+        for i in again {
+            s.done(
+                i,
+                Outcome {
+                    active: true,
+                    ..Outcome::default()
+                },
+                now + 50,
+            );
+        }
+        // A few hung nodes (under a tenth) do not shrink it further; clean cycles grow it.
+        for c in 1..40u64 {
+            now = c * 5_000 + 10;
+            let got = s.due(now);
+            for i in got {
+                s.done(
+                    i,
+                    Outcome {
+                        active: true,
+                        ..Outcome::default()
+                    },
+                    now + 50,
+                );
+            }
+        }
+        assert_eq!(s.limit(), 64, "{:?}", s.take_finished());
+    }
+
+    #[test]
+    fn open_breaker_nodes_wait_for_their_trial() {
+        let mut s = Scheduler::new(SchedConf {
+            spread: 0.0,
+            ..conf(64)
+        });
+        let a = s.add("a");
+        let b = s.add("b");
+        s.hold(a, Some(30_000));
+        let polls = simulate(&mut s, 40_000, 50, |_, _| Outcome {
+            degraded: true,
+            ..Outcome::default()
+        });
+        let a_times: Vec<u64> = polls.iter().filter(|p| p.0 == a).map(|p| p.1).collect();
+        let b_count = polls.iter().filter(|p| p.0 == b).count();
+        assert_eq!(a_times.first(), Some(&30_000));
+        assert!(b_count >= 8);
+    }
+
+    #[test]
+    fn fake_clock_moves_only_when_told() {
+        let c = FakeClock::new(Timestamp(1_000));
+        assert_eq!(c.mono_ms(), 0);
+        c.advance(Duration::from_secs(2));
+        assert_eq!(c.mono_ms(), 2_000);
+        assert_eq!(c.wall(), Timestamp(3_000));
+    }
+}

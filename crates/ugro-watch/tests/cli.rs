@@ -1,0 +1,461 @@
+//! The binary through the command and local transports (no SSH).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+fn fake(node_args: &str) -> String {
+    format!("[{}, '{{node}}', {node_args}]", fake_probe().display())
+}
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn watch(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(watch_bin())
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn bad_cluster_file_names_file_line_and_field_and_exits_78() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "c.yaml",
+        "intervals:\n  base: 5s\nnodes:\n  - name: ok\n  - name: bad\n    host: -oProxyCommand=x\n",
+    );
+    let out = watch(d.path(), &["-c", "c.yaml"]);
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("c.yaml:6: nodes[1].host"), "{err}");
+    let out = watch(d.path(), &["-c", "missing.yaml"]);
+    assert_eq!(out.status.code(), Some(66));
+    let out = watch(d.path(), &[]);
+    assert_eq!(out.status.code(), Some(64));
+}
+
+#[test]
+fn check_prints_the_resolved_nodes() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "c.yaml",
+        &format!(
+            "ssh: {{user: ops, port: 2222}}\nnodes:\n  - {{name: a, host: 10.0.0.1, tags: [r1]}}\n  - name: b\n    transport: {{command: {}}}\n",
+            fake("'0'")
+        ),
+    );
+    let out = watch(d.path(), &["-c", "c.yaml", "--check"]);
+    assert!(out.status.success());
+    let recs = records(&out.stdout);
+    assert_eq!(recs[0]["host"], "10.0.0.1");
+    assert_eq!(recs[0]["user"], "ops");
+    assert_eq!(recs[0]["port"], 2222);
+    assert_eq!(recs[0]["transport"], "ssh");
+    assert_eq!(recs[1]["transport"]["command"][1], "b");
+}
+
+#[test]
+fn hung_probe_times_out_without_holding_up_the_others() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "c.yaml",
+        &format!(
+            "intervals: {{base: 1s, max: 1s, spread: 0}}\ntimeout: 2s\ntransport: {{command: {}}}\n\
+             nodes:\n  - name: a\n  - name: b\n  - name: c\n  - name: hung\n    transport: {{command: {}}}\n",
+            fake("'0.05'"),
+            fake("'0', hang")
+        ),
+    );
+    let out = watch(
+        d.path(),
+        &["-c", "c.yaml", "--cycles", "4", "--stats-every", "0"],
+    );
+    assert!(out.status.success());
+    let recs = records(&out.stdout);
+    let samples: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "sample").collect();
+    for n in ["a", "b", "c"] {
+        let s: Vec<&&Value> = samples.iter().filter(|r| r["node"] == n).collect();
+        // Polled every cycle though "hung" never answers (its timeout spans two cycles).
+        assert!(s.len() >= 3, "{n}: {}", s.len());
+        assert!(s.iter().all(|r| r.get("unreachable").is_none()));
+    }
+    let hung: Vec<&&Value> = samples.iter().filter(|r| r["node"] == "hung").collect();
+    assert!(!hung.is_empty());
+    assert!(
+        hung.iter().all(|r| r["unreachable"]["cause"] == "timeout"),
+        "{hung:?}"
+    );
+    // The first cycle's answers came out before the hung node's timeout did.
+    let first_timeout = recs.iter().position(|r| r["node"] == "hung").unwrap();
+    for n in ["a", "b", "c"] {
+        let first = recs.iter().position(|r| r["node"] == n).unwrap();
+        assert!(first < first_timeout, "{n} waited for the hung node");
+    }
+}
+
+#[test]
+fn a_thousand_simulated_nodes_with_five_percent_hanging() {
+    let d = tempfile::tempdir().unwrap();
+    let mut y = format!(
+        "intervals: {{base: 4s, max: 4s, spread: 0.3}}\ntimeout: 2s\nconcurrency: 1000\n\
+         transport: {{command: {}}}\nnodes:\n",
+        fake("'0.05'")
+    );
+    for i in 0..1000 {
+        y.push_str(&format!("  - name: sim-{i:04}\n"));
+        if i % 20 == 7 {
+            y.push_str(&format!(
+                "    transport: {{command: {}}}\n",
+                fake("'0', hang")
+            ));
+        }
+    }
+    write(d.path(), "c.yaml", &y);
+    let out = watch(
+        d.path(),
+        &["-c", "c.yaml", "--cycles", "2", "--stats-every", "1h"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recs = records(&out.stdout);
+    let mut ok: HashMap<String, usize> = HashMap::new();
+    let mut timeouts: HashMap<String, usize> = HashMap::new();
+    for r in recs.iter().filter(|r| r["kind"] == "sample") {
+        let n = r["node"].as_str().unwrap().to_owned();
+        if r["unreachable"]["cause"] == "timeout" {
+            *timeouts.entry(n).or_default() += 1;
+        } else {
+            assert!(r.get("unreachable").is_none(), "{r}");
+            *ok.entry(n).or_default() += 1;
+        }
+    }
+    assert_eq!(ok.len(), 950, "nodes that answered");
+    // Once per cycle: the hanging nodes did not hold the others back.
+    assert!(ok.values().all(|c| *c <= 2));
+    let answers: usize = ok.values().sum();
+    assert!(answers >= 1_900, "{answers} answers in two cycles");
+    assert_eq!(timeouts.len(), 50, "hanging nodes");
+    assert!(timeouts.keys().all(|n| !ok.contains_key(n)));
+    let stats: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "stats").collect();
+    let last = stats.last().expect("final stats record");
+    assert_eq!(last["nodes"], 1000);
+    assert!(last["timeouts"].as_u64().unwrap() >= 50);
+}
+
+#[test]
+fn state_dir_keeps_latest_sample_and_bounded_history() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "c.yaml",
+        &format!(
+            "intervals: {{base: 200ms, max: 200ms}}\ntransport: {{command: {}}}\nnodes:\n  - name: a\n  - name: b\n",
+            fake("'0', ok, '55'")
+        ),
+    );
+    let out = watch(
+        d.path(),
+        &[
+            "-c",
+            "c.yaml",
+            "--cycles",
+            "8",
+            "--state-dir",
+            "st",
+            "--history",
+            "3",
+            "--stats-every",
+            "200ms",
+        ],
+    );
+    assert!(out.status.success());
+    let node: Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("st/nodes/a.json")).unwrap()).unwrap();
+    assert_eq!(node["node"], "a");
+    assert_eq!(node["history"].as_array().unwrap().len(), 3);
+    assert_eq!(node["sample"]["gpu"]["devices"][0]["utilization_pct"], 55);
+    // Raw mode still scores for the table and the state files.
+    assert!(node["score"]["state"].is_string(), "{node}");
+    let fleet: Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("st/fleet.json")).unwrap()).unwrap();
+    assert_eq!(fleet["nodes"].as_array().unwrap().len(), 2);
+    let stats: Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("st/stats.json")).unwrap()).unwrap();
+    assert_eq!(stats["kind"], "stats");
+    assert_eq!(stats["tool"], "ugro-watch");
+    // Busy GPUs (55 % ≥ 10 %) keep the base interval.
+    assert_eq!(stats["interval_ms"], 200);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(d.path().join("st/nodes/a.json"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn closed_stdout_stops_quietly_with_status_zero() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "c.yaml",
+        &format!(
+            "intervals: {{base: 100ms, max: 100ms}}\ntransport: {{command: {}}}\nnodes:\n  - name: a\n",
+            fake("'0'")
+        ),
+    );
+    let mut child = Command::new(watch_bin())
+        .args(["-c", "c.yaml"])
+        .current_dir(d.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = [0u8; 64];
+    let _ = std::io::Read::read(&mut out, &mut buf).unwrap();
+    drop(out);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let st = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(std::time::Instant::now() < deadline, "still running");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(st.code(), Some(0));
+}
+
+#[test]
+fn sighup_reloads_the_cluster_file_and_sigterm_exits_cleanly() {
+    let d = tempfile::tempdir().unwrap();
+    let body = |nodes: &str| {
+        format!(
+            "intervals: {{base: 200ms, max: 200ms}}\ntransport: {{command: {}}}\nnodes:\n{nodes}",
+            fake("'0'")
+        )
+    };
+    write(d.path(), "c.yaml", &body("  - name: a\n"));
+    let mut w = Running::start(&["-c", "c.yaml", "--stats-every", "0"], d.path());
+    w.until(Duration::from_secs(20), "a sample from a", |s| {
+        samples_of(s, "a").count() > 0
+    });
+    // A broken file is refused and the running configuration kept.
+    write(d.path(), "c.yaml", "nodes: [\n");
+    w.signal("HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    write(d.path(), "c.yaml", &body("  - name: a\n  - name: b\n"));
+    w.signal("HUP");
+    w.until(
+        Duration::from_secs(20),
+        "a sample from the added node",
+        |s| samples_of(s, "b").count() > 0,
+    );
+    let n = w.seen.len();
+    w.until(Duration::from_secs(20), "a still polled", |s| {
+        samples_of(&s[n..], "a").count() > 0
+    });
+    w.signal("TERM");
+    let (st, _) = w.wait(Duration::from_secs(20));
+    assert_eq!(st.code(), Some(0));
+}
+
+#[test]
+fn replay_through_the_pipeline_scores_and_alerts() {
+    let d = tempfile::tempdir().unwrap();
+    let line = |node: &str, s: u32, unreachable: bool| {
+        if unreachable {
+            format!(
+                r#"{{"v":1,"kind":"sample","ts":"2026-11-28T00:00:{s:02}.000Z","node":"{node}","unreachable":{{"cause":"ssh","message":"refused"}}}}"#
+            )
+        } else {
+            format!(
+                r#"{{"v":1,"kind":"sample","ts":"2026-11-28T00:00:{s:02}.000Z","node":"{node}","gpu":{{"status":"ok","devices":[{{"index":0,"state":"ok"}}]}}}}"#
+            )
+        }
+    };
+    let mut rec = String::new();
+    for s in 0..30 {
+        rec.push_str(&line("n1", s, s >= 5));
+        rec.push('\n');
+    }
+    rec.push_str("garbage\n");
+    write(d.path(), "rec.jsonl", &rec);
+    let out = watch(
+        d.path(),
+        &["--replay", "rec.jsonl", "--pipeline", "--state-dir", "st"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(65),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 31"));
+    let node: Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("st/nodes/n1.json")).unwrap()).unwrap();
+    assert_eq!(node["state"], "unreachable");
+    assert_eq!(node["breaker"]["state"], "open");
+}
+
+#[test]
+fn local_mode_polls_this_machine_through_the_real_probe() {
+    if !require(
+        "target/*/ugro-probe (cargo build --workspace)",
+        probe_bin().is_some(),
+    ) {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let out = watch(
+        d.path(),
+        &[
+            "--local",
+            "--cycles",
+            "2",
+            "--interval",
+            "300ms",
+            "--stats-every",
+            "0",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recs = records(&out.stdout);
+    assert!(!recs.is_empty());
+    for r in &recs {
+        assert_eq!(r["kind"], "sample");
+        assert!(r.get("unreachable").is_none(), "{r}");
+        assert!(r["host"]["cpus"].as_u64().is_some_and(|c| c > 0), "{r}");
+    }
+}
+
+#[test]
+fn jobs_command_keeps_busy_nodes_at_the_base_interval_while_idle_ones_back_off() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "busy.txt", "busy[1-2]\n");
+    write(
+        d.path(),
+        "c.yaml",
+        &format!(
+            "intervals: {{base: 200ms, max: 3200ms, spread: 0}}\ntransport: {{command: {}}}\n\
+             activity:\n  jobs_cmd: [cat, busy.txt]\nnodes:\n  - name: busy1\n  - name: busy2\n  - name: idle\n",
+            fake("'0'")
+        ),
+    );
+    let out = watch(
+        d.path(),
+        &["-c", "c.yaml", "--cycles", "30", "--stats-every", "0"],
+    );
+    assert!(out.status.success());
+    let recs = records(&out.stdout);
+    let count = |n: &str| recs.iter().filter(|r| r["node"] == n).count();
+    // 30 cycles: a busy node is polled every cycle, the idle one at 1, 2, 4, 8, 16 cycles.
+    assert!(count("busy1") >= 20, "busy1: {}", count("busy1"));
+    assert!(count("busy2") >= 20, "busy2: {}", count("busy2"));
+    assert!(count("idle") <= 8, "idle: {}", count("idle"));
+}
+
+#[test]
+fn fresh_activity_file_keeps_the_whole_fleet_at_the_base_interval() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "stamp", "");
+    write(
+        d.path(),
+        "c.yaml",
+        &format!(
+            "intervals: {{base: 200ms, max: 3200ms, spread: 0}}\ntransport: {{command: {}}}\nnodes:\n  - name: a\n  - name: b\n",
+            fake("'0'")
+        ),
+    );
+    let out = watch(
+        d.path(),
+        &[
+            "-c",
+            "c.yaml",
+            "--cycles",
+            "20",
+            "--stats-every",
+            "0",
+            "--activity-file",
+            "stamp",
+        ],
+    );
+    assert!(out.status.success());
+    let recs = records(&out.stdout);
+    for n in ["a", "b"] {
+        let c = recs.iter().filter(|r| r["node"] == n).count();
+        assert!(c >= 14, "{n}: {c}");
+    }
+    // Without the file the same fleet backs off.
+    let out = watch(
+        d.path(),
+        &["-c", "c.yaml", "--cycles", "20", "--stats-every", "0"],
+    );
+    let recs = records(&out.stdout);
+    assert!(recs.iter().filter(|r| r["node"] == "a").count() <= 7);
+}
+
+#[test]
+fn table_format_draws_a_live_table_coloured_unless_no_color() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "c.yaml",
+        &format!(
+            "intervals: {{base: 200ms, max: 200ms}}\ntransport: {{command: {}}}\nnodes:\n  - name: gpu-a\n  - name: gpu-b\n    transport: {{command: {}}}\n",
+            fake("'0', ok, '80'"),
+            fake("'0', exit")
+        ),
+    );
+    let run = |no_color: bool| {
+        let mut c = Command::new(watch_bin());
+        c.args(["-c", "c.yaml", "--cycles", "4", "--format", "table"])
+            .current_dir(d.path());
+        if no_color {
+            c.env("NO_COLOR", "1");
+        } else {
+            c.env_remove("NO_COLOR");
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let plain = run(true);
+    let last = plain.rsplit("\x1b[2J").next().unwrap();
+    assert!(
+        last.contains("NODE") && last.contains("LAST ALERT"),
+        "{last}"
+    );
+    let row_a = last.lines().find(|l| l.starts_with("gpu-a")).unwrap();
+    assert!(
+        row_a.contains("1/1") && row_a.contains("55°C") && row_a.contains("80%"),
+        "{row_a}"
+    );
+    let row_b = last.lines().find(|l| l.starts_with("gpu-b")).unwrap();
+    assert!(row_b.contains("unreachable"), "{row_b}");
+    assert!(!plain.contains("\x1b[3"), "colour despite NO_COLOR");
+    assert!(
+        run(false).contains("\x1b[31m"),
+        "no colour for an unreachable node"
+    );
+}
