@@ -39,11 +39,11 @@ def gpu_score:
   | (87 - ($g.temperature_c // 0)) as $m
   | ([ (if $m < 10 then ((10 - $m) / 10 * 40 | if . > 40 then 40 else . end) else 0 end),
        (if ($g.power_w // 0) > (($g.power_limit_w // 1e9) * 1.05) then 10 else 0 end),
-       (if any(($g.throttle_reasons // [])[]; . == "hw_slowdown" or . == "hw_thermal_slowdown" or . == "hw_power_brake_slowdown") then 30 else 0 end),
+       (if any(($g.throttle_reasons // [])[]; . == "hw_slowdown" or . == "hw_thermal_slowdown" or . == "hw_power_brake_slowdown") then 40 else 0 end),
        (if any(($g.throttle_reasons // [])[]; . == "sw_power_cap") and $u < 50 then 5 else 0 end),
        (if ($g.remapped_rows.pending // false) then 70 else 0 end),
-       (if $u >= 50 and ($g.pcie.gen // 0) < ($g.pcie.max_gen // 0) then 15 else 0 end),
-       (if $u >= 50 and ($g.pcie.width // 0) < ($g.pcie.max_width // 0) then 25 else 0 end),
+       (if $u >= 50 and ($g.pcie.gen // 0) < ($g.pcie.max_gen // 0) then 35 else 0 end),
+       (if $u >= 50 and ($g.pcie.width // 0) < ($g.pcie.max_width // 0) then 35 else 0 end),
        ([($g.xids // [])[] | if .code == 13 or .code == 31 or .code == 43 or .code == 45 then 5 else 100 end] | add // 0)
      ] | add) as $ded
   | (($g.ecc.uncorrected_volatile // 0) > 0 or ($g.remapped_rows.failure // false) or $g.state == "lost"
@@ -76,7 +76,7 @@ if .kind != "sample" then . else
   | . + {score: {
       total: ($total * 10 | round / 10),
       state: (if any($gpus[]; .fatal) or $total < 40 then "critical"
-              elif $total < 70 or $worst < 40 or any($s[]; . < 40) then "degraded" else "healthy" end),
+              elif $total < 70 or $worst < 40 or any($s[]; . < 70) then "degraded" else "healthy" end),
       components: {gpu: $gpu, system: $sys, network: $net, process: $proc},
       gpus: [$gpus[] | {index, score}]
     }}

@@ -119,6 +119,8 @@ read -r w_mean w_max w_first < <(jq -s -r '
   ($s[2:]) as $steady |
   "\($steady | map(.cycle_ms) | add / length | floor) \($steady | map(.cycle_ms_max) | max) \($s[0].cycle_ms_max)"' \
   "$work/watch.jsonl")
+causes=$(jq -r 'select(.kind == "sample" and .unreachable) | "\(.unreachable.cause): \(.unreachable.message)"' \
+  "$work/watch.jsonl" | sort | uniq -c | sed 's/^ */  /')
 deployed=$(ls "$work/cache/ugro" 2>/dev/null | wc -l)
 speedup=$(awk -v a="$pdsh_mean" -v b="$w_mean" 'BEGIN { if (b < 1) b = 1; printf "%.0f", a / b }')
 speedup_worst=$(awk -v a="$pdsh_min" -v b="$w_max" 'BEGIN { if (b < 1) b = 1; printf "%.0f", a / b }')
@@ -131,3 +133,4 @@ printf '%-46s %14s %11s ms\n' "first cycle (connect + deploy + probe)" "" "$w_fi
 printf '%-46s %14s %14s\n' "probe copies deployed to the node cache" "" "$deployed"
 printf '%-46s %14s %13s×\n' "speed-up, mean vs mean (target ≥ 20×)" "" "$speedup"
 printf '%-46s %14s %13s×\n' "speed-up, best pdsh vs worst watch cycle" "" "$speedup_worst"
+[ -z "$causes" ] || printf 'unreachable samples by cause:\n%s\n' "$causes"

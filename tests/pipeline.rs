@@ -35,7 +35,12 @@ fn run(tool: &str, args: &[&str], input: &[u8]) -> Output {
 }
 
 fn ok(tool: &str, out: &Output) -> Vec<u8> {
-    assert!(out.status.success(), "{tool} failed ({:?}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{tool} failed ({:?}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout.clone()
 }
 
@@ -57,8 +62,14 @@ fn cron_run(fixture_name: &str, node: &str, state: &Path) -> (Vec<Value>, Vec<Va
     let scored = ok("ugro-score", &run("ugro-score", &[], &sample));
     let b = state.join("breaker.json");
     let a = state.join("alert.json");
-    let broken = ok("ugro-breaker", &run("ugro-breaker", &["--state", b.to_str().unwrap()], &scored));
-    let alerts = ok("ugro-alert", &run("ugro-alert", &["--state", a.to_str().unwrap()], &broken));
+    let broken = ok(
+        "ugro-breaker",
+        &run("ugro-breaker", &["--state", b.to_str().unwrap()], &scored),
+    );
+    let alerts = ok(
+        "ugro-alert",
+        &run("ugro-alert", &["--state", a.to_str().unwrap()], &broken),
+    );
     (records(&broken), records(&alerts))
 }
 
@@ -96,7 +107,10 @@ fn fields_users_add_between_stages_reach_the_end_of_the_pipeline() {
     let line = format!("{v}\n");
     let scored = ok("ugro-score", &run("ugro-score", &[], line.as_bytes()));
     let b = d.path().join("b.json");
-    let broken = ok("ugro-breaker", &run("ugro-breaker", &["--state", b.to_str().unwrap()], &scored));
+    let broken = ok(
+        "ugro-breaker",
+        &run("ugro-breaker", &["--state", b.to_str().unwrap()], &scored),
+    );
     let out = records(&broken);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0]["site"], "lab");
@@ -116,7 +130,10 @@ fn a_lost_gpu_alerts_once_then_trips_the_breaker_on_the_third_cron_run() {
     assert!(fired.contains(&"GpuXidFatal".to_owned()), "{fired:?}");
     assert!(fired.contains(&"NodeCritical".to_owned()), "{fired:?}");
     for a in &first {
-        assert_eq!(a["fingerprint"], ugro_types::fingerprint_hex(&serde_json::from_value(a["labels"].clone()).unwrap()));
+        assert_eq!(
+            a["fingerprint"],
+            ugro_types::fingerprint_hex(&serde_json::from_value(a["labels"].clone()).unwrap())
+        );
     }
 
     // Second run: same condition, already notified: nothing new.
@@ -125,7 +142,10 @@ fn a_lost_gpu_alerts_once_then_trips_the_breaker_on_the_third_cron_run() {
 
     // Third consecutive failure opens the breaker: a transition, and NodeCircuitOpen.
     let (through, third) = cron_run("fault-xid79-gpu-lost.json", "gpu-03", d.path());
-    let t: Vec<&Value> = through.iter().filter(|r| r["kind"] == "transition").collect();
+    let t: Vec<&Value> = through
+        .iter()
+        .filter(|r| r["kind"] == "transition")
+        .collect();
     assert_eq!(t.len(), 1, "{through:?}");
     assert_eq!(t[0]["from"], "closed");
     assert_eq!(t[0]["to"], "open");
@@ -143,20 +163,37 @@ fn every_filter_reports_bad_lines_by_number_keeps_the_good_ones_and_exits_65() {
     let d = tempfile::tempdir().unwrap();
     let sample = probe("h200-idle.json", "gpu-04", d.path());
     let good = String::from_utf8(sample).unwrap();
-    let scored = String::from_utf8(ok("ugro-score", &run("ugro-score", &[], good.as_bytes()))).unwrap();
+    let scored =
+        String::from_utf8(ok("ugro-score", &run("ugro-score", &[], good.as_bytes()))).unwrap();
     let b = d.path().join("b.json");
     let a = d.path().join("a.json");
     let cases: [(&str, Vec<&str>, &str); 3] = [
         ("ugro-score", vec![], good.trim_end()),
-        ("ugro-breaker", vec!["--state", b.to_str().unwrap()], scored.trim_end()),
-        ("ugro-alert", vec!["--state", a.to_str().unwrap()], scored.trim_end()),
+        (
+            "ugro-breaker",
+            vec!["--state", b.to_str().unwrap()],
+            scored.trim_end(),
+        ),
+        (
+            "ugro-alert",
+            vec!["--state", a.to_str().unwrap()],
+            scored.trim_end(),
+        ),
     ];
     for (tool, args, line) in cases {
         let input = format!("{line}\r\n\nnot json at all\n{line}\n");
         let out = run(tool, &args, input.as_bytes());
-        assert_eq!(out.status.code(), Some(65), "{tool}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(65),
+            "{tool}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(&format!("{tool}: line 3: ")), "{tool} stderr: {err}");
+        assert!(
+            err.contains(&format!("{tool}: line 3: ")),
+            "{tool} stderr: {err}"
+        );
         if tool != "ugro-alert" {
             assert_eq!(records(&out.stdout).len(), 2, "{tool} lost a good line");
         }
@@ -171,7 +208,11 @@ fn every_tool_stops_quietly_with_status_0_when_its_reader_goes_away() {
     let b = d.path().join("b.json");
     for (tool, args, line) in [
         ("ugro-score", vec![], &sample),
-        ("ugro-breaker", vec!["--state".to_owned(), b.to_str().unwrap().to_owned()], &scored),
+        (
+            "ugro-breaker",
+            vec!["--state".to_owned(), b.to_str().unwrap().to_owned()],
+            &scored,
+        ),
     ] {
         let input: Vec<u8> = line.repeat(20_000);
         let mut child = Command::new(bin(tool))
@@ -192,7 +233,16 @@ fn every_tool_stops_quietly_with_status_0_when_its_reader_goes_away() {
         drop(stdout);
         let out = child.wait_with_output().unwrap();
         feeder.join().unwrap();
-        assert_eq!(out.status.code(), Some(0), "{tool}: {}", String::from_utf8_lossy(&out.stderr));
-        assert!(out.stderr.is_empty(), "{tool} was not quiet: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{tool}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "{tool} was not quiet: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -1,4 +1,5 @@
 //! Helpers for the cross-tool tests: locating the built binaries and decoding output.
+#![allow(clippy::expect_used)] // test support: a panic is the failing test's report
 
 use std::path::PathBuf;
 

@@ -49,6 +49,13 @@ intervals.reconnect_min to reconnect_max), `timeout` (no answer within `timeout`
 restarted, the session kept) or `probe` (probe exited, could not start, or sent a bad line). \
 A slow or hung node never delays the others.
 
+Paths in the cluster file are relative to the file. Node names and hosts are checked so that \
+nothing can reach ssh as an option (no leading '-', no user@ in a host). Without --pipeline, \
+samples are still scored in-process (same score configuration) for the table, the state \
+directory and the scheduler; the output stays raw. With --pipeline, the breaker and alert state \
+files default to STATE_DIR/breaker.json and alert.json, else watch-breaker.json and \
+watch-alert.json in ~/.local/state/ugro, never the shell tools' own files.
+
 Scheduling: every node is polled at the base interval (5s) while busy (training processes, a \
 GPU at or above activity.gpu_utilization_pct, listed by --jobs-cmd, or a fresh --activity-file) \
 or not healthy; after each idle, healthy sample its interval doubles up to the maximum (60s). \
@@ -70,7 +77,8 @@ last alert and a bounded history (nodes/<node>.json), plus fleet.json and stats.
 replaced atomically.
 
 Signals: SIGINT/SIGTERM finish the polls in flight, close the probes and sessions, flush the \
-pipeline and the state (a second signal stops at once); SIGHUP reloads the cluster file (a bad \
+pipeline and the state (a second signal stops at once; SSH failures of polls in flight at that \
+moment are not reported, since a terminal's Ctrl-C also ends the ssh control masters); SIGHUP reloads the cluster file (a bad \
 file is reported and the running configuration kept). A closed stdout stops quietly with status 0.";
 
 /// Command line.

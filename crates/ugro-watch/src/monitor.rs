@@ -568,6 +568,7 @@ struct Live<'a, W: Write> {
     stats: StatsAcc,
     busy: HashSet<String>,
     file_active: bool,
+    stopping: bool,
 }
 
 impl<W: Write> Live<'_, W> {
@@ -699,7 +700,10 @@ impl<W: Write> Live<'_, W> {
         outcome.timed_out = matches!(err, Some(PollError::Timeout(_)));
         outcome.failed = err.is_some();
         outcome.active |= self.file_active || self.busy.contains(&name);
-        if removed {
+        // A terminal's Ctrl-C also reaches the ssh control masters (same process group), so
+        // SSH failures of polls in flight at shutdown say nothing about the node.
+        let shutdown_noise = self.stopping && matches!(err, Some(PollError::Ssh(_)));
+        if removed || shutdown_noise {
             self.sched.done(sched_idx, outcome, now);
             return Ok(());
         }
@@ -856,6 +860,7 @@ pub async fn live<W: Write>(
         stats: StatsAcc::default(),
         busy: HashSet::new(),
         file_active: false,
+        stopping: false,
     };
     w.add_nodes()?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(Error::Io)?;
@@ -950,8 +955,8 @@ pub async fn live<W: Write>(
                 }
             }
             () = tokio::time::sleep(sleep) => {}
-            _ = sigint.recv() => { if stopping { forced = true; break; } stopping = true; }
-            _ = sigterm.recv() => { if stopping { forced = true; break; } stopping = true; }
+            _ = sigint.recv() => { if stopping { forced = true; break; } stopping = true; w.stopping = true; }
+            _ = sigterm.recv() => { if stopping { forced = true; break; } stopping = true; w.stopping = true; }
             _ = sighup.recv() => { w.reload(); }
             b = jobs_rx.recv() => {
                 jobs_running = false;

@@ -65,7 +65,7 @@ fn man(check: bool) -> ExitCode {
             eprintln!("xtask: writing {}: {e}", path.display());
             return ExitCode::from(74);
         } else {
-            println!("wrote man/{name}");
+            eprintln!("wrote man/{name}");
         }
     }
     if stale.is_empty() {
