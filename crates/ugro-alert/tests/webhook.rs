@@ -214,3 +214,69 @@ fn webhook_outage_loses_nothing_and_delivers_once() {
         "resolved at the clearing sample"
     );
 }
+
+#[test]
+fn slack_receiver_posts_an_incoming_webhook_message_from_a_url_in_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let s = Server::start(port, Mode::Ok);
+    let url_file = dir.path().join("slack.url");
+    write(
+        &url_file,
+        &format!("http://127.0.0.1:{port}/services/T000/B000/secret\n"),
+    );
+    let cfg = dir.path().join("alert.yaml");
+    write(
+        &cfg,
+        &format!(
+            "route:\n  receiver: chat\n  group_by: [alertname]\nreceivers:\n  - name: chat\n    slack:\n      url_file: {}\n      channel: '#gpu-ops'\n",
+            url_file.display()
+        ),
+    );
+    let state = dir.path().join("state.json");
+    let args = [
+        "-c",
+        cfg.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+    ];
+    let t = Timestamp(1_795_000_000_000);
+    let out = run(
+        &args,
+        &format!("{}\n", sample("gpu-9", t, "critical", "")),
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("secret"),
+        "URL leaked"
+    );
+    let out = run(
+        &args,
+        &format!("{}\n", sample("gpu-9", secs(t, 60), "healthy", "")),
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let got = s.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 2, "{got:#?}");
+    let (firing, resolved) = (&got[0].1, &got[1].1);
+    assert_eq!(firing["channel"], "#gpu-ops");
+    let text = firing["text"].as_str().unwrap();
+    assert!(text.starts_with("[FIRING:1] NodeCritical"), "{text}");
+    assert!(
+        resolved["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("[RESOLVED] NodeCritical"),
+        "{resolved}"
+    );
+}

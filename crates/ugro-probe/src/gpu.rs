@@ -353,6 +353,7 @@ pub fn convert(raw: &RawGpus, source: &str, expected: Option<u32>, xids: Vec<Xid
         source: Some(source.to_owned()),
         devices: Vec::new(),
         unattributed_xids: Vec::new(),
+        absent: Default::default(),
     };
     if let Some(e) = &raw.init_error {
         sec.status = e.status;

@@ -436,10 +436,11 @@ impl Probe {
             };
             let mut sec = gpu::convert(&raw, &source, cfg.expect_gpus, all);
             if let Some(Err(e)) = &xids {
+                let why = format!("kernel log unreadable: {e}");
                 for d in &mut sec.devices {
-                    d.absent
-                        .insert("xids".into(), format!("kernel log unreadable: {e}"));
+                    d.absent.insert("xids".into(), why.clone());
                 }
+                sec.absent.insert("xids".into(), why);
             }
             sample.gpu = Some(sec);
         }

@@ -212,6 +212,7 @@ mod tests {
                 },
             ],
             unattributed_xids: Vec::new(),
+            absent: Default::default(),
         };
         merge_gpu(&mut s, &gpu, d.path());
         let t = &s.section.training;

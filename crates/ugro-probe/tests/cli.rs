@@ -134,6 +134,27 @@ fn seven_of_eight_gpus_is_missing_with_expect_gpus() {
 }
 
 #[test]
+fn an_unreadable_kernel_log_says_why_xids_are_absent_and_the_gpus_are_still_reported() {
+    let d = tempfile::tempdir().unwrap();
+    // A directory cannot be read as a log. (Permission denied, dmesg_restrict without
+    // CAP_SYSLOG, is the same minus the `errors` entry: it is how the probe runs, not a fault.)
+    let s = one(probe(d.path())
+        .arg("--gpu-fixture")
+        .arg(fixture("h200x8-busy.json"))
+        .arg("--kmsg-file")
+        .arg(d.path()));
+    let why = s["gpu"]["absent"]["xids"].as_str().unwrap();
+    assert!(why.starts_with("kernel log unreadable"), "{why}");
+    for dev in s["gpu"]["devices"].as_array().unwrap() {
+        assert_eq!(dev["absent"]["xids"], why);
+    }
+    assert_eq!(s["gpu"]["status"], "ok");
+    assert_eq!(s["gpu"]["devices"].as_array().unwrap().len(), 8);
+    assert_eq!(s["errors"][0]["collector"], "xid", "{}", s["errors"]);
+    assert!(s["host"].is_object());
+}
+
+#[test]
 fn kmsg_replay_attaches_real_format_xids_by_bus_id_within_the_lookback() {
     let d = tempfile::tempdir().unwrap();
     let uptime: f64 = std::fs::read_to_string("/proc/uptime")

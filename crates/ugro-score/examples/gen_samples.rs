@@ -121,6 +121,7 @@ fn sample(rng: &mut Rng, n: u64, nodes: u64) -> Sample {
         source: None,
         devices: (0..8).map(|i| gpu(rng, node, i, busy, trouble)).collect(),
         unattributed_xids: Vec::new(),
+        absent: Default::default(),
     });
     let root_used = if trouble == 4 {
         262_000_000_000

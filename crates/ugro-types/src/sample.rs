@@ -132,6 +132,10 @@ pub struct GpuSection {
     /// XID lines from the kernel log that could not be attached to a visible GPU.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unattributed_xids: Vec<Xid>,
+    /// Section-wide readings that could not be made (`xids` when the kernel log is
+    /// unreadable), with the reason; per-GPU gaps are in each device's `absent`.
+    #[serde(default, skip_serializing_if = "is_empty_map")]
+    pub absent: Absent,
 }
 
 /// Whether one GPU answered.
