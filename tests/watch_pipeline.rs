@@ -1,6 +1,7 @@
 //! `ugro-watch --pipeline` gives the same records as
 //! `ugro-score -c S | ugro-breaker -c B --state F1 | ugro-alert -c A --state F2`
 //! on the same recorded input.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the test's failure report
 
 use std::io::Write;
 use std::process::{Command, Stdio};

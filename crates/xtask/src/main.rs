@@ -79,17 +79,26 @@ fn man(check: bool) -> ExitCode {
     }
 }
 
-/// mandoc -Tlint asks for an upper-case title and no trailing blanks; clap_mangen gives neither.
+/// mandoc -Tlint asks for an upper-case title, no trailing blanks and no `.br` next to a
+/// paragraph break; clap_mangen gives none of these (it writes `.br`, a blank line, `.br` around
+/// the list of possible values).
 fn tidy_clap_page(page: &[u8], name: &str) -> Vec<u8> {
     let text = String::from_utf8_lossy(page);
+    let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
     let mut out = String::with_capacity(text.len());
-    for line in text.lines() {
-        let line = line.trim_end();
+    for (i, line) in lines.iter().enumerate() {
+        let next_is_break = lines.get(i + 1).is_some_and(|l| l.is_empty());
+        let prev_is_break = i > 0 && lines[i - 1].is_empty();
+        if *line == ".br" && (next_is_break || prev_is_break) {
+            continue;
+        }
         if let Some(rest) = line.strip_prefix(".TH ") {
             let rest = rest.strip_prefix(name).unwrap_or(rest);
             out.push_str(".TH ");
             out.push_str(&name.to_uppercase());
             out.push_str(rest);
+        } else if line.is_empty() {
+            out.push_str(".sp");
         } else {
             out.push_str(line);
         }
