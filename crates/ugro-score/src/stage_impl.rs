@@ -1,6 +1,6 @@
 //! The pipeline stage: what `ugro-score` does per line, shared with `ugro-watch --pipeline`.
 
-use ugro_types::io::{WriteError, has_top_level_key, set_field, splice_field};
+use ugro_types::io::{WriteError, set_field, splice_field};
 use ugro_types::stage::{Emit, Stage, StageError};
 use ugro_types::{Kind, RecordError, SCHEMA_VERSION, parse_header, validate_node};
 
@@ -28,10 +28,7 @@ impl Stage for Scorer {
         // tell a record of another kind (passed through) from a broken sample (rejected).
         let (sample, had_score) = match serde_json::from_str::<SampleView<'_>>(line) {
             Ok(s) => {
-                // `"score": null` reads as no score but the key is there: replace, not splice.
-                let had = s.score.is_some()
-                    || (line.contains("\"score\"")
-                        && has_top_level_key(line, "score").map_err(reject)?);
+                let had = s.score.is_some();
                 (s, had)
             }
             Err(e) => {

@@ -35,8 +35,9 @@ pub(crate) struct SampleView<'a> {
     pub processes: Option<Cow<'a, ProcessSection>>,
     #[serde(default)]
     pub errors: Cow<'a, [CollectorError]>,
-    /// Only whether it is there (and not null): ugro-score replaces it.
-    #[serde(default)]
+    /// Only whether the key is there (even as `null`): ugro-score then replaces it rather than
+    /// splicing a second one in.
+    #[serde(default, deserialize_with = "present")]
     pub score: Option<IgnoredAny>,
 }
 
@@ -49,7 +50,7 @@ pub(crate) struct GpuSectionView<'a> {
     pub expected: Option<u32>,
     #[serde(default)]
     pub found: Option<u32>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "gpu_list")]
     pub devices: Vec<GpuView<'a>>,
     #[serde(default)]
     pub unattributed_xids: Cow<'a, [Xid]>,
@@ -105,6 +106,34 @@ impl<'a> GpuView<'a> {
             xids: Cow::Borrowed(&g.xids),
         }
     }
+}
+
+/// JSON gives no length up front, so serde's Vec would grow 1, 2, 4, 8 for a typical node:
+/// start at eight GPUs instead (one allocation per sample on the hot path).
+fn gpu_list<'de: 'a, 'a, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<GpuView<'a>>, D::Error> {
+    struct List<'a>(std::marker::PhantomData<GpuView<'a>>);
+    impl<'de: 'a, 'a> serde::de::Visitor<'de> for List<'a> {
+        type Value = Vec<GpuView<'a>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list of GPUs")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(8).clamp(8, 64));
+            while let Some(g) = seq.next_element()? {
+                v.push(g);
+            }
+            Ok(v)
+        }
+    }
+    d.deserialize_seq(List(std::marker::PhantomData))
+}
+
+/// Called only when the key exists, so `"score": null` is `Some` too.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<IgnoredAny>, D::Error> {
+    IgnoredAny::deserialize(d).map(Some)
 }
 
 impl<'a> SampleView<'a> {

@@ -24,7 +24,7 @@ pub struct LineReader<R> {
     strict: bool,
     line_no: u64,
     rejected: u64,
-    buf: Vec<u8>,
+    buf: String,
 }
 
 /// Why reading stopped early.
@@ -57,7 +57,7 @@ impl<R: BufRead> LineReader<R> {
             strict,
             line_no: 0,
             rejected: 0,
-            buf: Vec::with_capacity(4096),
+            buf: String::with_capacity(4096),
         }
     }
 
@@ -66,29 +66,25 @@ impl<R: BufRead> LineReader<R> {
     pub fn next_line(&mut self) -> Result<Option<(u64, &str)>, ReadError> {
         loop {
             self.buf.clear();
-            let n = self.inner.read_until(b'\n', &mut self.buf)?;
-            if n == 0 {
-                return Ok(None);
+            // read_line validates UTF-8 once; on invalid bytes it consumes the line and leaves
+            // the buffer empty, which is exactly "report and skip".
+            match self.inner.read_line(&mut self.buf) {
+                Ok(0) => return Ok(None),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    self.line_no += 1;
+                    let line = self.line_no;
+                    self.reject(line, "not valid UTF-8")?;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
             }
             self.line_no += 1;
-            let mut end = self.buf.len();
-            while end > 0 && matches!(self.buf[end - 1], b'\n' | b'\r') {
-                end -= 1;
-            }
-            let trimmed = &self.buf[..end];
-            if trimmed.iter().all(u8::is_ascii_whitespace) {
+            let end = self.buf.trim_end_matches(['\n', '\r']).len();
+            if self.buf[..end].trim_start().is_empty() {
                 continue;
             }
-            if std::str::from_utf8(trimmed).is_err() {
-                let line = self.line_no;
-                self.reject(line, "not valid UTF-8")?;
-                continue;
-            }
-            let line = self.line_no;
-            // Re-borrow after the checks so the returned str borrows self.buf only.
-            let text = std::str::from_utf8(&self.buf[..end])
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            return Ok(Some((line, text)));
+            return Ok(Some((self.line_no, &self.buf[..end])));
         }
     }
 
@@ -231,7 +227,8 @@ impl<W: Write> RecordWriter<W> {
 /// pass-through tool adds its field without re-serialising (and so without reordering or
 /// losing) anything it does not own. Returns false if `line` does not end in `}`.
 ///
-/// The caller must know that `key` is not already present (see [`has_top_level_key`]).
+/// The caller must know that `key` is not already present (a typed parse of the line tells);
+/// otherwise use [`set_field`].
 pub fn splice_field(out: &mut Vec<u8>, line: &str, key: &str, value: &[u8]) -> bool {
     let trimmed = line.trim_end();
     let Some(body) = trimmed.strip_suffix('}') else {
@@ -260,34 +257,6 @@ pub fn set_field(
     let mut obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line)?;
     obj.insert(key.to_owned(), value);
     serde_json::to_vec(&obj)
-}
-
-/// Whether a JSON object line has `key` at the top level. Uses a streaming parse of the keys
-/// only (values are skipped), so it is exact where a substring search would be fooled by a
-/// nested or quoted occurrence.
-pub fn has_top_level_key(line: &str, key: &str) -> Result<bool, serde_json::Error> {
-    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
-    struct Find<'k>(&'k str);
-    impl<'de> Visitor<'de> for Find<'_> {
-        type Value = bool;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
-            let mut found = false;
-            while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                if k == self.0 {
-                    found = true;
-                }
-                map.next_value::<IgnoredAny>()?;
-            }
-            Ok(found)
-        }
-    }
-    let mut de = serde_json::Deserializer::from_str(line);
-    let found = (&mut de).deserialize_map(Find(key))?;
-    de.end()?;
-    Ok(found)
 }
 
 #[cfg(test)]
