@@ -10,7 +10,7 @@ export UGRO_REQUIRE_REAL=1
 export CARGO_TERM_COLOR=never
 
 packages=(jq mandoc openssh-server openssh-client prometheus prometheus-alertmanager pdsh
-          python3-psutil hyperfine procps util-linux)
+          python3-psutil hyperfine procps util-linux bc coreutils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
