@@ -33,3 +33,26 @@ pub fn records(stdout: &[u8]) -> Vec<serde_json::Value> {
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
+
+/// The UGRO_REQUIRE_REAL rule for tests that drive a real component (sshd, Alertmanager,
+/// promtool, pdsh): a missing one fails the test when `UGRO_REQUIRE_REAL=1` (as scripts/test.sh
+/// and CI set it) and skips it with a message otherwise. Returns whether to go on.
+pub fn require(what: &str, present: bool) -> bool {
+    if present {
+        return true;
+    }
+    assert!(
+        std::env::var_os("UGRO_REQUIRE_REAL").is_none_or(|v| v != "1"),
+        "{what} is missing and UGRO_REQUIRE_REAL=1"
+    );
+    eprintln!("skipped: {what} is missing");
+    false
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}

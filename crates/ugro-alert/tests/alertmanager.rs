@@ -31,9 +31,7 @@ fn get(url: &str) -> Option<serde_json::Value> {
 }
 
 fn start(dir: &std::path::Path) -> Option<(Guard, u16)> {
-    if !std::path::Path::new(AM).exists() {
-        assert!(!require_real(), "{AM} missing and UGRO_REQUIRE_REAL=1");
-        eprintln!("skipped: {AM} not installed");
+    if !require(AM, std::path::Path::new(AM).exists()) {
         return None;
     }
     let cfg = dir.join("am.yml");

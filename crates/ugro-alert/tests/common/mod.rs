@@ -1,5 +1,5 @@
 //! Shared helpers for the integration tests.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
 use std::path::Path;
@@ -53,18 +53,7 @@ pub fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `true` when a missing real component must fail the test (UGRO_REQUIRE_REAL=1).
-pub fn require_real() -> bool {
-    std::env::var("UGRO_REQUIRE_REAL").is_ok_and(|v| v == "1")
-}
+pub use ugro_e2e::{free_port, require};
 
 pub fn make_executable(path: &Path) {
     use std::os::unix::fs::PermissionsExt;

@@ -10,18 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// The UGRO_REQUIRE_REAL rule: a missing real component fails the test when the variable is
-/// set, and skips it (with a message) otherwise. Returns whether to go on.
-pub fn require(what: &str, present: bool) -> bool {
-    if present {
-        return true;
-    }
-    if std::env::var_os("UGRO_REQUIRE_REAL").is_some_and(|v| v == "1") {
-        panic!("{what} is missing and UGRO_REQUIRE_REAL=1");
-    }
-    eprintln!("skipped: {what} is missing");
-    false
-}
+pub use ugro_e2e::{free_port, require};
 
 /// target/<profile>/
 pub fn target_dir() -> PathBuf {
@@ -52,14 +41,6 @@ pub fn gpu_fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../ugro-probe/fixtures")
         .join(name)
-}
-
-/// A free loopback port.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// Kills a process and everything it started (sshd forks a process per connection, and those
