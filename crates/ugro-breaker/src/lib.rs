@@ -76,8 +76,9 @@ FILE.lock from start to end, so concurrent runs wait for each other and lose no 
 file is replaced atomically (temp file, fsync, rename), mode 0600, at the end of input and, in \
 long runs, after transitions (at most once per persist_interval, 1s). A corrupt file or one of \
 another format version stops the tool with status 78 and is left untouched; --reset-state \
-deletes it and starts empty. The same configuration file drives ugro-watch --pipeline \
-(pass_open: true there is --pass-open here).
+deletes it and starts empty. `status` reads the last written version without the lock, so it \
+answers while a long run holds it (and shows what that run last persisted). The same \
+configuration file drives ugro-watch --pipeline (pass_open: true there is --pass-open here).
 
 Configuration (-c FILE, YAML; every key optional): failure_threshold, \
 wait_duration_in_open_state, permitted_number_of_calls_in_half_open_state, \
@@ -125,7 +126,8 @@ pub struct Cli {
     pub strict: bool,
 }
 
-/// Operator commands. Each takes the state file's lock, so it waits for a running filter.
+/// Operator commands. Those that change a node take the state file's lock, so they wait for a
+/// running filter; `status` does not.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Show every node's breaker.
@@ -245,10 +247,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     if cli.reset_state {
         ugro_types::state::reset(&state)?;
     }
-    let mut stage = BreakerStage::open(cfg, &state)?;
     let mut out = RecordWriter::new(io::stdout().lock());
-    let op = match cli.command {
+    let (node, op) = match cli.command {
         None => {
+            let mut stage = BreakerStage::open(cfg, &state)?;
             let input = BufReader::with_capacity(1 << 16, io::stdin().lock());
             let r = ugro_types::stage::run("ugro-breaker", cli.strict, input, &mut out, &mut stage);
             return match r {
@@ -259,16 +261,14 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             };
         }
         Some(Command::Status { format }) => {
-            let text = status::render(
-                stage.breaker().data(),
-                stage.breaker().config(),
-                &state,
-                Timestamp::now(),
-                format,
-            );
+            // A snapshot, not the lock: status must answer while a long run (ugro-watch)
+            // holds it.
+            let data: BreakerData =
+                ugro_types::state::read_snapshot(&state, STATE_FORMAT, STATE_VERSION)?
+                    .unwrap_or_default();
+            let text = status::render(&data, &cfg, &state, Timestamp::now(), format);
             return match out.write_text(&text) {
-                Ok(()) => Ok(ExitCode::SUCCESS),
-                Err(WriteError::Closed) => Ok(ExitCode::SUCCESS),
+                Ok(()) | Err(WriteError::Closed) => Ok(ExitCode::SUCCESS),
                 Err(e) => Err(e.into()),
             };
         }
@@ -278,7 +278,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Some(Command::MetricsOnly { node }) => (node, Operation::MetricsOnly),
         Some(Command::Forget { node }) => (node, Operation::Forget),
     };
-    let (node, op) = op;
+    let mut stage = BreakerStage::open(cfg, &state)?;
     match stage.operate(&node, op, Timestamp::now())? {
         Some(t) => match out.write_record(&t) {
             Ok(()) | Err(WriteError::Closed) => {}

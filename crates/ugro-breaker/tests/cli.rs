@@ -409,3 +409,41 @@ fn a_long_run_writes_its_state_after_transitions_not_only_at_the_end() {
     assert!(out.status.success());
     assert!(opened, "state not written while the input was still open");
 }
+
+#[test]
+fn status_answers_while_a_long_run_holds_the_state_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("b.json");
+    // A first run leaves a state file with one node in it.
+    let line = r#"{"v":1,"kind":"sample","ts":"2026-11-28T00:00:00Z","node":"n1","score":{"state":"critical","action":"reboot","components":{},"reasons":[],"summary":"x"}}"#;
+    let out = assert_cmd::Command::cargo_bin("ugro-breaker")
+        .unwrap()
+        .arg("--state")
+        .arg(&state)
+        .write_stdin(format!("{line}\n"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Now something (a running ugro-watch, say) holds the lock for a long time.
+    let _held = ugro_types::state::StateLock::acquire(&state).unwrap();
+    let started = std::time::Instant::now();
+    let out = assert_cmd::Command::cargo_bin("ugro-breaker")
+        .unwrap()
+        .args(["status", "--format", "json", "--state"])
+        .arg(&state)
+        .timeout(std::time::Duration::from_secs(20))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "status blocked or failed after {:?}: {}",
+        started.elapsed(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(node(&v, "n1")["consecutive_failures"], 1, "{v}");
+}

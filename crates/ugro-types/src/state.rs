@@ -151,29 +151,7 @@ impl StateLock {
         format: &str,
         version: u32,
     ) -> Result<Option<T>, StateError> {
-        let bytes = match std::fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err(&self.path)(e)),
-        };
-        let corrupt = |cause: String| StateError::Corrupt {
-            path: self.path.clone(),
-            cause,
-        };
-        let head: EnvelopeHead =
-            serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        if head.format != format || head.version != version {
-            return Err(StateError::Version {
-                path: self.path.clone(),
-                found: head.format,
-                found_version: head.version,
-                want: format.to_owned(),
-                want_version: version,
-            });
-        }
-        let env: Envelope<T> =
-            serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        Ok(Some(env.data))
+        read_snapshot(&self.path, format, version)
     }
 
     /// Replaces the state atomically.
@@ -194,6 +172,37 @@ impl StateLock {
         })?;
         write_atomic(&self.path, &bytes)
     }
+}
+
+/// Reads a state file without taking its lock: writers replace the file by rename, so a
+/// reader always sees one whole version. For read-only commands (`status`) that should not wait
+/// for a long-running writer. `None` when the file does not exist yet.
+pub fn read_snapshot<T: DeserializeOwned>(
+    path: &Path,
+    format: &str,
+    version: u32,
+) -> Result<Option<T>, StateError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    let corrupt = |cause: String| StateError::Corrupt {
+        path: path.to_owned(),
+        cause,
+    };
+    let head: EnvelopeHead = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    if head.format != format || head.version != version {
+        return Err(StateError::Version {
+            path: path.to_owned(),
+            found: head.format,
+            found_version: head.version,
+            want: format.to_owned(),
+            want_version: version,
+        });
+    }
+    let env: Envelope<T> = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    Ok(Some(env.data))
 }
 
 /// Writes `bytes` to `path` atomically with mode 0600 (temp file, fsync, rename, fsync dir).
