@@ -121,7 +121,8 @@ pub fn render(s: &Sample) -> String {
             "ugro_probe_collector_duration_seconds",
             "Wall time of each collector in the last sample.",
             l.clone(),
-            Some(c.duration_ms / 1000.0),
+            // Microsecond resolution: the division would otherwise print binary noise (0.0018160000000000001).
+            Some((c.duration_ms * 1000.0).round() / 1e6),
         );
         e.gauge(
             "ugro_probe_collector_success",
