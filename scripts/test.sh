@@ -24,10 +24,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   # policy-rc.d keeps the packages' own services (sshd, prometheus, alertmanager) from starting:
-  # the tests start their own instances on loopback ports.
-  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  # the tests start their own instances on loopback ports. An existing one is put back after.
+  rc=/usr/sbin/policy-rc.d
+  [ -e "$rc" ] && cp -p "$rc" "$rc.ugro-saved"
+  trap '[ -e "$rc.ugro-saved" ] && mv -f "$rc.ugro-saved" "$rc" || rm -f "$rc"' EXIT
+  printf '#!/bin/sh\nexit 101\n' > "$rc" && chmod +x "$rc"
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  rm -f /usr/sbin/policy-rc.d
+  if [ -e "$rc.ugro-saved" ]; then mv -f "$rc.ugro-saved" "$rc"; else rm -f "$rc"; fi
+  trap - EXIT
 fi
 
 step() { printf '\n== %s\n' "$*" >&2; }

@@ -9,10 +9,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
+use ugro_types::cli::ToolError;
 use ugro_types::config::ConfigError;
 use ugro_types::io::RecordWriter;
 use ugro_types::stage::{self, StageError};
-use ugro_types::{Exit, HealthState};
+use ugro_types::{Exit, HealthState, PluginStatus};
 
 pub mod config;
 pub mod output;
@@ -69,13 +70,13 @@ gpu.status missing (fewer GPUs than expected), row-remap failure, uncorrected vo
 
 UNKNOWN. The state is unknown (no total) when the data the score needs is missing: the node \
 was unreachable (reason node_unreachable, action check_network), or a required section is \
-absent (default required: gpu and host; gpu.status absent or no devices counts as missing). \
+absent (default required: gpu and host; gpu.status absent, no devices, devices without a single reading, or a host section without readings count as missing). \
 Optional sections (network, processes) that are absent leave their component out and the \
 total is taken over the remaining weights. A hard fail wins over unknown: a node with a dead \
 GPU is critical even if its host section is missing. Nothing is healthy by default.
 
 HISTORY. Replay-counter growth and XID count-in-window escalation compare with earlier \
-samples of the same node and GPU (by UUID), in this process only, using record times: the \
+samples of the same node and GPU (by UUID), in this process only, using record times (an XID without a kernel time cannot be told from its repeats in later samples, so it counts only within its own sample): the \
 first sample of a GPU costs nothing; a sample older than the node's last one is scored \
 without history. At most max_tracked_nodes nodes are remembered (least recently seen dropped).
 
@@ -87,16 +88,21 @@ deduction and `escalate: {count, window}`) is built in; --xid-policy FILE (or xi
 the config) is merged over it entry by entry, field by field.
 
 OUTPUT AND EXIT STATUS. --format json (default): exit 0, or 65 when any line was rejected \
-(each reported as `ugro-score: line N: cause`, good lines still scored). --format nagios: one \
-line `UGRO <STATE> - <node>: <summary> | <perfdata>` per sample (Monitoring Plugins \
-guidelines; perfdata 'score'=T;70:;40:;0;100 plus each component and GPU; with several \
-samples each line carries its own sample's state); exit 0 OK, \
-1 WARNING, 2 CRITICAL, 3 UNKNOWN by the worst state seen (critical > unknown > degraded > \
-healthy). -e/--exit-status gives JSON mode the same plugin exit. In these plugin modes a \
-rejected line or an input with no sample makes the status at least UNKNOWN (3) instead of 65, \
-so a monitoring system never reads a data error as OK; bad lines are still reported on \
-stderr. --format table prints a header and one aligned row per sample. Configuration \
-errors exit 78 naming the bad value (and file:line: field for the config file).";
+(each reported as `ugro-score: line N: cause`, good lines still scored). --format nagios \
+(Monitoring Plugins guidelines): after the input is read, one status line `UGRO <STATE> - \
+<node>: <summary> | <perfdata>` for the worst state seen (critical > unknown > degraded > \
+healthy), which is also the exit status (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN); perfdata \
+'score'=T;70:;40:;0;100 plus each component and GPU. With several samples the line reads \
+`<n> nodes: <c> critical, <u> unknown, <d> degraded, <h> healthy; <worst node>: <summary>`, \
+perfdata labels carry the node name ('gpu-01 score'), and one long-text line per node follows \
+(no perfdata in it). -e/--exit-status gives JSON mode the same plugin exit. In these check \
+modes a rejected line or an input with no sample makes the status at least UNKNOWN (the text \
+says how many lines were bad; they are still reported on stderr), and a setup error (missing \
+input file, bad configuration) is `UGRO UNKNOWN - <cause>` with status 3, so a monitoring \
+system never reads a data error as OK and never sees 64-78; only an unparsable command line \
+still exits 64. --format table prints a header and one aligned row per sample. Outside check \
+modes configuration errors exit 78 naming the bad value (and file:line: field for the config \
+file).";
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -212,6 +218,20 @@ pub fn config_from(cli: &Cli) -> Result<ScoreConfig, Error> {
 
 /// Runs the tool.
 pub fn run(cli: Cli) -> Result<ExitCode, Error> {
+    let plugin_mode = cli.exit_status || cli.format == Format::Nagios;
+    match check(cli) {
+        Err(e) if plugin_mode && e.exit() != Exit::Ok => {
+            // A check's caller reads the first line and a status of 0-3, never 64-78.
+            let line = format!("UGRO UNKNOWN - {}", e.to_string().replace(['|', '\n'], " "));
+            let mut out = RecordWriter::new(io::stdout().lock());
+            let _ = out.write_raw(line.as_bytes());
+            Ok(PluginStatus::Unknown.into())
+        }
+        r => r,
+    }
+}
+
+fn check(cli: Cli) -> Result<ExitCode, Error> {
     let cfg = config_from(&cli)?;
     let input: Box<dyn BufRead> = match &cli.input {
         Some(p) if p.as_os_str() != "-" => {
@@ -226,30 +246,38 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     let plugin_mode = cli.exit_status || cli.format == Format::Nagios;
     let mut scorer = Scorer::with_format(cfg, cli.format);
     let mut out = RecordWriter::new(io::stdout().lock());
-    let result = stage::run(TOOL, cli.strict, input, &mut out, &mut scorer);
+    let mut reader_bad = 0;
+    let result = stage::run_counted(
+        TOOL,
+        cli.strict,
+        input,
+        &mut out,
+        &mut scorer,
+        &mut reader_bad,
+    );
     if !plugin_mode {
         return Ok(result?.into());
     }
-    let data_error = match result {
-        Ok(exit) => exit != Exit::Ok,
-        Err(StageError::Read(ugro_types::io::ReadError::Strict(_))) => true,
+    match result {
+        Ok(_) | Err(StageError::Read(ugro_types::io::ReadError::Strict(_))) => {}
         Err(e) => return Err(e.into()),
-    };
-    let mut worst = scorer.worst();
-    if data_error || worst.is_none() {
-        worst = Some(output::worse(worst, HealthState::Unknown));
     }
-    let worst = worst.unwrap_or(HealthState::Unknown);
-    if cli.format == Format::Nagios && scorer.samples() == 0 {
-        let why = if data_error {
-            "no valid sample in the input"
-        } else {
-            "no samples in the input"
-        };
-        match out.write_raw(format!("UGRO UNKNOWN - {why}").as_bytes()) {
+    if cli.format == Format::Nagios {
+        let (worst, text) = output::nagios_report(
+            &scorer.checks,
+            scorer.checks_dropped,
+            reader_bad,
+            &scorer.cfg.thresholds,
+        );
+        match out.write_raw(text.as_bytes()) {
             Ok(()) | Err(ugro_types::io::WriteError::Closed) => {}
             Err(e) => return Err(Error::Stage(e.into())),
         }
+        return Ok(worst.plugin_status().into());
     }
-    Ok(worst.plugin_status().into())
+    let mut worst = scorer.worst();
+    if reader_bad > 0 || worst.is_none() {
+        worst = Some(output::worse(worst, HealthState::Unknown));
+    }
+    Ok(worst.unwrap_or(HealthState::Unknown).plugin_status().into())
 }

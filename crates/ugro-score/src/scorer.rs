@@ -115,7 +115,14 @@ pub struct Scorer {
     pub(crate) header_done: bool,
     pub(crate) score_buf: Vec<u8>,
     pub(crate) out_buf: Vec<u8>,
+    /// Nagios mode: the samples of this run, reported together at the end.
+    pub(crate) checks: Vec<(String, Score)>,
+    /// Nagios mode: samples beyond [`MAX_CHECKS`], counted but not kept.
+    pub(crate) checks_dropped: u64,
 }
+
+/// A check run reports every node it saw; past this many only the counts are kept.
+pub(crate) const MAX_CHECKS: usize = 10_000;
 
 /// The history key of the XIDs that could not be attached to a GPU.
 const UNATTRIBUTED: &str = "unattributed";
@@ -138,6 +145,8 @@ impl Scorer {
             header_done: false,
             score_buf: Vec::with_capacity(4096),
             out_buf: Vec::with_capacity(8192),
+            checks: Vec::new(),
+            checks_dropped: 0,
         }
     }
 
@@ -213,8 +222,8 @@ impl Scorer {
             &mut missing,
         );
         components.system = match &s.host {
-            Some(h) => Some(system_component(&self.cfg, h, &mut reasons)),
-            None => {
+            Some(h) if host_has_readings(h) => Some(system_component(&self.cfg, h, &mut reasons)),
+            _ => {
                 section_missing(
                     s,
                     "host",
@@ -288,8 +297,21 @@ fn section_missing(
     if !required && failed.is_none() {
         return;
     }
+    let present = match collector {
+        "host" => s.host.is_some(),
+        "gpu" => s.gpu.is_some(),
+        "network" => s.network.is_some(),
+        _ => s.processes.is_some(),
+    };
     let why = failed.map_or_else(
-        || "not in the sample".to_owned(),
+        || {
+            if present {
+                "the section has no readings"
+            } else {
+                "not in the sample"
+            }
+            .to_owned()
+        },
         |e| format!("collector failed: {}", e.error),
     );
     let code = format!("{collector}_data_missing");
@@ -303,6 +325,29 @@ fn section_missing(
     if required {
         *missing = true;
     }
+}
+
+/// Whether a device carries anything to score: never "healthy" on no data.
+fn gpu_has_readings(d: &GpuView<'_>) -> bool {
+    d.state != DeviceState::Ok
+        || d.utilization_pct.is_some()
+        || d.temperature_c.is_some()
+        || d.power_w.is_some()
+        || d.throttle_reasons.is_some()
+        || d.ecc.is_some()
+        || d.remapped_rows.is_some()
+        || d.pcie.is_some()
+        || !d.xids.is_empty()
+}
+
+/// Whether a host section carries anything to score; an empty one counts as missing.
+fn host_has_readings(h: &ugro_types::HostSection) -> bool {
+    h.cpu_pct.is_some()
+        || h.load.is_some()
+        || h.memory_total_bytes.is_some()
+        || h.memory_available_bytes.is_some()
+        || h.swap_total_bytes.is_some()
+        || !h.disks.is_empty()
 }
 
 /// Combines per-GPU scores, dominated by the worst GPU.
@@ -387,6 +432,20 @@ fn gpu_component(
             reasons.push(r);
         }
         GpuStatus::Ok => {
+            // Devices listed with no reading at all would score 100 on nothing: missing data.
+            if !g.devices.is_empty() && !g.devices.iter().any(gpu_has_readings) {
+                if cfg.require.gpu {
+                    *missing = true;
+                    reasons.push(reason(
+                        "gpu_no_readings",
+                        Component::Gpu,
+                        Action::CheckHost,
+                        0.0,
+                        "the GPU section lists devices but no readings".into(),
+                    ));
+                }
+                return None;
+            }
             if g.devices.is_empty() {
                 if cfg.require.gpu {
                     *missing = true;
@@ -767,9 +826,12 @@ fn xid_reasons(
             let events = hist.xids.entry(code).or_default();
             // Group this sample's events by time; the probe's lookback repeats an event in
             // consecutive samples, so a time already stored keeps the larger count, not the sum.
+            // An event without a time (a replayed log line) cannot be matched with its repeats
+            // in later samples, so it is not remembered: it counts only within this sample.
+            let untimed = here.iter().filter(|x| x.ts.is_none()).count();
             let mut by_ts: Vec<(i64, u32)> = Vec::new();
-            for x in &here {
-                let t = x.ts.unwrap_or(now).millis();
+            for x in here.iter().filter_map(|x| x.ts) {
+                let t = x.millis();
                 match by_ts.iter_mut().find(|(ts, _)| *ts == t) {
                     Some(e) => e.1 += 1,
                     None => by_ts.push((t, 1)),
@@ -788,7 +850,8 @@ fn xid_reasons(
                 let excess = events.len() - 1024;
                 events.drain(..excess);
             }
-            let count: u32 = events.iter().map(|(_, n)| *n).sum();
+            let count: u32 = events.iter().map(|(_, n)| *n).sum::<u32>()
+                + u32::try_from(untimed).unwrap_or(u32::MAX);
             if count >= esc.count {
                 if let Some(s) = esc.severity {
                     severity = s;

@@ -5,7 +5,8 @@ use ugro_types::stage::{Emit, Stage, StageError};
 use ugro_types::{Kind, RecordError, SCHEMA_VERSION, parse_header, validate_node};
 
 use crate::Scorer;
-use crate::output::{Format, nagios_line, table_header, table_row, worse};
+use crate::output::{Format, table_header, table_row, worse};
+use crate::scorer::MAX_CHECKS;
 use crate::view::SampleView;
 
 fn reject(e: impl std::fmt::Display) -> StageError {
@@ -65,8 +66,14 @@ impl Stage for Scorer {
                 emit(&self.out_buf).map_err(StageError::from)
             }
             Format::Nagios => {
-                let text = nagios_line(&sample.node, &score, &self.cfg.thresholds);
-                emit(text.as_bytes()).map_err(StageError::from)
+                // One plugin status line covers the whole run: written by `run` at the end,
+                // when the worst state (and so the exit status) is known.
+                if self.checks.len() < MAX_CHECKS {
+                    self.checks.push((sample.node.clone().into_owned(), score));
+                } else {
+                    self.checks_dropped += 1;
+                }
+                Ok(())
             }
             Format::Table => {
                 if !self.header_done {

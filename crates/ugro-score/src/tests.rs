@@ -342,6 +342,43 @@ fn xid_94_three_times_in_ten_minutes_escalates_to_fatal() {
 }
 
 #[test]
+fn an_untimed_xid_repeated_in_every_sample_is_one_event_not_an_escalation() {
+    let mut sc = Scorer::new(ScoreConfig::default());
+    let mut s = busy();
+    for m in 0..5 {
+        s.ts = Timestamp(1_800_000_000_000 + m * 60_000);
+        // A replayed log line without a kernel time, as the probe re-sends it each sample.
+        gpu0(&mut s).xids = vec![xid(94, None)];
+        let r = sc.score_sample(&s);
+        assert_ne!(r.state, HealthState::Critical, "sample {m}: {}", r.summary);
+    }
+    // Three distinct untimed lines in one sample are three events.
+    gpu0(&mut s).xids = vec![xid(94, None), xid(94, None), xid(94, None)];
+    assert_eq!(sc.score_sample(&s).state, HealthState::Critical);
+}
+
+#[test]
+fn sections_present_but_without_readings_are_missing_data_not_healthy() {
+    let mut s = busy();
+    s.host = Some(ugro_types::HostSection::default());
+    let r = score(&s);
+    assert_eq!(r.state, HealthState::Unknown, "{}", r.summary);
+    assert!(codes(&r).contains(&"host_data_missing"), "{:?}", codes(&r));
+
+    let mut s = busy();
+    for d in &mut s.gpu.as_mut().unwrap().devices {
+        *d = ugro_types::Gpu {
+            index: d.index,
+            uuid: d.uuid.clone(),
+            ..Default::default()
+        };
+    }
+    let r = score(&s);
+    assert_eq!(r.state, HealthState::Unknown, "{}", r.summary);
+    assert!(codes(&r).contains(&"gpu_no_readings"), "{:?}", codes(&r));
+}
+
+#[test]
 fn site_policy_can_make_an_application_xid_fatal() {
     let mut cfg = ScoreConfig::default();
     cfg.policy = crate::XidPolicy::with_site(

@@ -148,31 +148,49 @@ fn nagios_lines_follow_the_plugin_guidelines_and_exit_by_worst_state() {
         assert_eq!(rest.split(';').count(), 5, "{p}");
     }
 
+    // Several samples: one status line for the worst (the exit status), then a line per node.
     let (code, out) = nagios(lines(&[&busy(), &degraded()]));
     assert_eq!(code, 1, "{out:?}");
     assert!(
-        out[1].starts_with("UGRO WARNING - meh-node: degraded"),
+        out[0].starts_with("UGRO WARNING - 2 nodes: 0 critical, 0 unknown, 1 degraded, 1 healthy; meh-node: degraded"),
         "{}",
-        out[1]
+        out[0]
+    );
+    assert_eq!(out.len(), 3, "{out:?}");
+    assert!(
+        out[1].starts_with("h200-vm: healthy") && out[2].starts_with("meh-node: degraded"),
+        "{out:?}"
+    );
+    assert!(
+        out[1..].iter().all(|l| !l.contains('|')),
+        "long text carries no perfdata: {out:?}"
+    );
+    let (_, perf) = out[0].split_once(" | ").unwrap();
+    assert!(perf.contains("'h200-vm score'=100;70:;40:;0;100"), "{perf}");
+    assert!(perf.contains("'meh-node score'="), "{perf}");
+    assert_eq!(
+        perf.matches("'h200-vm score'").count(),
+        1,
+        "labels are unique: {perf}"
     );
 
     let (code, out) = nagios(lines(&[&unreachable(), &degraded()]));
     assert_eq!(code, 3, "{out:?}");
+    assert!(out[0].starts_with("UGRO UNKNOWN - 2 nodes"), "{}", out[0]);
     assert!(
-        out[0].starts_with("UGRO UNKNOWN - gone: unknown"),
+        out[0].contains("'gone score'=U;70:;40:;0;100"),
         "{}",
         out[0]
     );
-    assert!(out[0].contains("'score'=U;70:;40:;0;100"), "{}", out[0]);
 
     let (code, out) = nagios(lines(&[&busy(), &critical(), &unreachable()]));
     assert_eq!(code, 2, "critical outranks unknown: {out:?}");
     assert!(
-        out[1].starts_with("UGRO CRITICAL - bad-node: critical"),
+        out[0].starts_with("UGRO CRITICAL - 3 nodes: 1 critical, 1 unknown, 0 degraded, 1 healthy; bad-node: critical"),
         "{}",
-        out[1]
+        out[0]
     );
-    assert!(out[1].contains("XID 79"), "{}", out[1]);
+    assert!(out[0].contains("XID 79"), "{}", out[0]);
 }
 
 #[test]
@@ -180,12 +198,40 @@ fn nagios_with_bad_or_no_input_is_unknown_not_65() {
     let (code, out) = nagios(format!("{}\ngarbage\n", busy()));
     assert_eq!(code, 3);
     assert_eq!(out.len(), 1);
+    assert!(
+        out[0].starts_with("UGRO UNKNOWN - h200-vm: healthy"),
+        "status word matches the exit: {}",
+        out[0]
+    );
+    assert!(out[0].contains("; 1 bad input line |"), "{}", out[0]);
     let (code, out) = nagios(format!("{}\ngarbage\n", critical()));
     assert_eq!(code, 2);
     assert_eq!(out.len(), 1);
+    assert!(out[0].starts_with("UGRO CRITICAL - "), "{}", out[0]);
     let (code, out) = nagios(String::new());
     assert_eq!(code, 3);
     assert_eq!(out, ["UGRO UNKNOWN - no samples in the input"]);
+}
+
+#[test]
+fn check_modes_turn_setup_errors_into_unknown_with_a_status_line() {
+    for args in [
+        vec!["--format", "nagios", "/nonexistent/samples.jsonl"],
+        vec!["--format", "nagios", "--weights", "gpu=2"],
+        vec!["-e", "--weights", "gpu=2"],
+    ] {
+        let o = score().args(&args).write_stdin("").output().unwrap();
+        assert_eq!(o.status.code(), Some(3), "{args:?}");
+        let text = String::from_utf8(o.stdout).unwrap();
+        assert!(text.starts_with("UGRO UNKNOWN - "), "{args:?}: {text}");
+        assert_eq!(text.lines().count(), 1);
+    }
+    // Outside check modes the contract's statuses stand.
+    score()
+        .args(["--weights", "gpu=2"])
+        .write_stdin("")
+        .assert()
+        .code(78);
 }
 
 #[test]
@@ -357,4 +403,27 @@ fn closed_stdout_is_a_quiet_exit_0() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "stderr: {err}");
     assert!(err.is_empty(), "{err}");
+}
+
+#[test]
+fn other_kinds_pass_byte_for_byte_and_rescoring_keeps_user_numbers_exact() {
+    // A record of another kind, with key order and number forms serde would normalise.
+    let other = r#"{"z":1,"v":1,"kind":"transition","ts":"2026-11-28T00:00:00Z","node":"n1","big":12345678901234567890123,"f":1.10}"#;
+    let o = score().write_stdin(format!("{other}\n")).output().unwrap();
+    assert_eq!(String::from_utf8(o.stdout).unwrap(), format!("{other}\n"));
+
+    // A sample that already has a score: the score is replaced, every other byte kept.
+    let mut v = busy();
+    v["score"] = json!({"stale": true});
+    let mut line = serde_json::to_string(&v).unwrap();
+    line.insert_str(line.len() - 1, r#","big":12345678901234567890123,"f":1.10"#);
+    let o = score().write_stdin(format!("{line}\n")).output().unwrap();
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        out.contains(r#""big":12345678901234567890123,"f":1.10}"#),
+        "{out}"
+    );
+    let rec = decode(out.as_bytes());
+    assert!(rec[0]["score"]["state"].is_string(), "{}", rec[0]["score"]);
+    assert!(rec[0]["score"].get("stale").is_none());
 }

@@ -247,16 +247,60 @@ pub fn splice_field(out: &mut Vec<u8>, line: &str, key: &str, value: &[u8]) -> b
     true
 }
 
-/// Replaces or adds top-level `key` in a JSON object line by re-serialising it through
-/// `serde_json::Value` (order-preserving). The slow path for records that already carry `key`.
+/// Replaces or adds top-level `key` in a JSON object line. Every other member is copied as the
+/// bytes it arrived as (numbers beyond f64, `1.10`, escapes), in its order: the slow path for
+/// records that already carry `key`.
 pub fn set_field(
     line: &str,
     key: &str,
     value: serde_json::Value,
 ) -> Result<Vec<u8>, serde_json::Error> {
-    let mut obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line)?;
-    obj.insert(key.to_owned(), value);
-    serde_json::to_vec(&obj)
+    use serde::de::{Deserializer, MapAccess, Visitor};
+    use serde_json::value::RawValue;
+    type Members<'a> = Vec<(std::borrow::Cow<'a, str>, &'a RawValue)>;
+    struct Object;
+    impl<'de> Visitor<'de> for Object {
+        type Value = Members<'de>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut members = Vec::new();
+            while let Some(member) = map.next_entry()? {
+                members.push(member);
+            }
+            Ok(members)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(line);
+    let members = (&mut de).deserialize_map(Object)?;
+    de.end()?;
+    let mut out = Vec::with_capacity(line.len() + 256);
+    out.push(b'{');
+    let mut replaced = false;
+    for (i, (k, raw)) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, k)?;
+        out.push(b':');
+        if k == key {
+            serde_json::to_writer(&mut out, &value)?;
+            replaced = true;
+        } else {
+            out.extend_from_slice(raw.get().as_bytes());
+        }
+    }
+    if !replaced {
+        if !members.is_empty() {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, key)?;
+        out.push(b':');
+        serde_json::to_writer(&mut out, &value)?;
+    }
+    out.push(b'}');
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -308,6 +352,20 @@ mod tests {
             serde_json::from_slice::<serde_json::Value>(&out).unwrap()["k"],
             1
         );
+    }
+
+    #[test]
+    fn set_field_keeps_every_other_member_byte_for_byte() {
+        let line =
+            r#"{"big":12345678901234567890123,"f":1.10,"s":"\u00e9","score":{"old":1},"z":[1, 2]}"#;
+        let out = set_field(line, "score", serde_json::json!(7)).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"big":12345678901234567890123,"f":1.10,"s":"\u00e9","score":7,"z":[1, 2]}"#
+        );
+        let out = set_field("{}", "k", serde_json::json!(true)).unwrap();
+        assert_eq!(out, br#"{"k":true}"#);
+        assert!(set_field("[1]", "k", serde_json::json!(1)).is_err());
     }
 
     #[test]

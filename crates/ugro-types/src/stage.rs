@@ -75,17 +75,33 @@ pub fn run<R: BufRead, W: Write>(
     out: &mut RecordWriter<W>,
     stage: &mut dyn Stage,
 ) -> Result<Exit, StageError> {
+    run_counted(tool, strict, input, out, stage, &mut 0)
+}
+
+/// [`run`], also telling how many lines were rejected (set on error too), for tools whose
+/// report depends on it (a check's status line).
+pub fn run_counted<R: BufRead, W: Write>(
+    tool: &'static str,
+    strict: bool,
+    input: R,
+    out: &mut RecordWriter<W>,
+    stage: &mut dyn Stage,
+    rejected: &mut u64,
+) -> Result<Exit, StageError> {
     let mut reader = LineReader::new(input, tool, strict);
     let mut emit = |rec: &[u8]| out.write_raw(rec);
-    while let Some((n, line)) = reader.next_line()? {
-        match stage.process(line, &mut emit) {
-            Ok(()) => {}
-            Err(StageError::Reject(cause)) => reader.reject(n, cause)?,
-            Err(e) => return Err(e),
+    let result = (|| {
+        while let Some((n, line)) = reader.next_line()? {
+            match stage.process(line, &mut emit) {
+                Ok(()) => {}
+                Err(StageError::Reject(cause)) => reader.reject(n, cause)?,
+                Err(e) => return Err(e),
+            }
         }
-    }
-    stage.finish(&mut emit)?;
-    Ok(reader.finish())
+        stage.finish(&mut emit)
+    })();
+    *rejected = reader.rejected();
+    result.map(|()| reader.finish())
 }
 
 /// Stages composed in-process: each record one stage emits is the next stage's input line.

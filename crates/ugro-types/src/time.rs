@@ -79,10 +79,12 @@ impl Timestamp {
         if let Some(t) = parse_canonical(s.as_bytes()) {
             return Ok(t);
         }
-        let utc = s
+        // RFC 3339 allows lower-case t and z; humantime does not.
+        let upper = s.to_ascii_uppercase();
+        let utc = upper
             .strip_suffix("+00:00")
             .map(|head| format!("{head}Z"))
-            .unwrap_or_else(|| s.to_owned());
+            .unwrap_or_else(|| upper.clone());
         if !utc.ends_with('Z') && !utc.ends_with('z') {
             return Err(TimestampError {
                 value: s.to_owned(),
@@ -110,7 +112,7 @@ fn parse_canonical(b: &[u8]) -> Option<Timestamp> {
     if b.len() < 20
         || b[4] != b'-'
         || b[7] != b'-'
-        || b[10] != b'T'
+        || !matches!(b[10], b'T' | b't')
         || b[13] != b':'
         || b[16] != b':'
     {
@@ -118,7 +120,14 @@ fn parse_canonical(b: &[u8]) -> Option<Timestamp> {
     }
     let (year, month, day) = (num(&b[0..4])?, num(&b[5..7])?, num(&b[8..10])?);
     let (hour, min, sec) = (num(&b[11..13])?, num(&b[14..16])?, num(&b[17..19])?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 59 {
+    // Before 1970 is refused as the humantime path refuses it, so both paths agree.
+    if year < 1970
+        || !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || min > 59
+        || sec > 59
+    {
         return None;
     }
     let rest = &b[19..];
@@ -140,7 +149,7 @@ fn parse_canonical(b: &[u8]) -> Option<Timestamp> {
         }
         _ => (0, rest),
     };
-    if tail != b"Z" {
+    if tail != b"Z" && tail != b"z" {
         return None;
     }
     let days_in_month = [
@@ -178,11 +187,27 @@ fn parse_canonical(b: &[u8]) -> Option<Timestamp> {
 }
 
 impl fmt::Display for Timestamp {
+    /// Hinnant's civil_from_days rather than humantime, which panics before 1970: a value a
+    /// tool computed (a saturating subtraction, say) must print, never abort the process.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.rem_euclid(1000);
+        let secs = self.0.div_euclid(1000);
+        let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
         write!(
             f,
-            "{}",
-            humantime::format_rfc3339_millis(self.to_system_time())
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+            sod / 3600,
+            sod / 60 % 60,
+            sod % 60
         )
     }
 }
@@ -241,6 +266,38 @@ mod tests {
         }
         assert_eq!(parse_canonical(b"2026-02-30T00:00:00Z"), None);
         assert!(Timestamp::parse("2026-02-30T00:00:00Z").is_err());
+    }
+
+    #[test]
+    fn display_matches_humantime_and_never_panics() {
+        for ms in [
+            0i64,
+            1,
+            999,
+            1_795_889_638_965,
+            951_782_399_999,
+            4_107_542_400_000,
+        ] {
+            let t = Timestamp(ms);
+            assert_eq!(
+                t.to_string(),
+                humantime::format_rfc3339_millis(t.to_system_time()).to_string()
+            );
+        }
+        assert_eq!(Timestamp(-1).to_string(), "1969-12-31T23:59:59.999Z");
+        assert_eq!(Timestamp::parse("1969-12-31T23:59:59Z").ok(), None);
+    }
+
+    #[test]
+    fn lower_case_t_and_z_are_rfc_3339() {
+        let a = Timestamp::parse("2026-11-28t16:37:13.000z").unwrap();
+        assert_eq!(a, Timestamp::parse("2026-11-28T16:37:13.000Z").unwrap());
+        assert_eq!(
+            Timestamp::parse("2026-11-28t16:37:13+00:00")
+                .unwrap()
+                .to_string(),
+            "2026-11-28T16:37:13.000Z"
+        );
     }
 
     #[test]
