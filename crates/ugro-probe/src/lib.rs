@@ -55,13 +55,19 @@ budget: a hung mount is named in the timeout error.
   * CPU % never sleeps in one-shot mode when a previous /proc/stat reading is available: it is \
 kept in a small per-user state file ($XDG_STATE_HOME/ugro/probe-cpu.json) and used when it is \
 at least 1 s and at most --cpu-state-max-age old. Otherwise the probe measures over \
---cpu-window (default 100ms; 0 reports cpu_pct absent instead). Resident modes keep the \
-reading in memory.
+--cpu-window (default 100ms; 0 reports cpu_pct absent instead). Resident modes (--serve, \
+--interval) keep the reading in memory and neither read nor write the state file: their first \
+sample measures over --cpu-window.
   * XIDs: /dev/kmsg is read from the oldest record still in the ring buffer and only XIDs \
 within --xid-lookback (default 10m) are reported. In --serve/--interval modes the handle \
 stays open and only new records are read. An unreadable kernel log (dmesg_restrict without \
 CAP_SYSLOG) is not an error: each GPU's absent.xids gives the reason and the xid collector \
-shows ok=false. Lines of a --kmsg-file without the kmsg header carry no time and are always \
+shows ok=false. Whenever the log was not read (unreadable, xid collector timed out, --no-xid \
+without fixture kmsg lines) absent.xids says why, on every GPU and in gpu.absent, and \
+Prometheus output leaves the XID count series out rather than writing 0. At most the 64 most \
+recent XIDs are listed per GPU and for unattributed ones; the number left out is in the \
+device's absent.xids_truncated (gpu.absent.unattributed_xids_truncated), and the Prometheus \
+counts include them. Lines of a --kmsg-file without the kmsg header carry no time and are always \
 reported.
   * pcie_throughput is not read: it costs about 21 ms per call per GPU.
   * --serve reads stdin and writes one sample per input line, exiting at end of input: this is \
@@ -144,7 +150,8 @@ pub struct Cli {
     /// Use a previous CPU reading only if it is at most this old [default: 5m].
     #[arg(long, value_parser = parse_duration, value_name = "DUR")]
     pub cpu_state_max_age: Option<Duration>,
-    /// Previous-CPU-reading file [default: $XDG_STATE_HOME/ugro/probe-cpu.json].
+    /// Previous-CPU-reading file for one-shot runs (unused with --serve/--interval)
+    /// [default: $XDG_STATE_HOME/ugro/probe-cpu.json].
     #[arg(long, value_name = "FILE")]
     pub cpu_state_file: Option<PathBuf>,
     /// Collector time budget, NAME=DUR (gpu 5s, xid 1s, host 1s, disks 2s, network 3s,
@@ -338,13 +345,17 @@ pub fn resolve(cli: &Cli) -> Result<Resolved, Error> {
             .map(|s| (*s).to_owned())
             .collect()
     };
+    let interval = cli.interval.or(file.interval);
+    // Resident modes keep the previous reading in memory: rewriting a file every sample
+    // would only cost a lock and a rename per sample and race other probes for nothing.
+    let resident = cli.serve || interval.is_some();
     let cpu = host::CpuConfig {
-        state_file: Some(
+        state_file: (!resident).then(|| {
             cli.cpu_state_file
                 .clone()
                 .or(file.cpu_state_file.clone())
-                .unwrap_or_else(|| ugro_types::state::default_state_dir().join("probe-cpu.json")),
-        ),
+                .unwrap_or_else(|| ugro_types::state::default_state_dir().join("probe-cpu.json"))
+        }),
         max_age: cli
             .cpu_state_max_age
             .or(file.cpu_state_max_age)
@@ -355,7 +366,6 @@ pub fn resolve(cli: &Cli) -> Result<Resolved, Error> {
             .or(file.cpu_window)
             .unwrap_or(Duration::from_millis(100)),
     };
-    let interval = cli.interval.or(file.interval);
     if interval.is_some_and(|d| d.is_zero()) {
         return Err(Error::Usage("--interval must be more than 0".into()));
     }

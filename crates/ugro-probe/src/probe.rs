@@ -193,17 +193,23 @@ impl Probe {
         let mut pending: Vec<(&'static str, Instant, Duration)> = Vec::new();
         let boot_ms = crate::xid::boot_time_ms();
 
+        // Why XIDs were not read when the xid collector gives no answer this sample.
+        let mut xid_missing: Option<String> = None;
         let mut spawn =
             |name: &'static str, budget: Duration, f: Box<dyn FnOnce() -> Out + Send>| {
                 let start = Instant::now();
                 if let Ok(mut b) = self.busy.lock() {
                     if let Some(since) = b.get(name) {
+                        let error = format!(
+                            "an earlier run is still going after {:.0} ms; not started again",
+                            since.elapsed().as_secs_f64() * 1000.0
+                        );
+                        if name == "xid" {
+                            xid_missing = Some(format!("xid collector timed out: {error}"));
+                        }
                         sample.errors.push(CollectorError {
                             collector: name.into(),
-                            error: format!(
-                                "an earlier run is still going after {:.0} ms; not started again",
-                                since.elapsed().as_secs_f64() * 1000.0
-                            ),
+                            error,
                             duration_ms: 0.0,
                             timed_out: true,
                         });
@@ -227,6 +233,9 @@ impl Probe {
                     Err(e) => {
                         if let Ok(mut b) = self.busy.lock() {
                             b.remove(name);
+                        }
+                        if name == "xid" {
+                            xid_missing = Some(format!("xid collector not started: {e}"));
                         }
                         sample.errors.push(CollectorError {
                             collector: name.into(),
@@ -394,6 +403,12 @@ impl Probe {
                         {
                             error = format!("{error} while examining {}", *m);
                         }
+                        if name == "xid" {
+                            xid_missing = Some(format!(
+                                "xid collector timed out after {} ms; kernel log not read",
+                                budget.as_millis()
+                            ));
+                        }
                         sample.collectors.push(CollectorRun {
                             name: name.into(),
                             duration_ms: ms,
@@ -435,13 +450,25 @@ impl Probe {
                 _ => "nvml".to_owned(),
             };
             let mut sec = gpu::convert(&raw, &source, cfg.expect_gpus, all);
-            if let Some(Err(e)) = &xids {
-                let why = format!("kernel log unreadable: {e}");
+            // An empty XID list must never stand for "the log was not read": every way of
+            // not reading it names itself in absent.xids, so a scorer or exporter can tell.
+            let why = match &xids {
+                Some(Ok(_)) => None,
+                Some(Err(e)) => Some(format!("kernel log unreadable: {e}")),
+                None if cfg.kmsg.is_some() => Some(xid_missing.take().unwrap_or_else(|| {
+                    "xid collector did not finish; kernel log not read".to_owned()
+                })),
+                // --no-xid with recorded fixture lines: those are the log, replayed.
+                None if !raw.kmsg.is_empty() => None,
+                None => Some("xid collection disabled (--no-xid)".to_owned()),
+            };
+            if let Some(why) = why {
                 for d in &mut sec.devices {
                     d.absent.insert("xids".into(), why.clone());
                 }
                 sec.absent.insert("xids".into(), why);
             }
+            crate::xid::cap_xids(&mut sec, crate::xid::MAX_XIDS_LISTED);
             sample.gpu = Some(sec);
         }
         if let Some(mut s) = scan {

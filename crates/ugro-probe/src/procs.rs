@@ -26,13 +26,23 @@ pub fn stat_state(stat: &str) -> Option<char> {
     stat[close + 1..].trim_start().chars().next()
 }
 
-/// `/proc/PID/cmdline` (NUL-separated) as one line, truncated to 256 bytes.
-pub fn cmdline_text(raw: &[u8]) -> String {
-    let mut s: String = String::from_utf8_lossy(raw)
+/// `/proc/PID/cmdline` (NUL-separated) as one line, whole: patterns are matched against all
+/// of it, since launchers put the telling argument anywhere (a long `--env` list first).
+pub fn cmdline_full(raw: &[u8]) -> String {
+    String::from_utf8_lossy(raw)
         .split('\0')
         .filter(|a| !a.is_empty())
         .collect::<Vec<_>>()
-        .join(" ");
+        .join(" ")
+}
+
+/// `/proc/PID/cmdline` as one line, truncated to 256 bytes for the `command` field.
+pub fn cmdline_text(raw: &[u8]) -> String {
+    truncate_command(cmdline_full(raw))
+}
+
+/// Cuts a command line to 256 bytes on a character boundary.
+pub fn truncate_command(mut s: String) -> String {
     if s.len() > MAX_COMMAND {
         let mut cut = MAX_COMMAND;
         while !s.is_char_boundary(cut) {
@@ -85,11 +95,11 @@ pub fn scan(proc_root: &Path, patterns: &[String]) -> std::io::Result<Scan> {
         if raw.is_empty() {
             continue;
         }
-        let cmd = cmdline_text(&raw);
+        let cmd = cmdline_full(&raw);
         if let Some(p) = patterns.iter().find(|p| cmd.contains(p.as_str())) {
             s.section.training.push(TrainingProcess {
                 pid,
-                command: cmd,
+                command: truncate_command(cmd),
                 state: Some(st.to_string()),
                 gpu_memory_bytes: None,
                 gpus: Vec::new(),
@@ -156,6 +166,27 @@ mod tests {
         );
         let long = "é".repeat(200);
         assert!(cmdline_text(long.as_bytes()).len() <= 256);
+    }
+
+    #[test]
+    fn a_pattern_past_the_output_limit_still_matches_and_the_command_is_cut() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("20");
+        std::fs::create_dir(&p).unwrap();
+        std::fs::write(p.join("stat"), "20 (python) S 1").unwrap();
+        let mut cmd = b"python".to_vec();
+        for i in 0..40 {
+            cmd.extend_from_slice(format!("\0--env=VAR{i}=x").as_bytes());
+        }
+        cmd.extend_from_slice(b"\0-m\0torch.distributed.run\0train.py");
+        assert!(cmd.len() > 300);
+        std::fs::write(p.join("cmdline"), &cmd).unwrap();
+        let s = scan(d.path(), &["torch.distributed".to_owned()]).unwrap();
+        assert_eq!(s.section.training.len(), 1, "{:?}", s.section);
+        let t = &s.section.training[0];
+        assert_eq!(t.matched_by, "pattern:torch.distributed");
+        assert!(t.command.len() <= 256);
+        assert!(t.command.starts_with("python --env=VAR0=x"));
     }
 
     #[test]

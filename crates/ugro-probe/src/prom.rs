@@ -10,6 +10,7 @@ use std::fmt::Write;
 use ugro_types::{DeviceState, GpuStatus, Sample};
 
 use crate::gpu::THROTTLE_BITS;
+use crate::xid::{UNATTRIBUTED_TRUNCATED, XIDS_TRUNCATED, truncated_count};
 
 struct Family {
     name: &'static str,
@@ -159,11 +160,17 @@ pub fn render(s: &Sample) -> String {
             nl(),
             f(g.expected),
         );
+        // Not reading the kernel log (unreadable, timed out, --no-xid) names `xids` in
+        // absent: then there is no count at all, never a reassuring 0.
+        let xids_read = !g.absent.contains_key("xids");
         e.gauge(
             "ugro_gpu_unattributed_xid_events",
             "XID events in the lookback window that match no visible GPU.",
             nl(),
-            Some(g.unattributed_xids.len() as f64),
+            xids_read.then(|| {
+                (g.unattributed_xids.len() + truncated_count(g.absent.get(UNATTRIBUTED_TRUNCATED)))
+                    as f64
+            }),
         );
         for d in &g.devices {
             let idx = d.index.to_string();
@@ -344,7 +351,8 @@ pub fn render(s: &Sample) -> String {
                 "ugro_gpu_xid_events",
                 "XID events for this GPU in the lookback window.",
                 gl(),
-                Some(d.xids.len() as f64),
+                (xids_read && !d.absent.contains_key("xids"))
+                    .then(|| (d.xids.len() + truncated_count(d.absent.get(XIDS_TRUNCATED))) as f64),
             );
         }
     }
@@ -537,5 +545,70 @@ mod tests {
             text.matches("# HELP ugro_probe_timestamp_seconds").count(),
             1
         );
+    }
+
+    fn gpu_sample(absent_xids: bool) -> Sample {
+        let mut s = Sample::new("n1", Timestamp(1_000));
+        let mut dev = ugro_types::Gpu {
+            index: 0,
+            ..ugro_types::Gpu::default()
+        };
+        let mut sec = ugro_types::GpuSection {
+            status: GpuStatus::Ok,
+            reason: None,
+            expected: None,
+            found: Some(1),
+            driver_version: None,
+            cuda_version: None,
+            source: None,
+            devices: Vec::new(),
+            unattributed_xids: Vec::new(),
+            absent: Default::default(),
+        };
+        if absent_xids {
+            dev.absent
+                .insert("xids".into(), "kernel log unreadable".into());
+            sec.absent
+                .insert("xids".into(), "kernel log unreadable".into());
+        }
+        sec.devices.push(dev);
+        s.gpu = Some(sec);
+        s
+    }
+
+    #[test]
+    fn xid_counts_are_left_out_when_the_log_was_not_read() {
+        let read = render(&gpu_sample(false));
+        assert!(read.contains("ugro_gpu_xid_events{node=\"n1\",gpu=\"0\",uuid=\"\"} 0"));
+        assert!(read.contains("ugro_gpu_unattributed_xid_events{node=\"n1\"} 0"));
+        let unread = render(&gpu_sample(true));
+        assert!(!unread.contains("ugro_gpu_xid_events"), "{unread}");
+        assert!(
+            !unread.contains("ugro_gpu_unattributed_xid_events"),
+            "{unread}"
+        );
+        assert!(unread.contains("ugro_gpu_up{"));
+    }
+
+    #[test]
+    fn xid_counts_include_events_left_out_of_a_capped_list() {
+        let mut s = gpu_sample(false);
+        let xid = ugro_types::Xid {
+            code: 13,
+            pci_bus_id: None,
+            ts: None,
+            message: None,
+        };
+        if let Some(g) = s.gpu.as_mut() {
+            g.devices[0].xids = vec![xid.clone(); 70];
+            g.unattributed_xids = vec![xid; 3];
+            crate::xid::cap_xids(g, 64);
+        }
+        let text = render(&s);
+        assert!(
+            text.contains("ugro_gpu_xid_events{node=\"n1\",gpu=\"0\",uuid=\"\"} 70"),
+            "{text}"
+        );
+        assert!(text.contains("ugro_gpu_unattributed_xid_events{node=\"n1\"} 3"));
     }
 }

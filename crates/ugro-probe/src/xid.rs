@@ -247,6 +247,55 @@ pub fn parse_fixture_lines(lines: &[String], now: Timestamp) -> Vec<Xid> {
         .collect()
 }
 
+/// The most XIDs listed per GPU (and unattributed) in one sample. An XID storm (thousands of
+/// XID 13 a minute) would otherwise make one multi-megabyte record; the most recent are what
+/// a scorer needs, and the count of the rest is kept.
+pub const MAX_XIDS_LISTED: usize = 64;
+
+/// Key in a device's `absent` map (and, for unattributed XIDs, the section's) saying how many
+/// older XIDs were left out of the list.
+pub const XIDS_TRUNCATED: &str = "xids_truncated";
+
+/// Key in the GPU section's `absent` map for unattributed XIDs left out of the list.
+pub const UNATTRIBUTED_TRUNCATED: &str = "unattributed_xids_truncated";
+
+/// Keeps the `max` most recent XIDs of `list` (the list is in log order, oldest first) and
+/// returns how many were dropped.
+fn keep_recent(list: &mut Vec<Xid>, max: usize) -> usize {
+    let extra = list.len().saturating_sub(max);
+    if extra > 0 {
+        list.drain(..extra);
+    }
+    extra
+}
+
+fn truncated_note(n: usize, max: usize) -> String {
+    format!("{n} more XID events not listed (only the {max} most recent are)")
+}
+
+/// Caps every device's XID list and the unattributed list at `max`, naming what was left out
+/// in the `absent` maps under [`XIDS_TRUNCATED`] / [`UNATTRIBUTED_TRUNCATED`].
+pub fn cap_xids(sec: &mut ugro_types::GpuSection, max: usize) {
+    for d in &mut sec.devices {
+        let n = keep_recent(&mut d.xids, max);
+        if n > 0 {
+            d.absent
+                .insert(XIDS_TRUNCATED.into(), truncated_note(n, max));
+        }
+    }
+    let n = keep_recent(&mut sec.unattributed_xids, max);
+    if n > 0 {
+        sec.absent
+            .insert(UNATTRIBUTED_TRUNCATED.into(), truncated_note(n, max));
+    }
+}
+
+/// How many XIDs a [`cap_xids`] note says were left out (0 without a note).
+pub fn truncated_count(note: Option<&String>) -> usize {
+    note.and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// True for paths that mean the real kernel log.
 pub fn is_device(p: &Path) -> bool {
     p == Path::new("/dev/kmsg")

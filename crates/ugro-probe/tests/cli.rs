@@ -352,6 +352,11 @@ fn prometheus_output_passes_promtool() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("ugro_gpu_up{node=\"n1\",gpu=\"3\""), "{text}");
     assert!(text.contains("ugro_host_memory_total_bytes{node=\"n1\"}"));
+    promtool_check(&text);
+}
+
+/// `promtool check metrics` on `text`; skipped (or failed under UGRO_REQUIRE_REAL=1) without it.
+fn promtool_check(text: &str) {
     let promtool = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -465,4 +470,169 @@ fn driver_not_loaded_is_failed_not_absent() {
             .contains("DriverNotLoaded")
     );
     assert!(s["host"].is_object());
+}
+
+fn mkfifo(p: &Path) {
+    assert!(Command::new("mkfifo").arg(p).status().unwrap().success());
+}
+
+#[test]
+fn a_timed_out_xid_collector_marks_xids_absent_on_every_gpu() {
+    let d = tempfile::tempdir().unwrap();
+    let fifo = d.path().join("kmsg.fifo");
+    mkfifo(&fifo);
+    let s = one(probe(d.path())
+        .arg("--gpu-fixture")
+        .arg(fixture("h200x8-busy.json"))
+        .arg("--kmsg-file")
+        .arg(&fifo)
+        .args(["--budget", "xid=300ms"]));
+    assert_eq!(s["errors"][0]["collector"], "xid", "{}", s["errors"]);
+    assert_eq!(s["errors"][0]["timed_out"], true);
+    let why = s["gpu"]["absent"]["xids"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no gpu.absent.xids: {}", s["gpu"]));
+    assert!(why.contains("timed out after 300 ms"), "{why}");
+    let devs = s["gpu"]["devices"].as_array().unwrap();
+    assert_eq!(devs.len(), 8);
+    for dev in devs {
+        assert_eq!(dev["absent"]["xids"], why, "{dev}");
+    }
+}
+
+fn prometheus(d: &Path, extra: &[&str]) -> String {
+    let out = probe(d)
+        .args(["--format", "prometheus", "--node", "n1", "--gpu-fixture"])
+        .arg(fixture("h200x8-idle.json"))
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn prometheus_leaves_xid_counts_out_when_the_kernel_log_was_not_read() {
+    let d = tempfile::tempdir().unwrap();
+    // Control: a log that was read and holds no XIDs gives real zeros.
+    let empty = d.path().join("kmsg");
+    std::fs::write(&empty, "6,1,1000,-;usb 1-1: new device\n").unwrap();
+    let read = prometheus(d.path(), &["--kmsg-file", empty.to_str().unwrap()]);
+    assert!(
+        read.contains("ugro_gpu_xid_events{node=\"n1\",gpu=\"0\""),
+        "{read}"
+    );
+    assert!(read.contains("ugro_gpu_unattributed_xid_events{node=\"n1\"} 0"));
+    promtool_check(&read);
+    for extra in [&["--kmsg-file", "/nonexistent/kmsg"][..], &["--no-xid"][..]] {
+        let text = prometheus(d.path(), extra);
+        assert!(!text.contains("ugro_gpu_xid_events"), "{extra:?}: {text}");
+        assert!(
+            !text.contains("ugro_gpu_unattributed_xid_events"),
+            "{extra:?}: {text}"
+        );
+        assert!(text.contains("ugro_gpu_up{node=\"n1\",gpu=\"7\""), "{text}");
+        promtool_check(&text);
+    }
+}
+
+#[test]
+fn no_xid_names_xids_absent_instead_of_reporting_none() {
+    let d = tempfile::tempdir().unwrap();
+    let s = one(probe(d.path())
+        .arg("--gpu-fixture")
+        .arg(fixture("h200x8-idle.json"))
+        .arg("--no-xid"));
+    assert!(
+        s["gpu"]["absent"]["xids"]
+            .as_str()
+            .unwrap()
+            .contains("--no-xid")
+    );
+    // Recorded fixture lines are the log, replayed: those XIDs are reported, not absent.
+    let s = one(probe(d.path())
+        .arg("--gpu-fixture")
+        .arg(fixture("fault-xid79-gpu-lost.json"))
+        .arg("--no-xid"));
+    assert!(s["gpu"]["absent"].get("xids").is_none(), "{}", s["gpu"]);
+}
+
+#[test]
+fn serve_keeps_the_cpu_reading_in_memory_and_leaves_the_state_file_alone() {
+    let d = tempfile::tempdir().unwrap();
+    let state = d.path().join("cpu.json");
+    let run = |lines: &[u8]| {
+        let mut child = probe(d.path())
+            .args(["--serve", "--no-gpu", "--no-xid"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(lines).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        records(&out.stdout)
+    };
+    let r = run(b"\n\n\n");
+    assert_eq!(r.len(), 3);
+    assert!(!state.exists(), "--serve wrote {}", state.display());
+    // A file left by a one-shot run is neither used nor rewritten.
+    std::fs::write(&state, "sentinel").unwrap();
+    let r = run(b"\n\n\n");
+    assert_eq!(r.len(), 3);
+    assert!(r.iter().all(|s| s["host"]["cpus"].is_u64()));
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), "sentinel");
+}
+
+#[test]
+fn an_xid_storm_is_capped_to_the_most_recent_and_says_how_many_were_left_out() {
+    let d = tempfile::tempdir().unwrap();
+    let kmsg = d.path().join("kmsg");
+    // Plain lines (no kmsg header) carry no time and are always in the window.
+    let mut text = String::new();
+    for i in 0..500 {
+        text.push_str(&format!(
+            "NVRM: Xid (PCI:0000:ab:00): 13, pid={i}, Graphics SM Warp Exception\n"
+        ));
+        text.push_str(&format!(
+            "NVRM: Xid (PCI:0000:ee:00): 13, pid={i}, elsewhere\n"
+        ));
+    }
+    std::fs::write(&kmsg, text).unwrap();
+    let out = probe(d.path())
+        .arg("--gpu-fixture")
+        .arg(fixture("h200x8-idle.json"))
+        .arg("--kmsg-file")
+        .arg(&kmsg)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(out.stdout.len() < 64 * 1024, "{} bytes", out.stdout.len());
+    let s = records(&out.stdout).remove(0);
+    // 0000:ab:00 is GPU 5 in the 8-GPU fixture.
+    let dev = &s["gpu"]["devices"][5];
+    let xids = dev["xids"].as_array().unwrap();
+    assert_eq!(xids.len(), 64);
+    assert!(xids.iter().all(|x| x["code"] == 13));
+    // The most recent are kept.
+    assert!(xids[63]["message"].as_str().unwrap().contains("pid=499"));
+    assert!(xids[0]["message"].as_str().unwrap().contains("pid=436"));
+    let note = dev["absent"]["xids_truncated"].as_str().unwrap();
+    assert!(note.starts_with("436 more XID events not listed"), "{note}");
+    assert_eq!(s["gpu"]["unattributed_xids"].as_array().unwrap().len(), 64);
+    assert!(
+        s["gpu"]["absent"]["unattributed_xids_truncated"]
+            .as_str()
+            .unwrap()
+            .starts_with("436 more")
+    );
+    assert!(
+        s["gpu"]["devices"][4]["absent"]
+            .get("xids_truncated")
+            .is_none()
+    );
 }
