@@ -50,6 +50,8 @@ struct RawGlobal {
     builtin_inhibit_rules: bool,
     notify_resolved_when_silenced: bool,
     flush_on_exit: bool,
+    #[serde(with = "humantime_serde")]
+    max_clock_skew: Duration,
 }
 
 impl Default for RawGlobal {
@@ -66,6 +68,7 @@ impl Default for RawGlobal {
             builtin_inhibit_rules: true,
             notify_resolved_when_silenced: false,
             flush_on_exit: true,
+            max_clock_skew: d(300),
         }
     }
 }
@@ -233,8 +236,10 @@ pub struct Global {
     pub builtin_inhibit_rules: bool,
     /// Send resolved notifications of silenced alerts anyway.
     pub notify_resolved_when_silenced: bool,
-    /// At end of input every group goes through the notification stage.
+    /// At end of input, group_wait counts as elapsed for groups never notified.
     pub flush_on_exit: bool,
+    /// Records stamped more than this ahead of this host's clock are rejected; zero disables.
+    pub max_clock_skew: Duration,
 }
 
 /// Delivery settings.
@@ -503,6 +508,7 @@ fn global(g: RawGlobal, external_labels: LabelSet) -> Global {
         builtin_inhibit_rules: g.builtin_inhibit_rules,
         notify_resolved_when_silenced: g.notify_resolved_when_silenced,
         flush_on_exit: g.flush_on_exit,
+        max_clock_skew: g.max_clock_skew,
     }
 }
 

@@ -43,6 +43,12 @@ pub trait Transport: Send + std::fmt::Debug {
     ) -> Result<ExecOutput, String>;
 }
 
+/// Whether a variable of ours reaches exec receivers and scontrol: the basics a program needs
+/// and `UGRO_ALERT_*`; everything else (tokens, credentials) is withheld.
+pub fn passes_env(name: &str) -> bool {
+    matches!(name, "PATH" | "HOME" | "LANG" | "LC_ALL" | "TZ") || name.starts_with("UGRO_ALERT_")
+}
+
 /// HTTP through ureq, processes through `std::process::Command`.
 #[derive(Debug, Default)]
 pub struct RealTransport;
@@ -98,6 +104,13 @@ impl Transport for RealTransport {
         let mut cmd = Command::new(prog);
         // Its own process group, so a timeout kills whatever the program started too.
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        // Children see only what they need: our environment may hold receiver tokens.
+        cmd.env_clear();
+        for (k, v) in std::env::vars_os() {
+            if passes_env(&k.to_string_lossy()) {
+                cmd.env(k, v);
+            }
+        }
         cmd.args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
@@ -756,22 +769,23 @@ impl Deliverer {
         Ok(())
     }
 
-    /// Sends Alertmanager batches to every listed instance (failures are logged; the next
-    /// resend refreshes firing alerts, and Alertmanager resolves alerts that are not refreshed
-    /// by their endsAt).
-    pub fn deliver_am(&self, b: &AmBatch) {
+    /// Sends an Alertmanager batch to every listed instance (an HA cluster gossips, so one
+    /// accepting it is enough). Returns whether any did; the engine keeps what was not
+    /// delivered and sends it again at the next resend interval.
+    pub fn deliver_am(&self, b: &AmBatch) -> bool {
         let Some(ReceiverKind::Alertmanager { urls, .. }) =
             self.cfg.receivers.get(&b.receiver).map(|r| &r.kind)
         else {
-            return;
+            return true;
         };
         let body = match serde_json::to_vec(&am_payload(&b.alerts)) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!("alertmanager payload: {e}");
-                return;
+                return true;
             }
         };
+        let mut any = false;
         for base in urls {
             let url = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
             let mut ok = false;
@@ -790,13 +804,16 @@ impl Deliverer {
                     std::thread::sleep(self.backoff(attempt));
                 }
             }
-            if !ok {
+            if ok {
+                any = true;
+            } else {
                 tracing::error!(
-                    "alertmanager {base}: {} alerts not delivered; firing ones are re-sent at the next resend interval",
+                    "alertmanager {base}: {} alerts not delivered; tried again at the next resend interval",
                     b.alerts.len()
                 );
             }
         }
+        any
     }
 }
 

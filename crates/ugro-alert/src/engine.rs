@@ -94,6 +94,10 @@ pub struct EngineState {
     fleet_at: Option<Timestamp>,
     fleet_message: Option<String>,
     now: Timestamp,
+    /// Nodes a slurm_drain receiver was told to drain and not yet to resume: their resume
+    /// must get through even while their alerts are muted.
+    #[serde(default)]
+    drained: BTreeSet<String>,
 }
 
 /// A notification for one receiver: the alerts of one group flush.
@@ -133,6 +137,10 @@ pub struct AmBatch {
     pub receiver: String,
     /// Alerts, with endsAt set as Prometheus does.
     pub alerts: Vec<Alert>,
+    /// Their fingerprints, for [`Engine::am_result`].
+    pub fps: Vec<u64>,
+    /// When the batch was made.
+    pub ts: Timestamp,
 }
 
 /// Output of a step.
@@ -163,6 +171,9 @@ pub struct Engine {
     has_am: bool,
     dirty_am: bool,
     next_am: Timestamp,
+    /// After a failed Alertmanager POST, unsent changes wait until here (the next resend)
+    /// instead of being retried on every record.
+    am_retry_at: Timestamp,
     watchdog_fp: Option<u64>,
     /// Set when something changed that the state file should record.
     pub changed: bool,
@@ -226,6 +237,7 @@ impl Engine {
             has_am,
             dirty_am: false,
             next_am: Timestamp(i64::MIN),
+            am_retry_at: Timestamp(i64::MIN),
             watchdog_fp: None,
             changed: false,
         };
@@ -389,10 +401,12 @@ impl Engine {
         let (was_counted, was_bad) = (t.counted, t.bad);
         t.counted = true;
         t.bad = bad;
-        let breaker_open = rec
-            .breaker
-            .as_ref()
-            .map(|b| matches!(b.state, BreakerState::Open | BreakerState::ForcedOpen));
+        // Half-open is a trial, not a recovery: only closed (or no breaker) resolves it.
+        let breaker_open = rec.breaker.as_ref().and_then(|b| match b.state {
+            BreakerState::Open | BreakerState::ForcedOpen => Some(true),
+            BreakerState::HalfOpen => None,
+            _ => Some(false),
+        });
         self.scratch = wants;
         if !was_counted {
             self.st.known += 1;
@@ -679,8 +693,9 @@ impl Engine {
         }
     }
 
-    /// End of input: with `flush_on_exit`, every group goes through the notification stage
-    /// now (the notification log still suppresses repeats); otherwise only due timers run.
+    /// End of input: with `flush_on_exit`, group_wait counts as elapsed for groups never
+    /// notified; groups already notified keep their group_interval / repeat_interval timers
+    /// (they are in the state file, so a later run fires them on schedule).
     pub fn finish(&mut self, out: &mut Out) {
         let now = self.st.now;
         self.sweep(now);
@@ -810,7 +825,7 @@ impl Engine {
             .st
             .groups
             .iter()
-            .filter(|(_, g)| all || g.next_flush <= now)
+            .filter(|(_, g)| (all && g.pending) || g.next_flush <= now)
             .map(|(k, _)| k.clone())
             .collect();
         if due.is_empty() {
@@ -841,11 +856,27 @@ impl Engine {
         let mut firing = BTreeSet::new();
         let mut resolved = BTreeSet::new();
         let mut alerts = Vec::new();
+        let slurm = matches!(
+            self.cfg.receivers.get(&receiver).map(|r| &r.kind),
+            Some(ReceiverKind::SlurmDrain { .. })
+        );
         for fp in &fps {
             let Some(e) = self.st.alerts.get(fp) else {
                 continue;
             };
-            if self.muted(e, now, sources) {
+            // Muting stops ugro from draining, never from undoing its own drain: a node
+            // left drained after its critical condition cleared is an outage of its own.
+            if self.muted(e, now, sources) && !(slurm && self.resume_due(e)) {
+                continue;
+            }
+            // Nor does a node resume while another critical alert of it (muted or not) fires.
+            if slurm
+                && e.ends_at.is_some()
+                && is_critical(&e.labels)
+                && e.labels
+                    .get("node")
+                    .is_some_and(|n| self.critical_firing(n))
+            {
                 continue;
             }
             if e.ends_at.is_some() {
@@ -870,6 +901,9 @@ impl Engine {
                     .map(|(_, e)| self.render(e, now, &receiver, key))
                     .collect();
                 list.sort_by_key(|a| (a.status != AlertStatus::Firing, a.labels.clone()));
+                if slurm {
+                    self.note_drains(&list);
+                }
                 if !list.is_empty() {
                     let id = format!(
                         "{:016x}",
@@ -929,6 +963,49 @@ impl Engine {
         }
     }
 
+    /// A resolved critical alert of a node ugro drained, with no critical alert of that node
+    /// (muted or not) still firing.
+    fn resume_due(&self, e: &Entry) -> bool {
+        let Some(node) = e.labels.get("node") else {
+            return false;
+        };
+        e.ends_at.is_some()
+            && is_critical(&e.labels)
+            && self.st.drained.contains(node)
+            && !self.critical_firing(node)
+    }
+
+    fn critical_firing(&self, node: &str) -> bool {
+        self.st.alerts.values().any(|o| {
+            o.ends_at.is_none()
+                && is_critical(&o.labels)
+                && o.labels.get("node").map(String::as_str) == Some(node)
+        })
+    }
+
+    /// Keeps the drained set in step with what a slurm_drain receiver is told: a node with a
+    /// firing critical alert is drained, one with only resolved critical alerts is resumed.
+    fn note_drains(&mut self, list: &[Alert]) {
+        let mut firing: BTreeSet<&str> = BTreeSet::new();
+        let mut resolved: BTreeSet<&str> = BTreeSet::new();
+        for a in list.iter().filter(|a| is_critical(&a.labels)) {
+            let Some(node) = a.labels.get("node") else {
+                continue;
+            };
+            if a.status == AlertStatus::Firing {
+                firing.insert(node);
+            } else {
+                resolved.insert(node);
+            }
+        }
+        for n in &firing {
+            self.st.drained.insert((*n).to_owned());
+        }
+        for n in resolved.difference(&firing) {
+            self.st.drained.remove(*n);
+        }
+    }
+
     fn render(&self, e: &Entry, now: Timestamp, receiver: &str, key: &str) -> Alert {
         let status = if e.ends_at.is_some() {
             AlertStatus::Resolved
@@ -963,14 +1040,16 @@ impl Engine {
             .map(|(_, d)| *d)
             .min()
             .unwrap_or(Duration::from_secs(60));
+        let retry = now >= self.am_retry_at;
         let resend_due = self.st.alerts.values().any(|e| {
-            e.ends_at.is_none() && e.am_sent_at.is_none_or(|t| now.since(t) >= min_resend)
+            (e.ends_at.is_none() && e.am_sent_at.is_none_or(|t| now.since(t) >= min_resend))
+                || (retry && e.am_dirty)
         });
         if !self.dirty_am && !resend_due {
             return;
         }
         self.dirty_am = false;
-        let mut batches: BTreeMap<String, Vec<Alert>> = BTreeMap::new();
+        let mut batches: BTreeMap<String, (Vec<Alert>, Vec<u64>)> = BTreeMap::new();
         let mut sent = Vec::new();
         for (fp, e) in &self.st.alerts {
             let mut routes = Vec::new();
@@ -990,30 +1069,86 @@ impl Engine {
                 // Prometheus: a firing alert is valid until endsAt = now + 4 × resend
                 // interval; a resolved one carries its resolve time.
                 a.ends_at = Some(e.ends_at.unwrap_or_else(|| now.add(*resend * 4)));
-                batches.entry(name.clone()).or_default().push(a);
+                let b = batches.entry(name.clone()).or_default();
+                b.0.push(a);
+                b.1.push(*fp);
                 any = true;
             }
             sent.push((*fp, any));
         }
+        // Alerts no Alertmanager receiver takes are done now; the others once a POST of
+        // them succeeded (am_result), so a resolve is not lost to an outage.
         for (fp, any) in sent {
-            let remove = if let Some(e) = self.st.alerts.get_mut(&fp) {
-                if any {
-                    e.am_sent_at = Some(now);
-                }
-                e.am_dirty = false;
-                e.ends_at.is_some() && e.groups.is_empty()
-            } else {
-                false
-            };
-            if remove {
-                self.st.alerts.remove(&fp);
+            if !any {
+                self.am_done(fp, None);
             }
         }
-        for (receiver, alerts) in batches {
+        for (receiver, (alerts, fps)) in batches {
             self.changed = true;
-            out.am.push(AmBatch { receiver, alerts });
+            out.am.push(AmBatch {
+                receiver,
+                alerts,
+                fps,
+                ts: now,
+            });
         }
     }
+
+    /// What became of Alertmanager batches: `(batch, delivered)`. An alert counts as sent
+    /// only when every batch holding it was delivered; otherwise it stays dirty (and, once
+    /// resolved, in the store) and is tried again at the next resend interval.
+    pub fn am_result(&mut self, results: &[(&AmBatch, bool)]) {
+        let failed: HashSet<u64> = results
+            .iter()
+            .filter(|(_, ok)| !ok)
+            .flat_map(|(b, _)| b.fps.iter().copied())
+            .collect();
+        for (b, ok) in results {
+            if !ok {
+                continue;
+            }
+            for fp in &b.fps {
+                if !failed.contains(fp) {
+                    self.am_done(*fp, Some(b.ts));
+                }
+            }
+        }
+        if !failed.is_empty() {
+            let min_resend = self
+                .cfg
+                .receivers
+                .values()
+                .filter_map(|r| match &r.kind {
+                    ReceiverKind::Alertmanager {
+                        resend_interval, ..
+                    } => Some(*resend_interval),
+                    _ => None,
+                })
+                .min()
+                .unwrap_or(Duration::from_secs(60));
+            self.am_retry_at = self.st.now.add(min_resend);
+        }
+        self.changed = true;
+    }
+
+    fn am_done(&mut self, fp: u64, sent: Option<Timestamp>) {
+        let remove = if let Some(e) = self.st.alerts.get_mut(&fp) {
+            if let Some(t) = sent {
+                e.am_sent_at = Some(t);
+            }
+            e.am_dirty = false;
+            e.ends_at.is_some() && e.groups.is_empty()
+        } else {
+            false
+        };
+        if remove {
+            self.st.alerts.remove(&fp);
+        }
+    }
+}
+
+fn is_critical(l: &LabelSet) -> bool {
+    l.get("severity").map(String::as_str) == Some(rules::CRITICAL)
 }
 
 /// Alertmanager's DedupStage.needsUpdate.

@@ -42,7 +42,7 @@ node is degraded or critical; severity critical if the reason is fatal or the no
 (except NodeCircuitOpen); alerts the node had stay as they were until it reports again.
   NodeDataMissing (warning): state unknown on a reachable node.
   NodeCircuitOpen (info): breaker open/forced_open (transition or breaker annotation); \
-resolved when the breaker closes.
+resolved when the breaker closes (half_open is a trial and keeps it firing).
   ClusterDegraded (critical): a fleet record (for cluster_window), or more than \
 cluster_degraded_share (0.5) of the nodes seen within cluster_window (5m) unhealthy, with at \
 least cluster_min_nodes (4) known (unhealthy: degraded, critical, unknown or unreachable). It \
@@ -57,19 +57,27 @@ confirmed for that long.
 LIFECYCLE: Alertmanager semantics and names: route.group_by (default [alertname]), \
 group_wait 30s, group_interval 5m, repeat_interval 4h, send_resolved true; the notification \
 log (firing/resolved fingerprint sets per group and receiver) decides like Alertmanager's \
-DedupStage. Time is record time (`ts`). The state (alerts, groups, notification log) lives in \
---state, locked, written atomically, mode 0600. END OF INPUT (cron): every group goes \
-through the notification stage at once, so a one-shot run notifies; the notification log \
-suppresses repeats, so successive runs notify only changes or after repeat_interval \
-(global.flush_on_exit: false or --no-flush-on-exit waits for the timers instead).
+DedupStage. Time is record time (`ts`); the one exception: a record stamped more than \
+global.max_clock_skew (5m; 0s turns the check off) ahead of this host's clock is rejected as \
+a bad line (\"line N: ts … is 2h ahead of this host's clock\") and moves no timer, since record \
+time never goes back. The state (alerts, groups, notification log, timers) lives in --state, \
+locked, written atomically, mode 0600. END OF INPUT (cron): group_wait counts as elapsed for \
+groups never notified, so a one-shot run notifies at once; groups already notified keep \
+group_interval and repeat_interval as Alertmanager does (their timers are in the state file, \
+so a later run fires them on schedule: a node joining a notified group is notified after \
+group_interval, not by the next run). global.flush_on_exit: false or --no-flush-on-exit waits \
+for group_wait too.
 
 SILENCES AND INHIBITION: silences (--silences or silences_file) in Alertmanager's shape \
 [{matchers: [{name, value, isRegex, isEqual}], startsAt, endsAt, createdBy, comment}]; \
 inhibit_rules with source_matchers, target_matchers, equal. A muted alert is left out of its \
 group's notification. An alert that was notified firing, then silenced, then resolved while \
 still silenced: its resolved notification is NOT sent (Alertmanager behaviour); set \
-global.notify_resolved_when_silenced: true to send it anyway. A long run re-reads the silences \
-file when it changes (checked every 10 s of record time).
+global.notify_resolved_when_silenced: true to send it anyway. Exception: slurm_drain \
+receivers. A node ugro drained (remembered in the state file) is resumed once it has no \
+critical alert firing, muted or not, even when the resolved alert is silenced or inhibited \
+(for example by ClusterDegraded or NodeUnreachable); muting only stops new drains. A long run \
+re-reads the silences file when it changes (checked every 10 s of record time).
 
 RECEIVERS: stdout; exec {command: [argv], timeout} (no shell; webhook v4 JSON on stdin; \
 UGRO_ALERT_ID, _RECEIVER, _GROUP_KEY, _STATUS, _COUNT, _FIRING, _RESOLVED, _NODES, \
@@ -77,11 +85,14 @@ _ALERTNAMES); webhook {url_env|url_file|url, max_alerts, bearer_token_env|file} 
 webhook v4, header X-Ugro-Notification-Id); alertmanager {urls, resend_interval 1m} (POST \
 /api/v2/alerts to every URL on every change and every resend interval, endsAt = now + 4 x \
 resend_interval, resolved with endsAt = resolve time; it gets every alert its route matches, \
-muted or not, like Prometheus: silence in Alertmanager); slack {url_env|url_file, channel}; \
+muted or not, like Prometheus: silence in Alertmanager; an alert that no Alertmanager \
+accepted, a resolve included, stays in the state and is sent again at the next resend \
+interval, by this run or the next one); slack {url_env|url_file, channel}; \
 slurm_drain {act, scontrol, timeout}: on a critical firing alert with a node label runs \
 `scontrol update NodeName=N State=DRAIN Reason=ugro: <summary>` unless the node is DOWN or \
-already drained; on resolve runs `scontrol update NodeName=N State=RESUME` only if its reason \
-starts with `ugro:`; dry run (prints on stderr) unless act: true or --act. Route slurm_drain \
+already drained; when the node has no critical alert left firing runs `scontrol update \
+NodeName=N State=RESUME`, only if the node is drained, not DOWN, and its reason starts with \
+`ugro:`; dry run (prints on stderr) unless act: true or --act. Route slurm_drain \
 with group_by: [node].
 
 DELIVERY: per-attempt timeout (delivery.timeout 10s), delivery.attempts (3) with exponential \
@@ -91,7 +102,9 @@ dropped with an error logged). Later notifications to that receiver queue behind
 spool is retried at start, every spool_retry_interval and at end of input; an entry is \
 removed only after success (a crash between success and removal can repeat one notification; \
 X-Ugro-Notification-Id / UGRO_ALERT_ID let receivers drop it). A run that had to spool still \
-exits 0 and says so on stderr. Secrets come from url_env/url_file, never argv.";
+exits 0 and says so on stderr. Secrets come from url_env/url_file, never argv. Programs \
+(exec receivers, scontrol) run with a cleared environment: only PATH, HOME, LANG, LC_ALL, TZ \
+and UGRO_ALERT_* are passed on, so tokens in ugro-alert's environment do not reach them.";
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -120,7 +133,7 @@ pub struct Cli {
     /// Let slurm_drain receivers really run scontrol update (default: dry run).
     #[arg(long)]
     pub act: bool,
-    /// At end of input, wait for the group timers instead of flushing every group.
+    /// At end of input, wait for group_wait too instead of treating it as elapsed.
     #[arg(long)]
     pub no_flush_on_exit: bool,
     /// Delete the state file (under its lock) before starting.

@@ -29,6 +29,10 @@ pub struct AlertStage {
     next_silence_check: Timestamp,
     silences_mtime: Option<std::time::SystemTime>,
     out: Out,
+    /// The wall clock, injected for tests; only used to refuse records from the future.
+    clock: fn() -> Timestamp,
+    /// Its last reading: records not ahead of it by max_clock_skew need no new reading.
+    wall: Timestamp,
     /// Alert records emitted on stdout.
     pub emitted: u64,
 }
@@ -89,12 +93,41 @@ impl AlertStage {
             next_silence_check: Timestamp(i64::MIN),
             silences_mtime,
             out: Out::default(),
+            clock: Timestamp::now,
+            wall: Timestamp(i64::MIN),
             emitted: 0,
         };
         if s.deliverer.spool_pending() {
             s.deliverer.drain();
         }
         Ok(s)
+    }
+
+    /// Replaces the wall clock (tests).
+    pub fn with_clock(mut self, clock: fn() -> Timestamp) -> Self {
+        self.clock = clock;
+        self.wall = Timestamp(i64::MIN);
+        self
+    }
+
+    /// Refuses a record stamped more than max_clock_skew ahead of this host's clock: record
+    /// time only moves forward, so one such record would hold every timer and silence
+    /// hostage until the real time caught up.
+    fn check_skew(&mut self, ts: Timestamp) -> Result<(), StageError> {
+        let skew = self.engine.config().global.max_clock_skew;
+        if skew.is_zero() || ts <= self.wall.add(skew) {
+            return Ok(());
+        }
+        self.wall = (self.clock)();
+        if ts <= self.wall.add(skew) {
+            return Ok(());
+        }
+        let ahead = std::time::Duration::from_secs(ts.since(self.wall).as_secs());
+        Err(StageError::Reject(format!(
+            "ts {ts} is {} ahead of this host's clock (max_clock_skew {})",
+            humantime::format_duration(ahead),
+            humantime::format_duration(skew)
+        )))
     }
 
     /// The engine (tests, status).
@@ -129,8 +162,13 @@ impl AlertStage {
                 self.deliverer.deliver(n);
             }
         }
-        for b in &out.am {
-            self.deliverer.deliver_am(b);
+        if !out.am.is_empty() {
+            let results: Vec<(&crate::engine::AmBatch, bool)> = out
+                .am
+                .iter()
+                .map(|b| (b, self.deliverer.deliver_am(b)))
+                .collect();
+            self.engine.am_result(&results);
         }
         self.out = out;
         self.out.notifications.clear();
@@ -224,6 +262,7 @@ impl Stage for AlertStage {
             // only this tool's alert records.
             _ => return Ok(()),
         }
+        self.check_skew(rec.ts)?;
         if rec.ts >= self.next_silence_check {
             self.maybe_reload_silences(rec.ts);
         }
@@ -352,6 +391,38 @@ mod tests {
         );
         assert_eq!(n.got[0]["alerts"].as_array().unwrap().len(), 1);
         assert_eq!(n.got[1]["alerts"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_record_far_ahead_of_the_host_clock_is_rejected_and_moves_no_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = AlertConfig::from_str(
+            Path::new("a.yaml"),
+            "route:\n  receiver: stdout\n  group_wait: 30s\n",
+        )
+        .unwrap();
+        let net = Fake::default();
+        let mut st =
+            AlertStage::with_transport(cfg, &dir.path().join("s.json"), Box::new(net.clone()))
+                .unwrap()
+                .with_clock(|| Timestamp(T0));
+        let mut out = Vec::new();
+        let mut emit = |b: &[u8]| {
+            out.push(serde_json::from_slice::<serde_json::Value>(b).unwrap());
+            Ok(())
+        };
+        match st.process(&line("n1", 7200), &mut emit) {
+            Err(StageError::Reject(m)) => {
+                assert!(m.contains("is 2h ahead of this host's clock"), "{m}");
+            }
+            other => panic!("not rejected: {other:?}"),
+        }
+        assert_eq!(st.engine().now(), Timestamp::default(), "clock moved");
+        assert_eq!(st.engine().alerts().count(), 0);
+        st.process(&line("n1", 0), &mut emit).unwrap();
+        st.process(&line("n1", 31), &mut emit).unwrap();
+        assert_eq!(out.len(), 1, "group_wait runs on the records' own time");
+        assert_eq!(out[0]["labels"]["alertname"], "NodeCritical");
     }
 
     #[test]

@@ -146,3 +146,72 @@ fn alerts_reach_alertmanager_with_its_fingerprints_and_resolve() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_resolve_sent_during_an_alertmanager_outage_is_delivered_by_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((_am, port)) = start(dir.path()) else {
+        return;
+    };
+    let dead = free_port();
+    let cfg = dir.path().join("alert.yaml");
+    let conf = |p: u16| {
+        format!(
+            "route:\n  receiver: am\nreceivers:\n  - name: am\n    alertmanager:\n      urls: [\"http://127.0.0.1:{p}\"]\n      resend_interval: 1m\ndelivery: {{attempts: 1, timeout: 2s}}\n"
+        )
+    };
+    let state = dir.path().join("state.json");
+    let args = [
+        "-c",
+        cfg.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+    ];
+    write(&cfg, &conf(port));
+    let out = run(
+        &args,
+        &sample("gpu-07", Timestamp::now(), "critical", ""),
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(active(port).len(), 1);
+
+    // Alertmanager unreachable while the node recovers.
+    write(&cfg, &conf(dead));
+    let out = run(
+        &args,
+        &sample("gpu-07", Timestamp::now(), "healthy", ""),
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not delivered"), "{err}");
+    assert_eq!(active(port).len(), 1);
+
+    write(&cfg, &conf(port));
+    let out = run(
+        &args,
+        &sample("gpu-07", Timestamp::now(), "healthy", ""),
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let start = Instant::now();
+    loop {
+        let left = active(port);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the resolve was lost: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

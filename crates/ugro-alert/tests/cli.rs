@@ -153,3 +153,48 @@ fn shipped_example_configurations_are_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_record_from_the_future_is_a_bad_line_and_the_next_run_is_unaffected() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("alert.json");
+    let st = state.to_str().unwrap();
+    let t = Timestamp(1_795_000_000_000);
+    let future = sample(
+        "gpu-09",
+        Timestamp::parse("2100-01-01T00:00:00Z").unwrap(),
+        "critical",
+        "",
+    );
+    let run1 = run(
+        &["--state", st],
+        &[future, sample("gpu-01", t, "critical", "")].join("\n"),
+        &[],
+    );
+    assert_eq!(run1.status.code(), Some(65));
+    let err = String::from_utf8_lossy(&run1.stderr);
+    assert!(
+        err.contains("line 1: ts 2100-01-01T00:00:00")
+            && err.contains("ahead of this host's clock"),
+        "{err}"
+    );
+    assert_eq!(
+        alerts(&run1),
+        [("NodeCritical".into(), "gpu-01".into(), "firing".into())]
+    );
+    // Record time was not dragged to 2100: the node's recovery five minutes later resolves.
+    let run2 = run(
+        &["--state", st],
+        &sample("gpu-01", secs(t, 300), "healthy", ""),
+        &[],
+    );
+    assert!(
+        run2.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run2.stderr)
+    );
+    assert_eq!(
+        alerts(&run2),
+        [("NodeCritical".into(), "gpu-01".into(), "resolved".into())]
+    );
+}

@@ -18,7 +18,11 @@ fn exec_receiver_gets_configured_argv_and_data_never_reaches_a_shell() {
     let script = dir.path().join("record.sh");
     write(
         &script,
-        "#!/bin/sh\nout=\"$REC_DIR/$$\"\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done > \"$out.argv\"\ncat > \"$out.stdin\"\nenv | grep '^UGRO_ALERT_' | sort > \"$out.env\"\n",
+        // The directory is baked in: receivers see only PATH, HOME, locale, TZ and UGRO_ALERT_*.
+        &format!(
+            "#!/bin/sh\nout=\"{}/$$\"\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done > \"$out.argv\"\ncat > \"$out.stdin\"\nenv | grep '^UGRO_ALERT_' | sort > \"$out.env\"\nenv > \"$out.allenv\"\n",
+            rec.display()
+        ),
     );
     make_executable(&script);
     let cfg = dir.path().join("alert.yaml");
@@ -53,7 +57,10 @@ fn exec_receiver_gets_configured_argv_and_data_never_reaches_a_shell() {
             state.to_str().unwrap(),
         ],
         &input,
-        &[("REC_DIR", rec.to_str().unwrap())],
+        &[
+            ("UGRO_TEST_SECRET_TOKEN", "s3cr3t-value"),
+            ("SLACK_URL", "https://hooks.example/s3cr3t-value"),
+        ],
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(65), "{err}");
@@ -83,6 +90,12 @@ fn exec_receiver_gets_configured_argv_and_data_never_reaches_a_shell() {
         let env = std::fs::read_to_string(p.with_extension("env")).unwrap();
         assert!(env.contains("UGRO_ALERT_NODES=gpu-01\n"), "{env}");
         assert!(env.contains("UGRO_ALERT_STATUS=firing\n"), "{env}");
+        let all = std::fs::read_to_string(p.with_extension("allenv")).unwrap();
+        assert!(
+            !all.contains("s3cr3t-value"),
+            "a secret of ugro-alert's environment reached the receiver: {all}"
+        );
+        assert!(all.lines().any(|l| l.starts_with("PATH=")), "{all}");
         if payload["groupLabels"]["alertname"] == "GpuXidFatal" {
             let desc = payload["alerts"][0]["annotations"]["description"]
                 .as_str()

@@ -10,8 +10,8 @@ use common::*;
 use ugro_types::Timestamp;
 
 const SCONTROL: &str = r#"#!/bin/sh
-{ printf 'CALL'; for a in "$@"; do printf '\t%s' "$a"; done; printf '\n'; } >> "$SCONTROL_DIR/log"
-d="$SCONTROL_DIR"
+{ printf 'CALL'; for a in "$@"; do printf '\t%s' "$a"; done; printf '\n'; } >> "@DIR@/log"
+d="@DIR@"
 if [ "$1" = show ] && [ "$2" = node ]; then
   n="$3"
   printf 'NodeName=%s Arch=x86_64 CoresPerSocket=32\n   State=%s ThreadsPerCore=2\n' "$n" "$(cat "$d/$n.state")"
@@ -32,7 +32,11 @@ exit 1
 fn setup(dir: &Path) -> (String, String) {
     let bin = dir.join("bin");
     std::fs::create_dir(&bin).unwrap();
-    write(&bin.join("scontrol"), SCONTROL);
+    // The directory is baked in: scontrol runs with a cleared environment.
+    write(
+        &bin.join("scontrol"),
+        &SCONTROL.replace("@DIR@", dir.to_str().unwrap()),
+    );
     make_executable(&bin.join("scontrol"));
     for (n, st, reason) in [
         ("n-idle", "IDLE", ""),
@@ -107,6 +111,18 @@ fn drains_critical_nodes_and_resumes_only_its_own() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Groups already notified keep group_interval across runs: the resolves of the nodes whose
+    // group had just flushed at the first record go out with the next run.
+    let healthy: Vec<String> = NODES
+        .iter()
+        .map(|n| sample(n, secs(t, 600), "healthy", ""))
+        .collect();
+    let out = run(&args, &healthy.join("\n"), &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut u = updates(dir.path());
     u.sort();
     assert_eq!(
@@ -152,4 +168,116 @@ fn dry_run_prints_what_it_would_do_and_changes_nothing() {
         std::fs::read_to_string(dir.path().join("n-idle.state")).unwrap(),
         "IDLE"
     );
+}
+
+#[test]
+fn a_node_it_drained_is_resumed_even_while_its_alerts_are_silenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, sdir) = setup(dir.path());
+    let silences = dir.path().join("silences.yaml");
+    write(&silences, "[]\n");
+    let cfg = dir.path().join("alert.yaml");
+    write(
+        &cfg,
+        &format!(
+            "silences_file: {}\nglobal:\n  cluster_min_nodes: 100\nroute:\n  receiver: drain\n  group_by: [node]\nreceivers:\n  - name: drain\n    slurm_drain: {{timeout: 5s}}\n",
+            silences.display()
+        ),
+    );
+    let state = dir.path().join("s.json");
+    let args = [
+        "-c",
+        cfg.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+        "--act",
+    ];
+    let env = [("PATH", path.as_str()), ("SCONTROL_DIR", sdir.as_str())];
+    let t = Timestamp(1_795_000_000_000);
+    let out = run(&args, &sample("n-idle", t, "critical", ""), &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("n-idle.state")).unwrap(),
+        "IDLE+DRAIN\n"
+    );
+    // Maintenance silences the node; meanwhile it recovers.
+    write(
+        &silences,
+        &format!(
+            "- matchers:\n    - {{name: node, value: n-idle, isRegex: false}}\n  startsAt: \"{}\"\n  endsAt: \"{}\"\n  createdBy: ops\n  comment: maintenance\n",
+            secs(t, 60),
+            secs(t, 3600)
+        ),
+    );
+    let input = [
+        sample("n-idle", secs(t, 120), "critical", ""),
+        sample("n-idle", secs(t, 300), "healthy", ""),
+    ]
+    .join("\n");
+    let out = run(&args, &input, &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        updates(dir.path()),
+        [
+            "update\tNodeName=n-idle\tState=DRAIN\tReason=ugro: n-idle is critical (score 50)",
+            "update\tNodeName=n-idle\tState=RESUME",
+        ]
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("n-idle.state")).unwrap(),
+        "IDLE\n"
+    );
+}
+
+#[test]
+fn a_silenced_critical_node_is_neither_drained_nor_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, sdir) = setup(dir.path());
+    let t = Timestamp(1_795_000_000_000);
+    let silences = dir.path().join("silences.yaml");
+    write(
+        &silences,
+        &format!(
+            "- matchers:\n    - {{name: node, value: n-idle, isRegex: false}}\n  startsAt: \"{}\"\n  endsAt: \"{}\"\n  createdBy: ops\n  comment: maintenance\n",
+            secs(t, -60),
+            secs(t, 3600)
+        ),
+    );
+    let cfg = dir.path().join("alert.yaml");
+    write(
+        &cfg,
+        &format!(
+            "silences_file: {}\nglobal:\n  cluster_min_nodes: 100\nroute:\n  receiver: drain\n  group_by: [node]\nreceivers:\n  - name: drain\n    slurm_drain: {{timeout: 5s}}\n",
+            silences.display()
+        ),
+    );
+    let state = dir.path().join("s.json");
+    let args = [
+        "-c",
+        cfg.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+        "--act",
+    ];
+    let env = [("PATH", path.as_str()), ("SCONTROL_DIR", sdir.as_str())];
+    let input = [
+        sample("n-idle", t, "critical", ""),
+        sample("n-idle", secs(t, 300), "healthy", ""),
+    ]
+    .join("\n");
+    let out = run(&args, &input, &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(updates(dir.path()).is_empty(), "{:?}", updates(dir.path()));
 }

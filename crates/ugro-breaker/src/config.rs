@@ -73,10 +73,14 @@ pub struct BreakerConfig {
     pub unknown: Outcome,
     /// How a sample counts whose `unreachable` is set (its score is `unknown`).
     pub unreachable: Outcome,
-    /// A record this much older than the newest record of the run is stale: passed (or held)
-    /// but not counted.
+    /// A record this much older than its node's newest record is stale: passed (or held) but
+    /// not counted (a smaller gap is merely out of order, likewise not counted).
     #[serde(with = "humantime_serde")]
     pub max_record_age: Duration,
+    /// A record whose ts is more than this ahead of this host's clock is rejected as a bad
+    /// line (it would otherwise move time forward for everyone); `0s` turns the check off.
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
     /// Annotate records of open nodes and pass them instead of holding them back.
     pub pass_open: bool,
     /// Trip times kept per node.
@@ -106,6 +110,7 @@ impl Default for BreakerConfig {
             unknown: Outcome::Ignore,
             unreachable: Outcome::Failure,
             max_record_age: Duration::from_secs(600),
+            max_clock_skew: Duration::from_secs(300),
             pass_open: false,
             trip_history_size: 20,
             trip_window: Duration::from_secs(7 * 86_400),

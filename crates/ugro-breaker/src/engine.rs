@@ -98,9 +98,9 @@ pub struct Counters {
     pub passed: u64,
     /// Records of open nodes held back.
     pub held: u64,
-    /// Records older than `max_record_age` behind the newest of the run (not counted).
+    /// Records more than `max_record_age` older than their node's newest record (not counted).
     pub stale: u64,
-    /// Records older than their node's newest record (not counted).
+    /// Records older than their node's newest record, by less than that (not counted).
     pub out_of_order: u64,
     /// Transition records emitted.
     pub transitions: u64,
@@ -152,8 +152,12 @@ impl Operation {
 pub struct Breaker {
     cfg: BreakerConfig,
     data: BreakerData,
-    /// Newest record time of this run (stale records are judged against it).
+    /// Newest record time of this run (automatic half-open is judged against it).
     newest: Option<Timestamp>,
+    /// The wall clock, injected for tests; only used to refuse records from the future.
+    clock: fn() -> Timestamp,
+    /// Its last reading: records not ahead of it by max_clock_skew need no new reading.
+    wall: Timestamp,
     /// Earliest trial time among open nodes, for automatic half-open.
     next_deadline: Option<Timestamp>,
     counters: Counters,
@@ -201,12 +205,40 @@ impl Breaker {
             cfg,
             data,
             newest: None,
+            clock: Timestamp::now,
+            wall: Timestamp(i64::MIN),
             next_deadline,
             counters: Counters::default(),
             transitioned: false,
             out: Vec::with_capacity(8192),
             ann: Vec::with_capacity(128),
         }
+    }
+
+    /// Replaces the wall clock (tests).
+    pub fn with_clock(mut self, clock: fn() -> Timestamp) -> Self {
+        self.clock = clock;
+        self.wall = Timestamp(i64::MIN);
+        self
+    }
+
+    /// Refuses a record stamped more than max_clock_skew ahead of this host's clock: one such
+    /// record would otherwise make every later record of its node out of order.
+    fn check_skew(&mut self, ts: Timestamp) -> Result<(), StageError> {
+        let skew = self.cfg.max_clock_skew;
+        if skew.is_zero() || ts <= self.wall.add(skew) {
+            return Ok(());
+        }
+        self.wall = (self.clock)();
+        if ts <= self.wall.add(skew) {
+            return Ok(());
+        }
+        let ahead = Duration::from_secs(ts.since(self.wall).as_secs());
+        Err(StageError::Reject(format!(
+            "ts {ts} is {} ahead of this host's clock (max_clock_skew {})",
+            humantime::format_duration(ahead),
+            humantime::format_duration(skew)
+        )))
     }
 
     /// The state to persist.
@@ -242,6 +274,7 @@ impl Breaker {
     /// Handles one input line.
     pub fn process(&mut self, line: &str, emit: &mut Emit<'_>) -> Result<(), StageError> {
         let rec = fast::parse(line).map_err(StageError::Reject)?;
+        self.check_skew(rec.ts)?;
         if rec.kind != Kind::Sample {
             self.counters.passed += 1;
             return emit(line.as_bytes()).map_err(StageError::from);
@@ -252,9 +285,7 @@ impl Breaker {
             ));
         };
         let ts = rec.ts;
-        let stale = self
-            .newest
-            .is_some_and(|n| ts < n.sub(self.cfg.max_record_age));
+        let max_age = self.cfg.max_record_age;
         if self.newest.is_none_or(|n| ts > n) {
             self.newest = Some(ts);
         }
@@ -271,16 +302,15 @@ impl Breaker {
         let mut outcome = self.classify(score, rec.unreachable);
         let counted = {
             let n = self.node_mut(node)?;
-            let out_of_order = n.last_ts.is_some_and(|l| ts < l);
-            if !out_of_order {
-                n.last_ts = Some(ts);
+            // Judged against the node's own newest record, so a node whose clock runs ahead
+            // (within max_clock_skew) cannot make the other nodes' records stale.
+            let older = n.last_ts.filter(|l| ts < *l);
+            match older {
+                None => n.last_ts = Some(ts),
+                Some(l) if ts < l.sub(max_age) => self.counters.stale += 1,
+                Some(_) => self.counters.out_of_order += 1,
             }
-            if out_of_order {
-                self.counters.out_of_order += 1;
-            } else if stale {
-                self.counters.stale += 1;
-            }
-            !(out_of_order || stale)
+            older.is_none()
         };
         if !counted {
             outcome = Outcome::Ignore;
@@ -509,6 +539,11 @@ impl Breaker {
             return Ok(true);
         }
         let since = ts.sub(g.window);
+        // A node counts as failing when it is tripping or one failure from it (opened within
+        // the window, or at failure_threshold - 1 consecutive failures): a lone blip is not a
+        // failing node, while nodes failing together in a probe round are counted before the
+        // first of them reaches the threshold.
+        let near = self.cfg.failure_threshold.saturating_sub(1).max(1);
         let mut known = 0u32;
         let mut failing: Vec<&str> = Vec::new();
         for (name, n) in &self.data.nodes {
@@ -517,7 +552,7 @@ impl Breaker {
                 BreakerState::ForcedOpen => false,
                 BreakerState::Open => n.opened_at.is_some_and(|t| t >= since),
                 BreakerState::Closed | BreakerState::HalfOpen | BreakerState::MetricsOnly => {
-                    n.consecutive_failures > 0 && n.last_failure_at.is_some_and(|t| t >= since)
+                    n.consecutive_failures >= near && n.last_failure_at.is_some_and(|t| t >= since)
                 }
             };
             known += 1;

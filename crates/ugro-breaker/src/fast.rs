@@ -15,9 +15,18 @@ use ugro_types::{Action, HealthState, Kind, SCHEMA_VERSION, Timestamp, validate_
 pub struct ScoreHead {
     /// Discrete state.
     pub state: HealthState,
-    /// Recommended action.
-    #[serde(default)]
+    /// Recommended action; one outside this build's vocabulary (a newer ugro-score) reads as
+    /// absent rather than rejecting the record, since the breaker never decides on it.
+    #[serde(default, deserialize_with = "lenient_action")]
     pub action: Option<Action>,
+}
+
+fn lenient_action<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Action>, D::Error> {
+    let v: Option<Cow<'de, str>> = Option::deserialize(d)?;
+    Ok(v.and_then(|s| {
+        serde::Deserialize::deserialize(de::value::StrDeserializer::<de::value::Error>::new(&s))
+            .ok()
+    }))
 }
 
 /// What the breaker needs from one line.
@@ -201,6 +210,21 @@ mod tests {
             let e = parse(line).unwrap_err();
             assert!(e.contains(want), "{line}: {e}");
         }
+    }
+
+    #[test]
+    fn an_action_from_a_newer_vocabulary_keeps_the_record() {
+        let f = parse(
+            r#"{"v":1,"kind":"sample","ts":"2026-11-28T00:00:00Z","node":"n1","score":{"state":"critical","action":"replace_nvlink_bridge"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            f.score,
+            Some(ScoreHead {
+                state: HealthState::Critical,
+                action: None
+            })
+        );
     }
 
     #[test]

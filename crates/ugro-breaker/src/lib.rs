@@ -18,6 +18,7 @@ use ugro_types::{Exit, Timestamp};
 pub mod config;
 pub mod engine;
 pub mod fast;
+pub mod ops;
 pub mod stage;
 pub mod status;
 
@@ -52,14 +53,22 @@ with the new state. In half_open, records that do not count (ignored outcomes, s
 order) pass annotated but do not decide the trial.
 
 Time. Only the records' ts is used, so a recorded stream replays identically. A record older \
-than the newest record already seen for its node is out of order; one older than \
-max_record_age (10m) behind the newest record of this run is stale. Neither is counted: each \
-passes (or is held) with the node's current annotation and never ends an open wait. Operator \
-commands use the wall clock.
+than the newest record already seen for its node is out of order, and stale when it is more \
+than max_record_age (10m) older than that record (each node is judged against its own newest \
+record, so a node whose clock runs ahead does not make other nodes' records stale). Neither is \
+counted: each passes (or is held) with the node's current annotation and never ends an open \
+wait. The one use of the wall clock on records: one stamped more than max_clock_skew (5m; 0s \
+turns the check off) ahead of this host's clock is rejected as a bad line (\"line N: ts … is 1h \
+ahead of this host's clock\") and changes no state, because a single such record would \
+otherwise make every later record of its node out of order until `reset`. Operator commands \
+use the wall clock.
 
-Fleet guard. When a node would trip, the breaker counts the failing nodes: those in a run of \
-failures whose last failure is within fleet_guard.window (1m) of the tripping record, plus open \
-nodes that opened within that window, plus the node itself. If the known nodes (all in the \
+Fleet guard. When a node would trip, the breaker counts the failing nodes: those tripping or \
+one failure from it (at least failure_threshold - 1 consecutive failures, at least 1) whose last \
+failure is within fleet_guard.window (1m) of the tripping record, plus open nodes that opened \
+within that window, plus the node itself. A node with a single blip is not counted unless \
+failure_threshold is 1 or 2; nodes failing together in one probe round are counted before the \
+first of them reaches the threshold. If the known nodes (all in the \
 state file except disabled ones) are at least fleet_guard.min_known_nodes (3) and failing nodes \
 are more than fleet_guard.threshold (0.5) of them, the breaker is not opened (its count keeps \
 growing; it is judged again at its next failure) and a kind=fleet record with verdict \
@@ -77,14 +86,20 @@ file is replaced atomically (temp file, fsync, rename), mode 0600, at the end of
 long runs, after transitions (at most once per persist_interval, 1s). A corrupt file or one of \
 another format version stops the tool with status 78 and is left untouched; --reset-state \
 deletes it and starts empty. `status` reads the last written version without the lock, so it \
-answers while a long run holds it (and shows what that run last persisted). The same \
+answers while a long run holds it (and shows what that run last persisted). reset, \
+force-open, disable, metrics-only and forget apply directly (and print the transition) when no \
+run holds the lock; while one does (a filter on a pipe, ugro-watch), they append a line to \
+FILE.ops under a lock of its own and exit at once; the running filter applies them on its next \
+record (ugro-watch also on its next tick), at most 500 ms after they were queued, and writes \
+their transitions into its own output. Commands still queued when that run ends are applied by \
+the next one to open FILE. The same \
 configuration file drives ugro-watch --pipeline (pass_open: true there is --pass-open here).
 
 Configuration (-c FILE, YAML; every key optional): failure_threshold, \
 wait_duration_in_open_state, permitted_number_of_calls_in_half_open_state, \
 enable_exponential_backoff, exponential_backoff_multiplier, \
 exponential_max_wait_duration_in_open_state, automatic_transition_from_open_to_half_open_enabled, \
-degraded, unknown, unreachable, max_record_age, pass_open, trip_history_size, trip_window, \
+degraded, unknown, unreachable, max_record_age, max_clock_skew, pass_open, trip_history_size, trip_window, \
 persist_interval, fleet_guard {enabled, threshold, window, min_known_nodes}. Unknown keys are \
 errors that name the file and line. breaker.example.yaml in the source lists them with their \
 defaults.
@@ -126,8 +141,9 @@ pub struct Cli {
     pub strict: bool,
 }
 
-/// Operator commands. Those that change a node take the state file's lock, so they wait for a
-/// running filter; `status` does not.
+/// Operator commands. Those that change a node apply directly when no run holds the state
+/// file; while a long run (a filter on a pipe, ugro-watch) holds it, they are queued in
+/// `<state>.ops` for that run to apply. `status` reads a snapshot.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Show every node's breaker.
@@ -278,7 +294,18 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Some(Command::MetricsOnly { node }) => (node, Operation::MetricsOnly),
         Some(Command::Forget { node }) => (node, Operation::Forget),
     };
-    let mut stage = BreakerStage::open(cfg, &state)?;
+    let Some(mut stage) = BreakerStage::try_open(cfg, &state)? else {
+        // A long run (a filter on a pipe, ugro-watch) holds the state for its life: queue the
+        // command for it instead of waiting for it to end.
+        ops::enqueue(&state, &node, op, Timestamp::now())?;
+        tracing::warn!(
+            "{}: held by a running ugro-breaker or ugro-watch; {} {node} queued in {} (applied on its next record or tick, its transition goes into that run's output)",
+            state.display(),
+            ops::op_name(op),
+            ops::journal_path(&state).display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
     match stage.operate(&node, op, Timestamp::now())? {
         Some(t) => match out.write_record(&t) {
             Ok(()) | Err(WriteError::Closed) => {}

@@ -26,7 +26,13 @@ pub struct BreakerStage {
     pending: bool,
     last_persist: Instant,
     persist_interval: Duration,
+    /// Operator commands queued while this run held the lock (see `crate::ops`).
+    queued: Vec<(String, Operation, Timestamp)>,
+    last_ops_check: Instant,
 }
+
+/// How often (wall clock) a long run looks for queued operator commands: one stat.
+const OPS_CHECK: Duration = Duration::from_millis(500);
 
 fn fatal(e: StateError) -> StageError {
     StageError::Fatal {
@@ -39,9 +45,25 @@ impl BreakerStage {
     /// Locks `state` (waiting for other runs to finish) and reads it. A corrupt or foreign
     /// file is an error (exit 78) and is left as it is.
     pub fn open(cfg: BreakerConfig, state: &Path) -> Result<Self, crate::Error> {
-        let lock = StateLock::acquire(state)?;
+        Self::with_lock(cfg, StateLock::acquire(state)?)
+    }
+
+    /// Like [`BreakerStage::open`], but `None` at once when a running filter or ugro-watch
+    /// holds the state (an operator command then queues instead of waiting).
+    pub fn try_open(cfg: BreakerConfig, state: &Path) -> Result<Option<Self>, crate::Error> {
+        StateLock::try_acquire(state)?
+            .map(|lock| Self::with_lock(cfg, lock))
+            .transpose()
+    }
+
+    fn with_lock(cfg: BreakerConfig, lock: StateLock) -> Result<Self, crate::Error> {
+        let state = lock.path().to_owned();
+        let state = state.as_path();
         let data: BreakerData = lock.read(STATE_FORMAT, STATE_VERSION)?.unwrap_or_default();
         let persist_interval = cfg.persist_interval;
+        // Commands queued for a run that has ended since: applied before the first record,
+        // their transitions emitted then.
+        let queued = crate::ops::take(state)?;
         Ok(BreakerStage {
             breaker: Breaker::new(cfg, data),
             lock,
@@ -49,7 +71,43 @@ impl BreakerStage {
             pending: false,
             last_persist: Instant::now(),
             persist_interval,
+            queued,
+            last_ops_check: Instant::now(),
         })
+    }
+
+    /// Applies commands taken from the journal where there is no stream for their
+    /// transitions (an operator command, a run dropped before its first record).
+    fn apply_queued_unseen(&mut self) {
+        for (node, op, ts) in std::mem::take(&mut self.queued) {
+            tracing::info!("{node}: applied queued {}", crate::ops::op_name(op));
+            self.breaker.operate(&node, op, ts);
+            self.dirty = true;
+        }
+    }
+
+    /// Applies queued operator commands (checked at most every 500 ms), emitting their
+    /// transitions into the stream and persisting at once.
+    fn apply_queued(&mut self, emit: &mut Emit<'_>) -> Result<(), StageError> {
+        if self.queued.is_empty() {
+            if self.last_ops_check.elapsed() < OPS_CHECK {
+                return Ok(());
+            }
+            self.last_ops_check = Instant::now();
+            if !crate::ops::pending(self.lock.path()) {
+                return Ok(());
+            }
+            self.queued = crate::ops::take(self.lock.path()).map_err(fatal)?;
+        }
+        for (node, op, ts) in std::mem::take(&mut self.queued) {
+            tracing::info!("{node}: applying queued {}", crate::ops::op_name(op));
+            if let Some(t) = self.breaker.operate(&node, op, ts) {
+                let bytes = serde_json::to_vec(&t).map_err(|e| StageError::Write(e.into()))?;
+                emit(&bytes)?;
+            }
+            self.dirty = true;
+        }
+        self.persist().map_err(fatal)
     }
 
     /// The breaker.
@@ -81,6 +139,7 @@ impl BreakerStage {
         op: Operation,
         now: Timestamp,
     ) -> Result<Option<Transition>, crate::Error> {
+        self.apply_queued_unseen();
         let t = self.breaker.operate(node, op, now);
         self.dirty = true;
         self.persist()?;
@@ -102,6 +161,7 @@ impl BreakerStage {
 
 impl Stage for BreakerStage {
     fn process(&mut self, line: &str, emit: &mut Emit<'_>) -> Result<(), StageError> {
+        self.apply_queued(emit)?;
         let r = self.breaker.process(line, emit);
         if !matches!(r, Err(StageError::Reject(_))) {
             self.dirty = true;
@@ -111,6 +171,7 @@ impl Stage for BreakerStage {
     }
 
     fn tick(&mut self, now: Timestamp, emit: &mut Emit<'_>) -> Result<(), StageError> {
+        self.apply_queued(emit)?;
         self.breaker.tick(now, emit)?;
         if self.dirty {
             self.pending = true;
@@ -118,7 +179,11 @@ impl Stage for BreakerStage {
         self.maybe_persist()
     }
 
-    fn finish(&mut self, _emit: &mut Emit<'_>) -> Result<(), StageError> {
+    fn finish(&mut self, emit: &mut Emit<'_>) -> Result<(), StageError> {
+        self.last_ops_check = Instant::now()
+            .checked_sub(OPS_CHECK)
+            .unwrap_or(self.last_ops_check);
+        self.apply_queued(emit)?;
         let c = self.breaker.counters();
         tracing::info!(
             passed = c.passed,
@@ -136,6 +201,7 @@ impl Stage for BreakerStage {
 impl Drop for BreakerStage {
     /// A run that stops early (closed stdout, an error) still keeps what it learned.
     fn drop(&mut self) {
+        self.apply_queued_unseen();
         if let Err(e) = self.persist() {
             tracing::warn!("{e}");
         }

@@ -116,28 +116,29 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
 impl StateLock {
     /// Creates the parent directory (0700) if needed and waits for the exclusive lock.
     pub fn acquire(path: &Path) -> Result<Self, StateError> {
-        if let Some(dir) = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
-        {
-            std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-        }
-        let lock_path = sidecar(path);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
+        let (lock, lock_path) = open_lock_file(path)?;
         lock.lock().map_err(io_err(&lock_path))?;
         remove_orphans(path);
         Ok(StateLock {
             path: path.to_owned(),
             _lock: lock,
         })
+    }
+
+    /// Like [`StateLock::acquire`], but `None` at once when another process holds the lock
+    /// (a long-running filter), so a short command can do something else than wait.
+    pub fn try_acquire(path: &Path) -> Result<Option<Self>, StateError> {
+        let (lock, lock_path) = open_lock_file(path)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
+        }
+        remove_orphans(path);
+        Ok(Some(StateLock {
+            path: path.to_owned(),
+            _lock: lock,
+        }))
     }
 
     /// The state file's path.
@@ -260,6 +261,26 @@ fn remove_orphans(state: &Path) {
     }
 }
 
+fn open_lock_file(path: &Path) -> Result<(File, PathBuf), StateError> {
+    if let Some(dir) = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    let lock_path = sidecar(path);
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(io_err(&lock_path))?;
+    Ok((lock, lock_path))
+}
+
 fn sidecar(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(".lock");
@@ -300,6 +321,16 @@ mod tests {
         assert!(!old.exists());
         assert!(young.exists());
         assert!(other.exists());
+    }
+
+    #[test]
+    fn try_acquire_says_none_while_another_holder_has_the_lock() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s.json");
+        let held = StateLock::acquire(&p).unwrap();
+        assert!(StateLock::try_acquire(&p).unwrap().is_none());
+        drop(held);
+        assert!(StateLock::try_acquire(&p).unwrap().is_some());
     }
 
     #[test]

@@ -224,8 +224,11 @@ pub enum TransportConf {
     Ssh,
     /// A resident `ugro-probe --serve` child on this machine.
     Local,
-    /// A resident child started from this argv (no shell); `{node}`, `{host}`, `{port}` and
-    /// `{user}` are replaced. It must behave like `ugro-probe --serve`.
+    /// A resident child started from this argv (no shell); `{node}`, `{host}`, `{port}`,
+    /// `{user}` and `{expect_gpus}` (the node's `expected_gpus`, empty when unset) are replaced,
+    /// and an argument that is exactly `{probe_args}` becomes the `probe.args` list (zero or
+    /// more arguments). Nothing else is added: the template must pass what the probe needs.
+    /// It must behave like `ugro-probe --serve`.
     Command(Vec<String>),
 }
 
@@ -268,7 +271,9 @@ pub struct NodeConf {
     /// Free-form tags (`--tag` selects by them).
     #[serde(default)]
     pub tags: Vec<String>,
-    /// GPUs this node should have (passed to the probe as `--expect-gpus`).
+    /// GPUs this node should have (passed to the probe as `--expect-gpus` by the ssh and local
+    /// transports; a `command` transport receives it only where its template has
+    /// `{expect_gpus}`).
     #[serde(default)]
     pub expected_gpus: Option<u32>,
     /// Transport override.
@@ -510,9 +515,19 @@ fn check_transport(t: &TransportConf) -> Result<(), String> {
                 let tail = &rest[i..];
                 let Some(j) = tail.find('}') else { break };
                 let name = &tail[1..j];
-                if !matches!(name, "node" | "host" | "port" | "user") {
+                if name == "probe_args" && a != "{probe_args}" {
+                    return Err(
+                        "command: {probe_args} must be a whole argument (it becomes probe.args)"
+                            .into(),
+                    );
+                }
+                if !matches!(
+                    name,
+                    "node" | "host" | "port" | "user" | "expect_gpus" | "probe_args"
+                ) {
                     return Err(format!(
-                        "command: unknown placeholder {{{name}}} (known: {{node}} {{host}} {{port}} {{user}})"
+                        "command: unknown placeholder {{{name}}} (known: {{node}} {{host}} {{port}} \
+                         {{user}} {{expect_gpus}} {{probe_args}})"
                     ));
                 }
                 rest = &tail[j + 1..];
@@ -522,23 +537,67 @@ fn check_transport(t: &TransportConf) -> Result<(), String> {
     Ok(())
 }
 
-/// Substitutes the placeholders of a command template for one node.
-pub fn expand_argv(template: &[String], node: &NodeConf, ssh: &SshDefaults) -> Vec<String> {
+/// Substitutes the placeholders of a command template for one node; an argument that is
+/// exactly `{probe_args}` becomes `probe_args` (zero or more arguments).
+pub fn expand_argv(
+    template: &[String],
+    node: &NodeConf,
+    ssh: &SshDefaults,
+    probe_args: &[String],
+) -> Vec<String> {
     let port = node
         .port
         .or(ssh.port)
         .map(|p| p.to_string())
         .unwrap_or_else(|| "22".into());
     let user = node.user.as_deref().or(ssh.user.as_deref()).unwrap_or("");
-    template
-        .iter()
-        .map(|a| {
+    let gpus = node
+        .expected_gpus
+        .map(|n| n.to_string())
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(template.len() + probe_args.len());
+    for a in template {
+        if a == "{probe_args}" {
+            out.extend(probe_args.iter().cloned());
+            continue;
+        }
+        out.push(
             a.replace("{node}", &node.name)
                 .replace("{host}", node.host())
                 .replace("{port}", &port)
                 .replace("{user}", user)
-        })
-        .collect()
+                .replace("{expect_gpus}", &gpus),
+        );
+    }
+    out
+}
+
+impl Cluster {
+    /// Settings that are valid but will not do what they seem to: `expected_gpus` or
+    /// `probe.args` on a node whose command template does not pass them on.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        for n in &self.nodes {
+            let TransportConf::Command(t) = self.transport_of(n) else {
+                continue;
+            };
+            if n.expected_gpus.is_some() && !t.iter().any(|a| a.contains("{expect_gpus}")) {
+                w.push(format!(
+                    "node {}: expected_gpus is not passed on: its command transport has no \
+                     {{expect_gpus}} placeholder",
+                    n.name
+                ));
+            }
+            if !self.probe.args.is_empty() && !t.iter().any(|a| a == "{probe_args}") {
+                w.push(format!(
+                    "node {}: probe.args is not passed on: its command transport has no \
+                     {{probe_args}} argument",
+                    n.name
+                ));
+            }
+        }
+        w
+    }
 }
 
 #[cfg(test)]
@@ -599,7 +658,10 @@ mod tests {
         let TransportConf::Command(argv) = t else {
             panic!("not a command")
         };
-        assert_eq!(expand_argv(&argv, &c.nodes[1], &c.ssh), ["fake", "b", "b"]);
+        assert_eq!(
+            expand_argv(&argv, &c.nodes[1], &c.ssh, &c.probe.args),
+            ["fake", "b", "b"]
+        );
     }
 
     #[test]
@@ -663,6 +725,63 @@ mod tests {
             d.intervals = Intervals::default();
             d
         });
+    }
+
+    #[test]
+    fn command_template_receives_expected_gpus_and_probe_args() {
+        let c = parse(
+            "probe:\n  args: [--gpu-fixture, f.json]\n\
+             transport:\n  command: [p, '{node}', '--expect-gpus={expect_gpus}', '{probe_args}', end]\n\
+             nodes:\n  - name: a\n    expected_gpus: 8\n  - name: b\n",
+        )
+        .unwrap();
+        let TransportConf::Command(t) = c.transport.clone() else {
+            panic!("not a command")
+        };
+        assert_eq!(
+            expand_argv(&t, &c.nodes[0], &c.ssh, &c.probe.args),
+            [
+                "p",
+                "a",
+                "--expect-gpus=8",
+                "--gpu-fixture",
+                "f.json",
+                "end"
+            ]
+        );
+        assert_eq!(
+            expand_argv(&t, &c.nodes[1], &c.ssh, &[]),
+            ["p", "b", "--expect-gpus=", "end"]
+        );
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    }
+
+    #[test]
+    fn command_template_that_drops_expected_gpus_or_probe_args_is_warned_about() {
+        let c = parse(
+            "probe:\n  args: [-x]\ntransport:\n  command: [p, '{node}']\n\
+             nodes:\n  - name: a\n    expected_gpus: 8\n  - name: b\n",
+        )
+        .unwrap();
+        let w = c.warnings();
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(
+            w[0].contains("node a") && w[0].contains("expected_gpus"),
+            "{w:?}"
+        );
+        assert!(
+            w.iter()
+                .all(|m| !m.contains("node b") || m.contains("probe.args"))
+        );
+    }
+
+    #[test]
+    fn probe_args_placeholder_inside_an_argument_is_refused() {
+        let e = parse("transport:\n  command: [x, '--a={probe_args}']\nnodes:\n  - name: a\n")
+            .unwrap_err();
+        let (_, field, msg) = line_field(e);
+        assert_eq!(field, "transport");
+        assert!(msg.contains("whole argument"), "{msg}");
     }
 
     #[test]

@@ -41,7 +41,12 @@ resident `ugro-probe --serve`; a poll writes a newline and reads one line, so st
 cost no handshake. Unless --no-deploy, a node without a ugro-probe whose SHA-256 matches the \
 local binary gets a copy in ~/.cache/ugro/ugro-probe-<sha256>, verified on the node before use. \
 `transport: local` runs the probe as a local child; `transport: {command: [argv]}` runs any \
-program speaking the same protocol ({node} {host} {port} {user} are substituted, no shell).
+program speaking the same protocol, no shell: {node} {host} {port} {user} and {expect_gpus} \
+(the node's expected_gpus, empty when unset) are substituted, and an argument that is exactly \
+{probe_args} becomes the probe.args list; nothing else is added, so a template that omits them \
+does not pass expected_gpus or probe.args on (--check and start-up warn about it). When a node's \
+`uname -m` differs from this machine's architecture, the local ugro-probe is not copied there: \
+probe.path is run as it is on the node (and a failure says so).
 
 A node that cannot be polled becomes a sample with `unreachable: {cause, message}` and no \
 sections: cause `ssh` (session could not be opened or died; reconnects back off from \
@@ -79,7 +84,11 @@ replaced atomically.
 Signals: SIGINT/SIGTERM finish the polls in flight, close the probes and sessions, flush the \
 pipeline and the state (a second signal stops at once; SSH failures of polls in flight at that \
 moment are not reported, since a terminal's Ctrl-C also ends the ssh control masters); SIGHUP reloads the cluster file (a bad \
-file is reported and the running configuration kept). A closed stdout stops quietly with status 0.";
+file is reported and the running configuration kept); the command-line --interval, \
+--max-interval, --timeout, --concurrency, --activity-file and --jobs-cmd still override it. \
+Nodes whose connection settings are unchanged keep their session and resident probe (new \
+timing — intervals, timeout — applies to them at their next poll); changed nodes are \
+reconnected, added SSH nodes are deployed to like the first ones (unless --no-deploy). A closed stdout stops quietly with status 0.";
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -286,7 +295,11 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             ));
         }
     };
-    apply_overrides(&mut cluster, &cli)?;
+    let overrides = Overrides::from_cli(&cli)?;
+    overrides.apply(&mut cluster)?;
+    for w in cluster.warnings() {
+        tracing::warn!("{w}");
+    }
     if cli.check {
         return check(&cluster);
     }
@@ -318,6 +331,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     let opts = monitor::LiveOpts {
         cycles: cli.cycles,
         deploy: !cli.no_deploy,
+        overrides,
         cluster_path: cli.cluster.clone(),
         tags: cli.tag.clone(),
         stats_every: cli.stats_every.unwrap_or(cluster.state.stats_every),
@@ -332,40 +346,79 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     Ok(exit.into())
 }
 
-fn apply_overrides(c: &mut Cluster, cli: &Cli) -> Result<(), Error> {
-    if let Some(d) = cli.interval {
-        c.intervals.base = d;
-    }
-    if let Some(d) = cli.max_interval {
-        c.intervals.max = d;
-    } else if c.intervals.max < c.intervals.base {
-        c.intervals.max = c.intervals.base;
-    }
-    if c.intervals.base.is_zero() || c.intervals.max < c.intervals.base {
-        return Err(Error::Usage(
-            "--interval must be more than 0 and --max-interval at least --interval".into(),
-        ));
-    }
-    if let Some(d) = cli.timeout {
-        if d.is_zero() {
+/// The command-line settings that replace cluster-file values; kept for the whole run so a
+/// SIGHUP reload applies them again on top of the reloaded file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--interval`.
+    pub interval: Option<Duration>,
+    /// `--max-interval`.
+    pub max_interval: Option<Duration>,
+    /// `--timeout`.
+    pub timeout: Option<Duration>,
+    /// `--concurrency`.
+    pub concurrency: Option<u32>,
+    /// `--activity-file`.
+    pub activity_file: Option<PathBuf>,
+    /// `--jobs-cmd`, split.
+    pub jobs_cmd: Option<Vec<String>>,
+}
+
+impl Overrides {
+    /// The overrides given on a command line.
+    pub fn from_cli(cli: &Cli) -> Result<Overrides, Error> {
+        let jobs_cmd = match &cli.jobs_cmd {
+            None => None,
+            Some(cmd) => {
+                let argv: Vec<String> = cmd.split_whitespace().map(str::to_owned).collect();
+                if argv.is_empty() {
+                    return Err(Error::Usage("--jobs-cmd is empty".into()));
+                }
+                Some(argv)
+            }
+        };
+        if cli.timeout.is_some_and(|d| d.is_zero()) {
             return Err(Error::Usage("--timeout must be more than 0".into()));
         }
-        c.timeout = d;
+        Ok(Overrides {
+            interval: cli.interval,
+            max_interval: cli.max_interval,
+            timeout: cli.timeout,
+            concurrency: cli.concurrency,
+            activity_file: cli.activity_file.clone(),
+            jobs_cmd,
+        })
     }
-    if let Some(n) = cli.concurrency {
-        c.concurrency = usize::try_from(n).unwrap_or(usize::MAX);
-    }
-    if let Some(f) = &cli.activity_file {
-        c.activity.file = Some(f.clone());
-    }
-    if let Some(cmd) = &cli.jobs_cmd {
-        let argv: Vec<String> = cmd.split_whitespace().map(str::to_owned).collect();
-        if argv.is_empty() {
-            return Err(Error::Usage("--jobs-cmd is empty".into()));
+
+    /// Puts the overrides into a (freshly loaded) cluster.
+    pub fn apply(&self, c: &mut Cluster) -> Result<(), Error> {
+        if let Some(d) = self.interval {
+            c.intervals.base = d;
         }
-        c.activity.jobs_cmd = Some(argv);
+        if let Some(d) = self.max_interval {
+            c.intervals.max = d;
+        } else if c.intervals.max < c.intervals.base {
+            c.intervals.max = c.intervals.base;
+        }
+        if c.intervals.base.is_zero() || c.intervals.max < c.intervals.base {
+            return Err(Error::Usage(
+                "--interval must be more than 0 and --max-interval at least --interval".into(),
+            ));
+        }
+        if let Some(d) = self.timeout {
+            c.timeout = d;
+        }
+        if let Some(n) = self.concurrency {
+            c.concurrency = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(f) = &self.activity_file {
+            c.activity.file = Some(f.clone());
+        }
+        if let Some(argv) = &self.jobs_cmd {
+            c.activity.jobs_cmd = Some(argv.clone());
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 fn check(c: &Cluster) -> Result<ExitCode, Error> {
@@ -375,7 +428,7 @@ fn check(c: &Cluster) -> Result<ExitCode, Error> {
             config::TransportConf::Ssh => serde_json::json!("ssh"),
             config::TransportConf::Local => serde_json::json!("local"),
             config::TransportConf::Command(a) => {
-                serde_json::json!({"command": config::expand_argv(a, n, &c.ssh)})
+                serde_json::json!({"command": config::expand_argv(a, n, &c.ssh, &c.probe.args)})
             }
         };
         let rec = serde_json::json!({

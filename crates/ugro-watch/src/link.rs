@@ -175,7 +175,7 @@ pub fn spec_for(
     probe_args.extend(cluster.probe.args.iter().cloned());
     let kind = match cluster.transport_of(node) {
         TransportConf::Command(t) => LinkKind::Child {
-            argv: expand_argv(t, node, &cluster.ssh),
+            argv: expand_argv(t, node, &cluster.ssh, &cluster.probe.args),
         },
         TransportConf::Local => {
             let p = local_probe.ok_or_else(|| {
@@ -228,6 +228,8 @@ pub struct Link {
     reconnect_max: Duration,
     session: Option<Arc<openssh::Session>>,
     remote_probe: Option<String>,
+    /// Why the local binary was not deployed (architecture mismatch); added to probe errors.
+    deploy_note: Option<String>,
     resident: Option<Resident>,
     backoff: Duration,
     retry_at: Option<Instant>,
@@ -259,6 +261,7 @@ impl Link {
             reconnect_max,
             session: None,
             remote_probe: None,
+            deploy_note: None,
             resident: None,
             backoff: reconnect_min,
             retry_at: None,
@@ -267,8 +270,31 @@ impl Link {
         }
     }
 
+    /// New timeout and reconnect backoff (SIGHUP); the session and probe stay.
+    pub fn set_timing(
+        &mut self,
+        timeout: Duration,
+        reconnect_min: Duration,
+        reconnect_max: Duration,
+    ) {
+        self.timeout = timeout;
+        self.reconnect_min = reconnect_min;
+        self.reconnect_max = reconnect_max;
+        self.backoff = self.backoff.max(reconnect_min).min(reconnect_max);
+    }
+
     /// One poll: the probe's reply line, or why there is none.
     pub async fn poll(&mut self) -> Result<String, PollError> {
+        let r = self.poll_inner().await;
+        match (r, &self.deploy_note) {
+            (Err(PollError::Probe(m)), Some(note)) => {
+                Err(PollError::Probe(format!("{m} ({note})")))
+            }
+            (r, _) => r,
+        }
+    }
+
+    async fn poll_inner(&mut self) -> Result<String, PollError> {
         if self.resident.is_none() {
             if let (Some(at), Some(e)) = (self.retry_at, &self.last_error)
                 && Instant::now() < at
@@ -359,12 +385,24 @@ impl Link {
                     return Err(PollError::Ssh("no session".into()));
                 };
                 if self.remote_probe.is_none() {
+                    self.deploy_note = None;
                     let p = match &s.deploy {
                         Some(local) => deploy(&session, &s.probe_path, local).await,
-                        None => Ok(s.probe_path.clone()),
+                        None => Ok(Deployed::Path(s.probe_path.clone())),
                     };
                     match p {
-                        Ok(p) => self.remote_probe = Some(p),
+                        Ok(Deployed::Path(p)) => self.remote_probe = Some(p),
+                        Ok(Deployed::ArchMismatch { remote }) => {
+                            let note = format!(
+                                "node is {remote}, the local ugro-probe is {}: not deployed, \
+                                 running probe.path {:?} as it is on the node",
+                                std::env::consts::ARCH,
+                                s.probe_path
+                            );
+                            tracing::warn!(node = %self.spec.node, "{note}");
+                            self.deploy_note = Some(note);
+                            self.remote_probe = Some(s.probe_path.clone());
+                        }
                         Err(e) => return Err(self.session_or(e).await),
                     }
                 }
@@ -476,6 +514,12 @@ impl Link {
                         // The probe may be a stale copy; check the deployment again.
                         self.remote_probe = None;
                         PollError::Probe(format!("remote probe exited ({st})"))
+                    }
+                    // The session answered the check above, so this is the command: exit 127
+                    // (not found) or a probe killed by a signal.
+                    Ok(Err(e @ openssh::Error::Remote(_))) => {
+                        let probe = self.remote_probe.take().unwrap_or_default();
+                        PollError::Probe(format!("remote probe {probe:?}: {}", flatten(&e)))
                     }
                     Ok(Err(e)) => {
                         self.close_session().await;
@@ -589,9 +633,11 @@ fn flatten(e: &dyn std::error::Error) -> String {
     s
 }
 
-// Prints the path of a probe whose SHA-256 matches: the per-user cache copy first, then the
-// configured path. `sha256sum` is coreutils, present wherever a GNU userland is.
-const CHECK: &str = r#"want="$2"; c="${XDG_CACHE_HOME:-$HOME/.cache}/ugro/ugro-probe-$want"
+// Prints the node's architecture, then the path of a probe whose SHA-256 matches: the per-user
+// cache copy first, then the configured path. `sha256sum` is coreutils, present wherever a GNU
+// userland is.
+const CHECK: &str = r#"echo "arch $(uname -m 2>/dev/null)"
+want="$2"; c="${XDG_CACHE_HOME:-$HOME/.cache}/ugro/ugro-probe-$want"
 for f in "$c" "$(command -v -- "$1" 2>/dev/null)"; do
   if [ -n "$f" ] && [ -x "$f" ] && [ "$(sha256sum < "$f" | cut -d' ' -f1)" = "$want" ]; then
     echo "ok $f"; exit 0
@@ -609,12 +655,53 @@ got=$(sha256sum < "$t" | cut -d' ' -f1)
 if [ "$got" != "$want" ]; then rm -f -- "$t"; echo "sha256 mismatch: got $got" >&2; exit 3; fi
 chmod 700 "$t" && mv -f -- "$t" "$f" && echo "$f""#;
 
+/// What the deploy step settled on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Deployed {
+    /// Run the probe at this remote path.
+    Path(String),
+    /// The node's architecture differs from this machine's: the local binary cannot run there.
+    ArchMismatch {
+        /// `uname -m` of the node.
+        remote: String,
+    },
+}
+
+/// The Rust name (`std::env::consts::ARCH`) of a `uname -m` machine name; `None` when unknown.
+pub fn rust_arch(uname_m: &str) -> Option<&'static str> {
+    Some(match uname_m.trim() {
+        "x86_64" | "amd64" => "x86_64",
+        "aarch64" | "arm64" | "aarch64_be" | "armv8b" | "armv8l" => "aarch64",
+        "i386" | "i486" | "i586" | "i686" => "x86",
+        m if m.starts_with("armv") => "arm",
+        "ppc64" | "ppc64le" => "powerpc64",
+        "ppc" => "powerpc",
+        "riscv64" => "riscv64",
+        "s390x" => "s390x",
+        "loongarch64" => "loongarch64",
+        "mips64" => "mips64",
+        "mips" => "mips",
+        "sparc64" => "sparc64",
+        _ => return None,
+    })
+}
+
+/// Whether the local binary (built for `local_arch`) may be copied to a node whose `uname -m`
+/// printed `remote`. An empty or unknown answer does not block deploy: the copy is still
+/// verified by hash, and refusing would break nodes whose uname is merely unusual.
+pub fn arch_allows_deploy(local_arch: &str, remote: &str) -> bool {
+    match rust_arch(remote) {
+        Some(r) => r == local_arch,
+        None => true,
+    }
+}
+
 /// Makes sure the node has a probe with the local binary's SHA-256 and returns its path.
 async fn deploy(
     session: &Arc<openssh::Session>,
     configured: &str,
     local: &LocalProbe,
-) -> Result<String, PollError> {
+) -> Result<Deployed, PollError> {
     let out = session
         .command("sh")
         .arg("-c")
@@ -627,10 +714,20 @@ async fn deploy(
         .output()
         .await
         .map_err(|e| PollError::Ssh(format!("deploy check: {}", flatten(&e))))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let text = text.trim();
+    let all = String::from_utf8_lossy(&out.stdout);
+    let mut text = all.trim();
+    if let Some(rest) = text.strip_prefix("arch ") {
+        let (arch, rest) = rest.split_once('\n').unwrap_or((rest, ""));
+        let arch = arch.trim();
+        if !arch_allows_deploy(std::env::consts::ARCH, arch) {
+            return Ok(Deployed::ArchMismatch {
+                remote: arch.to_owned(),
+            });
+        }
+        text = rest.trim();
+    }
     if let Some(p) = text.strip_prefix("ok ") {
-        return Ok(p.to_owned());
+        return Ok(Deployed::Path(p.to_owned()));
     }
     let Some(target) = text.strip_prefix("need ") else {
         return Err(PollError::Probe(format!(
@@ -677,7 +774,7 @@ async fn deploy(
         )));
     }
     tracing::info!("deployed ugro-probe to {target}");
-    Ok(target.to_owned())
+    Ok(Deployed::Path(target.to_owned()))
 }
 
 #[cfg(test)]
@@ -702,6 +799,77 @@ mod tests {
             LocalProbe::open(&p).unwrap().sha256,
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn local_binary_is_deployed_only_to_nodes_of_the_same_architecture() {
+        assert!(arch_allows_deploy("x86_64", "x86_64"));
+        assert!(arch_allows_deploy("x86_64", "amd64\n"));
+        assert!(arch_allows_deploy("aarch64", "arm64"));
+        assert!(arch_allows_deploy("aarch64", "aarch64"));
+        assert!(!arch_allows_deploy("x86_64", "aarch64"));
+        assert!(!arch_allows_deploy("aarch64", "x86_64"));
+        assert!(!arch_allows_deploy("x86_64", "i686"));
+        assert!(!arch_allows_deploy("x86_64", "ppc64le"));
+        // No answer (no uname) or an unheard-of name does not block deploy.
+        assert!(arch_allows_deploy("x86_64", ""));
+        assert!(arch_allows_deploy("x86_64", "vax"));
+        assert_eq!(rust_arch("armv7l"), Some("arm"));
+        assert!(arch_allows_deploy(
+            std::env::consts::ARCH,
+            match std::env::consts::ARCH {
+                "x86_64" => "x86_64",
+                "aarch64" => "aarch64",
+                _ => "",
+            }
+        ));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn new_timing_applies_to_a_running_link_without_restarting_its_probe() {
+        // The child prints its pid with every answer: the same pid means the same probe.
+        let spec = LinkSpec {
+            node: "n".into(),
+            kind: LinkKind::Child {
+                argv: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "while read -r _; do echo $$; done".into(),
+                ],
+            },
+        };
+        let mut l = Link::new(
+            spec,
+            Duration::from_secs(30),
+            Duration::ZERO,
+            Duration::ZERO,
+        );
+        let first = l.poll().await.unwrap();
+        l.set_timing(Duration::from_secs(20), Duration::ZERO, Duration::ZERO);
+        assert_eq!(l.poll().await.unwrap(), first);
+        assert_eq!(l.timeout, Duration::from_secs(20));
+        l.close().await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn shortened_timeout_applies_to_the_next_poll() {
+        let hang = LinkSpec {
+            node: "n".into(),
+            kind: LinkKind::Child {
+                argv: vec!["sleep".into(), "30".into()],
+            },
+        };
+        let mut l = Link::new(
+            hang,
+            Duration::from_secs(60),
+            Duration::ZERO,
+            Duration::ZERO,
+        );
+        l.set_timing(Duration::from_millis(200), Duration::ZERO, Duration::ZERO);
+        let t0 = std::time::Instant::now();
+        let e = l.poll().await.unwrap_err();
+        assert_eq!(e, PollError::Timeout(Duration::from_millis(200)));
+        assert!(t0.elapsed() < Duration::from_secs(30));
     }
 
     #[tokio::test(flavor = "current_thread")]

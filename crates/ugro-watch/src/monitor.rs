@@ -133,9 +133,25 @@ impl<W: Write> Core<W> {
         }
         let mut v = NodeView::new(name);
         v.keep_sample = self.state.is_some();
-        self.views.push(v);
-        self.index.insert(name.to_owned(), self.views.len() - 1);
-        self.views.len() - 1
+        // A row hidden by `forget` is used again, so nodes removed and added by reloads do
+        // not grow the table.
+        let i = match self.views.iter().position(|v| v.name.is_empty()) {
+            Some(i) => {
+                self.views[i] = v;
+                i
+            }
+            None => {
+                self.views.push(v);
+                self.views.len() - 1
+            }
+        };
+        self.index.insert(name.to_owned(), i);
+        i
+    }
+
+    /// Rows in the table, shown or hidden.
+    pub fn rows(&self) -> usize {
+        self.views.len()
     }
 
     /// A node's view.
@@ -392,6 +408,8 @@ pub struct LiveOpts {
     pub cycles: Option<u64>,
     /// Agentless deploy.
     pub deploy: bool,
+    /// Command-line settings, applied again after every SIGHUP reload.
+    pub overrides: crate::Overrides,
     /// The cluster file, for SIGHUP.
     pub cluster_path: Option<PathBuf>,
     /// Only nodes with one of these tags.
@@ -527,22 +545,41 @@ pub fn classify(v: &Value, util_threshold: u32) -> Outcome {
     }
 }
 
+/// The link settings a reload may change without reconnecting: timeout, reconnect backoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Timing {
+    timeout: Duration,
+    reconnect_min: Duration,
+    reconnect_max: Duration,
+}
+
+impl Timing {
+    fn of(c: &Cluster) -> Timing {
+        Timing {
+            timeout: c.timeout,
+            reconnect_min: c.intervals.reconnect_min,
+            reconnect_max: c.intervals.reconnect_max,
+        }
+    }
+}
+
 fn start_worker(
     idx: usize,
     spec: LinkSpec,
-    cluster: &Cluster,
+    timing: &tokio::sync::watch::Sender<Timing>,
     done: &mpsc::UnboundedSender<Done>,
 ) -> (mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<()>(1);
-    let mut link = Link::new(
-        spec,
-        cluster.timeout,
-        cluster.intervals.reconnect_min,
-        cluster.intervals.reconnect_max,
-    );
+    let mut timing = timing.subscribe();
+    let t = *timing.borrow_and_update();
+    let mut link = Link::new(spec, t.timeout, t.reconnect_min, t.reconnect_max);
     let done = done.clone();
     let handle = tokio::spawn(async move {
         while rx.recv().await.is_some() {
+            if timing.has_changed().unwrap_or(false) {
+                let t = *timing.borrow_and_update();
+                link.set_timing(t.timeout, t.reconnect_min, t.reconnect_max);
+            }
             let result = link.poll().await;
             if done.send(Done { idx, result }).is_err() {
                 break;
@@ -564,7 +601,11 @@ struct Live<'a, W: Write> {
     done_tx: mpsc::UnboundedSender<Done>,
     control: tempfile::TempDir,
     local_probe: Option<PathBuf>,
+    /// The hashed local probe, opened when the first SSH node is added (deploy on).
     deploy: Option<Arc<LocalProbe>>,
+    timing: tokio::sync::watch::Sender<Timing>,
+    /// Workers of removed or replaced nodes still closing their links.
+    closing: Vec<tokio::task::JoinHandle<()>>,
     stats: StatsAcc,
     busy: HashSet<String>,
     file_active: bool,
@@ -572,61 +613,109 @@ struct Live<'a, W: Write> {
 }
 
 impl<W: Write> Live<'_, W> {
+    /// The deploy binary for an SSH node, opened once (the first time one is added, at
+    /// start-up or by a reload); `None` with --no-deploy.
+    fn deploy_for(
+        &mut self,
+        n: &crate::config::NodeConf,
+    ) -> Result<Option<Arc<LocalProbe>>, Error> {
+        if !self.opts.deploy || *self.cluster.transport_of(n) != crate::config::TransportConf::Ssh {
+            return Ok(None);
+        }
+        if self.deploy.is_none() {
+            let p = self.local_probe.as_ref().ok_or_else(|| {
+                Error::Unavailable(
+                    "agentless deploy needs a local ugro-probe (next to ugro-watch or on PATH); \
+                     install one or pass --no-deploy"
+                        .into(),
+                )
+            })?;
+            self.deploy = Some(Arc::new(LocalProbe::open(p).map_err(Error::Io)?));
+        }
+        Ok(self.deploy.clone())
+    }
+
     fn add_nodes(&mut self) -> Result<(), Error> {
         let wanted: Vec<crate::config::NodeConf> =
             selected(&self.cluster, &self.opts.tags).cloned().collect();
         if wanted.is_empty() {
             return Err(Error::Usage("no node matches --tag".into()));
         }
-        let keep: HashSet<&str> = wanted.iter().map(|n| n.name.as_str()).collect();
-        for rt in self.nodes.iter_mut().filter(|n| !n.removed) {
-            if !keep.contains(rt.name.as_str()) {
-                rt.removed = true;
-                rt.tx = None;
-                self.sched.remove(rt.sched);
-                self.by_name.remove(&rt.name);
-                self.core.forget(&rt.name);
-            }
-        }
+        // Every spec first, so a reload that cannot be applied changes nothing.
+        let mut specs = Vec::with_capacity(wanted.len());
         for n in &wanted {
+            let deploy = self.deploy_for(n)?;
             let spec = spec_for(
                 &self.cluster,
                 n,
                 self.local_probe.as_deref(),
-                self.deploy.as_ref(),
+                deploy.as_ref(),
                 self.control.path(),
             )
             .map_err(Error::Unavailable)?;
-            let key = format!(
-                "{spec:?}|{:?}|{:?}",
-                self.cluster.timeout, self.cluster.intervals
-            );
-            if let Some(&i) = self.by_name.get(&n.name) {
+            // Timing (timeout, intervals) is not part of a node's identity: it reaches the
+            // running links through the timing channel, so a reload that changes only timing
+            // keeps every session and resident probe.
+            let key = format!("{spec:?}");
+            specs.push((n.name.clone(), spec, key));
+        }
+        let keep: HashSet<&str> = wanted.iter().map(|n| n.name.as_str()).collect();
+        let gone: Vec<usize> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, rt)| !rt.removed && !keep.contains(rt.name.as_str()))
+            .map(|(i, _)| i)
+            .collect();
+        for i in gone {
+            let name = self.nodes[i].name.clone();
+            self.retire(i);
+            self.by_name.remove(&name);
+            self.core.forget(&name);
+        }
+        for (name, spec, key) in specs {
+            if let Some(&i) = self.by_name.get(&name) {
                 if self.nodes[i].spec == key {
                     continue;
                 }
                 // Changed: the old worker finishes its poll (if any) and closes.
-                let rt = &mut self.nodes[i];
-                rt.removed = true;
-                rt.tx = None;
-                self.sched.remove(rt.sched);
+                self.retire(i);
             }
-            let idx = self.nodes.len();
-            let (tx, handle) = start_worker(idx, spec, &self.cluster, &self.done_tx);
-            let sched = self.sched.add(&n.name);
-            self.core.node(&n.name);
-            self.nodes.push(NodeRt {
-                name: n.name.clone(),
+            let sched = self.sched.add(&name);
+            let (tx, handle) = start_worker(sched, spec, &self.timing, &self.done_tx);
+            self.core.node(&name);
+            let rt = NodeRt {
+                name: name.clone(),
                 spec: key,
                 tx: Some(tx),
                 handle: Some(handle),
                 sched,
                 replies: 0,
                 removed: false,
-            });
-            self.by_name.insert(n.name.clone(), idx);
+            };
+            // The scheduler hands out a freed slot again only once its last poll has been
+            // answered, so no late answer can reach the slot's new node.
+            match self.nodes.get_mut(sched) {
+                Some(slot) => *slot = rt,
+                None => self.nodes.push(rt),
+            }
+            self.by_name.insert(name, sched);
         }
+        self.closing.retain(|h| !h.is_finished());
         Ok(())
+    }
+
+    /// Stops polling a node; its worker finishes the poll in flight (if any) and closes.
+    fn retire(&mut self, i: usize) {
+        let Some(rt) = self.nodes.get_mut(i) else {
+            return;
+        };
+        rt.removed = true;
+        rt.tx = None;
+        if let Some(h) = rt.handle.take() {
+            self.closing.push(h);
+        }
+        self.sched.remove(rt.sched);
     }
 
     fn reload(&mut self) {
@@ -634,16 +723,27 @@ impl<W: Write> Live<'_, W> {
             tracing::warn!("SIGHUP: no cluster file to reload (--local)");
             return;
         };
-        match Cluster::load(&path) {
+        let loaded = Cluster::load(&path)
+            .map_err(Error::Config)
+            .and_then(|mut c| {
+                self.opts.overrides.apply(&mut c)?;
+                Ok(c)
+            });
+        match loaded {
             Err(e) => tracing::error!("SIGHUP: keeping the running configuration: {e}"),
             Ok(c) => {
+                for w in c.warnings() {
+                    tracing::warn!("{w}");
+                }
                 let old = std::mem::replace(&mut self.cluster, c);
+                // Before adding nodes, so new ones get their phase in the new base interval.
                 self.sched.reconfigure(sched_conf(&self.cluster));
                 if let Err(e) = self.add_nodes() {
                     tracing::error!("SIGHUP: {e}; keeping the running configuration");
                     self.cluster = old;
                     self.sched.reconfigure(sched_conf(&self.cluster));
                 } else {
+                    self.timing.send_replace(Timing::of(&self.cluster));
                     tracing::info!("SIGHUP: reloaded {}", path.display());
                 }
             }
@@ -825,26 +925,11 @@ pub async fn live<W: Write>(
         .tempdir()
         .map_err(Error::Io)?;
     let local_probe = find_local_probe();
-    let any_ssh = cluster
-        .nodes
-        .iter()
-        .any(|n| *cluster.transport_of(n) == crate::config::TransportConf::Ssh);
-    let deploy = if opts.deploy && any_ssh {
-        let p = local_probe.as_ref().ok_or_else(|| {
-            Error::Unavailable(
-                "agentless deploy needs a local ugro-probe (next to ugro-watch or on PATH); \
-                 install one or pass --no-deploy"
-                    .into(),
-            )
-        })?;
-        Some(Arc::new(LocalProbe::open(p).map_err(Error::Io)?))
-    } else {
-        None
-    };
     raise_fd_limit();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let clock = SystemClock::default();
     let sched = Scheduler::new(sched_conf(&cluster));
+    let (timing, _) = tokio::sync::watch::channel(Timing::of(&cluster));
     let mut w = Live {
         cluster,
         opts,
@@ -856,7 +941,9 @@ pub async fn live<W: Write>(
         done_tx,
         control,
         local_probe,
-        deploy,
+        deploy: None,
+        timing,
+        closing: Vec::new(),
         stats: StatsAcc::default(),
         busy: HashSet::new(),
         file_active: false,
@@ -978,7 +1065,7 @@ pub async fn live<W: Write>(
         w.core.feed(&rec)?;
     }
     // Closing stdin ends each resident probe; the workers close their sessions.
-    let handles: Vec<_> = w
+    let mut handles: Vec<_> = w
         .nodes
         .iter_mut()
         .filter_map(|n| {
@@ -986,6 +1073,7 @@ pub async fn live<W: Write>(
             n.handle.take()
         })
         .collect();
+    handles.append(&mut w.closing);
     let budget = if forced { 1 } else { 5 };
     let _ = tokio::time::timeout(Duration::from_secs(budget), async {
         for h in handles {
@@ -1053,6 +1141,20 @@ fn raise_fd_limit() {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn forgotten_rows_are_used_again() {
+        let mut core = Core::new(Vec::new(), None, None, 10, false, false);
+        core.node("a");
+        for i in 0..50 {
+            let name = format!("n{i}");
+            core.node(&name);
+            core.forget(&name);
+        }
+        assert_eq!(core.rows(), 2);
+        assert!(core.view("a").is_some());
+        assert!(core.view("n49").is_none());
+    }
 
     #[test]
     fn unreachable_sample_has_cause_and_no_sections() {

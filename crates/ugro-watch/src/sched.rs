@@ -198,10 +198,11 @@ impl Scheduler {
         }
     }
 
-    /// Adds a node; returns its index. It is due in the current cycle.
+    /// Adds a node; returns its index. It is due in the current cycle. The slot of a removed
+    /// node whose last poll has finished is used again, so reloads do not grow the table.
     pub fn add(&mut self, name: &str) -> usize {
         let window = phase_window(&self.conf);
-        self.nodes.push(NodeSched {
+        let node = NodeSched {
             phase_ms: name_hash(name) % (window + 1),
             mult: 1,
             next_cycle: self.cycle,
@@ -210,8 +211,18 @@ impl Scheduler {
             removed: false,
             polls: 0,
             urgent: false,
-        });
+        };
+        if let Some(i) = self.nodes.iter().position(|n| n.removed && !n.in_flight) {
+            self.nodes[i] = node;
+            return i;
+        }
+        self.nodes.push(node);
         self.nodes.len() - 1
+    }
+
+    /// Slots in the table, live or free.
+    pub fn slots(&self) -> usize {
+        self.nodes.len()
     }
 
     /// Stops scheduling a node (its in-flight poll may still finish).
@@ -519,6 +530,35 @@ mod tests {
             now += 100;
         }
         polls
+    }
+
+    #[test]
+    fn removed_slots_are_used_again_once_their_poll_has_finished() {
+        let mut s = Scheduler::new(SchedConf {
+            spread: 0.0,
+            ..conf(64)
+        });
+        let a = s.add("a");
+        let b = s.add("b");
+        assert_eq!(s.due(0), vec![a, b]);
+        s.done(b, Outcome::default(), 10);
+        // `a` is still in flight: its slot must not go to a new node before it answers.
+        s.remove(a);
+        s.remove(b);
+        let c = s.add("c");
+        assert_eq!(c, b);
+        let d = s.add("d");
+        assert_eq!(d, 2);
+        s.done(a, Outcome::default(), 20);
+        assert_eq!(s.add("e"), a);
+        // Replacing a node over and over (one reload each) keeps the table the same size.
+        let mut idx = s.add("f");
+        for _ in 0..100 {
+            s.remove(idx);
+            idx = s.add("f");
+        }
+        assert_eq!(s.slots(), 4);
+        assert_eq!(s.in_flight(), 0);
     }
 
     #[test]

@@ -459,3 +459,173 @@ fn table_format_draws_a_live_table_coloured_unless_no_color() {
         "no colour for an unreachable node"
     );
 }
+
+fn stats_after(seen: &[(std::time::Instant, Value)], from: usize) -> Vec<&Value> {
+    seen[from..]
+        .iter()
+        .map(|(_, v)| v)
+        .filter(|v| v["kind"] == "stats")
+        .collect()
+}
+
+#[test]
+fn command_line_intervals_survive_a_sighup_reload() {
+    let d = tempfile::tempdir().unwrap();
+    // The file keeps the default intervals (5s, 60s); the command line asks for 1s.
+    let body = |nodes: &str| format!("transport: {{command: {}}}\nnodes:\n{nodes}", fake("'0'"));
+    write(d.path(), "c.yaml", &body("  - name: a\n"));
+    let mut w = Running::start(
+        &[
+            "-c",
+            "c.yaml",
+            "--interval",
+            "1s",
+            "--max-interval",
+            "1s",
+            "--stats-every",
+            "1s",
+        ],
+        d.path(),
+    );
+    w.until(Duration::from_secs(20), "stats at 1 s", |s| {
+        stats_after(s, 0).iter().any(|v| v["interval_ms"] == 1000)
+    });
+    write(d.path(), "c.yaml", &body("  - name: a\n  - name: b\n"));
+    w.signal("HUP");
+    w.until(
+        Duration::from_secs(20),
+        "a sample from the added node",
+        |s| samples_of(s, "b").count() > 0,
+    );
+    let n = w.seen.len();
+    w.until(Duration::from_secs(20), "two stats after the reload", |s| {
+        stats_after(s, n).len() >= 2
+    });
+    for st in stats_after(&w.seen, n) {
+        assert_eq!(st["interval_ms"], 1000, "{st}");
+        assert_eq!(st["interval_max_ms"], 1000, "{st}");
+        assert_eq!(st["nodes"], 2, "{st}");
+    }
+    w.signal("TERM");
+    let (st, _) = w.wait(Duration::from_secs(20));
+    assert_eq!(st.code(), Some(0));
+}
+
+#[test]
+fn reload_that_changes_only_timing_keeps_the_resident_probes() {
+    let d = tempfile::tempdir().unwrap();
+    // Each start of a node's probe appends its pid to NODE.pids.
+    let cmd = format!(
+        "[sh, -c, 'echo $$ >> {{node}}.pids; exec {} {{node}} 0']",
+        fake_probe().display()
+    );
+    let body = |timing: &str| {
+        format!("{timing}transport: {{command: {cmd}}}\nnodes:\n  - name: a\n  - name: b\n")
+    };
+    write(
+        d.path(),
+        "c.yaml",
+        &body("intervals: {base: 200ms, max: 200ms, spread: 0}\ntimeout: 5s\n"),
+    );
+    let mut w = Running::start(&["-c", "c.yaml", "--stats-every", "500ms"], d.path());
+    w.until(Duration::from_secs(20), "samples from both", |s| {
+        samples_of(s, "a").count() >= 2 && samples_of(s, "b").count() >= 2
+    });
+    let pids = |n: &str| std::fs::read_to_string(d.path().join(format!("{n}.pids"))).unwrap();
+    let before = (pids("a"), pids("b"));
+    assert_eq!(before.0.lines().count(), 1, "{before:?}");
+    write(
+        d.path(),
+        "c.yaml",
+        &body("intervals: {base: 200ms, max: 800ms, spread: 0}\ntimeout: 3s\n"),
+    );
+    w.signal("HUP");
+    // Idle nodes now back off to the new maximum: the new timing is in force.
+    let n = w.seen.len();
+    w.until(
+        Duration::from_secs(20),
+        "idle nodes at the new maximum",
+        |s| {
+            stats_after(s, n)
+                .iter()
+                .any(|v| v["interval_max_ms"] == 800 && v["interval_ms"] == 800)
+        },
+    );
+    let n = w.seen.len();
+    w.until(Duration::from_secs(20), "both still polled", |s| {
+        samples_of(&s[n..], "a").count() > 0 && samples_of(&s[n..], "b").count() > 0
+    });
+    assert_eq!((pids("a"), pids("b")), before, "a probe was restarted");
+    w.signal("TERM");
+    let (st, _) = w.wait(Duration::from_secs(20));
+    assert_eq!(st.code(), Some(0));
+}
+
+#[test]
+fn command_transport_receives_expected_gpus_and_probe_args_and_check_warns_when_dropped() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "c.yaml",
+        "probe:\n  args: [--gpu-fixture, f.json]\n\
+         transport: {command: [p, '{node}', --expect-gpus, '{expect_gpus}', '{probe_args}']}\n\
+         nodes:\n  - {name: a, expected_gpus: 8}\n  - name: b\n    transport: {command: [q, '{node}']}\n    expected_gpus: 4\n",
+    );
+    let out = watch(d.path(), &["-c", "c.yaml", "--check"]);
+    assert!(out.status.success());
+    let recs = records(&out.stdout);
+    assert_eq!(
+        recs[0]["transport"]["command"],
+        serde_json::json!(["p", "a", "--expect-gpus", "8", "--gpu-fixture", "f.json"])
+    );
+    assert_eq!(
+        recs[1]["transport"]["command"],
+        serde_json::json!(["q", "b"])
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("node b: expected_gpus is not passed on"),
+        "{err}"
+    );
+    assert!(err.contains("node b: probe.args is not passed on"), "{err}");
+    assert!(!err.contains("node a:"), "{err}");
+}
+
+#[test]
+fn expected_gpus_reaches_a_command_transport_probe() {
+    let probe = probe_bin();
+    if !require(
+        "target/*/ugro-probe (cargo build --workspace)",
+        probe.is_some(),
+    ) {
+        return;
+    }
+    let Some(probe) = probe else { return };
+    let d = tempfile::tempdir().unwrap();
+    let fixture = gpu_fixture("h200x8-idle.json");
+    write(
+        d.path(),
+        "c.yaml",
+        &format!(
+            "probe:\n  args: [--gpu-fixture, {}]\n\
+             intervals: {{base: 300ms, max: 300ms}}\n\
+             transport: {{command: [{}, --serve, --node, '{{node}}', --expect-gpus, '{{expect_gpus}}', '{{probe_args}}']}}\n\
+             nodes:\n  - {{name: a, expected_gpus: 4}}\n",
+            fixture.display(),
+            probe.display()
+        ),
+    );
+    let out = watch(
+        d.path(),
+        &["-c", "c.yaml", "--cycles", "2", "--stats-every", "0"],
+    );
+    assert!(out.status.success());
+    let recs = records(&out.stdout);
+    let s = recs
+        .iter()
+        .find(|r| r["kind"] == "sample")
+        .expect("a sample");
+    assert!(s.get("unreachable").is_none(), "{s}");
+    assert_eq!(s["gpu"]["devices"].as_array().map(Vec::len), Some(8), "{s}");
+    assert_eq!(s["gpu"]["expected"], 4, "{s}");
+}

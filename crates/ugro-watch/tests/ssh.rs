@@ -37,6 +37,31 @@ fn sha256(p: &std::path::Path) -> String {
         .to_owned()
 }
 
+/// The probe copy deploy left in the fleet's cache, checked to sit under its own SHA-256.
+/// (Not compared with target/*/ugro-probe: other builds sharing the target directory may
+/// relink that file while a test runs.)
+fn deployed_copy(fleet: &SshFleet) -> Option<std::path::PathBuf> {
+    let dir = fleet.cache.join("ugro");
+    let copies: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("ugro-probe-") && !n.contains(".tmp."))
+        })
+        .collect();
+    assert!(copies.len() <= 1, "{copies:?}");
+    let copy = copies.into_iter().next()?;
+    let name = copy.file_name()?.to_str()?.to_owned();
+    assert_eq!(
+        name.strip_prefix("ugro-probe-"),
+        Some(sha256(&copy).as_str())
+    );
+    Some(copy)
+}
+
 #[test]
 fn eight_nodes_are_polled_over_ssh_through_a_deployed_probe() {
     let Some(probe) = ready() else { return };
@@ -71,11 +96,10 @@ fn eight_nodes_are_polled_over_ssh_through_a_deployed_probe() {
             assert_eq!(r["gpu"]["devices"].as_array().map(Vec::len), Some(8));
         }
     }
-    // The deployed copy sits in the per-user cache under its SHA-256, identical to the local one.
-    let want = sha256(&probe);
-    let copy = fleet.cache.join("ugro").join(format!("ugro-probe-{want}"));
-    assert!(copy.is_file(), "{} missing", copy.display());
-    assert_eq!(sha256(&copy), want);
+    // The deployed copy sits in the per-user cache under its SHA-256, the size of a probe.
+    let copy = deployed_copy(&fleet).expect("no deployed copy");
+    assert!(std::fs::metadata(&copy).unwrap().len() > 1_000_000);
+    assert!(probe.is_file());
 }
 
 #[test]
@@ -229,6 +253,14 @@ fn stopped_sshd_makes_its_node_unreachable_without_delaying_the_others_and_resta
         let s = node_state(7);
         s["state"] == "healthy" && s["breaker"]["state"] == "closed"
     });
+    // Enough history for the gap check below, however fast the scenario above went.
+    wait("more than ten samples from each other node", &|| {
+        (0..7).all(|i| {
+            node_state(i)["history"]
+                .as_array()
+                .is_some_and(|h| h.len() > 10)
+        })
+    });
     w.signal("TERM");
     let (st, out) = w.wait(Duration::from_secs(30));
     assert!(st.success(), "{st}");
@@ -266,4 +298,129 @@ fn stopped_sshd_makes_its_node_unreachable_without_delaying_the_others_and_resta
                 .all(|e| e["state"] == "healthy")
         );
     }
+}
+
+#[test]
+fn ssh_nodes_added_by_sighup_get_the_probe_deployed() {
+    let Some(probe) = ready() else { return };
+    let fleet = SshFleet::start(2);
+    let dir = fleet.dir.path();
+    let fixture = gpu_fixture("h200x8-idle.json");
+    // At start-up only a local node, so nothing decides about deploy for SSH yet.
+    let ssh_yaml = fleet.cluster_yaml(
+        "intervals: {base: 300ms, max: 300ms}\ntimeout: 5s\n",
+        &["--gpu-fixture", fixture.to_str().unwrap()],
+    );
+    let local_node = "  - name: here\n    transport: local\n";
+    let (head, ssh_nodes) = ssh_yaml.split_once("nodes:\n").unwrap();
+    std::fs::write(
+        dir.join("cluster.yaml"),
+        format!("{head}nodes:\n{local_node}"),
+    )
+    .unwrap();
+    let mut w = Running::start(&["-c", "cluster.yaml", "--stats-every", "0"], dir);
+    w.until(
+        Duration::from_secs(60),
+        "a sample from the local node",
+        |s| samples_of(s, "here").count() > 0,
+    );
+    std::fs::write(
+        dir.join("cluster.yaml"),
+        format!("{head}nodes:\n{local_node}{ssh_nodes}"),
+    )
+    .unwrap();
+    w.signal("HUP");
+    w.until(
+        Duration::from_secs(120),
+        "two samples from each added SSH node",
+        |s| (0..2).all(|i| samples_of(s, &format!("node-{i}")).count() >= 2),
+    );
+    w.signal("TERM");
+    let (st, recs) = w.wait(Duration::from_secs(30));
+    assert!(st.success(), "{st}");
+    for i in 0..2 {
+        let node = format!("node-{i}");
+        let last = recs
+            .iter()
+            .map(|(_, v)| v)
+            .rfind(|v| v["kind"] == "sample" && v["node"] == node.as_str())
+            .unwrap();
+        assert!(last.get("unreachable").is_none(), "{last}");
+    }
+    assert!(deployed_copy(&fleet).is_some(), "not deployed");
+    assert!(probe.is_file());
+}
+
+#[test]
+fn node_of_another_architecture_runs_its_own_probe_instead_of_a_copy() {
+    let Some(probe) = ready() else { return };
+    // A `uname` first on the sessions' PATH reports an architecture that is not this one.
+    let foreign = if std::env::consts::ARCH == "aarch64" {
+        "x86_64"
+    } else {
+        "aarch64"
+    };
+    let bin = tempfile::tempdir().unwrap();
+    let uname = bin.path().join("uname");
+    std::fs::write(&uname, format!("#!/bin/sh\necho {foreign}\n")).unwrap();
+    std::fs::set_permissions(&uname, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let fleet = SshFleet::start_with_env(
+        2,
+        &format!("PATH={}:/usr/local/bin:/usr/bin:/bin", bin.path().display()),
+    );
+    let dir = fleet.dir.path();
+    let fixture = gpu_fixture("h200x8-idle.json");
+    let yaml = fleet.cluster_yaml(
+        "intervals: {base: 300ms, max: 300ms}\ntimeout: 5s\n",
+        &["--gpu-fixture", fixture.to_str().unwrap()],
+    );
+    // probe.path is a name the node does not have: the poll fails and says why.
+    std::fs::write(
+        dir.join("missing.yaml"),
+        yaml.replace("probe:\n", "probe:\n  path: ugro-probe-not-installed\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(watch_bin())
+        .args(["-c", "missing.yaml", "--cycles", "2", "--stats-every", "0"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let recs = records(&out.stdout);
+    let samples: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "sample").collect();
+    assert!(!samples.is_empty());
+    for s in &samples {
+        assert_eq!(s["unreachable"]["cause"], "probe", "{s}");
+        let m = s["unreachable"]["message"].as_str().unwrap();
+        assert!(
+            m.contains(foreign) && m.contains(std::env::consts::ARCH) && m.contains("not deployed"),
+            "{m}"
+        );
+    }
+    assert!(
+        !fleet.cache.join("ugro").exists(),
+        "copied a binary of the wrong architecture"
+    );
+    // probe.path present on the node: it is run as it is.
+    std::fs::write(
+        dir.join("present.yaml"),
+        yaml.replace(
+            "probe:\n",
+            &format!("probe:\n  path: {}\n", probe.display()),
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(watch_bin())
+        .args(["-c", "present.yaml", "--cycles", "2", "--stats-every", "0"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let recs = records(&out.stdout);
+    let ok = recs
+        .iter()
+        .filter(|r| r["kind"] == "sample" && r.get("unreachable").is_none())
+        .count();
+    assert!(ok >= 2, "{recs:?}");
+    assert!(!fleet.cache.join("ugro").exists());
 }

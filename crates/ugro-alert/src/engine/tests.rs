@@ -290,6 +290,36 @@ fn flush_on_exit_notifies_a_one_shot_run_without_waiting() {
 }
 
 #[test]
+fn flush_on_exit_keeps_group_interval_across_cron_runs() {
+    let c = cfg(QUICK);
+    let mut st = EngineState::default();
+    let mut sent = Vec::new();
+    let runs: [&[(&str, i64)]; 4] = [
+        &[("n1", 0)],
+        &[("n1", 60), ("n2", 60)],
+        &[("n1", 90), ("n2", 90)],
+        &[("n1", 301), ("n2", 301)],
+    ];
+    for (i, run) in runs.iter().enumerate() {
+        let mut h = H {
+            e: Engine::new(c.clone(), st),
+        };
+        let mut got = Vec::new();
+        for (n, s) in *run {
+            got.extend(h.feed(&sample(n, *s, "critical", "")));
+        }
+        got.extend(h.finish());
+        st = h.e.st.clone();
+        sent.push((i, got.iter().map(|n| n.alerts.len()).collect::<Vec<_>>()));
+    }
+    assert_eq!(
+        sent,
+        [(0, vec![1]), (1, vec![]), (2, vec![]), (3, vec![2])],
+        "n2 waits for group_interval (5m) after the first notification"
+    );
+}
+
+#[test]
 fn watchdog_always_fires() {
     let mut c = cfg(QUICK);
     c.global.watchdog = true;
@@ -364,11 +394,13 @@ fn alertmanager_receiver_resends_firing_alerts_with_prometheus_ends_at() {
         Some(Timestamp(T0 + 240_000)),
         "now + 4 x resend_interval"
     );
+    h.e.am_result(&[(&out.am[0], true)]);
     let mut out = Out::default();
     h.e.advance(Timestamp(T0 + 30_000), &mut out);
     assert!(out.am.is_empty(), "not yet due");
     h.e.advance(Timestamp(T0 + 60_000), &mut out);
     assert_eq!(out.am[0].alerts[0].ends_at, Some(Timestamp(T0 + 300_000)));
+    h.e.am_result(&[(&out.am[0], true)]);
     let l2 = sample("n1", 70, "healthy", "");
     let rec: Input<'_> = serde_json::from_str(&l2).unwrap();
     let mut out = Out::default();
@@ -380,5 +412,92 @@ fn alertmanager_receiver_resends_firing_alerts_with_prometheus_ends_at() {
         Some(Timestamp(T0 + 70_000)),
         "resolved with its resolve time"
     );
+    assert_eq!(h.e.alerts().count(), 1, "kept until delivered");
+    h.e.am_result(&[(&out.am[0], true)]);
     assert_eq!(h.e.alerts().count(), 0);
+}
+
+#[test]
+fn a_resolve_alertmanager_did_not_take_is_sent_again_at_the_next_resend() {
+    let c = cfg(
+        "route:\n  receiver: am\nreceivers:\n  - name: am\n    alertmanager: {urls: ['http://127.0.0.1:9'], resend_interval: 1m}\n",
+    );
+    let mut h = H::new(c);
+    let observe = |h: &mut H, line: &str| {
+        let rec: Input<'_> = serde_json::from_str(line).unwrap();
+        let mut out = Out::default();
+        h.e.observe(&rec, &mut out);
+        out
+    };
+    let out = observe(&mut h, &sample("n1", 0, "critical", ""));
+    h.e.am_result(&[(&out.am[0], true)]);
+    let out = observe(&mut h, &sample("n1", 10, "healthy", ""));
+    assert_eq!(out.am[0].alerts[0].status, AlertStatus::Resolved);
+    h.e.am_result(&[(&out.am[0], false)]);
+    let mut out = Out::default();
+    h.e.advance(Timestamp(T0 + 30_000), &mut out);
+    assert!(
+        out.am.is_empty(),
+        "no retry on every record during an outage"
+    );
+    h.e.advance(Timestamp(T0 + 71_000), &mut out);
+    assert_eq!(out.am.len(), 1, "retried at the next resend");
+    let a = &out.am[0].alerts[0];
+    assert_eq!(a.status, AlertStatus::Resolved);
+    assert_eq!(a.ends_at, Some(Timestamp(T0 + 10_000)));
+    h.e.am_result(&[(&out.am[0], true)]);
+    assert_eq!(h.e.alerts().count(), 0);
+    let mut out = Out::default();
+    h.e.advance(Timestamp(T0 + 200_000), &mut out);
+    assert!(out.am.is_empty());
+}
+
+#[test]
+fn circuit_alert_stays_firing_while_the_breaker_is_half_open() {
+    let mut h = H::new(cfg(QUICK));
+    let with = |s: i64, state: &str| {
+        let l = sample("n1", s, "healthy", "");
+        format!(
+            "{},\"breaker\":{{\"state\":\"{state}\"}}}}",
+            &l[..l.len() - 1]
+        )
+    };
+    h.feed(&with(0, "open"));
+    assert_eq!(
+        names(&h.at(30)),
+        [("NodeCircuitOpen".into(), "firing".into())]
+    );
+    h.feed(&with(100, "half_open"));
+    assert!(h.at(400).is_empty(), "half-open is no recovery");
+    h.feed(&with(500, "closed"));
+    assert_eq!(
+        names(&h.at(800)),
+        [("NodeCircuitOpen".into(), "resolved".into())]
+    );
+}
+
+#[test]
+fn slurm_drain_gets_the_resolve_of_a_drained_node_even_while_cluster_degraded_inhibits_it() {
+    let mut h = H::new(cfg(
+        "route:\n  receiver: drain\n  group_by: [node]\n  group_wait: 0s\n  group_interval: 1s\nreceivers:\n  - name: drain\n    slurm_drain: {}\n",
+    ));
+    for n in ["n2", "n3", "n4"] {
+        h.feed(&sample(n, 0, "healthy", ""));
+    }
+    let n = h.feed(&sample("n1", 1, "critical", ""));
+    assert_eq!(names(&n), [("NodeCritical".into(), "firing".into())]);
+    for (i, n) in ["n2", "n3", "n4"].iter().enumerate() {
+        h.feed(&sample(n, 10 + i as i64, "critical", ""));
+    }
+    // n1 recovers while the cluster is still degraded (3 of 4): its resolve reaches the
+    // drain receiver although ClusterDegraded inhibits it.
+    let mut n = h.feed(&sample("n1", 20, "healthy", ""));
+    n.extend(h.at(25));
+    let resolved: Vec<_> = n
+        .iter()
+        .flat_map(|n| &n.alerts)
+        .filter(|a| a.labels["alertname"] == "NodeCritical")
+        .map(|a| (a.labels["node"].clone(), a.status))
+        .collect();
+    assert_eq!(resolved, [("n1".to_owned(), AlertStatus::Resolved)]);
 }

@@ -29,6 +29,11 @@ fn unreachable(node: &str, secs: i64) -> String {
     .to_string()
 }
 
+/// A breaker whose wall clock is far ahead of every test record (the skew test sets its own).
+fn brk(cfg: BreakerConfig, data: BreakerData) -> Breaker {
+    Breaker::new(cfg, data).with_clock(|| at(100 * 86_400))
+}
+
 fn no_guard() -> BreakerConfig {
     BreakerConfig {
         fleet_guard: FleetGuardConfig {
@@ -74,7 +79,7 @@ fn trip(b: &mut Breaker, node: &str, from_secs: i64) -> Vec<Value> {
 
 #[test]
 fn one_blip_does_not_trip() {
-    let mut b = Breaker::new(no_guard(), BreakerData::default());
+    let mut b = brk(no_guard(), BreakerData::default());
     let out = feed(
         &mut b,
         &[
@@ -95,7 +100,7 @@ fn one_blip_does_not_trip() {
 
 #[test]
 fn three_strikes_trip_and_hold_back_until_the_wait_ends() {
-    let mut b = Breaker::new(no_guard(), BreakerData::default());
+    let mut b = brk(no_guard(), BreakerData::default());
     let mut out = trip(&mut b, "n1", 0);
     out.extend(feed(
         &mut b,
@@ -123,7 +128,7 @@ fn three_strikes_trip_and_hold_back_until_the_wait_ends() {
 
 #[test]
 fn half_open_trial_success_closes() {
-    let mut b = Breaker::new(no_guard(), BreakerData::default());
+    let mut b = brk(no_guard(), BreakerData::default());
     trip(&mut b, "n1", 0);
     let out = feed(
         &mut b,
@@ -151,7 +156,7 @@ fn half_open_trial_failure_reopens_with_backoff_doubling_up_to_the_cap() {
         exponential_max_wait_duration_in_open_state: Duration::from_secs(1200),
         ..no_guard()
     };
-    let mut b = Breaker::new(cfg, BreakerData::default());
+    let mut b = brk(cfg, BreakerData::default());
     trip(&mut b, "n1", 0);
     let mut waits = Vec::new();
     let mut now = 20;
@@ -185,7 +190,7 @@ fn backoff_off_reopens_for_the_base_wait() {
         enable_exponential_backoff: false,
         ..no_guard()
     };
-    let mut b = Breaker::new(cfg, BreakerData::default());
+    let mut b = brk(cfg, BreakerData::default());
     trip(&mut b, "n1", 0);
     let out = feed(&mut b, &[sample("n1", 320, "critical")]);
     assert_eq!(out[1]["open_for_ms"], 300_000);
@@ -197,7 +202,7 @@ fn several_trial_successes_needed_when_configured() {
         permitted_number_of_calls_in_half_open_state: 2,
         ..no_guard()
     };
-    let mut b = Breaker::new(cfg, BreakerData::default());
+    let mut b = brk(cfg, BreakerData::default());
     trip(&mut b, "n1", 0);
     let out = feed(
         &mut b,
@@ -216,7 +221,7 @@ fn several_trial_successes_needed_when_configured() {
 
 #[test]
 fn forced_open_holds_everything_until_reset() {
-    let mut b = Breaker::new(no_guard(), BreakerData::default());
+    let mut b = brk(no_guard(), BreakerData::default());
     let t = b.operate("n1", Operation::ForceOpen, at(0)).unwrap();
     assert_eq!(
         (t.from, t.to),
@@ -248,7 +253,7 @@ fn forced_open_holds_everything_until_reset() {
 
 #[test]
 fn disabled_passes_everything_and_counts_nothing() {
-    let mut b = Breaker::new(no_guard(), BreakerData::default());
+    let mut b = brk(no_guard(), BreakerData::default());
     b.operate("n1", Operation::Disable, at(0));
     let lines: Vec<String> = (0..10).map(|i| sample("n1", i, "critical")).collect();
     let out = feed(&mut b, &lines);
@@ -261,7 +266,7 @@ fn disabled_passes_everything_and_counts_nothing() {
 
 #[test]
 fn metrics_only_counts_but_never_trips() {
-    let mut b = Breaker::new(no_guard(), BreakerData::default());
+    let mut b = brk(no_guard(), BreakerData::default());
     b.operate("n1", Operation::MetricsOnly, at(0));
     let lines: Vec<String> = (1..=10).map(|i| sample("n1", i, "critical")).collect();
     let out = feed(&mut b, &lines);
@@ -285,11 +290,8 @@ fn replaying_the_same_input_from_empty_state_gives_identical_output() {
         }
     }
     let cfg = BreakerConfig::default();
-    let a = feed(
-        &mut Breaker::new(cfg.clone(), BreakerData::default()),
-        &lines,
-    );
-    let b = feed(&mut Breaker::new(cfg, BreakerData::default()), &lines);
+    let a = feed(&mut brk(cfg.clone(), BreakerData::default()), &lines);
+    let b = feed(&mut brk(cfg, BreakerData::default()), &lines);
     assert_eq!(a, b);
     assert!(
         a.iter().any(|v| v["kind"] == "transition"),
@@ -299,7 +301,7 @@ fn replaying_the_same_input_from_empty_state_gives_identical_output() {
 
 #[test]
 fn unknown_counts_only_when_the_node_was_unreachable() {
-    let mut b = Breaker::new(no_guard(), BreakerData::default());
+    let mut b = brk(no_guard(), BreakerData::default());
     let out = feed(
         &mut b,
         &[
@@ -332,41 +334,89 @@ fn unknown_counts_only_when_the_node_was_unreachable() {
 #[test]
 fn degraded_is_a_success_by_default_and_a_failure_when_configured() {
     let lines: Vec<String> = (0..3).map(|i| sample("n1", i, "degraded")).collect();
-    let out = feed(
-        &mut Breaker::new(no_guard(), BreakerData::default()),
-        &lines,
-    );
+    let out = feed(&mut brk(no_guard(), BreakerData::default()), &lines);
     assert!(out.iter().all(|v| v["kind"] == "sample"));
     let cfg = BreakerConfig {
         degraded: Outcome::Failure,
         ..no_guard()
     };
-    let out = feed(&mut Breaker::new(cfg, BreakerData::default()), &lines);
+    let out = feed(&mut brk(cfg, BreakerData::default()), &lines);
     assert_eq!(out[2]["kind"], "transition");
 }
 
 #[test]
 fn out_of_order_and_stale_records_pass_but_do_not_count() {
-    let mut b = Breaker::new(no_guard(), BreakerData::default());
+    let mut b = brk(no_guard(), BreakerData::default());
     let out = feed(
         &mut b,
         &[
             sample("n1", 1000, "critical"),
             sample("n1", 990, "critical"), // older than n1's last record
-            sample("n2", 5000, "healthy"),
-            sample("n1", 1001, "critical"), // 10m+ behind the newest record of the run
-            sample("n1", 5000, "critical"),
+            sample("n1", 300, "critical"), // 10m+ behind n1's newest record: stale
+            sample("n1", 1001, "critical"),
         ],
     );
-    assert_eq!(kinds(&out), vec!["s:closed"; 5]);
-    assert_eq!(out[4]["breaker"]["consecutive_failures"], 2);
+    assert_eq!(kinds(&out), vec!["s:closed"; 4]);
+    assert_eq!(out[3]["breaker"]["consecutive_failures"], 2);
     assert_eq!(b.counters().out_of_order, 1);
     assert_eq!(b.counters().stale, 1);
 }
 
 #[test]
+fn a_node_running_ahead_does_not_make_other_nodes_stale() {
+    let mut b = brk(no_guard(), BreakerData::default());
+    let out = feed(
+        &mut b,
+        &[
+            sample("n1", 1000, "critical"),
+            sample("n2", 5000, "healthy"), // its clock is an hour ahead
+            sample("n1", 1010, "critical"),
+            sample("n1", 1020, "critical"),
+        ],
+    );
+    assert_eq!(
+        kinds(&out),
+        ["s:closed", "s:closed", "s:closed", "closed->open", "s:open"]
+    );
+    assert_eq!(b.counters().stale, 0);
+}
+
+#[test]
+fn a_record_far_ahead_of_the_host_clock_is_rejected_and_moves_no_clock() {
+    let mut b = Breaker::new(no_guard(), BreakerData::default()).with_clock(|| at(0));
+    let far = sample("n1", 86_400, "critical");
+    let mut emit = |_: &[u8]| Ok(());
+    match b.process(&far, &mut emit) {
+        Err(StageError::Reject(m)) => {
+            assert!(m.contains("is 1day ahead of this host's clock"), "{m}");
+        }
+        other => panic!("not rejected: {other:?}"),
+    }
+    assert!(
+        b.data().nodes.is_empty(),
+        "no node state from a rejected record"
+    );
+    // Within max_clock_skew (5m) is fine, and later records of the node still count.
+    let out = feed(
+        &mut b,
+        &[
+            sample("n1", 0, "critical"),
+            sample("n1", 10, "critical"),
+            sample("n1", 290, "critical"),
+        ],
+    );
+    assert_eq!(out[2]["kind"], "transition");
+    let off = BreakerConfig {
+        max_clock_skew: Duration::ZERO,
+        ..no_guard()
+    };
+    let mut b = Breaker::new(off, BreakerData::default()).with_clock(|| at(0));
+    assert_eq!(feed(&mut b, &[far]).len(), 1, "0s turns the check off");
+}
+
+#[test]
 fn an_out_of_order_record_does_not_end_an_open_wait() {
-    let mut b = Breaker::new(no_guard(), BreakerData::default());
+    let mut b = brk(no_guard(), BreakerData::default());
     trip(&mut b, "n1", 100);
     // Newer than the trial time but older than n1's newest record is impossible; an older one
     // must simply be held.
@@ -377,7 +427,7 @@ fn an_out_of_order_record_does_not_end_an_open_wait() {
 
 #[test]
 fn fleet_guard_blames_the_observer_when_most_nodes_fail_together() {
-    let mut b = Breaker::new(BreakerConfig::default(), BreakerData::default());
+    let mut b = brk(BreakerConfig::default(), BreakerData::default());
     let mut lines = Vec::new();
     for round in 0..4 {
         for n in 0..4 {
@@ -408,8 +458,28 @@ fn fleet_guard_blames_the_observer_when_most_nodes_fail_together() {
 }
 
 #[test]
+fn fleet_guard_ignores_nodes_that_only_blipped() {
+    let mut b = brk(BreakerConfig::default(), BreakerData::default());
+    let mut lines: Vec<String> = (1..5)
+        .map(|n| sample(&format!("n{n}"), 0, "healthy"))
+        .collect();
+    lines.push(sample("n2", 5, "critical"));
+    lines.push(sample("n3", 6, "critical"));
+    for i in 0..4 {
+        lines.push(sample("n1", 10 + i * 5, "critical"));
+    }
+    let out = feed(&mut b, &lines);
+    assert!(
+        !out.iter().any(|v| v["kind"] == "fleet"),
+        "one failing node of 4 is no fleet event"
+    );
+    assert_eq!(b.data().nodes["n1"].state, BreakerState::Open);
+    assert_eq!(b.counters().suppressed_trips, 0);
+}
+
+#[test]
 fn fleet_guard_lets_a_minority_trip() {
-    let mut b = Breaker::new(BreakerConfig::default(), BreakerData::default());
+    let mut b = brk(BreakerConfig::default(), BreakerData::default());
     let mut lines = Vec::new();
     for round in 0..3 {
         lines.push(sample("n0", round * 10, "critical"));
@@ -426,7 +496,7 @@ fn fleet_guard_lets_a_minority_trip() {
 
 #[test]
 fn fleet_guard_is_off_below_the_minimum_fleet() {
-    let mut b = Breaker::new(BreakerConfig::default(), BreakerData::default());
+    let mut b = brk(BreakerConfig::default(), BreakerData::default());
     let out = trip(&mut b, "n1", 0);
     assert_eq!(out[2]["kind"], "transition");
 }
@@ -437,7 +507,7 @@ fn pass_open_annotates_instead_of_holding() {
         pass_open: true,
         ..no_guard()
     };
-    let mut b = Breaker::new(cfg, BreakerData::default());
+    let mut b = brk(cfg, BreakerData::default());
     trip(&mut b, "n1", 0);
     let out = feed(&mut b, &[sample("n1", 30, "healthy")]);
     assert_eq!(kinds(&out), ["s:open"]);
@@ -446,7 +516,7 @@ fn pass_open_annotates_instead_of_holding() {
 
 #[test]
 fn other_kinds_pass_unchanged_and_unscored_samples_are_rejected() {
-    let mut b = Breaker::new(no_guard(), BreakerData::default());
+    let mut b = brk(no_guard(), BreakerData::default());
     let other = r#"{"v":1,"kind":"alert","ts":"2026-11-28T00:00:00Z","node":"n1","x":[1,2,3]}"#;
     let mut got = Vec::new();
     let mut emit = |r: &[u8]| {
@@ -462,7 +532,7 @@ fn other_kinds_pass_unchanged_and_unscored_samples_are_rejected() {
 
 #[test]
 fn an_existing_breaker_field_is_replaced_not_duplicated() {
-    let mut b = Breaker::new(no_guard(), BreakerData::default());
+    let mut b = brk(no_guard(), BreakerData::default());
     let mut v: Value = serde_json::from_str(&sample("n1", 0, "critical")).unwrap();
     v["breaker"] = json!({"state": "stale-upstream"});
     let out = feed(&mut b, &[v.to_string()]);
@@ -476,7 +546,7 @@ fn automatic_half_open_follows_the_stream_time_of_any_node() {
         automatic_transition_from_open_to_half_open_enabled: true,
         ..no_guard()
     };
-    let mut b = Breaker::new(cfg, BreakerData::default());
+    let mut b = brk(cfg, BreakerData::default());
     trip(&mut b, "n1", 0);
     let out = feed(
         &mut b,
@@ -494,7 +564,7 @@ fn lemon_history_counts_trips_within_the_window() {
         trip_history_size: 3,
         ..no_guard()
     };
-    let mut b = Breaker::new(cfg, BreakerData::default());
+    let mut b = brk(cfg, BreakerData::default());
     let day = 86_400;
     let mut last = Value::Null;
     for d in [0, 1, 2, 9, 10] {

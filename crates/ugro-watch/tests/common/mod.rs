@@ -172,6 +172,12 @@ impl SshFleet {
 
     /// Starts the fleet.
     pub fn start(n: usize) -> SshFleet {
+        SshFleet::start_with_env(n, "")
+    }
+
+    /// Starts the fleet with extra `NAME=VALUE` variables (space separated) in every session;
+    /// they override sshd's defaults, PATH included.
+    pub fn start_with_env(n: usize, env: &str) -> SshFleet {
         assert!(n >= 2);
         let dir = tempfile::Builder::new()
             .prefix("ugro-sshd-")
@@ -199,7 +205,7 @@ impl SshFleet {
                  PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
                  KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nUsePAM no\n\
                  StrictModes no\nLogLevel ERROR\nMaxStartups 200:30:400\nMaxSessions 50\n\
-                 SetEnv XDG_CACHE_HOME={cache}\n",
+                 SetEnv XDG_CACHE_HOME={cache} {env}\n",
                 hk = d.join("host_key").display(),
                 d = d.display(),
                 cache = cache.display(),
