@@ -174,6 +174,16 @@ impl CpuTracker {
             None => self.load(),
         };
         let (prev, next) = choose_prev(&state, &now, &self.cfg);
+        // Resident and asked faster than min_window: the reading kept in memory gives a short
+        // but real window; sleeping instead would add --cpu-window to every such sample.
+        let prev = prev.or_else(|| {
+            self.cfg
+                .state_file
+                .is_none()
+                .then_some(state.newer)
+                .flatten()
+                .filter(|n| n.total < now.total)
+        });
         if next != state {
             self.save(&next);
         }
@@ -463,6 +473,31 @@ mod tests {
             min_window: Duration::from_secs(1),
             window: Duration::from_millis(100),
         }
+    }
+
+    #[test]
+    fn a_resident_probe_polled_faster_than_the_min_window_uses_its_last_reading_not_a_sleep() {
+        let d = tempfile::tempdir().unwrap();
+        let stat = |busy: u64, idle: u64| {
+            std::fs::write(
+                d.path().join("stat"),
+                format!("cpu  {busy} 0 0 {idle} 0 0 0 0 0 0\ncpu0 1\n"),
+            )
+            .unwrap();
+        };
+        // window 0: where no previous reading is usable, cpu_pct is absent (never a sleep).
+        let mut tr = CpuTracker::new(CpuConfig {
+            window: Duration::ZERO,
+            ..cfg()
+        });
+        stat(100, 900);
+        let mut h = HostSection::default();
+        tr.measure(&mut h, d.path());
+        assert_eq!(h.cpu_pct, None);
+        stat(150, 950);
+        let mut h = HostSection::default();
+        tr.measure(&mut h, d.path());
+        assert_eq!(h.cpu_pct, Some(50.0), "{:?}", h.absent);
     }
 
     fn t(at_ms: i64) -> CpuTimes {
