@@ -4,35 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the test's failure report
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::{Value, json};
-use ugro_e2e::{bin, records, root};
-
-fn fixture(name: &str) -> PathBuf {
-    root().join("crates/ugro-probe/fixtures").join(name)
-}
-
-/// Runs `tool args` with `input` on stdin.
-fn run(tool: &str, args: &[&str], input: &[u8]) -> Output {
-    let mut child = Command::new(bin(tool))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || {
-        // The tool may legitimately stop reading early; that is not this helper's failure.
-        let _ = stdin.write_all(&input);
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    out
-}
+use ugro_e2e::{bin, gpu_fixture, records, run_tool};
 
 fn ok(tool: &str, out: &Output) -> Vec<u8> {
     assert!(
@@ -48,7 +24,7 @@ fn probe(fixture_name: &str, node: &str, state: &Path) -> Vec<u8> {
     let cpu = state.join("cpu.json");
     let out = Command::new(bin("ugro-probe"))
         .arg("--gpu-fixture")
-        .arg(fixture(fixture_name))
+        .arg(gpu_fixture(fixture_name))
         .args(["--node", node, "--cpu-window", "0", "--cpu-state-file"])
         .arg(cpu)
         .output()
@@ -59,16 +35,16 @@ fn probe(fixture_name: &str, node: &str, state: &Path) -> Vec<u8> {
 /// One cron run of the whole pipeline with persistent breaker and alert state.
 fn cron_run(fixture_name: &str, node: &str, state: &Path) -> (Vec<Value>, Vec<Value>) {
     let sample = probe(fixture_name, node, state);
-    let scored = ok("ugro-score", &run("ugro-score", &[], &sample));
+    let scored = ok("ugro-score", &run_tool("ugro-score", &[], &sample));
     let b = state.join("breaker.json");
     let a = state.join("alert.json");
     let broken = ok(
         "ugro-breaker",
-        &run("ugro-breaker", &["--state", b.to_str().unwrap()], &scored),
+        &run_tool("ugro-breaker", &["--state", b.to_str().unwrap()], &scored),
     );
     let alerts = ok(
         "ugro-alert",
-        &run("ugro-alert", &["--state", a.to_str().unwrap()], &broken),
+        &run_tool("ugro-alert", &["--state", a.to_str().unwrap()], &broken),
     );
     (records(&broken), records(&alerts))
 }
@@ -105,11 +81,11 @@ fn fields_users_add_between_stages_reach_the_end_of_the_pipeline() {
     v["site"] = json!("lab");
     v["ticket"] = json!({"id": 7, "tags": ["a", "b"]});
     let line = format!("{v}\n");
-    let scored = ok("ugro-score", &run("ugro-score", &[], line.as_bytes()));
+    let scored = ok("ugro-score", &run_tool("ugro-score", &[], line.as_bytes()));
     let b = d.path().join("b.json");
     let broken = ok(
         "ugro-breaker",
-        &run("ugro-breaker", &["--state", b.to_str().unwrap()], &scored),
+        &run_tool("ugro-breaker", &["--state", b.to_str().unwrap()], &scored),
     );
     let out = records(&broken);
     assert_eq!(out.len(), 1);
@@ -163,8 +139,11 @@ fn every_filter_reports_bad_lines_by_number_keeps_the_good_ones_and_exits_65() {
     let d = tempfile::tempdir().unwrap();
     let sample = probe("h200-idle.json", "gpu-04", d.path());
     let good = String::from_utf8(sample).unwrap();
-    let scored =
-        String::from_utf8(ok("ugro-score", &run("ugro-score", &[], good.as_bytes()))).unwrap();
+    let scored = String::from_utf8(ok(
+        "ugro-score",
+        &run_tool("ugro-score", &[], good.as_bytes()),
+    ))
+    .unwrap();
     let b = d.path().join("b.json");
     let a = d.path().join("a.json");
     let cases: [(&str, Vec<&str>, &str); 3] = [
@@ -182,7 +161,7 @@ fn every_filter_reports_bad_lines_by_number_keeps_the_good_ones_and_exits_65() {
     ];
     for (tool, args, line) in cases {
         let input = format!("{line}\r\n\nnot json at all\n{line}\n");
-        let out = run(tool, &args, input.as_bytes());
+        let out = run_tool(tool, &args, input.as_bytes());
         assert_eq!(
             out.status.code(),
             Some(65),
@@ -204,7 +183,7 @@ fn every_filter_reports_bad_lines_by_number_keeps_the_good_ones_and_exits_65() {
 fn every_tool_stops_quietly_with_status_0_when_its_reader_goes_away() {
     let d = tempfile::tempdir().unwrap();
     let sample = probe("h200x8-busy.json", "gpu-05", d.path());
-    let scored = ok("ugro-score", &run("ugro-score", &[], &sample));
+    let scored = ok("ugro-score", &run_tool("ugro-score", &[], &sample));
     let b = d.path().join("b.json");
     for (tool, args, line) in [
         ("ugro-score", vec![], &sample),

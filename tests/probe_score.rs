@@ -3,22 +3,16 @@
 //! machine's real ones.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is the failure report
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
-use ugro_e2e::{bin, records, root};
-
-fn fixture(name: &str) -> PathBuf {
-    root().join("crates/ugro-probe/fixtures").join(name)
-}
+use ugro_e2e::{bin, gpu_fixture, records, run_tool};
 
 fn probe_then_score(probe_args: &[&str], fixture_name: &str) -> Value {
     let state = tempfile::tempdir().unwrap();
     let probe = Command::new(bin("ugro-probe"))
         .arg("--gpu-fixture")
-        .arg(fixture(fixture_name))
+        .arg(gpu_fixture(fixture_name))
         .arg("--cpu-state-file")
         .arg(state.path().join("cpu.json"))
         .args(["--node", "gpu-node-1"])
@@ -30,19 +24,7 @@ fn probe_then_score(probe_args: &[&str], fixture_name: &str) -> Value {
         "probe: {}",
         String::from_utf8_lossy(&probe.stderr)
     );
-    let mut score = Command::new(bin("ugro-score"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    score
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&probe.stdout)
-        .unwrap();
-    let out = score.wait_with_output().unwrap();
+    let out = run_tool("ugro-score", &[], &probe.stdout);
     let mut r = records(&out.stdout);
     assert_eq!(
         r.len(),
@@ -125,13 +107,7 @@ fn xid_79_and_a_lost_gpu_are_critical_and_need_a_reboot() {
 #[test]
 fn replayed_kernel_log_xid_79_is_critical() {
     let d = tempfile::tempdir().unwrap();
-    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let uptime = ugro_e2e::uptime_s();
     let usec = (uptime * 1e6) as u64 - 1_000_000;
     let kmsg = d.path().join("kmsg");
     std::fs::write(

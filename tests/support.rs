@@ -56,3 +56,39 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free loopback port")
 }
+
+/// A GPU fixture shipped with ugro-probe.
+pub fn gpu_fixture(name: &str) -> PathBuf {
+    root().join("crates/ugro-probe/fixtures").join(name)
+}
+
+/// Runs workspace binary `tool` with `args` and `input` on stdin. The input is written from
+/// another thread, so a tool that writes before it has read everything cannot deadlock, and one
+/// that stops reading early is not this helper's failure.
+pub fn run_tool(tool: &str, args: &[&str], input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(bin(tool))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the tool");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().expect("wait for the tool");
+    writer.join().expect("stdin writer");
+    out
+}
+
+/// Seconds since boot (kernel-log timestamps in tests are made from it).
+pub fn uptime_s() -> f64 {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        .expect("/proc/uptime")
+}

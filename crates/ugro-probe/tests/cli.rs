@@ -157,13 +157,7 @@ fn an_unreadable_kernel_log_says_why_xids_are_absent_and_the_gpus_are_still_repo
 #[test]
 fn kmsg_replay_attaches_real_format_xids_by_bus_id_within_the_lookback() {
     let d = tempfile::tempdir().unwrap();
-    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let uptime = ugro_e2e::uptime_s();
     if uptime < 30.0 {
         println!("skipped: machine booted {uptime}s ago, too recently for a lookback test");
         return;
