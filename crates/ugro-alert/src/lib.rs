@@ -10,10 +10,10 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use ugro_types::Exit;
-use ugro_types::config::ConfigError;
+use ugro_support::config::ConfigError;
 use ugro_types::io::RecordWriter;
 use ugro_types::stage::StageError;
-use ugro_types::state::StateError;
+use ugro_support::state::StateError;
 
 pub mod config;
 pub mod deliver;
@@ -174,7 +174,7 @@ pub enum Error {
     Stage(#[from] StageError),
 }
 
-impl ugro_types::cli::ToolError for Error {
+impl ugro_types::ToolError for Error {
     fn exit(&self) -> Exit {
         match self {
             Error::Config(e) => e.exit(),
@@ -187,7 +187,7 @@ impl ugro_types::cli::ToolError for Error {
 
 /// The default state file.
 pub fn default_state() -> PathBuf {
-    ugro_types::state::default_state_dir().join("alert.json")
+    ugro_support::state::default_state_dir().join("alert.json")
 }
 
 /// Runs the tool.
@@ -208,7 +208,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     }
     let state = cli.state.unwrap_or_else(default_state);
     if cli.reset_state {
-        ugro_types::state::reset(&state)?;
+        ugro_support::state::reset(&state)?;
     }
     let mut stage = AlertStage::open(cfg, &state)?;
     let stdin = std::io::stdin();

@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use ugro_types::config::ConfigError;
+use ugro_support::config::ConfigError;
 use ugro_types::io::{RecordWriter, WriteError};
 use ugro_types::stage::StageError;
-use ugro_types::state::StateError;
+use ugro_support::state::StateError;
 use ugro_types::{Exit, Timestamp};
 
 pub mod config;
@@ -229,7 +229,7 @@ pub enum Error {
     Write(#[from] WriteError),
 }
 
-impl ugro_types::cli::ToolError for Error {
+impl ugro_types::ToolError for Error {
     fn exit(&self) -> Exit {
         match self {
             Error::Config(e) => e.exit(),
@@ -252,7 +252,7 @@ fn op_target(op: Operation) -> &'static str {
 
 /// The default state file.
 pub fn default_state_file() -> PathBuf {
-    ugro_types::state::default_state_dir().join("breaker.json")
+    ugro_support::state::default_state_dir().join("breaker.json")
 }
 
 /// Runs the tool.
@@ -261,7 +261,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     cfg.pass_open |= cli.pass_open;
     let state = cli.state.unwrap_or_else(default_state_file);
     if cli.reset_state {
-        ugro_types::state::reset(&state)?;
+        ugro_support::state::reset(&state)?;
     }
     let mut out = RecordWriter::new(io::stdout().lock());
     let (node, op) = match cli.command {
@@ -280,7 +280,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             // A snapshot, not the lock: status must answer while a long run (ugro-watch)
             // holds it.
             let data: BreakerData =
-                ugro_types::state::read_snapshot(&state, STATE_FORMAT, STATE_VERSION)?
+                ugro_support::state::read_snapshot(&state, STATE_FORMAT, STATE_VERSION)?
                     .unwrap_or_default();
             let text = status::render(&data, &cfg, &state, Timestamp::now(), format);
             return match out.write_text(&text) {

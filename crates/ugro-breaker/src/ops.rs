@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use ugro_types::Timestamp;
-use ugro_types::state::StateError;
+use ugro_support::state::StateError;
 
 use crate::engine::Operation;
 

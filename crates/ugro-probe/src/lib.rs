@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use clap::{CommandFactory, Parser, ValueEnum};
 use serde::Deserialize;
 use ugro_types::Exit;
-use ugro_types::cli::parse_duration;
-use ugro_types::config::ConfigError;
+use ugro_support::cli::parse_duration;
+use ugro_support::config::ConfigError;
 use ugro_types::io::{RecordWriter, WriteError};
 
 pub use probe::{Budgets, GpuSource, Probe, ProbeConfig};
@@ -202,7 +202,7 @@ mod humantime_opt {
     }
 
     fn humantime_parse(s: &str) -> Result<Duration, String> {
-        ugro_types::cli::parse_duration(s)
+        ugro_support::cli::parse_duration(s)
     }
 }
 
@@ -234,7 +234,7 @@ pub enum Error {
     Stdin(std::io::Error),
 }
 
-impl ugro_types::cli::ToolError for Error {
+impl ugro_types::ToolError for Error {
     fn exit(&self) -> Exit {
         match self {
             Error::Config(e) => e.exit(),
@@ -270,7 +270,7 @@ pub struct Resolved {
 /// Merges the command line over the configuration file (flags win).
 pub fn resolve(cli: &Cli) -> Result<Resolved, Error> {
     let file: FileConfig = match &cli.config {
-        Some(p) => ugro_types::config::load_yaml(p)?.0,
+        Some(p) => ugro_support::config::load_yaml(p)?.0,
         None => FileConfig::default(),
     };
     let node = cli
@@ -354,7 +354,7 @@ pub fn resolve(cli: &Cli) -> Result<Resolved, Error> {
             cli.cpu_state_file
                 .clone()
                 .or(file.cpu_state_file.clone())
-                .unwrap_or_else(|| ugro_types::state::default_state_dir().join("probe-cpu.json"))
+                .unwrap_or_else(|| ugro_support::state::default_state_dir().join("probe-cpu.json"))
         }),
         max_age: cli
             .cpu_state_max_age

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use ugro_types::Timestamp;
-use ugro_types::cli::ToolError;
+use ugro_types::ToolError;
 use ugro_types::stage::{Chain, Emit, Stage, StageError};
 
 use crate::{Cli, Cluster, Error};
@@ -19,7 +19,7 @@ fn state_file(flag: &Option<PathBuf>, dir: Option<&Path>, name: &str, fallback: 
     }
     match dir {
         Some(d) => d.join(name),
-        None => ugro_types::state::default_state_dir().join(fallback),
+        None => ugro_support::state::default_state_dir().join(fallback),
     }
 }
 

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::Exit;
+use ugro_types::{Exit, ToolError};
 
 /// A state file problem.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +65,7 @@ impl StateError {
     }
 }
 
-impl crate::cli::ToolError for StateError {
+impl ToolError for StateError {
     fn exit(&self) -> Exit {
         StateError::exit(self)
     }
