@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use ugro_types::{Alert, AlertStatus, BreakerState, HealthState, LabelSet, Timestamp, fingerprint};
+use ugro_types::{
+    Alert, AlertStatus, BreakerState, HealthState, LabelSet, ReasonCode, Timestamp, fingerprint,
+};
 
 use crate::config::{AlertConfig, InhibitRule, ReceiverKind, Route};
 use crate::matcher::{Matcher, Op, all_match};
@@ -338,8 +340,11 @@ impl Engine {
         let Some(score) = rec.score.as_ref() else {
             return;
         };
-        let unreachable =
-            rec.unreachable.is_some() || score.reasons.iter().any(|r| r.code == "node_unreachable");
+        let unreachable = rec.unreachable.is_some()
+            || score
+                .reasons
+                .iter()
+                .any(|r| r.code == ReasonCode::NodeUnreachable);
         let mut wants = std::mem::take(&mut self.scratch);
         let track = self.st.nodes.get(node);
         if unreachable || score.state == HealthState::Unknown {

@@ -9,11 +9,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use ugro_types::Exit;
 use ugro_support::config::ConfigError;
+use ugro_support::state::StateError;
+use ugro_types::Exit;
 use ugro_types::io::RecordWriter;
 use ugro_types::stage::StageError;
-use ugro_support::state::StateError;
 
 pub mod config;
 pub mod deliver;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
-use ugro_types::{Action, BreakerState, HealthState, Kind, Timestamp};
+use ugro_types::{Action, BreakerState, HealthState, Kind, ReasonCode, ReasonFamily, Timestamp};
 
 /// The fields of any input record that alerting uses; everything else is skipped unparsed.
 #[derive(Debug, Deserialize)]
@@ -78,8 +78,7 @@ pub struct ScoreIn<'a> {
 #[derive(Debug, Deserialize)]
 pub struct ReasonIn<'a> {
     /// Code.
-    #[serde(borrow)]
-    pub code: Cow<'a, str>,
+    pub code: ReasonCode,
     /// Component (text, for the same reason).
     #[serde(default, borrow)]
     pub component: Cow<'a, str>,
@@ -162,43 +161,26 @@ impl AlertName {
     }
 }
 
-/// The catalog entry for a score reason, if it has its own alert. Codes are matched by what
-/// they contain so that new codes from `ugro-score` in a known family still land.
-pub fn catalog(code: &str, component: &str, fatal: bool) -> Option<AlertName> {
-    let c = code.to_ascii_lowercase();
-    let has = |s: &str| c.contains(s);
-    if has("unreachable") {
-        return None;
+/// The catalog entry for a score reason, if it has its own alert. Matched by the code's
+/// family, so a code from a newer `ugro-score` in a known family still lands (see
+/// [`ReasonFamily::from_name`]). The device families count only for GPU reasons.
+pub fn catalog(code: &ReasonCode, component: &str, fatal: bool) -> Option<AlertName> {
+    let gpu = component == "gpu";
+    match code.family()? {
+        ReasonFamily::Unreachable => None,
+        ReasonFamily::Xid if fatal => Some(AlertName::GpuXidFatal),
+        ReasonFamily::Xid => Some(AlertName::GpuXid),
+        ReasonFamily::RowRemap => Some(AlertName::GpuRowRemapFailure),
+        ReasonFamily::Ecc => Some(AlertName::GpuEccErrors),
+        ReasonFamily::Thermal if gpu => Some(AlertName::GpuThermal),
+        ReasonFamily::Throttle if gpu => Some(AlertName::GpuThrottled),
+        ReasonFamily::Pcie if gpu => Some(AlertName::GpuPcieDegraded),
+        ReasonFamily::Missing if gpu => Some(AlertName::GpuLost),
+        ReasonFamily::Thermal
+        | ReasonFamily::Throttle
+        | ReasonFamily::Pcie
+        | ReasonFamily::Missing => None,
     }
-    if has("xid") {
-        return Some(if fatal {
-            AlertName::GpuXidFatal
-        } else {
-            AlertName::GpuXid
-        });
-    }
-    if has("remap") {
-        return Some(AlertName::GpuRowRemapFailure);
-    }
-    if has("ecc") {
-        return Some(AlertName::GpuEccErrors);
-    }
-    if component != "gpu" {
-        return None;
-    }
-    if has("temp") || has("thermal") {
-        return Some(AlertName::GpuThermal);
-    }
-    if has("throttl") || has("slowdown") || has("power_brake") {
-        return Some(AlertName::GpuThrottled);
-    }
-    if has("pcie") {
-        return Some(AlertName::GpuPcieDegraded);
-    }
-    if has("lost") || has("missing") || has("fallen") {
-        return Some(AlertName::GpuLost);
-    }
-    None
 }
 
 /// Severity label values.
@@ -357,20 +339,86 @@ mod tests {
     #[test]
     fn catalog_names_the_gpu_families() {
         assert_eq!(
-            catalog("xid_fatal", "gpu", true),
+            catalog(&ReasonCode::XidFatal, "gpu", true),
             Some(AlertName::GpuXidFatal)
         );
-        assert_eq!(catalog("xid_seen", "gpu", false), Some(AlertName::GpuXid));
         assert_eq!(
-            catalog("row_remap_failure", "gpu", true),
+            catalog(&ReasonCode::parse("xid_seen"), "gpu", false),
+            Some(AlertName::GpuXid)
+        );
+        assert_eq!(
+            catalog(&ReasonCode::RowRemapFailure, "gpu", true),
             Some(AlertName::GpuRowRemapFailure)
         );
         assert_eq!(
-            catalog("gpu_temperature_high", "gpu", false),
+            catalog(&ReasonCode::GpuTemperatureHigh, "gpu", false),
             Some(AlertName::GpuThermal)
         );
-        assert_eq!(catalog("disk_full", "system", false), None);
-        assert_eq!(catalog("node_unreachable", "network", true), None);
+        assert_eq!(catalog(&ReasonCode::DiskFull, "system", false), None);
+        assert_eq!(catalog(&ReasonCode::NodeUnreachable, "network", true), None);
+    }
+
+    /// The catalog as it was when codes were bare strings matched by substring.
+    fn substring_catalog(code: &str, component: &str, fatal: bool) -> Option<AlertName> {
+        let c = code.to_ascii_lowercase();
+        let has = |s: &str| c.contains(s);
+        if has("unreachable") {
+            return None;
+        }
+        if has("xid") {
+            return Some(if fatal {
+                AlertName::GpuXidFatal
+            } else {
+                AlertName::GpuXid
+            });
+        }
+        if has("remap") {
+            return Some(AlertName::GpuRowRemapFailure);
+        }
+        if has("ecc") {
+            return Some(AlertName::GpuEccErrors);
+        }
+        if component != "gpu" {
+            return None;
+        }
+        if has("temp") || has("thermal") {
+            return Some(AlertName::GpuThermal);
+        }
+        if has("throttl") || has("slowdown") || has("power_brake") {
+            return Some(AlertName::GpuThrottled);
+        }
+        if has("pcie") {
+            return Some(AlertName::GpuPcieDegraded);
+        }
+        if has("lost") || has("missing") || has("fallen") {
+            return Some(AlertName::GpuLost);
+        }
+        None
+    }
+
+    #[test]
+    fn typed_catalog_raises_what_substring_matching_raised_for_every_code() {
+        let unknown = [
+            "xid_storm",
+            "gpu_fallen_off_bus",
+            "nvlink_down",
+            "Thermal_Trip",
+        ];
+        let codes = ReasonCode::KNOWN
+            .iter()
+            .cloned()
+            .chain(unknown.iter().map(|c| ReasonCode::parse(c)));
+        for code in codes {
+            for component in ["gpu", "system", "network", "process", "future"] {
+                for fatal in [false, true] {
+                    assert_eq!(
+                        catalog(&code, component, fatal),
+                        substring_catalog(code.as_str(), component, fatal),
+                        "{code} {component} {fatal}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use ugro_support::state::StateLock;
 use ugro_types::Exit;
 use ugro_types::stage::{Emit, Stage, StageError};
-use ugro_support::state::StateLock;
 use ugro_types::{Kind, Timestamp};
 
 use crate::Error;

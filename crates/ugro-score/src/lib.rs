@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use ugro_types::ToolError;
 use ugro_support::config::ConfigError;
+use ugro_types::ToolError;
 use ugro_types::io::RecordWriter;
 use ugro_types::stage::{self, StageError};
 use ugro_types::{Exit, HealthState, PluginStatus};

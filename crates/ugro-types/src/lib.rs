@@ -4,6 +4,7 @@
 //!
 //! [`record`] holds the common header, the record kinds and the `error` and `stats` records;
 //! [`sample`], [`score`], [`breaker`] and [`alert`] the owned record types that tools write;
+//! [`reason`] the reason codes scores carry;
 //! [`io`] the line reader and record writer, [`stage`] the filter runner they share, [`exit`]
 //! the status table and [`time`] timestamps. The CLI edge, YAML configuration and state files
 //! are not part of the contract: they live in `ugro-support`.
@@ -12,6 +13,7 @@ pub mod alert;
 pub mod breaker;
 pub mod exit;
 pub mod io;
+pub mod reason;
 pub mod record;
 pub mod sample;
 pub mod score;
@@ -21,6 +23,7 @@ pub mod time;
 pub use alert::{Alert, AlertStatus, LabelSet, Severity, fingerprint, fingerprint_hex};
 pub use breaker::{BreakerAnnotation, BreakerState, Fleet, Transition};
 pub use exit::{Exit, PluginStatus, ToolError};
+pub use reason::{ReasonCode, ReasonFamily};
 pub use record::{
     ErrorRecord, Header, Kind, RecordError, SCHEMA_VERSION, Stats, parse_header, validate_node,
 };
