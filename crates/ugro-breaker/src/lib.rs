@@ -17,7 +17,6 @@ use ugro_types::{Exit, Timestamp};
 
 pub mod config;
 pub mod engine;
-pub mod fast;
 pub mod ops;
 pub mod stage;
 pub mod status;

@@ -27,7 +27,6 @@ mod stage_impl;
     clippy::field_reassign_with_default
 )]
 mod tests;
-mod view;
 
 pub use config::{ScoreConfig, Weights};
 pub use output::Format;

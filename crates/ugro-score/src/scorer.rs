@@ -12,7 +12,7 @@ use ugro_types::{
 use crate::config::ScoreConfig;
 use crate::output::Format;
 use crate::policy::XidSeverity;
-use crate::view::{GpuView, SampleView};
+use ugro_types::view::{GpuView, SampleView};
 
 /// Builder helpers on [`Reason`] so each rule reads as one expression.
 trait ReasonExt {

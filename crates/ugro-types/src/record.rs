@@ -80,13 +80,19 @@ pub enum RecordError {
 }
 
 impl Header<'_> {
-    /// Checks the version and the node name.
+    /// Checks the version and the node name ([`check_header`]).
     pub fn validate(&self) -> Result<(), RecordError> {
-        if self.v > SCHEMA_VERSION {
-            return Err(RecordError::FutureVersion { found: self.v });
-        }
-        validate_node(&self.node)
+        check_header(self.v, &self.node)
     }
+}
+
+/// The one header check every reader applies, whatever view it reads a line into: a schema
+/// version this build understands, and a node name that is safe to use ([`validate_node`]).
+pub fn check_header(v: u32, node: &str) -> Result<(), RecordError> {
+    if v > SCHEMA_VERSION {
+        return Err(RecordError::FutureVersion { found: v });
+    }
+    validate_node(node)
 }
 
 /// Parses and validates the header of one line.

@@ -1,86 +1,123 @@
-//! What the scorer reads of a sample, borrowing from the input line.
+//! A sample's sections as a scorer reads them, borrowing from the input line.
 //!
-//! The hot path deserialises each line straight into these types: strings borrow from the
-//! line, fields the scorer does not read (names, bus ids, processes, `absent` maps) are
-//! skipped without being built, so a line costs a scan rather than dozens of allocations.
-//! [`crate::Scorer::score_sample`] builds the same view over an owned
-//! [`ugro_types::Sample`], so both paths run one set of rules.
+//! `ugro-score`'s hot path deserialises each line straight into these types: strings borrow
+//! from the line, fields a scorer does not read (names, bus ids, per-GPU processes, `absent`
+//! maps, collector runs) are skipped without being built, so a line costs a scan rather than
+//! dozens of allocations. [`SampleView::from_sample`] builds the same view over an owned
+//! [`Sample`], so a scorer runs one set of rules on both.
 
 use std::borrow::Cow;
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
-use ugro_types::{
+
+use super::Text;
+use crate::record::{RecordError, check_header};
+use crate::{
     CollectorError, DeviceState, Ecc, Gpu, GpuStatus, HostSection, Kind, NetworkSection, Pcie,
     ProcessSection, RemappedRows, Sample, Timestamp, Unreachable, Xid,
 };
 
-/// A sample as the scorer sees it.
+/// A sample (or, on a line of another kind, its header) as a scorer reads it. The sections
+/// keep the owned types ([`HostSection`] and so on) behind a `Cow`: borrowed from a
+/// [`Sample`], owned when read from a line. A scored sample's `score` and `breaker` are not
+/// read here: use [`super::RecordView`] on the same line for those.
 #[derive(Debug, Deserialize)]
-pub(crate) struct SampleView<'a> {
+pub struct SampleView<'a> {
+    /// Schema version.
     pub v: u32,
+    /// Record kind (a line of another kind parses too, when its fields do not collide).
     pub kind: Kind,
+    /// Observation time.
     pub ts: Timestamp,
+    /// Node.
     #[serde(borrow)]
     pub node: Cow<'a, str>,
+    /// Why the node could not be probed, when it could not.
     #[serde(default)]
     pub unreachable: Option<Cow<'a, Unreachable>>,
+    /// GPU section.
     #[serde(default, borrow)]
     pub gpu: Option<GpuSectionView<'a>>,
+    /// Host section.
     #[serde(default)]
     pub host: Option<Cow<'a, HostSection>>,
+    /// Network section.
     #[serde(default)]
     pub network: Option<Cow<'a, NetworkSection>>,
+    /// Processes section.
     #[serde(default)]
     pub processes: Option<Cow<'a, ProcessSection>>,
+    /// Collector errors.
     #[serde(default)]
     pub errors: Cow<'a, [CollectorError]>,
-    /// Only whether the key is there (even as `null`): ugro-score then replaces it rather than
+    /// Whether a `score` key is there (even as `null`): a scorer then replaces it rather than
     /// splicing a second one in.
-    #[serde(default, deserialize_with = "present")]
-    pub score: Option<IgnoredAny>,
+    #[serde(default, rename = "score", deserialize_with = "present")]
+    pub has_score: bool,
 }
 
+/// The GPU section.
 #[derive(Debug, Deserialize)]
-pub(crate) struct GpuSectionView<'a> {
+pub struct GpuSectionView<'a> {
+    /// Whether NVML answered.
     pub status: GpuStatus,
+    /// Why not, when it did not.
     #[serde(default, borrow)]
-    pub reason: Option<Cow<'a, str>>,
+    pub reason: Option<Text<'a>>,
+    /// GPUs the node should have.
     #[serde(default)]
     pub expected: Option<u32>,
+    /// GPUs found.
     #[serde(default)]
     pub found: Option<u32>,
+    /// The devices.
     #[serde(default, borrow, deserialize_with = "gpu_list")]
     pub devices: Vec<GpuView<'a>>,
+    /// XIDs that could not be attributed to a device.
     #[serde(default)]
     pub unattributed_xids: Cow<'a, [Xid]>,
 }
 
+/// One GPU: the readings a scorer decides on.
 #[derive(Debug, Deserialize)]
-pub(crate) struct GpuView<'a> {
+pub struct GpuView<'a> {
+    /// NVML index.
     pub index: u32,
+    /// Device state.
     #[serde(default)]
     pub state: DeviceState,
+    /// UUID.
     #[serde(default, borrow)]
-    pub uuid: Option<Cow<'a, str>>,
+    pub uuid: Option<Text<'a>>,
+    /// Utilisation, percent.
     #[serde(default)]
     pub utilization_pct: Option<u32>,
+    /// Temperature, °C.
     #[serde(default)]
     pub temperature_c: Option<u32>,
+    /// Slowdown threshold, °C.
     #[serde(default)]
     pub temperature_slowdown_c: Option<u32>,
+    /// Power draw, W.
     #[serde(default)]
     pub power_w: Option<f64>,
+    /// Power limit, W.
     #[serde(default)]
     pub power_limit_w: Option<f64>,
+    /// Active clock throttle reasons.
     #[serde(default, borrow)]
-    pub throttle_reasons: Option<Vec<Cow<'a, str>>>,
+    pub throttle_reasons: Option<Vec<Text<'a>>>,
+    /// ECC counters.
     #[serde(default)]
     pub ecc: Option<Ecc>,
+    /// Remapped rows.
     #[serde(default)]
     pub remapped_rows: Option<RemappedRows>,
+    /// PCIe link.
     #[serde(default)]
     pub pcie: Option<Pcie>,
+    /// XIDs attributed to this GPU.
     #[serde(default)]
     pub xids: Cow<'a, [Xid]>,
 }
@@ -90,7 +127,7 @@ impl<'a> GpuView<'a> {
         GpuView {
             index: g.index,
             state: g.state,
-            uuid: g.uuid.as_deref().map(Cow::Borrowed),
+            uuid: g.uuid.as_deref().map(Text::from),
             utilization_pct: g.utilization_pct,
             temperature_c: g.temperature_c,
             temperature_slowdown_c: g.temperature_slowdown_c,
@@ -99,7 +136,7 @@ impl<'a> GpuView<'a> {
             throttle_reasons: g
                 .throttle_reasons
                 .as_ref()
-                .map(|v| v.iter().map(|s| Cow::Borrowed(s.as_str())).collect()),
+                .map(|v| v.iter().map(|s| Text::from(s.as_str())).collect()),
             ecc: g.ecc,
             remapped_rows: g.remapped_rows,
             pcie: g.pcie,
@@ -131,12 +168,20 @@ fn gpu_list<'de: 'a, 'a, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<GpuVie
     d.deserialize_seq(List(std::marker::PhantomData))
 }
 
-/// Called only when the key exists, so `"score": null` is `Some` too.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<IgnoredAny>, D::Error> {
-    IgnoredAny::deserialize(d).map(Some)
+/// Called only when the key exists, so `"score": null` counts too.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    IgnoredAny::deserialize(d).map(|_| true)
 }
 
 impl<'a> SampleView<'a> {
+    /// Parses one line and checks its header. A line of another kind whose fields do not
+    /// collide with a sample's parses too (check [`SampleView::kind`]).
+    pub fn parse(line: &'a str) -> Result<Self, RecordError> {
+        let s: SampleView<'a> = serde_json::from_str(line)?;
+        check_header(s.v, &s.node)?;
+        Ok(s)
+    }
+
     /// The view over an owned sample (borrows everything).
     pub fn from_sample(s: &'a Sample) -> Self {
         SampleView {
@@ -147,7 +192,7 @@ impl<'a> SampleView<'a> {
             unreachable: s.unreachable.as_ref().map(Cow::Borrowed),
             gpu: s.gpu.as_ref().map(|g| GpuSectionView {
                 status: g.status,
-                reason: g.reason.as_deref().map(Cow::Borrowed),
+                reason: g.reason.as_deref().map(Text::from),
                 expected: g.expected,
                 found: g.found,
                 devices: g.devices.iter().map(GpuView::from_gpu).collect(),
@@ -157,7 +202,7 @@ impl<'a> SampleView<'a> {
             network: s.network.as_ref().map(Cow::Borrowed),
             processes: s.processes.as_ref().map(Cow::Borrowed),
             errors: Cow::Borrowed(&s.errors),
-            score: s.score.as_ref().map(|_| IgnoredAny),
+            has_score: s.score.is_some(),
         }
     }
 }
