@@ -120,7 +120,9 @@ pub struct Cli {
     #[arg(short, long, value_name = "FILE", env = "UGRO_ALERT_CONFIG")]
     pub config: Option<PathBuf>,
     /// State file (alerts, groups, notification log). Default:
-    /// $XDG_STATE_HOME/ugro/alert.json.
+    /// $XDG_STATE_HOME/ugro/alert.json, else ~/.local/state/ugro/alert.json, else
+    /// $TMPDIR/ugro-UID/alert.json (refused with status 78 unless that directory is the
+    /// user's own, mode 0700).
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,
     /// Silences file (YAML or JSON list, Alertmanager's silence shape); replaces
@@ -186,8 +188,8 @@ impl ugro_types::ToolError for Error {
 }
 
 /// The default state file.
-pub fn default_state() -> PathBuf {
-    ugro_support::state::default_state_dir().join("alert.json")
+pub fn default_state() -> Result<PathBuf, StateError> {
+    Ok(ugro_support::state::default_state_dir()?.join("alert.json"))
 }
 
 /// Runs the tool.
@@ -206,7 +208,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     if cli.no_flush_on_exit {
         cfg.global.flush_on_exit = false;
     }
-    let state = cli.state.unwrap_or_else(default_state);
+    let state = match cli.state {
+        Some(s) => s,
+        None => default_state()?,
+    };
     if cli.reset_state {
         ugro_support::state::reset(&state)?;
     }

@@ -213,7 +213,9 @@ impl XidReader {
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 // EPIPE: records were overwritten before we read them; carry on from the next.
-                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PIPE.raw_os_error()) => continue,
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PIPE.raw_os_error()) => {
+                    continue;
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
                     self.handle = None;

@@ -21,11 +21,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, ValueEnum};
-use ugro_types::Exit;
 use ugro_support::config::ConfigError;
+use ugro_support::state::StateError;
+use ugro_types::Exit;
 use ugro_types::io::{LineReader, WriteError};
 use ugro_types::stage::StageError;
-use ugro_support::state::StateError;
 
 pub use config::Cluster;
 pub use monitor::Core;
