@@ -206,3 +206,94 @@ impl<'a> SampleView<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Real H200 readings, as ugro-score's fixtures carry them (one sample line each).
+    const FIXTURES: [&str; 2] = [
+        include_str!("../../../ugro-score/fixtures/h200-busy.jsonl"),
+        include_str!("../../../ugro-score/fixtures/h200-idle.jsonl"),
+    ];
+
+    /// Every field of the view says what the owned sample says.
+    fn assert_agrees(v: &SampleView<'_>, s: &Sample) {
+        assert_eq!((v.v, v.kind, v.ts, &*v.node), (s.v, s.kind, s.ts, &*s.node));
+        assert_eq!(v.unreachable.as_deref(), s.unreachable.as_ref());
+        assert_eq!(v.host.as_deref(), s.host.as_ref());
+        assert_eq!(v.network.as_deref(), s.network.as_ref());
+        assert_eq!(v.processes.as_deref(), s.processes.as_ref());
+        assert_eq!(&*v.errors, &s.errors[..]);
+        assert_eq!(v.has_score, s.score.is_some());
+        let (Some(vg), Some(sg)) = (&v.gpu, &s.gpu) else {
+            assert_eq!(v.gpu.is_some(), s.gpu.is_some());
+            return;
+        };
+        assert_eq!(vg.status, sg.status);
+        assert_eq!(vg.reason.as_deref(), sg.reason.as_deref());
+        assert_eq!((vg.expected, vg.found), (sg.expected, sg.found));
+        assert_eq!(&*vg.unattributed_xids, &sg.unattributed_xids[..]);
+        assert_eq!(vg.devices.len(), sg.devices.len());
+        for (d, g) in vg.devices.iter().zip(&sg.devices) {
+            assert_eq!((d.index, d.state), (g.index, g.state));
+            assert_eq!(d.uuid.as_deref(), g.uuid.as_deref());
+            assert_eq!(d.utilization_pct, g.utilization_pct);
+            assert_eq!(d.temperature_c, g.temperature_c);
+            assert_eq!(d.temperature_slowdown_c, g.temperature_slowdown_c);
+            assert_eq!((d.power_w, d.power_limit_w), (g.power_w, g.power_limit_w));
+            let tr: Option<Vec<&str>> = d
+                .throttle_reasons
+                .as_ref()
+                .map(|t| t.iter().map(|x| &**x).collect());
+            let want: Option<Vec<&str>> = g
+                .throttle_reasons
+                .as_ref()
+                .map(|t| t.iter().map(String::as_str).collect());
+            assert_eq!(tr, want);
+            assert_eq!(
+                (d.ecc, d.remapped_rows, d.pcie),
+                (g.ecc, g.remapped_rows, g.pcie)
+            );
+            assert_eq!(&*d.xids, &g.xids[..]);
+        }
+    }
+
+    #[test]
+    fn fixture_samples_read_the_same_through_the_view_as_through_the_owned_type() {
+        for line in FIXTURES {
+            let owned: Sample = serde_json::from_str(line).unwrap();
+            assert!(owned.gpu.as_ref().is_some_and(|g| !g.devices.is_empty()));
+            let v = SampleView::parse(line.trim_end()).unwrap();
+            assert_agrees(&v, &owned);
+            assert_agrees(&SampleView::from_sample(&owned), &owned);
+        }
+    }
+
+    #[test]
+    fn fixture_strings_borrow_from_the_line() {
+        let v = SampleView::parse(FIXTURES[0].trim_end()).unwrap();
+        assert!(matches!(v.node, Cow::Borrowed(_)));
+        let d = &v.gpu.as_ref().unwrap().devices[0];
+        assert!(matches!(d.uuid, Some(Text(Cow::Borrowed(_)))));
+        let tr = d.throttle_reasons.as_ref().unwrap();
+        assert!(tr.iter().all(|t| matches!(t.0, Cow::Borrowed(_))));
+    }
+
+    #[test]
+    fn a_score_key_is_seen_even_when_null() {
+        let v = SampleView::parse(
+            r#"{"v":1,"kind":"sample","ts":"2026-11-28T00:00:00Z","node":"n","score":null}"#,
+        )
+        .unwrap();
+        assert!(v.has_score);
+    }
+
+    #[test]
+    fn a_sample_from_a_newer_schema_is_refused() {
+        let e =
+            SampleView::parse(r#"{"v":7,"kind":"sample","ts":"2026-11-28T00:00:00Z","node":"n"}"#)
+                .unwrap_err();
+        assert!(matches!(e, RecordError::FutureVersion { found: 7 }), "{e}");
+    }
+}
