@@ -297,4 +297,30 @@ mod tests {
     fn a_non_string_code_is_an_error() {
         assert!(serde_json::from_str::<ReasonCode>("42").is_err());
     }
+
+    #[test]
+    fn the_schema_page_lists_every_code_under_its_family() {
+        // SCHEMA.md (ugro(7)) is the contract operators read: it must not drift from the enum.
+        let doc = crate::SCHEMA_DOC;
+        let section = &doc[doc.find("## Reason codes").unwrap()..];
+        let section = &section[..section.find("\n## ").unwrap()];
+        for code in ReasonCode::KNOWN {
+            let name = format!("`{code}`");
+            let at = section.find(&name).unwrap_or_else(|| panic!("{code} not in SCHEMA.md"));
+            let item = section[..at].rfind("\n- ").unwrap();
+            let label = section[item + 3..].split(':').next().unwrap();
+            let want = match code.family() {
+                None => "no family",
+                Some(ReasonFamily::Unreachable) => "unreachable",
+                Some(ReasonFamily::Missing) => "missing",
+                Some(ReasonFamily::Xid) => "xid",
+                Some(ReasonFamily::RowRemap) => "row remap",
+                Some(ReasonFamily::Ecc) => "ecc",
+                Some(ReasonFamily::Thermal) => "thermal",
+                Some(ReasonFamily::Throttle) => "throttle",
+                Some(ReasonFamily::Pcie) => "pcie",
+            };
+            assert_eq!(label, want, "{code}");
+        }
+    }
 }
