@@ -53,7 +53,16 @@ fn fallback(tmp: &Path) -> PathBuf {
     tmp.join(format!("ugro-{}", rustix::process::geteuid().as_raw()))
 }
 
-/// A notification for receiver `x` that this user never raised, as the spool stores it.
+/// The fallback directory, made before ugro-alert runs with `mode`, holding a notification for
+/// receiver `x` that this user never raised, as the spool stores it.
+fn precreate_with_forged_entry(tmp: &Path, mode: u32) -> PathBuf {
+    let dir = fallback(tmp);
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+    plant_forged_entry(&dir);
+    dir
+}
+
 fn plant_forged_entry(state_dir: &Path) {
     let spool = state_dir.join("alert.json.spool");
     std::fs::create_dir_all(&spool).unwrap();
@@ -114,10 +123,7 @@ fn spool_entries_in_this_users_own_private_directory_are_delivered() {
     // The control for the refusals below: the same planted entry, in a directory this user
     // made private, is retried like any spooled notification.
     let s = setup();
-    let dir = fallback(&s.tmp);
-    std::fs::create_dir(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-    plant_forged_entry(&dir);
+    precreate_with_forged_entry(&s.tmp, 0o700);
     let out = run_homeless(&s);
     assert!(
         out.status.success(),
@@ -134,10 +140,7 @@ fn spool_entries_in_this_users_own_private_directory_are_delivered() {
 #[test]
 fn a_precreated_world_writable_directory_is_refused_and_its_spool_never_delivered() {
     let s = setup();
-    let dir = fallback(&s.tmp);
-    std::fs::create_dir(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    plant_forged_entry(&dir);
+    let dir = precreate_with_forged_entry(&s.tmp, 0o777);
     let out = run_homeless(&s);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{err}");
@@ -150,10 +153,7 @@ fn a_precreated_world_writable_directory_is_refused_and_its_spool_never_delivere
 #[test]
 fn a_directory_owned_by_another_user_is_refused_and_its_spool_never_delivered() {
     let s = setup();
-    let dir = fallback(&s.tmp);
-    std::fs::create_dir(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-    plant_forged_entry(&dir);
+    let dir = precreate_with_forged_entry(&s.tmp, 0o700);
     // Giving it away needs root (as CI runs); the ownership rule itself is also unit-tested
     // in ugro-support without root.
     let nobody = rustix::process::Uid::from_raw(65_534);

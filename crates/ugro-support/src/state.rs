@@ -411,6 +411,14 @@ mod tests {
         rustix::process::geteuid().as_raw()
     }
 
+    /// A directory someone made before the tool ran, with `mode`.
+    fn precreated(parent: &Path, mode: u32) -> PathBuf {
+        let dir = parent.join("ugro-test");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        dir
+    }
+
     #[test]
     fn a_missing_fallback_directory_is_created_private() {
         let d = tempfile::tempdir().unwrap();
@@ -424,9 +432,7 @@ mod tests {
     #[test]
     fn a_precreated_world_writable_directory_is_refused_by_name() {
         let d = tempfile::tempdir().unwrap();
-        let dir = d.path().join("ugro-test");
-        std::fs::create_dir(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let dir = precreated(d.path(), 0o777);
         let e = private_dir(&dir, my_uid()).unwrap_err();
         assert!(matches!(e, StateError::NotPrivate { .. }), "{e}");
         assert_eq!(e.exit(), Exit::Config);
@@ -438,9 +444,7 @@ mod tests {
     #[test]
     fn a_group_readable_directory_is_refused() {
         let d = tempfile::tempdir().unwrap();
-        let dir = d.path().join("ugro-test");
-        std::fs::create_dir(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+        let dir = precreated(d.path(), 0o750);
         assert!(private_dir(&dir, my_uid()).is_err());
     }
 

@@ -306,7 +306,9 @@ mod tests {
         let section = &section[..section.find("\n## ").unwrap()];
         for code in ReasonCode::KNOWN {
             let name = format!("`{code}`");
-            let at = section.find(&name).unwrap_or_else(|| panic!("{code} not in SCHEMA.md"));
+            let at = section
+                .find(&name)
+                .unwrap_or_else(|| panic!("{code} not in SCHEMA.md"));
             let item = section[..at].rfind("\n- ").unwrap();
             let label = section[item + 3..].split(':').next().unwrap();
             let want = match code.family() {
