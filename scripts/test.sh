@@ -4,13 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Tests that drive a real component (sshd, Alertmanager, promtool, pdsh, jq) fail instead of
+# Tests that drive a real component (sshd, Alertmanager, promtool, pdsh, jq, Slurm) fail instead of
 # skipping when that component is missing.
 export UGRO_REQUIRE_REAL=1
 export CARGO_TERM_COLOR=never
 
 packages=(jq mandoc openssh-server openssh-client prometheus prometheus-alertmanager pdsh
-          python3-psutil hyperfine procps util-linux bc coreutils)
+          python3-psutil hyperfine procps util-linux bc coreutils slurm-wlm munge)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -23,7 +23,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  # policy-rc.d keeps the packages' own services (sshd, prometheus, alertmanager) from starting:
+  # policy-rc.d keeps the packages' own services (sshd, prometheus, alertmanager, munge, slurm)
+  # from starting:
   # the tests start their own instances on loopback ports. An existing one is put back after.
   rc=/usr/sbin/policy-rc.d
   [ -e "$rc" ] && cp -p "$rc" "$rc.ugro-saved"
