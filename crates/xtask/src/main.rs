@@ -141,7 +141,12 @@ fn strays(root: &Path, files: &[(String, Vec<u8>)]) -> Vec<String> {
 
 /// ugro(7): SCHEMA.md's `#` title is the NAME line, its sections follow DESCRIPTION.
 fn schema_page(md: &str) -> String {
-    let mut out = format!(".TH UGRO 7 {} ugro \"ugro manual\"\n", manpage::DATE);
+    let mut out = format!(
+        ".TH UGRO 7 {} \"ugro {}\" \"ugro manual\"\n",
+        manpage::DATE,
+        env!("CARGO_PKG_VERSION")
+    );
+    out.push_str(manpage::LAYOUT);
     let mut blocks = roff::parse(md);
     if let Some(roff::Block::Heading(1, title)) = blocks.first().cloned() {
         blocks.remove(0);

@@ -95,8 +95,14 @@ fn title(cmd: &Command) -> String {
     let mut buf = Vec::new();
     // Writing to memory cannot fail.
     let _ = man.render_title(&mut buf);
-    String::from_utf8_lossy(&buf).into_owned()
+    String::from_utf8_lossy(&buf).into_owned() + LAYOUT
 }
+
+/// No hyphenation and a ragged right margin: these pages are full of flags, paths and field
+/// names that an operator copies, and groff would otherwise break `accept_new_host_keys` as
+/// `ac-cept_new_host_keys`. (groff's man macros restore hyphenation from the `HY` register
+/// at each paragraph, so `.nh` alone is not enough.)
+pub const LAYOUT: &str = ".nr HY 0\n.nh\n.ad l\n";
 
 /// The long help as blocks (its `  * ` lines are list items), without its "Exit status:"
 /// paragraph, which is returned on its own for the EXIT STATUS section.
