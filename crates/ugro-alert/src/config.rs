@@ -1,5 +1,5 @@
 //! The configuration file: global settings, the routing tree, receivers, inhibit rules and
-//! the silences file. Parsed with `ugro_types::config`, so every error names the file, the
+//! the silences file. Parsed with `ugro_support::config`, so every error names the file, the
 //! line and the field.
 
 use std::collections::{BTreeMap, HashSet};
@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use ugro_types::config::{ConfigError, parse_yaml};
+use ugro_support::config::{ConfigError, parse_yaml};
 use ugro_types::{LabelSet, Timestamp};
 
 use crate::matcher::{Matcher, SilenceMatcher, valid_label_name, valid_label_value};

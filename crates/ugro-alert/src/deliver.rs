@@ -427,7 +427,7 @@ impl Spool {
         let bytes = serde_json::to_vec(n).map_err(std::io::Error::other)?;
         let path = self.dir.join(format!("{:020}.json", self.seq));
         self.seq += 1;
-        ugro_types::state::write_atomic(&path, &bytes).map_err(std::io::Error::other)?;
+        ugro_support::state::write_atomic(&path, &bytes).map_err(std::io::Error::other)?;
         let mut entries = self.entries()?;
         let mut total: u64 = entries.iter().map(|e| e.2).sum();
         while entries.len() > self.max_entries || (total > self.max_bytes && entries.len() > 1) {

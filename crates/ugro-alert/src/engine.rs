@@ -7,11 +7,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use ugro_types::{Alert, AlertStatus, BreakerState, HealthState, LabelSet, Timestamp, fingerprint};
+use ugro_types::{
+    Alert, AlertStatus, BreakerState, HealthState, LabelSet, ReasonCode, Timestamp, fingerprint,
+};
 
 use crate::config::{AlertConfig, InhibitRule, ReceiverKind, Route};
 use crate::matcher::{Matcher, Op, all_match};
 use crate::rules::{self, AlertName, Input, Want};
+use ugro_types::view::{FleetView, RecordView, TransitionView};
 
 /// nflog entries older than this are forgotten (Alertmanager's default retention).
 const NFLOG_RETENTION: Duration = Duration::from_secs(120 * 3600);
@@ -294,7 +297,8 @@ impl Engine {
     }
 
     /// Applies one parsed record at its time and runs the timers that are due.
-    pub fn observe(&mut self, rec: &Input<'_>, out: &mut Out) {
+    pub fn observe(&mut self, input: &Input<'_>, out: &mut Out) {
+        let rec = &input.record;
         let now = rec.ts.max(self.st.now);
         self.st.now = now;
         if self.cfg.global.watchdog
@@ -304,10 +308,10 @@ impl Engine {
         {
             self.ensure_watchdog(now);
         }
-        match rec.kind {
-            ugro_types::Kind::Sample => self.sample(rec, now),
-            ugro_types::Kind::Transition => self.transition(rec, now),
-            ugro_types::Kind::Fleet => self.fleet(rec, now),
+        match (rec.kind, &input.transition, &input.fleet) {
+            (ugro_types::Kind::Sample, _, _) => self.sample(rec, now),
+            (_, Some(t), _) => self.transition(&rec.node, t, now),
+            (_, _, Some(f)) => self.fleet(f, now),
             _ => {}
         }
         self.advance(now, out);
@@ -333,13 +337,12 @@ impl Engine {
         self.fire(l, a, now);
     }
 
-    fn sample(&mut self, rec: &Input<'_>, now: Timestamp) {
+    fn sample(&mut self, rec: &RecordView<'_>, now: Timestamp) {
         let node: &str = &rec.node;
         let Some(score) = rec.score.as_ref() else {
             return;
         };
-        let unreachable =
-            rec.unreachable.is_some() || score.reasons.iter().any(|r| r.code == "node_unreachable");
+        let unreachable = rec.unreachable || score.has_reason(&ReasonCode::NodeUnreachable);
         let mut wants = std::mem::take(&mut self.scratch);
         let track = self.st.nodes.get(node);
         if unreachable || score.state == HealthState::Unknown {
@@ -427,20 +430,26 @@ impl Engine {
         }
     }
 
-    fn transition(&mut self, rec: &Input<'_>, now: Timestamp) {
-        let Some(to) = rec.to else { return };
+    fn transition(&mut self, node: &str, t: &TransitionView<'_>, now: Timestamp) {
+        let Some(to) = t.to else { return };
         match to {
             BreakerState::Open | BreakerState::ForcedOpen => {
-                self.circuit(&rec.node, true, Some(rec), now);
+                self.circuit(node, true, Some(t), now);
             }
             BreakerState::HalfOpen => {}
             BreakerState::Closed | BreakerState::Disabled | BreakerState::MetricsOnly => {
-                self.circuit(&rec.node, false, None, now);
+                self.circuit(node, false, None, now);
             }
         }
     }
 
-    fn circuit(&mut self, node: &str, open: bool, rec: Option<&Input<'_>>, now: Timestamp) {
+    fn circuit(
+        &mut self,
+        node: &str,
+        open: bool,
+        rec: Option<&TransitionView<'_>>,
+        now: Timestamp,
+    ) {
         let was = self.st.nodes.get(node).is_some_and(|t| t.circuit_open);
         if was == open && rec.is_none() {
             return;
@@ -481,7 +490,7 @@ impl Engine {
             .circuit_open = open;
     }
 
-    fn fleet(&mut self, rec: &Input<'_>, now: Timestamp) {
+    fn fleet(&mut self, rec: &FleetView<'_>, now: Timestamp) {
         self.st.fleet_at = Some(now);
         let mut msg = rec
             .message

@@ -9,11 +9,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
+use ugro_support::config::ConfigError;
+use ugro_support::state::StateError;
 use ugro_types::Exit;
-use ugro_types::config::ConfigError;
 use ugro_types::io::RecordWriter;
 use ugro_types::stage::StageError;
-use ugro_types::state::StateError;
 
 pub mod config;
 pub mod deliver;
@@ -120,7 +120,9 @@ pub struct Cli {
     #[arg(short, long, value_name = "FILE", env = "UGRO_ALERT_CONFIG")]
     pub config: Option<PathBuf>,
     /// State file (alerts, groups, notification log). Default:
-    /// $XDG_STATE_HOME/ugro/alert.json.
+    /// $XDG_STATE_HOME/ugro/alert.json, else ~/.local/state/ugro/alert.json, else
+    /// $TMPDIR/ugro-UID/alert.json (refused with status 78 unless that directory is the
+    /// user's own, mode 0700).
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,
     /// Silences file (YAML or JSON list, Alertmanager's silence shape); replaces
@@ -174,7 +176,7 @@ pub enum Error {
     Stage(#[from] StageError),
 }
 
-impl ugro_types::cli::ToolError for Error {
+impl ugro_types::ToolError for Error {
     fn exit(&self) -> Exit {
         match self {
             Error::Config(e) => e.exit(),
@@ -186,8 +188,8 @@ impl ugro_types::cli::ToolError for Error {
 }
 
 /// The default state file.
-pub fn default_state() -> PathBuf {
-    ugro_types::state::default_state_dir().join("alert.json")
+pub fn default_state() -> Result<PathBuf, StateError> {
+    Ok(ugro_support::state::default_state_dir()?.join("alert.json"))
 }
 
 /// Runs the tool.
@@ -206,9 +208,12 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     if cli.no_flush_on_exit {
         cfg.global.flush_on_exit = false;
     }
-    let state = cli.state.unwrap_or_else(default_state);
+    let state = match cli.state {
+        Some(s) => s,
+        None => default_state()?,
+    };
     if cli.reset_state {
-        ugro_types::state::reset(&state)?;
+        ugro_support::state::reset(&state)?;
     }
     let mut stage = AlertStage::open(cfg, &state)?;
     let stdin = std::io::stdin();

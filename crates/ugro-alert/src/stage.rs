@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
+use ugro_support::state::StateLock;
 use ugro_types::Exit;
 use ugro_types::stage::{Emit, Stage, StageError};
-use ugro_types::state::StateLock;
-use ugro_types::{Kind, Timestamp};
+use ugro_types::{Kind, SkewGuard, Timestamp};
 
 use crate::Error;
 use crate::config::{AlertConfig, ReceiverKind};
@@ -29,10 +29,8 @@ pub struct AlertStage {
     next_silence_check: Timestamp,
     silences_mtime: Option<std::time::SystemTime>,
     out: Out,
-    /// The wall clock, injected for tests; only used to refuse records from the future.
-    clock: fn() -> Timestamp,
-    /// Its last reading: records not ahead of it by max_clock_skew need no new reading.
-    wall: Timestamp,
+    /// Refuses records from the future (global.max_clock_skew) on an injected wall clock.
+    skew: SkewGuard,
     /// Alert records emitted on stdout.
     pub emitted: u64,
 }
@@ -85,6 +83,7 @@ impl AlertStage {
             .silences_path
             .as_deref()
             .and_then(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+        let skew = SkewGuard::new(cfg.global.max_clock_skew);
         let mut s = AlertStage {
             engine: Engine::new(cfg, st),
             lock,
@@ -93,8 +92,7 @@ impl AlertStage {
             next_silence_check: Timestamp(i64::MIN),
             silences_mtime,
             out: Out::default(),
-            clock: Timestamp::now,
-            wall: Timestamp(i64::MIN),
+            skew,
             emitted: 0,
         };
         if s.deliverer.spool_pending() {
@@ -105,29 +103,8 @@ impl AlertStage {
 
     /// Replaces the wall clock (tests).
     pub fn with_clock(mut self, clock: fn() -> Timestamp) -> Self {
-        self.clock = clock;
-        self.wall = Timestamp(i64::MIN);
+        self.skew = self.skew.with_clock(clock);
         self
-    }
-
-    /// Refuses a record stamped more than max_clock_skew ahead of this host's clock: record
-    /// time only moves forward, so one such record would hold every timer and silence
-    /// hostage until the real time caught up.
-    fn check_skew(&mut self, ts: Timestamp) -> Result<(), StageError> {
-        let skew = self.engine.config().global.max_clock_skew;
-        if skew.is_zero() || ts <= self.wall.add(skew) {
-            return Ok(());
-        }
-        self.wall = (self.clock)();
-        if ts <= self.wall.add(skew) {
-            return Ok(());
-        }
-        let ahead = std::time::Duration::from_secs(ts.since(self.wall).as_secs());
-        Err(StageError::Reject(format!(
-            "ts {ts} is {} ahead of this host's clock (max_clock_skew {})",
-            humantime::format_duration(ahead),
-            humantime::format_duration(skew)
-        )))
     }
 
     /// The engine (tests, status).
@@ -232,7 +209,7 @@ impl AlertStage {
 
 impl Stage for AlertStage {
     fn process(&mut self, line: &str, emit: &mut Emit<'_>) -> Result<(), StageError> {
-        let rec: Input<'_> = match serde_json::from_str(line) {
+        let input = match Input::parse(line) {
             Ok(r) => r,
             Err(e) => {
                 // A kind this tool does not consume may carry fields of other types; only
@@ -245,12 +222,7 @@ impl Stage for AlertStage {
                 };
             }
         };
-        if rec.v > ugro_types::SCHEMA_VERSION {
-            return Err(StageError::Reject(
-                ugro_types::RecordError::FutureVersion { found: rec.v }.to_string(),
-            ));
-        }
-        ugro_types::validate_node(&rec.node).map_err(|e| StageError::Reject(e.to_string()))?;
+        let rec = &input.record;
         match rec.kind {
             Kind::Sample if rec.score.is_none() => {
                 return Err(StageError::Reject(
@@ -262,12 +234,16 @@ impl Stage for AlertStage {
             // only this tool's alert records.
             _ => return Ok(()),
         }
-        self.check_skew(rec.ts)?;
+        // Record time only moves forward, so one record from the future would hold every
+        // timer and silence hostage until the real time caught up.
+        self.skew
+            .check(rec.ts)
+            .map_err(|e| StageError::Reject(e.to_string()))?;
         if rec.ts >= self.next_silence_check {
             self.maybe_reload_silences(rec.ts);
         }
         let mut out = std::mem::take(&mut self.out);
-        self.engine.observe(&rec, &mut out);
+        self.engine.observe(&input, &mut out);
         self.out = out;
         if !self.out.is_empty() {
             self.dispatch(emit)?;

@@ -21,11 +21,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, ValueEnum};
+use ugro_support::config::ConfigError;
+use ugro_support::state::StateError;
 use ugro_types::Exit;
-use ugro_types::config::ConfigError;
 use ugro_types::io::{LineReader, WriteError};
 use ugro_types::stage::StageError;
-use ugro_types::state::StateError;
 
 pub use config::Cluster;
 pub use monitor::Core;
@@ -148,19 +148,19 @@ pub struct Cli {
     pub history: Option<usize>,
 
     /// Period of `stats` records; 0 turns them off [default: state.stats_every, 60s].
-    #[arg(long, value_name = "DURATION", value_parser = ugro_types::cli::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = ugro_support::cli::parse_duration)]
     pub stats_every: Option<Duration>,
 
     /// Base interval (busy or degraded nodes) [default: intervals.base, 5s].
-    #[arg(long, value_name = "DURATION", value_parser = ugro_types::cli::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = ugro_support::cli::parse_duration)]
     pub interval: Option<Duration>,
 
     /// Longest interval (idle, healthy nodes) [default: intervals.max, 60s].
-    #[arg(long, value_name = "DURATION", value_parser = ugro_types::cli::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = ugro_support::cli::parse_duration)]
     pub max_interval: Option<Duration>,
 
     /// Per-node poll timeout [default: timeout, 10s].
-    #[arg(long, value_name = "DURATION", value_parser = ugro_types::cli::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = ugro_support::cli::parse_duration)]
     pub timeout: Option<Duration>,
 
     /// Most polls in flight at once [default: concurrency, 64].
@@ -258,7 +258,7 @@ pub enum Error {
     },
 }
 
-impl ugro_types::cli::ToolError for Error {
+impl ugro_types::ToolError for Error {
     fn exit(&self) -> Exit {
         match self {
             Error::Config(e) => e.exit(),

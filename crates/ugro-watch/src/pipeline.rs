@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use ugro_types::Timestamp;
-use ugro_types::cli::ToolError;
+use ugro_types::ToolError;
 use ugro_types::stage::{Chain, Emit, Stage, StageError};
 
 use crate::{Cli, Cluster, Error};
@@ -13,14 +13,19 @@ use crate::{Cli, Cluster, Error};
 /// Where the breaker and alert keep their state: next to the watcher's other state when there
 /// is a state directory, else in the user's state directory under names of their own, so a
 /// watcher never shares state files with a separately running shell pipeline.
-fn state_file(flag: &Option<PathBuf>, dir: Option<&Path>, name: &str, fallback: &str) -> PathBuf {
+fn state_file(
+    flag: &Option<PathBuf>,
+    dir: Option<&Path>,
+    name: &str,
+    fallback: &str,
+) -> Result<PathBuf, ugro_support::state::StateError> {
     if let Some(f) = flag {
-        return f.clone();
+        return Ok(f.clone());
     }
-    match dir {
+    Ok(match dir {
         Some(d) => d.join(name),
-        None => ugro_types::state::default_state_dir().join(fallback),
-    }
+        None => ugro_support::state::default_state_dir()?.join(fallback),
+    })
 }
 
 /// Which stage a tapped record came out of.
@@ -115,13 +120,13 @@ pub fn build(
         state_dir,
         "breaker.json",
         "watch-breaker.json",
-    );
+    )?;
     let alert_state = state_file(
         &cli.alert_state,
         state_dir,
         "alert.json",
         "watch-alert.json",
-    );
+    )?;
     let breaker = ugro_breaker::BreakerStage::open(breaker_cfg, &breaker_state)
         .map_err(setup("ugro-breaker"))?;
     let alert =

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use ugro_types::state::{StateError, write_atomic};
+use ugro_support::state::{StateError, write_atomic};
 
 /// Handle to the writer thread.
 #[derive(Debug)]

@@ -40,7 +40,7 @@ impl H {
         }
     }
     fn feed(&mut self, line: &str) -> Vec<Notification> {
-        let rec: Input<'_> = serde_json::from_str(line).unwrap();
+        let rec = Input::parse(line).unwrap();
         let mut out = Out::default();
         self.e.observe(&rec, &mut out);
         out.notifications
@@ -380,7 +380,7 @@ fn alertmanager_receiver_resends_firing_alerts_with_prometheus_ends_at() {
     );
     let mut h = H::new(c);
     let l1 = sample("n1", 0, "degraded", "");
-    let rec: Input<'_> = serde_json::from_str(&l1).unwrap();
+    let rec = Input::parse(&l1).unwrap();
     let mut out = Out::default();
     h.e.observe(&rec, &mut out);
     assert!(
@@ -402,7 +402,7 @@ fn alertmanager_receiver_resends_firing_alerts_with_prometheus_ends_at() {
     assert_eq!(out.am[0].alerts[0].ends_at, Some(Timestamp(T0 + 300_000)));
     h.e.am_result(&[(&out.am[0], true)]);
     let l2 = sample("n1", 70, "healthy", "");
-    let rec: Input<'_> = serde_json::from_str(&l2).unwrap();
+    let rec = Input::parse(&l2).unwrap();
     let mut out = Out::default();
     h.e.observe(&rec, &mut out);
     let a = &out.am[0].alerts[0];
@@ -424,7 +424,7 @@ fn a_resolve_alertmanager_did_not_take_is_sent_again_at_the_next_resend() {
     );
     let mut h = H::new(c);
     let observe = |h: &mut H, line: &str| {
-        let rec: Input<'_> = serde_json::from_str(line).unwrap();
+        let rec = Input::parse(line).unwrap();
         let mut out = Out::default();
         h.e.observe(&rec, &mut out);
         out
