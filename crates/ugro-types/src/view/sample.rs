@@ -15,7 +15,7 @@ use super::Text;
 use crate::record::{RecordError, check_header};
 use crate::{
     CollectorError, DeviceState, Ecc, Gpu, GpuStatus, HostSection, Kind, NetworkSection, Pcie,
-    ProcessSection, RemappedRows, Sample, Timestamp, Unreachable, Xid,
+    ProcessSection, RecoveryAction, RemappedRows, Sample, Timestamp, Unreachable, Xid,
 };
 
 /// A sample (or, on a line of another kind, its header) as a scorer reads it. The sections
@@ -71,6 +71,9 @@ pub struct GpuSectionView<'a> {
     /// GPUs found.
     #[serde(default)]
     pub found: Option<u32>,
+    /// NVIDIA display-class PCI functions counted from sysfs.
+    #[serde(default)]
+    pub pci_devices: Option<u32>,
     /// The devices.
     #[serde(default, borrow, deserialize_with = "gpu_list")]
     pub devices: Vec<GpuView<'a>>,
@@ -114,6 +117,9 @@ pub struct GpuView<'a> {
     /// Remapped rows.
     #[serde(default)]
     pub remapped_rows: Option<RemappedRows>,
+    /// The driver's recovery verdict (read from the line's text without allocating).
+    #[serde(default, deserialize_with = "recovery_action")]
+    pub recovery_action: Option<RecoveryAction>,
     /// PCIe link.
     #[serde(default)]
     pub pcie: Option<Pcie>,
@@ -139,6 +145,7 @@ impl<'a> GpuView<'a> {
                 .map(|v| v.iter().map(|s| Text::from(s.as_str())).collect()),
             ecc: g.ecc,
             remapped_rows: g.remapped_rows,
+            recovery_action: g.recovery_action,
             pcie: g.pcie,
             xids: Cow::Borrowed(&g.xids),
         }
@@ -168,6 +175,16 @@ fn gpu_list<'de: 'a, 'a, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<GpuVie
     d.deserialize_seq(List(std::marker::PhantomData))
 }
 
+/// `recovery_action` borrowed as text and named, so a GPU costs no allocation for it; an
+/// unknown name rejects the line as the owned type does.
+fn recovery_action<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<RecoveryAction>, D::Error> {
+    let t: Option<Text<'de>> = Option::deserialize(d)?;
+    t.map(|t| RecoveryAction::from_name(&t).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
 /// Called only when the key exists, so `"score": null` counts too.
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     IgnoredAny::deserialize(d).map(|_| true)
@@ -195,6 +212,7 @@ impl<'a> SampleView<'a> {
                 reason: g.reason.as_deref().map(Text::from),
                 expected: g.expected,
                 found: g.found,
+                pci_devices: g.pci_devices,
                 devices: g.devices.iter().map(GpuView::from_gpu).collect(),
                 unattributed_xids: Cow::Borrowed(&g.unattributed_xids),
             }),
@@ -233,6 +251,7 @@ mod tests {
         assert_eq!(vg.status, sg.status);
         assert_eq!(vg.reason.as_deref(), sg.reason.as_deref());
         assert_eq!((vg.expected, vg.found), (sg.expected, sg.found));
+        assert_eq!(vg.pci_devices, sg.pci_devices);
         assert_eq!(&*vg.unattributed_xids, &sg.unattributed_xids[..]);
         assert_eq!(vg.devices.len(), sg.devices.len());
         for (d, g) in vg.devices.iter().zip(&sg.devices) {
@@ -255,6 +274,7 @@ mod tests {
                 (d.ecc, d.remapped_rows, d.pcie),
                 (g.ecc, g.remapped_rows, g.pcie)
             );
+            assert_eq!(d.recovery_action, g.recovery_action);
             assert_eq!(&*d.xids, &g.xids[..]);
         }
     }
@@ -278,6 +298,27 @@ mod tests {
         assert!(matches!(d.uuid, Some(Text(Cow::Borrowed(_)))));
         let tr = d.throttle_reasons.as_ref().unwrap();
         assert!(tr.iter().all(|t| matches!(t.0, Cow::Borrowed(_))));
+    }
+
+    #[test]
+    fn recovery_actions_read_by_name_and_a_bad_name_rejects_the_line() {
+        let line = |a: &str| {
+            format!(
+                r#"{{"v":1,"kind":"sample","ts":"2026-11-28T00:00:00Z","node":"n","gpu":{{"status":"ok","pci_devices":8,"devices":[{{"index":0,"recovery_action":"{a}"}}]}}}}"#
+            )
+        };
+        for (name, want) in [
+            ("drain_and_reset", RecoveryAction::DrainAndReset),
+            ("unknown_7", RecoveryAction::Unknown(7)),
+        ] {
+            let text = line(name);
+            let v = SampleView::parse(&text).unwrap();
+            let g = v.gpu.unwrap();
+            assert_eq!(g.pci_devices, Some(8));
+            assert_eq!(g.devices[0].recovery_action, Some(want));
+        }
+        let e = SampleView::parse(&line("reboot_please")).unwrap_err();
+        assert!(e.to_string().contains("reboot_please"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,316 @@
+//! What the scorer remembers per node and GPU between samples: counter and temperature series
+//! for the rates and trends, XID events by identity, the node's boots and its GPU count. The
+//! same structure lives in memory for a stream and in the `--state` file between runs.
+//!
+//! Everything is bounded: nodes (`max_tracked_nodes`, least recently seen dropped), age (a node
+//! or GPU not seen for `history.max_age` is forgotten), and per GPU the number of series points
+//! and XID events (see the constants). Times are record times in milliseconds, never the wall
+//! clock, so a replayed stream gives the same verdicts.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use ugro_types::Timestamp;
+
+/// XID events kept per GPU (newest kept).
+pub(crate) const MAX_XID_EVENTS: usize = 256;
+/// Boots kept per node (newest kept).
+pub(crate) const MAX_BOOTS: usize = 16;
+/// GPUs kept per node (least recently seen dropped).
+pub(crate) const MAX_GPUS: usize = 64;
+
+/// A downsampled series of `(ms, value)` readings: a reading closer than `spacing` to the one
+/// before the newest replaces the newest, so the newest point is always the latest reading and
+/// the series spans its window with a handful of points. At most one point older than the
+/// window is kept, as the base of a rate when samples are sparse.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct Series(Vec<(i64, f64)>);
+
+impl Series {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub(crate) fn points(&self) -> &[(i64, f64)] {
+        &self.0
+    }
+
+    pub(crate) fn first(&self) -> Option<(i64, f64)> {
+        self.0.first().copied()
+    }
+
+    pub(crate) fn last(&self) -> Option<(i64, f64)> {
+        self.0.last().copied()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// Adds the reading `v` at `t` (ms); see the type's docs for `spacing` and `window` (ms).
+    pub(crate) fn push(&mut self, t: i64, v: f64, spacing: i64, window: i64, cap: usize) {
+        let n = self.0.len();
+        match self.0.get(n.wrapping_sub(2)) {
+            Some(&(prev, _)) if n >= 2 && t - prev < spacing => self.0[n - 1] = (t, v),
+            _ => self.0.push((t, v)),
+        }
+        let start = t - window;
+        if let Some(i) = self.0.iter().rposition(|p| p.0 < start)
+            && i > 0
+        {
+            self.0.drain(..i);
+        }
+        if self.0.len() > cap {
+            let excess = self.0.len() - cap;
+            self.0.drain(..excess);
+        }
+    }
+}
+
+/// One XID event as remembered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct XidEvent {
+    /// XID code.
+    pub(crate) code: u32,
+    /// Event time: the kernel's when the probe gave one, else when it was first seen.
+    pub(crate) t: i64,
+    /// The node's serial number for the boot it was logged in (0: unknown).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) boot: u32,
+    /// kmsg sequence number: with `boot`, the event's identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) seq: Option<u64>,
+    /// Events without identity logged at the same time (the most seen in one sample).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub(crate) n: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(v: &u32) -> bool {
+    *v == 1
+}
+
+/// What is remembered about one GPU.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct GpuHistory {
+    /// Record time of the last sample that had this GPU.
+    pub(crate) seen: i64,
+    /// PCIe replay counter.
+    #[serde(default, skip_serializing_if = "Series::is_empty")]
+    pub(crate) replay: Series,
+    /// Corrected volatile ECC errors.
+    #[serde(default, skip_serializing_if = "Series::is_empty")]
+    pub(crate) ecc: Series,
+    /// Rows remapped for correctable errors.
+    #[serde(default, skip_serializing_if = "Series::is_empty")]
+    pub(crate) remap: Series,
+    /// Temperature, °C.
+    #[serde(default, skip_serializing_if = "Series::is_empty")]
+    pub(crate) temp: Series,
+    /// XID events, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) xids: Vec<XidEvent>,
+}
+
+impl GpuHistory {
+    /// Forgets the counters that restart with the driver (a reboot).
+    pub(crate) fn driver_reloaded(&mut self) {
+        self.replay.clear();
+        self.ecc.clear();
+    }
+}
+
+/// A boot the node was seen in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Boot {
+    /// Serial number in order of first sighting, from 1.
+    pub(crate) serial: u32,
+    /// `/proc/sys/kernel/random/boot_id`.
+    pub(crate) id: String,
+}
+
+/// What is remembered about one node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct NodeHistory {
+    /// Time of the newest sample scored.
+    pub(crate) last_ts: Timestamp,
+    /// Boots seen, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) boots: Vec<Boot>,
+    /// The serial of the boot of the newest sample (0: unknown).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) boot: u32,
+    /// The most GPUs NVML showed, and when that count was last seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) max_gpus: Option<(u32, Timestamp)>,
+    /// By GPU UUID (`#index` without one). A node has a handful of GPUs in a stable order, so
+    /// a positional guess and a short scan beat hashing 40-byte UUIDs on every sample.
+    #[serde(default)]
+    pub(crate) gpus: Vec<(String, GpuHistory)>,
+}
+
+impl NodeHistory {
+    /// The GPU's history, created on first sight; `hint` is its likely position.
+    pub(crate) fn gpu(&mut self, hint: usize, key: &str) -> &mut GpuHistory {
+        let pos = match self.gpus.get(hint) {
+            Some((k, _)) if k == key => Some(hint),
+            _ => self.gpus.iter().position(|(k, _)| k == key),
+        };
+        let pos = pos.unwrap_or_else(|| {
+            if self.gpus.len() >= MAX_GPUS
+                && let Some(old) = (0..self.gpus.len()).min_by_key(|&i| self.gpus[i].1.seen)
+            {
+                self.gpus.remove(old);
+            }
+            self.gpus.push((key.to_owned(), GpuHistory::default()));
+            self.gpus.len() - 1
+        });
+        &mut self.gpus[pos].1
+    }
+
+    /// The serial for `id`, numbering a boot not seen before after all the others.
+    pub(crate) fn boot_serial(&mut self, id: &str) -> u32 {
+        if let Some(b) = self.boots.iter().rev().find(|b| b.id == id) {
+            return b.serial;
+        }
+        let serial = self.boots.last().map_or(1, |b| b.serial + 1);
+        self.boots.push(Boot {
+            serial,
+            id: id.to_owned(),
+        });
+        if self.boots.len() > MAX_BOOTS {
+            self.boots.remove(0);
+        }
+        serial
+    }
+
+    /// Records the boot of an in-order sample; on a change, the volatile counters restart.
+    pub(crate) fn set_boot(&mut self, id: &str) {
+        let serial = self.boot_serial(id);
+        if self.boot != 0 && serial != self.boot {
+            for (_, g) in &mut self.gpus {
+                g.driver_reloaded();
+            }
+        }
+        self.boot = serial;
+    }
+
+    /// Forgets GPUs not seen since `cutoff`.
+    fn prune(&mut self, cutoff: i64) {
+        self.gpus.retain(|(_, g)| g.seen >= cutoff);
+    }
+}
+
+/// Every node's history.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct History {
+    pub(crate) nodes: HashMap<String, NodeHistory>,
+}
+
+impl History {
+    /// The node's history, created (making room first) on first sight. (Always `Some`: the
+    /// second lookup is the price of not allocating the key on the common hit.)
+    pub(crate) fn node(&mut self, name: &str, cap: usize) -> Option<&mut NodeHistory> {
+        if !self.nodes.contains_key(name) {
+            self.make_room(cap);
+            self.nodes.insert(name.to_owned(), NodeHistory::default());
+        }
+        self.nodes.get_mut(name)
+    }
+
+    /// Keeps the map bounded: when full, forgets the least recently seen tenth.
+    fn make_room(&mut self, cap: usize) {
+        let cap = cap.max(1);
+        if self.nodes.len() < cap {
+            return;
+        }
+        let mut ages: Vec<(Timestamp, String)> = self
+            .nodes
+            .iter()
+            .map(|(k, v)| (v.last_ts, k.clone()))
+            .collect();
+        ages.sort_unstable();
+        let drop = (cap / 10).max(1).min(ages.len());
+        for (_, k) in ages.into_iter().take(drop) {
+            self.nodes.remove(&k);
+        }
+    }
+
+    /// Forgets nodes and GPUs not seen within `max_age` of the newest sample of all, and keeps
+    /// at most `cap` nodes: what is saved between runs.
+    pub(crate) fn prune(&mut self, max_age: std::time::Duration, cap: usize) {
+        let Some(newest) = self.nodes.values().map(|n| n.last_ts).max() else {
+            return;
+        };
+        let cutoff = newest.sub(max_age);
+        self.nodes.retain(|_, n| n.last_ts >= cutoff);
+        for n in self.nodes.values_mut() {
+            n.prune(cutoff.millis());
+        }
+        while self.nodes.len() > cap.max(1) {
+            self.make_room(cap);
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_series_keeps_the_newest_reading_and_spans_its_window_with_few_points() {
+        let mut s = Series::default();
+        // Every 5 s for 20 minutes, spacing 1 min, window 10 min.
+        for i in 0..=240 {
+            s.push(i * 5_000, i as f64, 60_000, 600_000, 16);
+        }
+        let p = s.points();
+        assert_eq!(s.last(), Some((1_200_000, 240.0)), "newest is the latest");
+        // One a minute in the window, one older as the base, the newest.
+        assert!(p.len() <= 13, "{} points", p.len());
+        let first = s.first().unwrap().0;
+        assert!(first <= 1_200_000 - 600_000, "one point at or past the window");
+        assert!(p[1].0 >= 1_200_000 - 600_000, "only one older than the window");
+    }
+
+    #[test]
+    fn boots_are_numbered_in_order_and_a_new_one_restarts_volatile_counters() {
+        let mut n = NodeHistory::default();
+        n.set_boot("a");
+        n.gpu(0, "GPU-1").replay.push(0, 5.0, 1, 10, 4);
+        n.set_boot("a");
+        assert!(!n.gpus[0].1.replay.is_empty());
+        n.set_boot("b");
+        assert!(n.gpus[0].1.replay.is_empty());
+        assert_eq!((n.boot_serial("a"), n.boot_serial("b")), (1, 2));
+        for i in 0..40 {
+            n.boot_serial(&format!("x{i}"));
+        }
+        assert_eq!(n.boots.len(), MAX_BOOTS);
+        assert_eq!(n.boot_serial("x39"), 42);
+    }
+
+    #[test]
+    fn pruning_forgets_what_was_not_seen_within_the_age() {
+        let mut h = History::default();
+        let day = 86_400_000;
+        h.node("old", 10).unwrap().last_ts = Timestamp(0);
+        let n = h.node("new", 10).unwrap();
+        n.last_ts = Timestamp(10 * day);
+        n.gpu(0, "GPU-a").seen = 10 * day;
+        n.gpu(1, "GPU-gone").seen = day;
+        h.prune(std::time::Duration::from_secs(7 * 86_400), 10);
+        assert!(!h.nodes.contains_key("old"));
+        let keys: Vec<&str> = h.nodes["new"].gpus.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["GPU-a"]);
+    }
+}
