@@ -126,7 +126,11 @@ fn status_rules(
         GpuStatus::Absent => {
             // GPUs on the bus but no NVML: a GPU node with a broken driver, not a CPU node.
             if let Some(n) = g.pci_devices.filter(|&n| n > 0) {
-                reasons.push(missing_from_nvml(n, 0, format!("NVML is absent: {}", why(g))));
+                reasons.push(missing_from_nvml(
+                    n,
+                    0,
+                    format!("NVML is absent: {}", why(g)),
+                ));
             }
             let msg = format!("no NVML on this host: {}", why(g));
             absent(cfg, reasons, missing, ReasonCode::GpuAbsent, msg)
@@ -150,9 +154,13 @@ fn status_rules(
             true
         }
         // Devices listed with no reading at all would score 100 on nothing: missing data.
-        GpuStatus::Ok if g.devices.is_empty() => {
-            absent(cfg, reasons, missing, ReasonCode::GpuNone, "NVML reports no GPUs".into())
-        }
+        GpuStatus::Ok if g.devices.is_empty() => absent(
+            cfg,
+            reasons,
+            missing,
+            ReasonCode::GpuNone,
+            "NVML reports no GPUs".into(),
+        ),
         GpuStatus::Ok if !g.devices.iter().any(gpu_has_readings) => absent(
             cfg,
             reasons,
@@ -174,7 +182,13 @@ fn absent(
 ) -> bool {
     if cfg.require.gpu {
         *missing = true;
-        reasons.push(reason(code, Component::Gpu, Action::CheckHost, 0.0, message));
+        reasons.push(reason(
+            code,
+            Component::Gpu,
+            Action::CheckHost,
+            0.0,
+            message,
+        ));
     }
     false
 }
@@ -232,7 +246,11 @@ fn count_rules(
     let ok = g.status == GpuStatus::Ok;
     let mut flagged = false;
     if let Some(pci) = g.pci_devices.filter(|&p| p > found) {
-        reasons.push(missing_from_nvml(pci, found, "a GPU fell off the bus or out of the driver".into()));
+        reasons.push(missing_from_nvml(
+            pci,
+            found,
+            "a GPU fell off the bus or out of the driver".into(),
+        ));
         if ok {
             scores.extend(std::iter::repeat_n(0.0, (pci - found) as usize));
         }
@@ -320,11 +338,23 @@ fn score_gpu(
 fn device_state(d: &GpuView<'_>) -> Option<Reason> {
     let (code, action, what) = match d.state {
         DeviceState::Ok => return None,
-        DeviceState::Lost => (ReasonCode::GpuLost, Action::Reboot, "lost (fallen off the bus)"),
-        DeviceState::Error => (ReasonCode::GpuError, Action::ResetGpu, "NVML cannot query it"),
+        DeviceState::Lost => (
+            ReasonCode::GpuLost,
+            Action::Reboot,
+            "lost (fallen off the bus)",
+        ),
+        DeviceState::Error => (
+            ReasonCode::GpuError,
+            Action::ResetGpu,
+            "NVML cannot query it",
+        ),
     };
     let msg = format!("GPU {}: {what}", d.index);
-    Some(reason(code, Component::Gpu, action, 100.0, msg).gpu(Some(d.index)).fatal())
+    Some(
+        reason(code, Component::Gpu, action, 100.0, msg)
+            .gpu(Some(d.index))
+            .fatal(),
+    )
 }
 
 fn temperature_and_power(cfg: &ScoreConfig, d: &GpuView<'_>, reasons: &mut Vec<Reason>) {
@@ -478,12 +508,23 @@ fn ecc(cfg: &ScoreConfig, d: &GpuView<'_>, reasons: &mut Vec<Reason>) {
             .threshold(0),
         );
     }
-    if let Some(n) = ecc.corrected_volatile.filter(|&n| n >= r.ecc_corrected_warn) {
+    if let Some(n) = ecc
+        .corrected_volatile
+        .filter(|&n| n >= r.ecc_corrected_warn)
+    {
         let high = n >= r.ecc_corrected_high;
         let (action, deduction, threshold) = if high {
-            (Action::HardwareInspection, r.ecc_corrected_high_deduction, r.ecc_corrected_high)
+            (
+                Action::HardwareInspection,
+                r.ecc_corrected_high_deduction,
+                r.ecc_corrected_high,
+            )
         } else {
-            (Action::None, r.ecc_corrected_warn_deduction, r.ecc_corrected_warn)
+            (
+                Action::None,
+                r.ecc_corrected_warn_deduction,
+                r.ecc_corrected_warn,
+            )
         };
         reasons.push(
             reason(
@@ -491,7 +532,10 @@ fn ecc(cfg: &ScoreConfig, d: &GpuView<'_>, reasons: &mut Vec<Reason>) {
                 Component::Gpu,
                 action,
                 deduction,
-                format!("GPU {}: {n} corrected ECC errors since driver load", d.index),
+                format!(
+                    "GPU {}: {n} corrected ECC errors since driver load",
+                    d.index
+                ),
             )
             .gpu(idx)
             .value(n)
@@ -602,17 +646,30 @@ fn recovery_action(cfg: &ScoreConfig, d: &GpuView<'_>, reasons: &mut Vec<Reason>
             "draining peer-to-peer traffic (stop the jobs using it), then a new reading",
         ),
         // NVML_GPU_RECOVERY_ACTION_RECOVER_IMEX_DOMAIN, _BUS_RESET, _SYSTEM_REBOOT.
-        RecoveryAction::Unknown(5) => (Action::CheckNetwork, false, p2p, "recovering the IMEX domain"),
+        RecoveryAction::Unknown(5) => (
+            Action::CheckNetwork,
+            false,
+            p2p,
+            "recovering the IMEX domain",
+        ),
         RecoveryAction::Unknown(6) => (Action::ResetGpu, true, 100.0, "a PCIe bus reset"),
         RecoveryAction::Unknown(7) => (Action::Reboot, true, 100.0, "a system reboot"),
-        RecoveryAction::Unknown(_) => (Action::CheckHost, false, p2p, "an action this build does not know"),
+        RecoveryAction::Unknown(_) => (
+            Action::CheckHost,
+            false,
+            p2p,
+            "an action this build does not know",
+        ),
     };
     let mut r = reason(
         ReasonCode::GpuRecoveryAction,
         Component::Gpu,
         action,
         deduction,
-        format!("GPU {}: the driver's recovery action {a} asks for {what}", d.index),
+        format!(
+            "GPU {}: the driver's recovery action {a} asks for {what}",
+            d.index
+        ),
     )
     .gpu(Some(d.index))
     .value(a.to_string());

@@ -55,11 +55,11 @@ impl Series {
             Some(&(prev, _)) if n >= 2 && t - prev < spacing => self.0[n - 1] = (t, v),
             _ => self.0.push((t, v)),
         }
+        // Only the front can be older than the window: drop it while the next one is too.
         let start = t - window;
-        if let Some(i) = self.0.iter().rposition(|p| p.0 < start)
-            && i > 0
-        {
-            self.0.drain(..i);
+        let old = self.0.iter().skip(1).take_while(|p| p.0 < start).count();
+        if old > 0 {
+            self.0.drain(..old);
         }
         if self.0.len() > cap {
             let excess = self.0.len() - cap;
@@ -278,8 +278,14 @@ mod tests {
         // One a minute in the window, one older as the base, the newest.
         assert!(p.len() <= 13, "{} points", p.len());
         let first = s.first().unwrap().0;
-        assert!(first <= 1_200_000 - 600_000, "one point at or past the window");
-        assert!(p[1].0 >= 1_200_000 - 600_000, "only one older than the window");
+        assert!(
+            first <= 1_200_000 - 600_000,
+            "one point at or past the window"
+        );
+        assert!(
+            p[1].0 >= 1_200_000 - 600_000,
+            "only one older than the window"
+        );
     }
 
     #[test]
@@ -310,7 +316,11 @@ mod tests {
         n.gpu(1, "GPU-gone").seen = day;
         h.prune(std::time::Duration::from_secs(7 * 86_400), 10);
         assert!(!h.nodes.contains_key("old"));
-        let keys: Vec<&str> = h.nodes["new"].gpus.iter().map(|(k, _)| k.as_str()).collect();
+        let keys: Vec<&str> = h.nodes["new"]
+            .gpus
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
         assert_eq!(keys, ["GPU-a"]);
     }
 }

@@ -23,8 +23,6 @@ pub mod policy;
 mod scorer;
 mod stage_impl;
 pub mod state;
-mod trends;
-mod xid;
 #[cfg(test)]
 #[allow(
     clippy::unwrap_used,
@@ -32,11 +30,19 @@ mod xid;
     clippy::field_reassign_with_default
 )]
 mod tests;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests_history;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests_policy;
+mod trends;
+mod xid;
 
 pub use config::{ScoreConfig, Weights};
+pub use gpu::combine_gpus;
 pub use output::Format;
 pub use policy::{XidPolicy, XidSeverity};
-pub use gpu::combine_gpus;
 pub use scorer::Scorer;
 
 const TOOL: &str = "ugro-score";

@@ -139,7 +139,10 @@ impl XidEntry {
         set(&mut self.deduction, over.deduction);
         set(&mut self.escalate, over.escalate);
         set(&mut self.message_rules, over.message_rules);
-        set(&mut self.defer_to_remapped_rows, over.defer_to_remapped_rows);
+        set(
+            &mut self.defer_to_remapped_rows,
+            over.defer_to_remapped_rows,
+        );
         set(&mut self.reboot_threshold, over.reboot_threshold);
     }
 }
@@ -518,7 +521,8 @@ fn resolve(d: &Deductions, e: &XidEntry) -> Result<XidRule, Invalid> {
     });
     let deduction = check_deduction(
         "deduction",
-        e.deduction.unwrap_or_else(|| default_deduction(d, severity)),
+        e.deduction
+            .unwrap_or_else(|| default_deduction(d, severity)),
     )?;
     if let Some(esc) = &e.escalate
         && (esc.count == 0 || esc.window.is_zero())

@@ -3,7 +3,9 @@
 //! `crate::trends`; what is remembered between samples in `crate::history`.
 
 use serde_json::Value;
-use ugro_types::{Action, Component, Components, GpuScore, HealthState, Reason, ReasonCode, Sample, Score};
+use ugro_types::{
+    Action, Component, Components, GpuScore, HealthState, Reason, ReasonCode, Sample, Score,
+};
 
 use crate::config::ScoreConfig;
 use crate::gpu::gpu_component;

@@ -31,7 +31,11 @@ fn state_error(e: ugro_support::state::StateError) -> StageError {
 }
 
 impl Stage for Scorer {
-    fn tick(&mut self, _now: ugro_types::Timestamp, _emit: &mut Emit<'_>) -> Result<(), StageError> {
+    fn tick(
+        &mut self,
+        _now: ugro_types::Timestamp,
+        _emit: &mut Emit<'_>,
+    ) -> Result<(), StageError> {
         self.offer_state();
         Ok(())
     }
@@ -60,7 +64,7 @@ impl Stage for Scorer {
         let score = self.score_view(&sample);
         self.samples += 1;
         // A clock read per 64 samples is enough to pace the state snapshots.
-        if self.samples % 64 == 0 {
+        if self.samples.is_multiple_of(64) {
             self.offer_state();
         }
         self.worst = Some(worse(self.worst, score.state));

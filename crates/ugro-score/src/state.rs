@@ -86,7 +86,10 @@ impl StateStore {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.skipped += 1;
-                tracing::debug!(skipped = self.skipped, "state writer busy: snapshot skipped");
+                tracing::debug!(
+                    skipped = self.skipped,
+                    "state writer busy: snapshot skipped"
+                );
             }
             // The writer stopped on an error: `close` reports it.
             Err(TrySendError::Disconnected(_)) => {}

@@ -282,7 +282,10 @@ fn fatal_xids_of_the_catalog_force_critical() {
 fn xids_63_and_64_defer_to_the_remapped_rows_on_gpus_that_report_them() {
     for code in [63, 64] {
         let mut s = busy();
-        assert!(gpu0(&mut s).remapped_rows.is_some(), "the H200 reports row remapping");
+        assert!(
+            gpu0(&mut s).remapped_rows.is_some(),
+            "the H200 reports row remapping"
+        );
         gpu0(&mut s).xids = vec![xid(code, None)];
         let sc = score(&s);
         assert!(sc.reasons.is_empty(), "xid {code}: {:?}", codes(&sc));
@@ -290,7 +293,11 @@ fn xids_63_and_64_defer_to_the_remapped_rows_on_gpus_that_report_them() {
         gpu0(&mut s).remapped_rows = None;
         let sc = score(&s);
         assert_eq!(sc.action, Action::ResetGpu, "xid {code}");
-        let want = if code == 64 { HealthState::Critical } else { HealthState::Healthy };
+        let want = if code == 64 {
+            HealthState::Critical
+        } else {
+            HealthState::Healthy
+        };
         assert_eq!(sc.state, want, "xid {code}");
     }
 }

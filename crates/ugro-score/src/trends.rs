@@ -113,7 +113,13 @@ fn pcie_replay(
     };
     let prev = h.replay.last().map(|(_, v)| v);
     let t = &cfg.trends;
-    let growth = counter_growth(&mut h.replay, now, count, t.replay_window, t.replay_min_span);
+    let growth = counter_growth(
+        &mut h.replay,
+        now,
+        count,
+        t.replay_window,
+        t.replay_min_span,
+    );
     let limit = replay_limit(cfg, pcie.generation, pcie.width);
     if let (Some((g, span)), Some(limit)) = (growth, limit) {
         let per_min = g / span as f64 * MINUTE;
@@ -350,14 +356,20 @@ mod tests {
         assert_eq!(replay_limit(&cfg, Some(5), Some(16)), Some(31.0));
         assert_eq!(replay_limit(&cfg, Some(4), Some(16)), Some(16.0));
         assert_eq!(replay_limit(&cfg, Some(3), Some(8)), Some(4.0));
-        assert_eq!(replay_limit(&cfg, Some(9), Some(1)), Some(4.0), "capped at Gen6");
+        assert_eq!(
+            replay_limit(&cfg, Some(9), Some(1)),
+            Some(4.0),
+            "capped at Gen6"
+        );
         assert_eq!(replay_limit(&cfg, Some(0), Some(16)), None);
         assert_eq!(replay_limit(&cfg, Some(5), None), None);
     }
 
     #[test]
     fn a_least_squares_slope_of_a_line_is_its_slope() {
-        let pts: Vec<(i64, f64)> = (0..5).map(|i| (i * 60_000, 50.0 + 2.0 * i as f64)).collect();
+        let pts: Vec<(i64, f64)> = (0..5)
+            .map(|i| (i * 60_000, 50.0 + 2.0 * i as f64))
+            .collect();
         assert!((slope_per_minute(&pts).unwrap() - 2.0).abs() < 1e-9);
         assert_eq!(slope_per_minute(&pts[..1]), None);
     }

@@ -157,7 +157,12 @@ fn forget_old(scope: &XidScope<'_>, hist: &mut GpuHistory) {
 
 /// Remembered events of `code` within `window` before now, plus this sample's events that
 /// could not be remembered.
-fn count_in_window(scope: &XidScope<'_>, group: &[Judged<'_>], hist: &GpuHistory, window: Duration) -> u32 {
+fn count_in_window(
+    scope: &XidScope<'_>,
+    group: &[Judged<'_>],
+    hist: &GpuHistory,
+    window: Duration,
+) -> u32 {
     let code = group[0].x.code;
     let start = scope.now.millis().saturating_sub(ms(window));
     let stored: u32 = hist
@@ -177,7 +182,10 @@ fn count_in_window(scope: &XidScope<'_>, group: &[Judged<'_>], hist: &GpuHistory
 fn reboots_since_first(scope: &XidScope<'_>, group: &[Judged<'_>], hist: &GpuHistory) -> u32 {
     let code = group[0].x.code;
     let now_boot = group.iter().map(|j| j.boot).max().unwrap_or(0);
-    let start = scope.now.millis().saturating_sub(ms(scope.cfg.policy.reboots.window));
+    let start = scope
+        .now
+        .millis()
+        .saturating_sub(ms(scope.cfg.policy.reboots.window));
     let first = hist
         .xids
         .iter()
@@ -235,7 +243,9 @@ fn group_reason(scope: &XidScope<'_>, group: &[Judged<'_>], hist: &GpuHistory) -
         if limit > 0 && reboots >= limit {
             v.action = v.action.max(policy.reboots.action);
             code_name = Some(ReasonCode::XidAfterReboots);
-            notes.push(format!("seen again {reboots} reboots after its first sighting"));
+            notes.push(format!(
+                "seen again {reboots} reboots after its first sighting"
+            ));
             threshold = Some(limit);
             window = Some(humantime::format_duration(policy.reboots.window).to_string());
         }

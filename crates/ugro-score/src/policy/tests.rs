@@ -30,7 +30,10 @@ fn every_shipped_entry_follows_its_catalog_bucket_or_says_why_not() {
                 assert!(r.note.is_some(), "xid {code}: {bucket} but {:?}", r.action);
             }
             Some(_) => checked += 1,
-            None => assert!(!r.message_rules.is_empty(), "xid {code} needs message rules"),
+            None => assert!(
+                !r.message_rules.is_empty(),
+                "xid {code} needs message rules"
+            ),
         }
         if matches!(bucket.as_str(), "RESET_GPU" | "RESTART_BM" | "RESTART_VM")
             && r.severity != XidSeverity::Fatal
@@ -73,12 +76,18 @@ fn shipped_policy_has_nvidias_fatal_and_application_xids() {
 fn xids_62_63_and_92_follow_the_catalog() {
     let p = XidPolicy::shipped().unwrap();
     let r62 = p.rule(62).0;
-    assert_eq!((r62.severity, r62.action), (XidSeverity::Fatal, Action::ResetGpu));
+    assert_eq!(
+        (r62.severity, r62.action),
+        (XidSeverity::Fatal, Action::ResetGpu)
+    );
     let r63 = p.rule(63).0;
     assert_eq!(r63.action, Action::ResetGpu, "a reset applies the remap");
     assert!(r63.defer_to_remapped_rows && p.rule(64).0.defer_to_remapped_rows);
     let r92 = p.rule(92).0;
-    assert_eq!((r92.severity, r92.action), (XidSeverity::Warning, Action::None));
+    assert_eq!(
+        (r92.severity, r92.action),
+        (XidSeverity::Warning, Action::None)
+    );
 }
 
 #[test]
@@ -88,7 +97,10 @@ fn nvlink5_xids_are_judged_by_the_severity_word_in_the_message() {
         let r = p.rule(code).0;
         let fatal = "NETIR_LINK_EVT  Fatal   XC0 i0 Link 01 (0x021425c6 0x00000000)";
         let (_, v, _) = r.judge(Some(fatal));
-        assert_eq!((v.severity, v.action), (XidSeverity::Fatal, Action::ResetGpu));
+        assert_eq!(
+            (v.severity, v.action),
+            (XidSeverity::Fatal, Action::ResetGpu)
+        );
         let (_, v, _) = r.judge(Some("RLW_REMAP Nonfatal XC0 i0 Link 00 (0x00000004)"));
         assert_eq!((v.severity, v.action), (XidSeverity::Warning, Action::None));
         assert_eq!(v.deduction, 10.0);
@@ -104,14 +116,29 @@ fn xid_154_takes_the_recovery_action_named_in_its_message() {
     let msg = |to: &str| format!("GPU recovery action changed from 0x4 (Drain and Reset) to {to}");
     for (to, sev, action) in [
         ("0x0 (None)", XidSeverity::Warning, Action::None),
-        ("0x1 (GPU Reset Required)", XidSeverity::Fatal, Action::ResetGpu),
-        ("0x2 (Node Reboot Required)", XidSeverity::Fatal, Action::Reboot),
+        (
+            "0x1 (GPU Reset Required)",
+            XidSeverity::Fatal,
+            Action::ResetGpu,
+        ),
+        (
+            "0x2 (Node Reboot Required)",
+            XidSeverity::Fatal,
+            Action::Reboot,
+        ),
         ("0x3 (Drain P2P)", XidSeverity::Warning, Action::RestartApp),
-        ("0x4 (Drain and Reset)", XidSeverity::Fatal, Action::ResetGpu),
+        (
+            "0x4 (Drain and Reset)",
+            XidSeverity::Fatal,
+            Action::ResetGpu,
+        ),
     ] {
         let (_, v, meaning) = r.judge(Some(&msg(to)));
         assert_eq!((v.severity, v.action), (sev, action), "{to}");
-        assert!(meaning.starts_with("GPU recovery action changed to"), "{meaning}");
+        assert!(
+            meaning.starts_with("GPU recovery action changed to"),
+            "{meaning}"
+        );
     }
 }
 
@@ -131,7 +158,10 @@ fn a_site_verdict_replaces_the_message_rules_and_the_deferral() {
     let p = XidPolicy::with_site(Path::new("site.yaml"), site).unwrap();
     let r = p.rule(149).0;
     let (_, v, _) = r.judge(Some("NETIR Nonfatal XC0 i0 Link 00 (0x0)"));
-    assert_eq!((v.severity, v.action), (XidSeverity::Fatal, Action::HardwareInspection));
+    assert_eq!(
+        (v.severity, v.action),
+        (XidSeverity::Fatal, Action::HardwareInspection)
+    );
     assert!(!p.rule(63).0.defer_to_remapped_rows);
     // A site that changes only the points keeps the shipped message rules.
     let r150 = p.rule(150).0;
@@ -147,7 +177,11 @@ fn site_file_overrides_single_fields_and_adds_entries() {
     let (r31, _) = p.rule(31);
     assert_eq!(r31.severity, XidSeverity::Warning);
     assert_eq!(r31.deduction, 12.0);
-    assert_eq!(r31.action, Action::RestartApp, "action kept from the shipped file");
+    assert_eq!(
+        r31.action,
+        Action::RestartApp,
+        "action kept from the shipped file"
+    );
     assert!(r31.meaning.contains("page fault"));
     assert_eq!(p.rule(999).0.action, Action::Reboot);
     assert_eq!(p.rule(999).0.deduction, 100.0);
@@ -174,7 +208,10 @@ fn bad_site_file_names_file_line_and_field() {
     let msg = XidPolicy::with_site(Path::new("site.yaml"), site)
         .unwrap_err()
         .to_string();
-    assert!(msg.contains("site.yaml:") && msg.contains("severity"), "{msg}");
+    assert!(
+        msg.contains("site.yaml:") && msg.contains("severity"),
+        "{msg}"
+    );
     let site = "xids:\n  501:\n    severity: fatal\n    message_rules:\n      - {word: Fatal, contains: x}\n";
     let msg = XidPolicy::with_site(Path::new("site.yaml"), site)
         .unwrap_err()
@@ -187,5 +224,8 @@ fn a_word_rule_does_not_match_inside_another_word() {
     let m = Matcher::Word("fatal".into());
     assert!(m.matches("SAW_MVB Fatal XC0"));
     assert!(!m.matches("SAW_MVB Nonfatal XC0"));
-    assert!(Matcher::Contains("to 0x2 (".into()).matches("from 0x0 (None) to 0x2 (Node Reboot Required)"));
+    assert!(
+        Matcher::Contains("to 0x2 (".into())
+            .matches("from 0x0 (None) to 0x2 (Node Reboot Required)")
+    );
 }

@@ -180,9 +180,31 @@ fn gpu_list<'de: 'a, 'a, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<GpuVie
 fn recovery_action<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<RecoveryAction>, D::Error> {
-    let t: Option<Text<'de>> = Option::deserialize(d)?;
-    t.map(|t| RecoveryAction::from_name(&t).map_err(serde::de::Error::custom))
-        .transpose()
+    struct Name;
+    impl serde::de::Visitor<'_> for Name {
+        type Value = RecoveryAction;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a recovery action name")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RecoveryAction, E> {
+            RecoveryAction::from_name(v).map_err(E::custom)
+        }
+    }
+    // Called only when the key is there: null is absent, a string is read in place.
+    struct Opt;
+    impl<'de> serde::de::Visitor<'de> for Opt {
+        type Value = Option<RecoveryAction>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a recovery action name or null")
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_str(Name).map(Some)
+        }
+    }
+    d.deserialize_option(Opt)
 }
 
 /// Called only when the key exists, so `"score": null` counts too.
