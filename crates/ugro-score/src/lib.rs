@@ -132,7 +132,9 @@ process only: a cron run that scores one sample per node has no rates, trends, w
 recurrence, reboots or GPU count history, and a one-shot XID counts only within its sample. \
 With --state FILE it is read at the start and written at the end (and every \
 history.persist_interval, 30s, in a long run, by a writer thread); the file is locked for the \
-run (a second run waits), replaced atomically, mode 0600, format ugro-score version 1; a \
+run (a second run waits), replaced atomically, mode 0600, format ugro-score version 1 \
+(ugro-watch --pipeline keeps it as STATE_DIR/score.json, else \
+~/.local/state/ugro/watch-score.json); a \
 corrupt or foreign file exits 78 and is left untouched (--reset-state starts over). Bounds: \
 max_tracked_nodes nodes (least recently seen dropped), nodes and GPUs not seen for \
 history.max_age (7d, record time) forgotten, per GPU at most 256 XID events and a dozen \

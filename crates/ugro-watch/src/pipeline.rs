@@ -127,6 +127,10 @@ pub fn build(
         "alert.json",
         "watch-alert.json",
     )?;
+    // The scorer's history (rates, trends, XID windows) survives a watcher restart.
+    let score_state = state_file(&None, state_dir, "score.json", "watch-score.json")?;
+    let scorer = ugro_score::Scorer::with_state(score_cfg, ugro_score::Format::Json, &score_state)
+        .map_err(setup("ugro-score"))?;
     let breaker = ugro_breaker::BreakerStage::open(breaker_cfg, &breaker_state)
         .map_err(setup("ugro-breaker"))?;
     let alert =
@@ -140,7 +144,7 @@ pub fn build(
         (
             "ugro-score",
             Box::new(Tee {
-                inner: ugro_score::Scorer::new(score_cfg),
+                inner: scorer,
                 tap: t1,
                 out: o1,
             }),
