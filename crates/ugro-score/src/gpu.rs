@@ -2,7 +2,7 @@
 //! own history, and each GPU's rules (temperature, power, throttling, ECC, row remapping,
 //! PCIe, the driver's recovery action, XIDs, trends).
 
-use ugro_types::view::{GpuSectionView, GpuView, SampleView};
+use ugro_types::view::{GpuSectionView, GpuView, SampleView, ThrottleReasons};
 use ugro_types::{
     Action, Component, DeviceState, GpuScore, GpuStatus, Reason, ReasonCode, RecoveryAction,
     Timestamp, Xid,
@@ -415,20 +415,14 @@ fn busy(cfg: &ScoreConfig, d: &GpuView<'_>) -> Option<bool> {
 fn throttling(cfg: &ScoreConfig, d: &GpuView<'_>, reasons: &mut Vec<Reason>) {
     let r = &cfg.gpu;
     let idx = Some(d.index);
-    let Some(tr) = &d.throttle_reasons else {
+    let Some(tr) = d.throttle_reasons else {
         return;
     };
-    let hw: Vec<&str> = tr
-        .iter()
-        .map(AsRef::as_ref)
-        .filter(|t| {
-            matches!(
-                *t,
-                "hw_slowdown" | "hw_thermal_slowdown" | "hw_power_brake_slowdown"
-            )
-        })
-        .collect();
-    if !hw.is_empty() {
+    let hw_bits = ThrottleReasons::HW_SLOWDOWN
+        | ThrottleReasons::HW_THERMAL_SLOWDOWN
+        | ThrottleReasons::HW_POWER_BRAKE_SLOWDOWN;
+    if tr.any(hw_bits) {
+        let hw: Vec<&str> = tr.names_of(hw_bits).collect();
         // hw_slowdown is reported together with its cause: one deduction for the group.
         reasons.push(
             reason(
@@ -442,7 +436,7 @@ fn throttling(cfg: &ScoreConfig, d: &GpuView<'_>, reasons: &mut Vec<Reason>) {
             .value(hw.join(",")),
         );
     }
-    if tr.iter().any(|t| t == "sw_thermal_slowdown") {
+    if tr.any(ThrottleReasons::SW_THERMAL_SLOWDOWN) {
         reasons.push(
             reason(
                 ReasonCode::GpuSwThermalSlowdown,
@@ -456,7 +450,7 @@ fn throttling(cfg: &ScoreConfig, d: &GpuView<'_>, reasons: &mut Vec<Reason>) {
         );
     }
     // At high utilisation the SW power cap is the GPU running at its power limit: normal.
-    if tr.iter().any(|t| t == "sw_power_cap") && busy(cfg, d) == Some(false) {
+    if tr.any(ThrottleReasons::SW_POWER_CAP) && busy(cfg, d) == Some(false) {
         let u = d.utilization_pct.unwrap_or(0);
         reasons.push(
             reason(

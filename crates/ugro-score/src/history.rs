@@ -23,9 +23,47 @@ pub(crate) const MAX_GPUS: usize = 64;
 /// before the newest replaces the newest, so the newest point is always the latest reading and
 /// the series spans its window with a handful of points. At most one point older than the
 /// window is kept, as the base of a rate when samples are sparse.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(transparent)]
+///
+/// Every reading kept is a whole number (a counter, whole °C). In the state file a series is
+/// one flat array, `[t0, v0, dt1, v1, …]` (the first time in ms since the epoch, then each
+/// point's ms after the one before): a tenth of the size of the pairs.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Series(Vec<(i64, f64)>);
+
+impl Serialize for Series {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.0.len() * 2))?;
+        let mut prev = 0;
+        for (i, &(t, v)) in self.0.iter().enumerate() {
+            seq.serialize_element(&if i == 0 { t } else { t - prev })?;
+            seq.serialize_element(&(v.round() as i64))?;
+            prev = t;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Series {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let flat: Vec<i64> = Vec::deserialize(d)?;
+        if flat.len() % 2 != 0 {
+            return Err(serde::de::Error::custom(
+                "a series has an odd number of numbers",
+            ));
+        }
+        let mut t = 0;
+        let pts = flat
+            .chunks_exact(2)
+            .enumerate()
+            .map(|(i, p)| {
+                t = if i == 0 { p[0] } else { t + p[0] };
+                (t, p[1] as f64)
+            })
+            .collect();
+        Ok(Series(pts))
+    }
+}
 
 impl Series {
     pub(crate) fn is_empty(&self) -> bool {
@@ -286,6 +324,22 @@ mod tests {
             p[1].0 >= 1_200_000 - 600_000,
             "only one older than the window"
         );
+    }
+
+    #[test]
+    fn a_series_is_saved_as_one_delta_encoded_array() {
+        let mut s = Series::default();
+        for (t, v) in [
+            (1_800_000_000_000, 61.0),
+            (1_800_000_060_000, 62.0),
+            (1_800_000_120_000, 62.0),
+        ] {
+            s.push(t, v, 1, 1_000_000, 8);
+        }
+        let text = serde_json::to_string(&s).unwrap();
+        assert_eq!(text, "[1800000000000,61,60000,62,60000,62]");
+        assert_eq!(serde_json::from_str::<Series>(&text).unwrap(), s);
+        assert!(serde_json::from_str::<Series>("[1,2,3]").is_err());
     }
 
     #[test]

@@ -47,7 +47,7 @@ fn counter_growth(
         s.clear();
     }
     let w = ms(window).max(1);
-    s.push(now, v, (w / 8).max(1), w, 12);
+    s.push(now, v, (w / 4).max(1), w, 6);
     let (t0, v0) = s.first()?;
     let span = now - t0;
     (span > 0 && span >= ms(min_span)).then_some((v - v0, span))
@@ -271,7 +271,7 @@ fn temperature(
     if h.temp.last().is_some_and(|(last, _)| last > now) {
         h.temp.clear();
     }
-    h.temp.push(now, temp, (w / 16).max(1), w, 18);
+    h.temp.push(now, temp, (w / 8).max(1), w, 11);
     // At most the first point is older than the window; no allocation on the hot path.
     let all = h.temp.points();
     let pts = match all.first() {

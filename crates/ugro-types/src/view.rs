@@ -37,7 +37,7 @@ mod text;
 
 pub use alert::AlertView;
 pub use record::{BreakerView, FleetView, RecordView, TransitionView};
-pub use sample::{GpuSectionView, GpuView, SampleView};
+pub use sample::{GpuSectionView, GpuView, SampleView, ThrottleReasons};
 pub use score::{ReasonView, ScoreHead, ScoreView};
 pub use text::Text;
 

@@ -108,9 +108,9 @@ pub struct GpuView<'a> {
     /// Power limit, W.
     #[serde(default)]
     pub power_limit_w: Option<f64>,
-    /// Active clock throttle reasons.
-    #[serde(default, borrow)]
-    pub throttle_reasons: Option<Vec<Text<'a>>>,
+    /// Active clock throttle reasons, as a set (no allocation per GPU).
+    #[serde(default)]
+    pub throttle_reasons: Option<ThrottleReasons>,
     /// ECC counters.
     #[serde(default)]
     pub ecc: Option<Ecc>,
@@ -142,13 +142,139 @@ impl<'a> GpuView<'a> {
             throttle_reasons: g
                 .throttle_reasons
                 .as_ref()
-                .map(|v| v.iter().map(|s| Text::from(s.as_str())).collect()),
+                .map(|v| ThrottleReasons::from_names(v.iter().map(String::as_str))),
             ecc: g.ecc,
             remapped_rows: g.remapped_rows,
             recovery_action: g.recovery_action,
             pcie: g.pcie,
             xids: Cow::Borrowed(&g.xids),
         }
+    }
+}
+
+/// A GPU's clock-event (throttle) reasons as a set of NVML's names, the view's form of
+/// [`Gpu::throttle_reasons`]: read from the line without allocating. A name this build does not
+/// know (a newer probe) is counted in [`ThrottleReasons::unknown`], not kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ThrottleReasons {
+    bits: u16,
+    unknown: u16,
+}
+
+impl ThrottleReasons {
+    /// The names, in NVML's bit order (`nvmlClocksEventReason*`).
+    pub const NAMES: [&'static str; 9] = [
+        "gpu_idle",
+        "applications_clocks_setting",
+        "sw_power_cap",
+        "hw_slowdown",
+        "sync_boost",
+        "sw_thermal_slowdown",
+        "hw_thermal_slowdown",
+        "hw_power_brake_slowdown",
+        "display_clock_setting",
+    ];
+
+    /// `sw_power_cap`.
+    pub const SW_POWER_CAP: u16 = 1 << 2;
+    /// `hw_slowdown`.
+    pub const HW_SLOWDOWN: u16 = 1 << 3;
+    /// `sw_thermal_slowdown`.
+    pub const SW_THERMAL_SLOWDOWN: u16 = 1 << 5;
+    /// `hw_thermal_slowdown`.
+    pub const HW_THERMAL_SLOWDOWN: u16 = 1 << 6;
+    /// `hw_power_brake_slowdown`.
+    pub const HW_POWER_BRAKE_SLOWDOWN: u16 = 1 << 7;
+
+    /// Whether any of `bits` (the constants above, or-ed) is in the set.
+    pub fn any(self, bits: u16) -> bool {
+        self.bits & bits != 0
+    }
+
+    /// The known names among `bits` in the set, in NVML's bit order.
+    pub fn names_of(self, bits: u16) -> impl Iterator<Item = &'static str> {
+        ThrottleReasons {
+            bits: self.bits & bits,
+            unknown: 0,
+        }
+        .names()
+    }
+
+    fn bit(name: &str) -> Option<u16> {
+        Self::NAMES.iter().position(|n| *n == name).map(|i| 1 << i)
+    }
+
+    fn add(&mut self, name: &str) {
+        match Self::bit(name) {
+            Some(b) => self.bits |= b,
+            None => self.unknown = self.unknown.saturating_add(1),
+        }
+    }
+
+    /// The set of `names`.
+    pub fn from_names<'n>(names: impl IntoIterator<Item = &'n str>) -> Self {
+        let mut t = ThrottleReasons::default();
+        for n in names {
+            t.add(n);
+        }
+        t
+    }
+
+    /// Whether `name` is in the set.
+    pub fn contains(self, name: &str) -> bool {
+        Self::bit(name).is_some_and(|b| self.bits & b != 0)
+    }
+
+    /// The known names in the set, in NVML's bit order.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        Self::NAMES
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| self.bits & (1 << i) != 0)
+            .map(|(_, n)| *n)
+    }
+
+    /// Names in the line this build does not know.
+    pub fn unknown(self) -> u16 {
+        self.unknown
+    }
+}
+
+impl<'de> Deserialize<'de> for ThrottleReasons {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Name<'s>(&'s mut ThrottleReasons);
+        impl<'de> serde::de::DeserializeSeed<'de> for Name<'_> {
+            type Value = ();
+            fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+                d.deserialize_str(self)
+            }
+        }
+        impl serde::de::Visitor<'_> for Name<'_> {
+            type Value = ();
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a throttle reason name")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+                self.0.add(v);
+                Ok(())
+            }
+        }
+        struct Set;
+        impl<'de> serde::de::Visitor<'de> for Set {
+            type Value = ThrottleReasons;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of throttle reason names")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ThrottleReasons, A::Error> {
+                let mut t = ThrottleReasons::default();
+                while seq.next_element_seed(Name(&mut t))?.is_some() {}
+                Ok(t)
+            }
+        }
+        d.deserialize_seq(Set)
     }
 }
 
@@ -283,15 +409,11 @@ mod tests {
             assert_eq!(d.temperature_c, g.temperature_c);
             assert_eq!(d.temperature_slowdown_c, g.temperature_slowdown_c);
             assert_eq!((d.power_w, d.power_limit_w), (g.power_w, g.power_limit_w));
-            let tr: Option<Vec<&str>> = d
+            let want = g
                 .throttle_reasons
                 .as_ref()
-                .map(|t| t.iter().map(|x| &**x).collect());
-            let want: Option<Vec<&str>> = g
-                .throttle_reasons
-                .as_ref()
-                .map(|t| t.iter().map(String::as_str).collect());
-            assert_eq!(tr, want);
+                .map(|t| ThrottleReasons::from_names(t.iter().map(String::as_str)));
+            assert_eq!(d.throttle_reasons, want);
             assert_eq!(
                 (d.ecc, d.remapped_rows, d.pcie),
                 (g.ecc, g.remapped_rows, g.pcie)
@@ -318,8 +440,23 @@ mod tests {
         assert!(matches!(v.node, Cow::Borrowed(_)));
         let d = &v.gpu.as_ref().unwrap().devices[0];
         assert!(matches!(d.uuid, Some(Text(Cow::Borrowed(_)))));
-        let tr = d.throttle_reasons.as_ref().unwrap();
-        assert!(tr.iter().all(|t| matches!(t.0, Cow::Borrowed(_))));
+    }
+
+    #[test]
+    fn throttle_reasons_read_as_a_set_and_count_names_they_do_not_know() {
+        let v = SampleView::parse(
+            r#"{"v":1,"kind":"sample","ts":"2026-11-28T00:00:00Z","node":"n","gpu":{"status":"ok","devices":[{"index":0,"throttle_reasons":["hw_thermal_slowdown","sw_power_cap","hw_slowdown","fan_brake"]}]}}"#,
+        )
+        .unwrap();
+        let t = v.gpu.unwrap().devices[0].throttle_reasons.unwrap();
+        assert!(t.contains("hw_slowdown") && t.contains("sw_power_cap"));
+        assert!(!t.contains("gpu_idle"));
+        let names: Vec<&str> = t.names().collect();
+        assert_eq!(
+            names,
+            ["sw_power_cap", "hw_slowdown", "hw_thermal_slowdown"]
+        );
+        assert_eq!(t.unknown(), 1);
     }
 
     #[test]
