@@ -47,7 +47,7 @@ impl Serialize for Series {
 impl<'de> Deserialize<'de> for Series {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let flat: Vec<i64> = Vec::deserialize(d)?;
-        if flat.len() % 2 != 0 {
+        if !flat.len().is_multiple_of(2) {
             return Err(serde::de::Error::custom(
                 "a series has an odd number of numbers",
             ));
