@@ -1,8 +1,7 @@
-//! Writes N realistic 8-GPU sample lines (about 2.8 KB each) for scripts/bench-score.sh.
+//! Writes N realistic 8-GPU sample lines (about 5.4 KB each) for scripts/bench-score.sh.
 //!
-//! Each GPU carries the fields the score reads (about 270 bytes), which gives the issue's
-//! ~2.8 KB per 8-GPU line; a full probe line with names, processes and `absent` maps is about
-//! twice that, and costs proportionally more to parse.
+//! Each GPU carries the fields the score reads (about 530 bytes); a full probe line with
+//! names, processes and `absent` maps is about 8 KB, and costs proportionally more to parse.
 //!
 //! The readings follow the real H200 node in `fixtures/` (700 W limit, PCIe gen 5 x16, 141 GB)
 //! with deterministic variation: most nodes are busy and healthy, a few per hundred carry a
@@ -12,7 +11,7 @@
 //! rows), the recovery action, the PCI GPU count and a boot id, as a real stream does: the
 //! history rules run on every GPU without firing on noise.
 //!
-//! Usage: `gen_samples [N] [NODES]` (defaults 200000 and 2000).
+//! Usage: `gen_samples [N] [NODES]` (defaults 200000 and 1000).
 
 use std::io::{self, BufWriter, Write};
 
@@ -211,7 +210,7 @@ fn main() -> io::Result<()> {
     let nodes: u64 = args
         .next()
         .and_then(|a| a.parse().ok())
-        .unwrap_or(2000)
+        .unwrap_or(1000)
         .max(1);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
