@@ -6,7 +6,9 @@ complete -c ugro-score -l degraded-below -d 'Total below which the state is degr
 complete -c ugro-score -s f -l format -d 'Output format' -r -f -a "json\t'The input record with `score` added (JSON lines)'
 nagios\t'Monitoring Plugins output: one status line for the worst state, a line per node after it'
 table\t'An aligned table for people'"
+complete -c ugro-score -l state -d 'Keep the history the rules need (rates, trends, XID windows, reboots, GPU counts) in FILE between runs: locked for the run, rewritten atomically (mode 0600) at the end' -r -F
 complete -c ugro-score -s e -l exit-status -d 'Exit with the Monitoring Plugins status of the worst state seen (0-3), in JSON mode too'
 complete -c ugro-score -l strict -d 'Stop at the first bad input line'
+complete -c ugro-score -l reset-state -d 'Start the --state file over (it is removed under its lock first)'
 complete -c ugro-score -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ugro-score -s V -l version -d 'Print version'
