@@ -127,7 +127,10 @@ pub fn promtool_lint(text: &str) -> Option<Vec<String>> {
     let input = text.to_owned();
     let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
     let out = child.wait_with_output().expect("promtool runs");
-    writer.join().expect("writer").expect("promtool reads its input");
+    writer
+        .join()
+        .expect("writer")
+        .expect("promtool reads its input");
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
