@@ -252,7 +252,7 @@ fn metric_names(text: &str) -> BTreeSet<String> {
         let word = &text[start..i];
         let prev = start.checked_sub(1).map(|p| bytes[p]);
         let ours = word.starts_with("ugro_") || word.starts_with("DCGM_FI_");
-        if ours && prev != Some(b':') && !(bytes.get(i) == Some(&b':')) {
+        if ours && prev != Some(b':') && bytes.get(i) != Some(&b':') {
             out.insert(word.to_owned());
         }
         if i == start {
@@ -315,6 +315,27 @@ fn rules_pass_promtool_check_and_their_unit_tests() {
     if let Some(said) = promtool(&["test", "rules", "ugro.rules.test.yml"], &dir) {
         assert!(said.contains("SUCCESS"), "{said}");
     }
+}
+
+#[test]
+fn the_alertmanager_example_passes_amtool_check_config() {
+    let dir = root().join("contrib/alertmanager");
+    let out = match Command::new("amtool")
+        .args(["check-config", "ugro.alertmanager.yml"])
+        .current_dir(&dir)
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => {
+            require(&format!("amtool ({e})"), false);
+            return;
+        }
+    };
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("2 inhibit rules"),
+        "{said}"
+    );
 }
 
 #[test]
@@ -488,7 +509,7 @@ fn tool(name: &str, args: &[&str], input: &str) -> String {
 }
 
 /// The records of one node (samples and transitions), in order.
-fn of_node<'a>(records: &'a str, node: &str) -> String {
+fn of_node(records: &str, node: &str) -> String {
     records
         .lines()
         .filter(|l| ugro_types::parse_header(l).is_ok_and(|h| h.node == node))
@@ -542,10 +563,10 @@ fn make_fleet(work: &Path, dirs: &[PathBuf; 2]) -> Made {
         } else {
             ugro_e2e::assert_promtool_clean(&text);
         }
-        let last = own
+        let mut last = own
             .lines()
             .filter(|l| ugro_types::parse_header(l).is_ok_and(|h| h.kind == Kind::Sample));
-        let s: Sample = serde_json::from_str(last.last().unwrap()).unwrap();
+        let s: Sample = serde_json::from_str(last.next_back().unwrap()).unwrap();
         truth.insert(node.name.to_owned(), s);
     }
     let file = dirs[0].join("alerts.prom");
@@ -700,14 +721,13 @@ fn fill(expr: &str, node: &str) -> String {
         .replace("$gpu", ".*")
 }
 
+/// Whether `expr` reads a family only ugro-watch's endpoint serves.
 fn uses_watcher_only(expr: &str) -> bool {
     use ugro_metrics::Source;
-    metric_names(expr)
+    ugro_metrics::CATALOG
         .iter()
-        .chain(["process_resident_memory_bytes".to_owned()].iter())
-        .filter(|n| expr.contains(n.as_str()))
-        .filter_map(|n| ugro_metrics::catalog::by_name(n))
-        .any(|m| matches!(m.source, Source::Poll | Source::Watcher))
+        .filter(|m| matches!(m.source, Source::Poll | Source::Watcher))
+        .any(|m| expr.contains(m.name))
 }
 
 #[test]

@@ -88,30 +88,35 @@ pub(crate) fn score(e: &mut Exposition, node: &Labels, s: &Sample, sc: &Score) {
     reasons(e, node, sc);
 }
 
-/// Two reasons with the same code, component and GPU (two full disks) are one series: their
-/// deductions summed, fatal if either is, the more drastic action.
+/// One `ugro_node_reason` series: the reasons with the same code, component and GPU (two full
+/// disks) are one, their deductions summed, fatal if either is, with the more drastic action.
+#[derive(Default)]
+struct Merged {
+    points: f64,
+    fatal: bool,
+    action: Action,
+    family: Option<&'static str>,
+}
+
 fn reasons(e: &mut Exposition, node: &Labels, sc: &Score) {
-    let mut merged: BTreeMap<(&str, &str, Option<u32>), (f64, bool, Action, Option<&str>)> =
-        BTreeMap::new();
+    let mut merged: BTreeMap<(&str, &str, Option<u32>), Merged> = BTreeMap::new();
     for r in &sc.reasons {
         let key = (r.code.as_str(), r.component.as_str(), r.gpu);
-        let family = r.code.family().map(|f| f.as_str());
-        let m = merged
-            .entry(key)
-            .or_insert((0.0, false, Action::None, family));
-        m.0 += r.deduction;
-        m.1 |= r.fatal;
-        m.2 = m.2.max(r.action);
+        let m = merged.entry(key).or_default();
+        m.family = r.code.family().map(|f| f.as_str());
+        m.points += r.deduction;
+        m.fatal |= r.fatal;
+        m.action = m.action.max(r.action);
     }
-    for ((code, component, gpu), (points, fatal, action, family)) in merged {
+    for ((code, component, gpu), m) in merged {
         let l = node
             .and("code", code)
-            .and_opt("family", family)
+            .and_opt("family", m.family)
             .with("component", component)
             .and_opt("gpu", gpu.map(|g| g.to_string()).as_deref())
-            .with("fatal", if fatal { "true" } else { "false" })
-            .with("action", action.as_str());
-        e.set(&NODE_REASON, &l, Some(points));
+            .with("fatal", if m.fatal { "true" } else { "false" })
+            .with("action", m.action.as_str());
+        e.set(&NODE_REASON, &l, Some(m.points));
     }
 }
 

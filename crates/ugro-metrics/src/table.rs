@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use ugro_types::view::{AlertView, BreakerView, TransitionView};
-use ugro_types::{AlertStatus, Kind, RecordError, Sample, parse_header};
+use ugro_types::{AlertStatus, Kind, RecordError, Sample, check_header, parse_header};
 
 use crate::fleet::{FiringAlert, PollStats, WatcherStats};
 use crate::{Names, NodeView, Renderer};
@@ -48,37 +48,59 @@ impl NodeTable {
     /// Takes one record line; says whether anything changed. A line that is not a valid
     /// record of a kind the table reads is an error naming the cause, and changes nothing.
     pub fn ingest(&mut self, line: &str) -> Result<bool, RecordError> {
-        let h = parse_header(line)?;
-        match h.kind {
-            Kind::Sample => {
-                let sample: Sample = serde_json::from_str(line)?;
-                let a: Annotation = serde_json::from_str(line)?;
-                self.set_sample(sample, a.breaker);
-            }
-            Kind::Transition => {
-                let t = TransitionView::parse(line)?;
-                let Some(to) = t.to else { return Ok(false) };
-                let b = BreakerView {
-                    state: to,
-                    consecutive_failures: t.consecutive_failures.unwrap_or(0),
-                    next_trial_at: t.next_trial_at,
+        // Samples are nearly every line: one typed pass reads them (the header check on the
+        // result); the header alone is read only for the other kinds, or to name an error.
+        let sample = serde_json::from_str::<Sample>(line);
+        if let Ok(s) = &sample
+            && s.kind == Kind::Sample
+        {
+            check_header(s.v, &s.node)?;
+        }
+        match sample {
+            Ok(s) if s.kind == Kind::Sample => {
+                // Only a line that names the key can carry the annotation: skip a second pass.
+                let breaker = match line.contains("\"breaker\"") {
+                    true => serde_json::from_str::<Annotation>(line)?.breaker,
+                    false => None,
                 };
-                self.nodes.entry(h.node.into_owned()).or_default().breaker = Some(b);
+                self.set_sample(s, breaker);
+                Ok(true)
             }
-            Kind::Alert => {
-                let a = AlertView::parse(line)?;
-                match a.status {
-                    AlertStatus::Firing => {
-                        let f = FiringAlert::from_record(&a);
-                        self.alerts
-                            .extend(f.map(|f| (a.fingerprint.to_string(), f)));
-                    }
-                    AlertStatus::Resolved => {
-                        self.alerts.remove(&*a.fingerprint);
-                    }
+            other => {
+                let h = parse_header(line)?;
+                match (h.kind, other) {
+                    (Kind::Sample, Err(e)) => Err(e.into()),
+                    (Kind::Transition, _) => Ok(self.transition(&h.node, line)?),
+                    (Kind::Alert, _) => Ok(self.alert(line)?),
+                    _ => Ok(false),
                 }
             }
-            _ => return Ok(false),
+        }
+    }
+
+    fn transition(&mut self, node: &str, line: &str) -> Result<bool, RecordError> {
+        let t = TransitionView::parse(line)?;
+        let Some(to) = t.to else { return Ok(false) };
+        let b = BreakerView {
+            state: to,
+            consecutive_failures: t.consecutive_failures.unwrap_or(0),
+            next_trial_at: t.next_trial_at,
+        };
+        self.nodes.entry(node.to_owned()).or_default().breaker = Some(b);
+        Ok(true)
+    }
+
+    fn alert(&mut self, line: &str) -> Result<bool, RecordError> {
+        let a = AlertView::parse(line)?;
+        match a.status {
+            AlertStatus::Firing => {
+                let f = FiringAlert::from_record(&a);
+                self.alerts
+                    .extend(f.map(|f| (a.fingerprint.to_string(), f)));
+            }
+            AlertStatus::Resolved => {
+                self.alerts.remove(&*a.fingerprint);
+            }
         }
         Ok(true)
     }

@@ -98,6 +98,14 @@ is read with fixtures too: fixtures replay NVML, not the PCI bus.
   * pcie_throughput is not read: it costs about 21 ms per call per GPU.
   * --serve reads stdin and writes one sample per input line, exiting at end of input: this is \
 how ugro-watch keeps one resident probe per node.
+  * --format prometheus writes ugro's metric names (contrib/README.md lists every family); \
+--metric-names dcgm also writes dcgm-exporter's names and labels (gpu, UUID, pci_bus_id, \
+device, modelName, Hostname, DCGM_FI_DRIVER_VERSION) for utilisation, framebuffer, \
+temperature, power, XID, ECC, remapped rows, PCIe replays and clock-event reasons, so DCGM \
+dashboards work on the same data. --output FILE writes each sample to FILE instead of \
+stdout, replacing it atomically (temporary file in the same directory, mode 0644, rename; \
+no fsync), so node_exporter's textfile collector never reads half a file; with --interval \
+the file is rewritten every interval.
 
 Exit status: 0 (also without GPUs), 64 usage, 66 missing fixture/config file, 65 unusable \
 fixture, 74 write error, 78 bad configuration.";

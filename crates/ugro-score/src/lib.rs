@@ -102,7 +102,21 @@ modes a rejected line or an input with no sample makes the status at least UNKNO
 says how many lines were bad; they are still reported on stderr), and a setup error (missing \
 input file, bad configuration) is `UGRO UNKNOWN - <cause>` with status 3, so a monitoring \
 system never reads a data error as OK and never sees 64-78; only an unparsable command line \
-still exits 64. --format table prints a header and one aligned row per sample. Outside check \
+still exits 64. --format table prints a header and one aligned row per sample.
+
+PROMETHEUS. --format prometheus writes one Prometheus text exposition of the latest scored \
+sample of every node seen (ugro-probe's metrics plus ugro_node_score, ugro_node_state, \
+ugro_node_component_score, ugro_gpu_score, ugro_node_reason (points per code, family, \
+component, GPU), ugro_node_action, ugro_node_reachable; ugro_node_breaker_state when the \
+record carries ugro-breaker's annotation or a transition record is in the input; \
+ugro_alert_firing for alert records in the input, until their resolved record). Names and \
+labels are listed in contrib/README.md. --metric-names dcgm adds dcgm-exporter's names and \
+labels for the GPU readings both have. The exposition is rewritten when the input pauses (no \
+more input ready), at most once a second while records keep coming, and at end of input: to \
+standard output, one whole exposition per rewrite, or with --output FILE to FILE, replaced \
+atomically (temporary file in the same directory, mode 0644, rename) for node_exporter's \
+textfile collector. A node stays in the exposition with its last values until ugro-score \
+exits; ugro_probe_timestamp_seconds says how old they are. Outside check \
 modes configuration errors exit 78 naming the bad value (and file:line: field for the config \
 file).";
 

@@ -115,10 +115,13 @@ impl Stage for PromStage<'_> {
 
     fn finish(&mut self, _emit: &mut Emit<'_>) -> Result<(), StageError> {
         let mut sink = self.sink.borrow_mut();
-        if sink.failed.is_none() && (sink.dirty || sink.last.is_none()) {
-            if let Err(e) = sink.flush(Instant::now()) {
-                sink.failed = Some(e);
-            }
+        // A run that saw no record still writes its (empty) exposition: the file says "this
+        // run", not whatever an earlier run left.
+        if sink.failed.is_none()
+            && (sink.dirty || sink.last.is_none())
+            && let Err(e) = sink.flush(Instant::now())
+        {
+            sink.failed = Some(e);
         }
         Ok(())
     }
