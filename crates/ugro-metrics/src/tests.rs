@@ -49,6 +49,18 @@ fn reason(code: ReasonCode, gpu: Option<u32>, points: f64, fatal: bool, action: 
     }
 }
 
+/// A node with a sample and nothing else, rendered.
+fn render_node(s: &Sample, names: Names) -> String {
+    let mut r = Renderer::new(names);
+    r.node(&NodeView {
+        node: &s.node,
+        sample: Some(s),
+        breaker: None,
+        poll: None,
+    });
+    r.render()
+}
+
 fn scored(mut s: Sample) -> Sample {
     s.score = Some(Score {
         total: Some(35.0),
@@ -257,14 +269,7 @@ fn dcgm_names_use_dcgm_labels_and_units() {
 #[test]
 fn score_state_action_and_components_are_labelled_gauges() {
     let s = scored(busy());
-    let mut r = Renderer::new(Names::Ugro);
-    r.node(&NodeView {
-        node: &s.node,
-        sample: Some(&s),
-        breaker: None,
-        poll: None,
-    });
-    let text = r.render();
+    let text = render_node(&s, Names::Ugro);
     assert!(text.contains("ugro_node_score{node=\"h200-vm\"} 35"));
     assert!(text.contains("ugro_node_component_score{node=\"h200-vm\",component=\"gpu\"} 10"));
     assert!(
@@ -289,14 +294,7 @@ fn score_state_action_and_components_are_labelled_gauges() {
 #[test]
 fn reasons_with_the_same_code_and_gpu_are_one_series() {
     let s = scored(busy());
-    let mut r = Renderer::new(Names::Ugro);
-    r.node(&NodeView {
-        node: &s.node,
-        sample: Some(&s),
-        breaker: None,
-        poll: None,
-    });
-    let text = r.render();
+    let text = render_node(&s, Names::Ugro);
     let reasons = series(&text, "ugro_node_reason");
     assert_eq!(reasons.len(), 3, "{reasons:?}");
     assert!(reasons.contains(
@@ -325,14 +323,7 @@ fn an_unreachable_node_has_its_cause_and_no_score_total() {
     sc.total = None;
     sc.state = HealthState::Unknown;
     s.score = Some(sc);
-    let mut r = Renderer::new(Names::Dcgm);
-    r.node(&NodeView {
-        node: "gpu-9",
-        sample: Some(&s),
-        breaker: None,
-        poll: None,
-    });
-    let text = r.render();
+    let text = render_node(&s, Names::Dcgm);
     assert!(text.contains("ugro_node_reachable{node=\"gpu-9\"} 0"));
     assert!(text.contains("ugro_node_unreachable{node=\"gpu-9\",cause=\"ssh\"} 1"));
     assert!(series(&text, "ugro_node_score").is_empty());

@@ -30,7 +30,8 @@ use ugro_support::config::ConfigError;
 use ugro_types::Exit;
 use ugro_types::io::WriteError;
 
-use output::{EmitError, Output};
+use output::Output;
+use ugro_support::output::EmitError;
 
 pub use probe::{Budgets, GpuSource, Probe, ProbeConfig};
 

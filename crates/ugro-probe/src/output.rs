@@ -3,34 +3,21 @@
 //! collector. The Prometheus text is ugro-metrics' renderer, the one ugro-score and ugro-watch
 //! use, so the three write the same names.
 
-use std::io::Stdout;
 use std::path::PathBuf;
 
 use ugro_metrics::Names;
-use ugro_support::output::{OutputError, replace_file};
+use ugro_support::output::{Destination, EmitError};
 use ugro_types::Sample;
-use ugro_types::io::{RecordWriter, WriteError};
+use ugro_types::io::WriteError;
 
 use crate::Format;
-
-/// Why a sample could not be written.
-#[derive(Debug, thiserror::Error)]
-pub enum EmitError {
-    /// Standard output.
-    #[error(transparent)]
-    Write(#[from] WriteError),
-    /// The `--output` file.
-    #[error(transparent)]
-    File(#[from] OutputError),
-}
 
 /// The output of one run.
 #[derive(Debug)]
 pub struct Output {
     format: Format,
     names: Names,
-    file: Option<PathBuf>,
-    stdout: RecordWriter<Stdout>,
+    to: Destination,
 }
 
 impl Output {
@@ -39,8 +26,7 @@ impl Output {
         Output {
             format,
             names,
-            file,
-            stdout: RecordWriter::new(std::io::stdout()),
+            to: Destination::new(file),
         }
     }
 
@@ -55,10 +41,6 @@ impl Output {
     /// Writes one sample.
     pub fn emit(&mut self, s: &Sample) -> Result<(), EmitError> {
         let text = self.text(s)?;
-        match &self.file {
-            Some(path) => replace_file(path, text.as_bytes())?,
-            None => self.stdout.write_text(&text)?,
-        }
-        Ok(())
+        self.to.write(&text)
     }
 }

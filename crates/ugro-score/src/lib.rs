@@ -210,7 +210,7 @@ pub enum Error {
     Stage(#[from] StageError),
     /// The Prometheus exposition could not be written.
     #[error(transparent)]
-    Prometheus(#[from] prom::FlushError),
+    Prometheus(#[from] ugro_support::output::EmitError),
 }
 
 impl ugro_types::ToolError for Error {
@@ -220,8 +220,7 @@ impl ugro_types::ToolError for Error {
             Error::Flag(_) => Exit::Config,
             Error::Input { .. } => Exit::NoInput,
             Error::Stage(e) => e.exit(),
-            Error::Prometheus(prom::FlushError::Write(e)) => e.exit(),
-            Error::Prometheus(prom::FlushError::File(e)) => e.exit(),
+            Error::Prometheus(e) => e.exit(),
         }
     }
 }
@@ -371,7 +370,7 @@ fn run_prometheus(
     let mut none = RecordWriter::new(io::sink());
     let result = stage::run_counted(TOOL, cli.strict, input, &mut none, &mut stage, reader_bad);
     match sink.borrow_mut().failed.take() {
-        Some(prom::FlushError::Write(WriteError::Closed)) => Ok(Exit::Ok),
+        Some(ugro_support::output::EmitError::Write(WriteError::Closed)) => Ok(Exit::Ok),
         Some(e) => {
             let e = Error::from(e);
             Err(StageError::Fatal {

@@ -18,8 +18,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use ugro_metrics::{Names, NodeTable};
-use ugro_support::output::{OutputError, replace_file};
-use ugro_types::io::{RecordWriter, WriteError};
+use ugro_support::output::{Destination, EmitError};
 use ugro_types::stage::{Emit, Stage, StageError};
 
 use crate::Scorer;
@@ -27,27 +26,16 @@ use crate::Scorer;
 /// The shortest time between two rewrites while records keep arriving.
 pub const MIN_REWRITE_GAP: Duration = Duration::from_secs(1);
 
-/// Why a rewrite failed.
-#[derive(Debug, thiserror::Error)]
-pub enum FlushError {
-    /// Standard output.
-    #[error(transparent)]
-    Write(#[from] WriteError),
-    /// The `--output` file.
-    #[error(transparent)]
-    File(#[from] OutputError),
-}
-
 /// The node table and where its exposition goes.
 #[derive(Debug)]
 pub struct Sink {
     table: NodeTable,
     names: Names,
-    file: Option<PathBuf>,
+    to: Destination,
     dirty: bool,
     last: Option<Instant>,
     /// The first rewrite that failed: reading stops, and the run reports this.
-    pub failed: Option<FlushError>,
+    pub failed: Option<EmitError>,
 }
 
 impl Sink {
@@ -56,7 +44,7 @@ impl Sink {
         Sink {
             table: NodeTable::new(),
             names,
-            file,
+            to: Destination::new(file),
             dirty: false,
             last: None,
             failed: None,
@@ -75,12 +63,9 @@ impl Sink {
     }
 
     /// Writes the exposition now.
-    pub fn flush(&mut self, now: Instant) -> Result<(), FlushError> {
+    pub fn flush(&mut self, now: Instant) -> Result<(), EmitError> {
         let text = self.table.render(self.names, None);
-        match &self.file {
-            Some(p) => replace_file(p, text.as_bytes())?,
-            None => RecordWriter::new(io::stdout()).write_text(&text)?,
-        }
+        self.to.write(&text)?;
         self.dirty = false;
         self.last = Some(now);
         Ok(())

@@ -27,19 +27,9 @@ fn score(args: &[&str]) -> Command {
 }
 
 fn run(args: &[&str], input: &str) -> std::process::Output {
-    let mut child = score(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    let mut all = vec!["--format", "prometheus"];
+    all.extend_from_slice(args);
+    ugro_e2e::run_tool("ugro-score", &all, input.as_bytes())
 }
 
 fn fleet() -> String {

@@ -12,6 +12,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use ugro_types::io::{RecordWriter, WriteError};
 use ugro_types::{Exit, ToolError};
 
 /// Why the output file could not be replaced.
@@ -27,6 +28,53 @@ pub struct OutputError {
 impl ToolError for OutputError {
     fn exit(&self) -> Exit {
         Exit::IoErr
+    }
+}
+
+/// Why output could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum EmitError {
+    /// Standard output (a closed one is [`WriteError::Closed`]: stop quietly).
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// The `--output` file.
+    #[error(transparent)]
+    File(#[from] OutputError),
+}
+
+impl ToolError for EmitError {
+    fn exit(&self) -> Exit {
+        match self {
+            EmitError::Write(e) => e.exit(),
+            EmitError::File(e) => e.exit(),
+        }
+    }
+}
+
+/// Where a tool's whole output goes each time it has new output: standard output (one block
+/// after another) or `--output FILE` (replaced).
+#[derive(Debug)]
+pub struct Destination {
+    file: Option<PathBuf>,
+    stdout: RecordWriter<std::io::Stdout>,
+}
+
+impl Destination {
+    /// `file`, or standard output without one.
+    pub fn new(file: Option<PathBuf>) -> Self {
+        Destination {
+            file,
+            stdout: RecordWriter::new(std::io::stdout()),
+        }
+    }
+
+    /// Writes `text`: appended to standard output, or replacing the file.
+    pub fn write(&mut self, text: &str) -> Result<(), EmitError> {
+        match &self.file {
+            Some(p) => replace_file(p, text.as_bytes())?,
+            None => self.stdout.write_text(text)?,
+        }
+        Ok(())
     }
 }
 
