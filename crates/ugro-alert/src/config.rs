@@ -105,7 +105,7 @@ impl Default for RawDelivery {
             spool_max_bytes: 16 << 20,
             spool_retry_interval: d(30),
             budget: d(20),
-            queue_size: 256,
+            queue_size: 1024,
         }
     }
 }

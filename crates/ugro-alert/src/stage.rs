@@ -57,7 +57,7 @@ pub fn spool_dir(cfg: &AlertConfig, state: &Path) -> PathBuf {
 impl AlertStage {
     /// Opens the state file (locked for the life of the stage) and the spool.
     pub fn open(cfg: AlertConfig, state: &Path) -> Result<AlertStage, Error> {
-        Self::with_transport(cfg, state, Box::new(RealTransport))
+        Self::with_transport(cfg, state, Box::new(RealTransport::default()))
     }
 
     /// As [`AlertStage::open`], with the transport injected.
@@ -297,6 +297,7 @@ impl Stage for AlertStage {
     /// Delivers for at most `delivery.budget`, then leaves the rest in the spool (and the
     /// Alertmanager state) for the next run.
     fn finish(&mut self, emit: &mut Emit<'_>) -> Result<(), StageError> {
+        self.dispatcher.spill_when_full();
         self.collect_am();
         let mut out = std::mem::take(&mut self.out);
         self.engine.finish(&mut out);

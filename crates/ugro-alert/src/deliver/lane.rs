@@ -19,6 +19,8 @@ pub(crate) struct LaneState<T> {
     pub done: bool,
     /// The worker is to exit once its queue is handled.
     pub stop: bool,
+    /// Entries were written to the spool behind the worker's back: look again now.
+    pub rescan: bool,
 }
 
 /// A queue with one consumer thread.
@@ -47,6 +49,7 @@ impl<T> Lane<T> {
                 idle: true,
                 done: false,
                 stop: false,
+                rescan: false,
             }),
             cv: Condvar::new(),
             cap: cap.max(1),
@@ -91,13 +94,27 @@ impl<T> Lane<T> {
         (st.queue.drain(..).collect(), st.deadline, st.stop)
     }
 
+    /// Whether the spool was written behind the worker's back (and clears it).
+    pub fn take_rescan(&self) -> bool {
+        std::mem::take(&mut self.lock().rescan)
+    }
+
+    /// Asks the worker to look at the spool again.
+    pub fn rescan(&self) {
+        let mut st = self.lock();
+        st.rescan = true;
+        st.idle = false;
+        drop(st);
+        self.cv.notify_all();
+    }
+
     /// Sleeps until something is queued, the deadline changes from `seen`, or `until`.
     pub fn wait(&self, seen: Option<Instant>, until: Option<Instant>) {
         let mut st = self.lock();
         st.idle = true;
         self.cv.notify_all();
         loop {
-            if !st.queue.is_empty() || st.deadline != seen || st.stop {
+            if !st.queue.is_empty() || st.deadline != seen || st.stop || st.rescan {
                 return;
             }
             let now = Instant::now();

@@ -105,6 +105,8 @@ pub struct Dispatcher {
     am_results: Arc<am::AmResults>,
     spool: Option<Arc<Spool>>,
     origin: String,
+    /// At the end of a run a full queue spills into the spool instead of dropping.
+    spill: bool,
 }
 
 /// Workers are not joined: each exits on its own at the end of the run (or with the process).
@@ -139,6 +141,7 @@ impl Dispatcher {
             am_results: Arc::default(),
             spool,
             origin,
+            spill: false,
         };
         let all: BTreeMap<String, Arc<Counters>> = cfg
             .receivers
@@ -244,6 +247,7 @@ impl Dispatcher {
         match l.lane.push(n, |a, b| a.group_key == b.group_key, supersede) {
             Pushed::Queued => {}
             Pushed::Superseded => Counters::add(&l.counters.superseded, 1),
+            Pushed::Full(n) if self.spill => self.spill(l, &n),
             Pushed::Full(n) => {
                 Counters::add(&l.counters.dropped, 1);
                 tracing::error!(
@@ -253,6 +257,28 @@ impl Dispatcher {
                 );
             }
         }
+    }
+
+    /// Writes a notification to the spool from the caller's thread (end of a run only) and
+    /// has the worker pick it up.
+    fn spill(&self, l: &NotifyLane, n: &Notification) {
+        match self.spool.as_ref().map(|s| s.write(&self.origin, n)) {
+            Some(Ok(_)) => l.lane.rescan(),
+            _ => {
+                Counters::add(&l.counters.dropped, 1);
+                tracing::error!(
+                    "receiver {}: queue full and spool unwritable: notification for group {} lost",
+                    n.receiver,
+                    n.group_key
+                );
+            }
+        }
+    }
+
+    /// From now on a full queue spills into the spool (written by the caller) rather than
+    /// dropping: for the end of a run, which may wait on the disk.
+    pub fn spill_when_full(&mut self) {
+        self.spill = true;
     }
 
     /// Queues an Alertmanager batch for its instance's worker; never waits.

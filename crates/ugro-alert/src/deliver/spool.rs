@@ -7,8 +7,9 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -72,6 +73,17 @@ pub struct Spool {
     max_entries: usize,
     max_bytes: u64,
     seq: AtomicU64,
+    /// What the last full listing found, plus this process's writes since: the bounds are
+    /// checked against it, and a full listing is made only near them or once a second
+    /// (other runs write too).
+    estimate: Mutex<Estimate>,
+}
+
+#[derive(Debug)]
+struct Estimate {
+    entries: usize,
+    bytes: u64,
+    listed: Option<Instant>,
 }
 
 fn ms_now() -> u128 {
@@ -133,6 +145,11 @@ impl Spool {
             max_entries: d.spool_max_entries,
             max_bytes: d.spool_max_bytes,
             seq: AtomicU64::new(0),
+            estimate: Mutex::new(Estimate {
+                entries: 0,
+                bytes: 0,
+                listed: None,
+            }),
         };
         s.remove_orphans();
         Ok(s)
@@ -215,6 +232,7 @@ impl Spool {
             .permissions(std::fs::Permissions::from_mode(0o600))
             .tempfile_in(&self.dir)?;
         tmp.write_all(&bytes)?;
+        self.note_write(bytes.len() as u64);
         tmp.as_file().sync_all()?;
         tmp.as_file().lock()?;
         let pid = std::process::id();
@@ -261,10 +279,34 @@ impl Spool {
         }
     }
 
+    fn note_write(&self, len: u64) {
+        let mut e = self
+            .estimate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        e.entries += 1;
+        e.bytes += len;
+    }
+
+    /// Whether a full listing is due before the bounds can be trusted.
+    fn near_bounds(&self) -> bool {
+        let e = self
+            .estimate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        e.listed
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+            || e.entries + e.entries / 8 + 1 >= self.max_entries
+            || e.bytes + e.bytes / 8 >= self.max_bytes
+    }
+
     /// Enforces the bounds: past spool_max_entries or spool_max_bytes the oldest entries that
     /// no one is sending are removed. Returns what was dropped, `(receiver, path, what)`, for
     /// the caller to count and log.
     pub fn trim(&self) -> std::io::Result<Vec<(String, PathBuf, String)>> {
+        if !self.near_bounds() {
+            return Ok(Vec::new());
+        }
         let entries = self.list(None)?;
         let mut count = entries.len();
         let mut total: u64 = entries.iter().map(|e| e.2).sum();
@@ -290,6 +332,14 @@ impl Spool {
             total = total.saturating_sub(len);
             dropped.push((what.0, path, what.1));
         }
+        *self
+            .estimate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Estimate {
+            entries: count,
+            bytes: total,
+            listed: Some(Instant::now()),
+        };
         Ok(dropped)
     }
 }

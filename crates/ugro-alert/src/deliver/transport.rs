@@ -95,9 +95,23 @@ pub fn passes_env(name: &str) -> bool {
     matches!(name, "PATH" | "HOME" | "LANG" | "LC_ALL" | "TZ") || name.starts_with("UGRO_ALERT_")
 }
 
-/// HTTP through ureq, processes through `std::process::Command` in their own process group.
-#[derive(Debug, Default)]
-pub struct RealTransport;
+/// HTTP through ureq (one agent, so connections to a receiver are reused), processes through
+/// `std::process::Command` in their own process group.
+#[derive(Debug)]
+pub struct RealTransport {
+    agent: ureq::Agent,
+}
+
+impl Default for RealTransport {
+    fn default() -> Self {
+        RealTransport {
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into(),
+        }
+    }
+}
 
 /// The host of a URL, without credentials: the URL itself may hold a token.
 fn host_of(url: &str) -> String {
@@ -126,13 +140,12 @@ impl Transport for RealTransport {
         body: &[u8],
         timeout: Duration,
     ) -> Result<(), Failure> {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(timeout))
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let mut req = agent
+        let mut req = self
+            .agent
             .post(url)
+            .config()
+            .timeout_global(Some(timeout))
+            .build()
             .header("Content-Type", "application/json")
             .header(
                 "User-Agent",

@@ -128,7 +128,7 @@ impl Worker {
                 break;
             }
             let now = Instant::now();
-            if now >= self.next_scan {
+            if now >= self.next_scan || self.ctx.lane.take_rescan() {
                 self.scan(now);
             }
             self.publish();
@@ -247,6 +247,13 @@ impl Worker {
         }
         self.groups.retain(|_, h| !h.is_empty());
         self.known.retain(|p| present.contains(p));
+        // Runs draining one spool together each start at another place in it, so that they
+        // do not all contend for the same entries; order within a group is by time anyway.
+        let mut list = list;
+        if !list.is_empty() {
+            let at = std::process::id() as usize % list.len();
+            list.rotate_left(at);
+        }
         for (_, path, _) in list {
             if !self.known.insert(path.clone()) {
                 continue;
@@ -350,9 +357,9 @@ impl Worker {
         }
     }
 
-    /// Locks the spooled entries of a group. None when another run is sending one of them
-    /// (the group is theirs for now; a later scan brings back what they leave) or one has
-    /// vanished (delivered elsewhere: rescan before sending anything of the group).
+    /// Locks the spooled entries of a group. None when another run is sending one of them, or
+    /// one has vanished (delivered elsewhere): the group is dropped from this worker's view,
+    /// and the next scan brings back whatever is still on disk, in order.
     fn claim(&mut self, key: &(String, String)) -> Option<Vec<Claim>> {
         let held = self.groups.get(key)?;
         let Some(s) = self.ctx.spool.clone() else {
@@ -369,7 +376,6 @@ impl Worker {
                         self.known.remove(&p);
                     }
                     self.groups.remove(key);
-                    self.next_scan = Instant::now();
                     return None;
                 }
             }

@@ -115,7 +115,6 @@ impl Server {
         use std::io::Write;
         use std::sync::atomic::Ordering;
         let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
-        l.set_nonblocking(true).unwrap();
         let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let mode = std::sync::Arc::new(std::sync::Mutex::new(mode));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -123,38 +122,42 @@ impl Server {
         let handle = std::thread::spawn(move || {
             let mut held = Vec::new();
             while !s.load(Ordering::Relaxed) {
-                let Ok((mut c, _)) = l.accept() else {
-                    std::thread::sleep(std::time::Duration::from_millis(5));
+                let Ok((c, _)) = l.accept() else {
                     continue;
                 };
+                if s.load(Ordering::Relaxed) {
+                    break;
+                }
                 let mode = *m.lock().unwrap();
                 if mode == Mode::Close {
                     drop(c);
                     continue;
                 }
-                c.set_nonblocking(false).unwrap();
-                let Some((id, body)) = read_request(&c) else {
+                if mode == Mode::Hang {
+                    // Accepted, and never answered.
+                    held.push(c);
                     continue;
-                };
-                let status = match mode {
-                    Mode::Hang => {
-                        held.push(c);
-                        continue;
-                    }
-                    Mode::Status(code) => code,
-                    _ => 200,
-                };
-                if status == 200 {
-                    g.lock()
-                        .unwrap()
-                        .push((id, serde_json::from_slice(&body).unwrap()));
                 }
-                let _ = c.write_all(
-                    format!(
+                let g = g.clone();
+                std::thread::spawn(move || {
+                    let mut c = c;
+                    let Some((id, body)) = read_request(&c) else {
+                        return;
+                    };
+                    let status = match mode {
+                        Mode::Status(code) => code,
+                        _ => 200,
+                    };
+                    if status == 200 {
+                        g.lock()
+                            .unwrap()
+                            .push((id, serde_json::from_slice(&body).unwrap()));
+                    }
+                    let head = format!(
                         "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    )
-                    .as_bytes(),
-                );
+                    );
+                    let _ = c.write_all(head.as_bytes());
+                });
             }
         });
         Server {
@@ -178,6 +181,8 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Wakes the blocking accept.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
