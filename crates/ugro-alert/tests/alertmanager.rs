@@ -342,16 +342,8 @@ fn a_clustered_instance_that_missed_a_resolve_gets_it_and_pages_no_firing_after_
         "--state",
         state.to_str().unwrap(),
     ];
-    let ok = |out: std::process::Output| {
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
 
-    ok(run(
+    succeeded(&run(
         &args,
         &sample("gpu-07", Timestamp::now(), "critical", ""),
         &[],
@@ -364,7 +356,7 @@ fn a_clustered_instance_that_missed_a_resolve_gets_it_and_pages_no_firing_after_
 
     // The second instance is unreachable while the node recovers.
     relay.set_up(false);
-    let err = ok(run(
+    let err = succeeded(&run(
         &args,
         &sample("gpu-07", Timestamp::now(), "healthy", ""),
         &[],
@@ -378,7 +370,7 @@ fn a_clustered_instance_that_missed_a_resolve_gets_it_and_pages_no_firing_after_
 
     // Back: the next run sends it the resolve it missed.
     relay.set_up(true);
-    ok(run(&args, "", &[]));
+    succeeded(&run(&args, "", &[]));
     assert!(
         active(web[1]).is_empty(),
         "the resolve was not re-sent: {:?}",

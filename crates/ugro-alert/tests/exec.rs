@@ -130,28 +130,13 @@ fn exec_receiver_is_killed_at_its_timeout_and_retried_from_the_spool() {
             script.display()
         ),
     );
-    let state = dir.path().join("s.json");
     let start = std::time::Instant::now();
-    let out = run(
-        &[
-            "-c",
-            cfg.to_str().unwrap(),
-            "--state",
-            state.to_str().unwrap(),
-        ],
-        &sample("n1", Timestamp(1_795_000_000_000), "critical", ""),
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = run_one(dir.path(), &cfg);
     assert!(
         start.elapsed() < std::time::Duration::from_secs(10),
         "not killed at its timeout"
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("killed after 200ms"));
+    assert!(err.contains("killed after 200ms"), "{err}");
     assert_eq!(std::fs::read_to_string(&marker).unwrap().lines().count(), 2);
     assert_eq!(
         std::fs::read_dir(dir.path().join("s.json.spool"))
@@ -195,6 +180,21 @@ fn group_gone(pgid: i32) -> Result<(), Vec<String>> {
     }
 }
 
+/// One run of a critical sample through `cfg`; returns stderr.
+fn run_one(dir: &std::path::Path, cfg: &std::path::Path) -> String {
+    let state = dir.join("s.json");
+    succeeded(&run(
+        &[
+            "-c",
+            cfg.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+        ],
+        &sample("n1", Timestamp(1_795_000_000_000), "critical", ""),
+        &[],
+    ))
+}
+
 fn leaves_no_process(body: &str, timeout: &str) {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("hook.sh");
@@ -212,22 +212,7 @@ fn leaves_no_process(body: &str, timeout: &str) {
             script.display()
         ),
     );
-    let state = dir.path().join("s.json");
-    let out = run(
-        &[
-            "-c",
-            cfg.to_str().unwrap(),
-            "--state",
-            state.to_str().unwrap(),
-        ],
-        &sample("n1", Timestamp(1_795_000_000_000), "critical", ""),
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_one(dir.path(), &cfg);
     let pgid: i32 = std::fs::read_to_string(&pgid_file)
         .unwrap()
         .trim()

@@ -91,20 +91,52 @@ fn calls(dir: &Path, what: &str) -> usize {
         .count()
 }
 
+/// A stand-in Slurm, a configuration and a state file, run with --act.
+struct Rig {
+    dir: tempfile::TempDir,
+    path: String,
+    sdir: String,
+    cfg: String,
+}
+
+impl Rig {
+    fn new(slurm: &str) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, sdir) = setup(dir.path());
+        let cfg = cfg_with(dir.path(), slurm);
+        Rig {
+            dir,
+            path,
+            sdir,
+            cfg,
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn run(&self, input: &str, extra: &[(&str, &str)]) -> String {
+        let state = self.dir().join("s.json");
+        let args = [
+            "-c",
+            self.cfg.as_str(),
+            "--state",
+            state.to_str().unwrap(),
+            "--act",
+        ];
+        let mut env = vec![
+            ("PATH", self.path.as_str()),
+            ("SCONTROL_DIR", self.sdir.as_str()),
+        ];
+        env.extend_from_slice(extra);
+        succeeded(&run(&args, input, &env))
+    }
+}
+
 #[test]
 fn a_node_slurm_does_not_know_is_reported_once_and_holds_back_no_other_drain() {
-    let dir = tempfile::tempdir().unwrap();
-    let (path, sdir) = setup(dir.path());
-    let cfg = cfg(dir.path());
-    let state = dir.path().join("s.json");
-    let args = [
-        "-c",
-        cfg.as_str(),
-        "--state",
-        state.to_str().unwrap(),
-        "--act",
-    ];
-    let env = [("PATH", path.as_str()), ("SCONTROL_DIR", sdir.as_str())];
+    let rig = Rig::new("timeout: 5s");
     let t = Timestamp(1_795_000_000_000);
     // The unknown node comes first: it used to be retried and block every drain behind it.
     let input = [
@@ -112,26 +144,23 @@ fn a_node_slurm_does_not_know_is_reported_once_and_holds_back_no_other_drain() {
         sample("n-idle", t, "critical", ""),
     ]
     .join("\n");
-    let out = run(&args, &input, &env);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    let err = rig.run(&input, &[]);
     assert_eq!(err.matches("Node n-ghost not found").count(), 1, "{err}");
-    assert_eq!(calls(dir.path(), "show\tnode\tn-ghost"), 1, "not retried");
+    assert_eq!(calls(rig.dir(), "show\tnode\tn-ghost"), 1, "not retried");
     assert_eq!(
-        updates(dir.path()),
+        updates(rig.dir()),
         [
             "update\tNodeName=n-idle\tState=DRAIN\tReason=ugro: NodeCritical: n-idle is critical (score 50)"
         ]
     );
     assert_eq!(
-        spooled(&dir.path().join("s.json.spool")),
+        spooled(&rig.dir().join("s.json.spool")),
         0,
         "nothing left to retry"
     );
-    let out = run(&args, "", &env);
-    assert!(out.status.success());
+    rig.run("", &[]);
     assert_eq!(
-        calls(dir.path(), "show\tnode\tn-ghost"),
+        calls(rig.dir(), "show\tnode\tn-ghost"),
         1,
         "a later run does not retry it"
     );
@@ -139,34 +168,15 @@ fn a_node_slurm_does_not_know_is_reported_once_and_holds_back_no_other_drain() {
 
 #[test]
 fn scontrol_inherits_the_variables_its_env_lists_and_no_others() {
-    let dir = tempfile::tempdir().unwrap();
-    let (path, sdir) = setup(dir.path());
-    let cfg = cfg_with(dir.path(), "timeout: 5s, env: [SLURM_CONF]");
-    let state = dir.path().join("s.json");
-    let args = [
-        "-c",
-        cfg.as_str(),
-        "--state",
-        state.to_str().unwrap(),
-        "--act",
-    ];
-    let env = [
-        ("PATH", path.as_str()),
-        ("SCONTROL_DIR", sdir.as_str()),
-        ("SLURM_CONF", "/etc/slurm-test/slurm.conf"),
-        ("UGRO_TEST_TOKEN", "s3cr3t"),
-    ];
-    let out = run(
-        &args,
+    let rig = Rig::new("timeout: 5s, env: [SLURM_CONF]");
+    rig.run(
         &sample("n-idle", Timestamp(1_795_000_000_000), "critical", ""),
-        &env,
+        &[
+            ("SLURM_CONF", "/etc/slurm-test/slurm.conf"),
+            ("UGRO_TEST_TOKEN", "s3cr3t"),
+        ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen = std::fs::read_to_string(dir.path().join("env")).unwrap();
+    let seen = std::fs::read_to_string(rig.dir().join("env")).unwrap();
     assert!(
         seen.contains("SLURM_CONF=/etc/slurm-test/slurm.conf\n"),
         "{seen}"
@@ -175,7 +185,7 @@ fn scontrol_inherits_the_variables_its_env_lists_and_no_others() {
         !seen.contains("s3cr3t") && !seen.contains("SCONTROL_DIR"),
         "{seen}"
     );
-    assert_eq!(updates(dir.path()).len(), 1);
+    assert_eq!(updates(rig.dir()).len(), 1);
 }
 
 #[test]

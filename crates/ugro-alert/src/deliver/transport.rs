@@ -209,11 +209,12 @@ impl Transport for RealTransport {
         });
         let stdout = child.stdout.take().map(read_all);
         let stderr = child.stderr.take().map(read_all);
-        let exited = wait_exit(&child, req.timeout).map_err(|e| format!("{prog}: {e}"))?;
+        let exited = wait_exit(&child, req.timeout);
         // The leader is a zombie now (not yet reaped), so its group id cannot have been reused:
         // whatever it left behind, or was still running at the timeout, is killed with it.
         let _ = rustix::process::kill_process_group(Pid::from_child(&child), Signal::KILL);
         let status = child.wait().map_err(|e| format!("{prog}: {e}"))?;
+        let exited = exited.map_err(|e| format!("{prog}: waiting for it: {e}"))?;
         if !exited {
             return Err(format!(
                 "{prog}: killed after {}",

@@ -534,3 +534,61 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(node: &str, status: AlertStatus) -> Alert {
+        let labels: LabelSet = [
+            ("alertname".to_owned(), "NodeCritical".to_owned()),
+            ("node".to_owned(), node.to_owned()),
+        ]
+        .into();
+        Alert::new(
+            ugro_types::Timestamp(0),
+            status,
+            labels,
+            ugro_types::Timestamp(0),
+        )
+    }
+
+    fn n(id: &str, alerts: Vec<Alert>) -> Notification {
+        Notification {
+            id: id.into(),
+            receiver: "r".into(),
+            group_key: "g".into(),
+            group_labels: LabelSet::new(),
+            alerts,
+            ts: ugro_types::Timestamp(0),
+        }
+    }
+
+    fn states(n: &Notification) -> Vec<(String, AlertStatus)> {
+        n.alerts
+            .iter()
+            .map(|a| (a.labels["node"].clone(), a.status))
+            .collect()
+    }
+
+    #[test]
+    fn a_newer_notification_supersedes_and_keeps_the_resolves_it_no_longer_carries() {
+        use AlertStatus::{Firing, Resolved};
+        let older = n("a", vec![alert("n2", Firing), alert("n1", Resolved)]);
+        let newer = n("b", vec![alert("n2", Firing), alert("n3", Firing)]);
+        let m = supersede(older, newer.clone());
+        assert_eq!(
+            states(&m),
+            [
+                ("n2".into(), Firing),
+                ("n3".into(), Firing),
+                ("n1".into(), Resolved)
+            ]
+        );
+        assert_ne!(m.id, "b", "what the receiver gets differs from the newer one");
+        let same = supersede(n("a", vec![alert("n2", Firing)]), newer.clone());
+        assert_eq!(same, newer, "nothing to carry: the newer one as it is");
+        let refired = supersede(n("a", vec![alert("n3", Resolved)]), newer.clone());
+        assert_eq!(refired, newer, "the newer state of an alert wins");
+    }
+}

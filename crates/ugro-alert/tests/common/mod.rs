@@ -199,3 +199,10 @@ pub fn spooled(dir: &Path) -> usize {
         .count()
     })
 }
+
+/// Asserts that a run exited 0 and returns its stderr.
+pub fn succeeded(out: &Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    err
+}
