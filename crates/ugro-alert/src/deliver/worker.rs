@@ -585,7 +585,10 @@ mod tests {
                 ("n1".into(), Resolved)
             ]
         );
-        assert_ne!(m.id, "b", "what the receiver gets differs from the newer one");
+        assert_ne!(
+            m.id, "b",
+            "what the receiver gets differs from the newer one"
+        );
         let same = supersede(n("a", vec![alert("n2", Firing)]), newer.clone());
         assert_eq!(same, newer, "nothing to carry: the newer one as it is");
         let refired = supersede(n("a", vec![alert("n3", Resolved)]), newer.clone());
