@@ -83,7 +83,7 @@ RECEIVERS: stdout; exec {command: [argv], timeout, env: [NAME]} (no shell; webho
 stdin; UGRO_ALERT_ID, _RECEIVER, _GROUP_KEY, _STATUS, _COUNT, _FIRING, _RESOLVED, _NODES, \
 _ALERTNAMES; exit 0 = delivered, 65 (EX_DATAERR) = refused for good, anything else or a timeout \
 = retried; when it exits or times out, whatever it left running in its process group is \
-killed); webhook {url_env|url_file|url, max_alerts, bearer_token_env|file} (Alertmanager \
+killed, except what moved to a session of its own with setsid); webhook {url_env|url_file|url, max_alerts, bearer_token_env|file} (Alertmanager \
 webhook v4, header X-Ugro-Notification-Id); alertmanager {urls, resend_interval 1m} (POST \
 /api/v2/alerts to every instance, each with its own worker and its own delivery state, on every \
 change and every resend interval, endsAt = now + 4 x resend_interval for firing alerts and the \

@@ -128,7 +128,8 @@ impl Worker {
                 break;
             }
             let now = Instant::now();
-            if now >= self.next_scan || self.ctx.lane.take_rescan() {
+            let asked = self.ctx.lane.take_rescan();
+            if asked || now >= self.next_scan {
                 self.scan(now);
             }
             self.publish();
