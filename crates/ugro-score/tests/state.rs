@@ -168,3 +168,23 @@ fn reset_state_starts_over_and_a_foreign_file_is_refused_untouched() {
     );
     assert!(std::fs::read_to_string(&st).unwrap().contains("99"));
 }
+
+#[test]
+fn the_prometheus_output_keeps_the_history_too() {
+    let d = tempfile::tempdir().unwrap();
+    let st = d.path().join("score.json");
+    Command::cargo_bin("ugro-score")
+        .unwrap()
+        .env_remove("UGRO_SCORE_CONFIG")
+        .args(["--format", "prometheus", "--state"])
+        .arg(&st)
+        .write_stdin(serde_json::to_string(&busy_at(0)).unwrap())
+        .assert()
+        .success();
+    let text = std::fs::read_to_string(&st).unwrap();
+    assert!(text.contains("\"format\":\"ugro-score\""), "{text}");
+    assert!(
+        text.contains("GPU-ae4b922a"),
+        "the node's GPU is remembered: {text}"
+    );
+}
