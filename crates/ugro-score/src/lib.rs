@@ -133,7 +133,9 @@ after its first sighting within 7d is xid_after_reboots (hardware_inspection), a
 both are in the XID policy (recurrence, reboots). Without --state the history lives in this \
 process only: a cron run that scores one sample per node has no rates, trends, windows, \
 recurrence, reboots or GPU count history, and a one-shot XID counts only within its sample. \
-With --state FILE it is read at the start and written at the end (and every \
+With --state FILE (a bare --state: $XDG_STATE_HOME/ugro/score.json, else \
+~/.local/state/ugro/score.json, as ugro-breaker's default; the cron and systemd pipelines use \
+it) it is read at the start and written at the end (and every \
 history.persist_interval, 30s, in a long run, by a writer thread); the file is locked for the \
 run (a second run waits), replaced atomically, mode 0600, format ugro-score version 1 \
 (ugro-watch --pipeline keeps it as STATE_DIR/score.json, else \
@@ -252,8 +254,9 @@ pub struct Cli {
 
     /// Keep the history the rules need (rates, trends, XID windows, reboots, GPU counts) in
     /// FILE between runs: locked for the run, rewritten atomically (mode 0600) at the end.
+    /// Without FILE: $XDG_STATE_HOME/ugro/score.json, else ~/.local/state/ugro/score.json.
     #[arg(long, value_name = "FILE")]
-    pub state: Option<PathBuf>,
+    pub state: Option<Option<PathBuf>>,
 
     /// Start the --state file over (it is removed under its lock first).
     #[arg(long = "reset-state", requires = "state")]
@@ -351,12 +354,12 @@ fn check(cli: Cli) -> Result<ExitCode, Error> {
         ));
     }
     let plugin_mode = cli.exit_status || cli.format == Format::Nagios;
-    let mut scorer = match &cli.state {
+    let mut scorer = match state_file(&cli).map_err(Error::State)? {
         Some(path) => {
             if cli.reset_state {
-                ugro_support::state::reset(path).map_err(Error::State)?;
+                ugro_support::state::reset(&path).map_err(Error::State)?;
             }
-            Scorer::with_state(cfg, cli.format, path).map_err(Error::State)?
+            Scorer::with_state(cfg, cli.format, &path).map_err(Error::State)?
         }
         None => Scorer::with_format(cfg, cli.format),
     };
@@ -407,6 +410,17 @@ fn check(cli: Cli) -> Result<ExitCode, Error> {
         worst = Some(output::worse(worst, HealthState::Unknown));
     }
     Ok(worst.unwrap_or(HealthState::Unknown).plugin_status().into())
+}
+
+/// The --state file: the one named, or the default one for a bare `--state`.
+fn state_file(cli: &Cli) -> Result<Option<PathBuf>, ugro_support::state::StateError> {
+    match &cli.state {
+        Some(None) => Ok(Some(
+            ugro_support::state::default_state_dir()?.join("score.json"),
+        )),
+        Some(Some(p)) => Ok(Some(p.clone())),
+        None => Ok(None),
+    }
 }
 
 /// The input file (or stdin), wrapped by `file` or `stdin`.

@@ -188,3 +188,28 @@ fn the_prometheus_output_keeps_the_history_too() {
         "the node's GPU is remembered: {text}"
     );
 }
+
+#[test]
+fn a_bare_state_flag_uses_the_users_state_directory() {
+    let d = tempfile::tempdir().unwrap();
+    Command::cargo_bin("ugro-score")
+        .unwrap()
+        .env_remove("UGRO_SCORE_CONFIG")
+        .env("XDG_STATE_HOME", d.path())
+        .arg("--state")
+        .write_stdin(serde_json::to_string(&busy_at(0)).unwrap())
+        .assert()
+        .success();
+    assert!(d.path().join("ugro/score.json").is_file());
+    // A file right after the flag is the state file; the input is still standard input.
+    let named = d.path().join("mine.json");
+    Command::cargo_bin("ugro-score")
+        .unwrap()
+        .env_remove("UGRO_SCORE_CONFIG")
+        .arg("--state")
+        .arg(&named)
+        .write_stdin(serde_json::to_string(&busy_at(0)).unwrap())
+        .assert()
+        .success();
+    assert!(named.is_file());
+}
