@@ -4,30 +4,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is the failure report
 
 use std::path::Path;
-use std::process::Command;
 
-use ugro_e2e::{bin, gpu_fixture, run_tool};
+use ugro_e2e::{probe_fixture, run_tool};
 use ugro_types::{Action, HealthState, ReasonCode, Sample, Score};
 
 const BOOT: &str = "0f6c2e3a-7d1b-4c5e-9a8f-1b2c3d4e5f60";
 
 /// One probe run on `fixture` with `args`, scored with `score_args`.
 fn probe_score(dir: &Path, fixture: &str, args: &[&str], score_args: &[&str]) -> Sample {
-    let probe = Command::new(bin("ugro-probe"))
-        .arg("--gpu-fixture")
-        .arg(gpu_fixture(fixture))
-        .arg("--cpu-state-file")
-        .arg(dir.join("cpu.json"))
-        .args(["--node", "gpu-node-1"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        probe.status.success(),
-        "probe: {}",
-        String::from_utf8_lossy(&probe.stderr)
-    );
-    let out = run_tool("ugro-score", score_args, &probe.stdout);
+    let out = run_tool("ugro-score", score_args, &probe_fixture(dir, fixture, args));
     assert!(
         out.status.success(),
         "score: {}",

@@ -34,17 +34,20 @@ fn dbe(seq: u64, at: i64) -> Xid {
     }
 }
 
-/// One cron run over `samples`: the scored samples back.
-fn run(state: &Path, samples: &[Sample]) -> Vec<Sample> {
+/// ugro-score with `args` (no configuration from the environment).
+fn tool<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Command {
+    let mut c = Command::cargo_bin("ugro-score").unwrap();
+    c.env_remove("UGRO_SCORE_CONFIG").args(args);
+    c
+}
+
+/// `samples` through `c`: the scored samples back.
+fn scored(c: &mut Command, samples: &[Sample]) -> Vec<Sample> {
     let input: String = samples
         .iter()
         .map(|s| serde_json::to_string(s).unwrap() + "\n")
         .collect();
-    let out = Command::cargo_bin("ugro-score")
-        .unwrap()
-        .env_remove("UGRO_SCORE_CONFIG")
-        .arg("--state")
-        .arg(state)
+    let out = c
         .write_stdin(input)
         .assert()
         .success()
@@ -56,6 +59,11 @@ fn run(state: &Path, samples: &[Sample]) -> Vec<Sample> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// One cron run over `samples`: the scored samples back.
+fn run(state: &Path, samples: &[Sample]) -> Vec<Sample> {
+    scored(&mut tool(&[Path::new("--state"), state]), samples)
 }
 
 fn score(s: &Sample) -> &ugro_types::Score {
@@ -105,16 +113,7 @@ fn without_state_a_cron_run_cannot_see_the_earlier_event() {
     let mut again = busy_at(20 * HOUR + 60_000);
     again.gpu.as_mut().unwrap().devices[0].xids = vec![dbe(200, 20 * HOUR)];
     for s in [first, again] {
-        let out = Command::cargo_bin("ugro-score")
-            .unwrap()
-            .env_remove("UGRO_SCORE_CONFIG")
-            .write_stdin(serde_json::to_string(&s).unwrap())
-            .assert()
-            .success()
-            .get_output()
-            .stdout
-            .clone();
-        let s: Sample = serde_json::from_slice(&out).unwrap();
+        let s = scored(&mut tool::<&str>(&[]), &[s]).remove(0);
         assert_eq!(
             score(&s).action,
             Action::ResetGpu,
@@ -132,17 +131,11 @@ fn reset_state_starts_over_and_a_foreign_file_is_refused_untouched() {
     run(&st, &[first]);
     let mut again = busy_at(2 * HOUR);
     again.gpu.as_mut().unwrap().devices[0].xids = vec![dbe(200, HOUR)];
-    let out = Command::cargo_bin("ugro-score")
-        .unwrap()
-        .args(["--reset-state", "--state"])
-        .arg(&st)
-        .write_stdin(serde_json::to_string(&again).unwrap())
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let s: Sample = serde_json::from_slice(&out).unwrap();
+    let s = scored(
+        &mut tool(&[Path::new("--reset-state"), Path::new("--state"), &st]),
+        &[again],
+    )
+    .remove(0);
     assert_eq!(
         score(&s).reasons[0].code,
         ReasonCode::XidFatal,
@@ -154,10 +147,7 @@ fn reset_state_starts_over_and_a_foreign_file_is_refused_untouched() {
         "{\"format\":\"ugro-score\",\"version\":99,\"data\":{}}",
     )
     .unwrap();
-    let assert = Command::cargo_bin("ugro-score")
-        .unwrap()
-        .arg("--state")
-        .arg(&st)
+    let assert = tool(&[Path::new("--state"), &st])
         .write_stdin(serde_json::to_string(&busy_at(0)).unwrap())
         .assert()
         .code(78);
@@ -173,11 +163,13 @@ fn reset_state_starts_over_and_a_foreign_file_is_refused_untouched() {
 fn the_prometheus_output_keeps_the_history_too() {
     let d = tempfile::tempdir().unwrap();
     let st = d.path().join("score.json");
-    Command::cargo_bin("ugro-score")
-        .unwrap()
-        .env_remove("UGRO_SCORE_CONFIG")
-        .args(["--format", "prometheus", "--state"])
-        .arg(&st)
+    let args = [
+        Path::new("--format"),
+        Path::new("prometheus"),
+        Path::new("--state"),
+        &st,
+    ];
+    tool(&args)
         .write_stdin(serde_json::to_string(&busy_at(0)).unwrap())
         .assert()
         .success();
@@ -192,24 +184,15 @@ fn the_prometheus_output_keeps_the_history_too() {
 #[test]
 fn a_bare_state_flag_uses_the_users_state_directory() {
     let d = tempfile::tempdir().unwrap();
-    Command::cargo_bin("ugro-score")
-        .unwrap()
-        .env_remove("UGRO_SCORE_CONFIG")
-        .env("XDG_STATE_HOME", d.path())
-        .arg("--state")
-        .write_stdin(serde_json::to_string(&busy_at(0)).unwrap())
-        .assert()
-        .success();
+    let r = scored(
+        tool(&["--state"]).env("XDG_STATE_HOME", d.path()),
+        &[busy_at(0)],
+    );
+    assert_eq!(r.len(), 1);
     assert!(d.path().join("ugro/score.json").is_file());
     // A file right after the flag is the state file; the input is still standard input.
     let named = d.path().join("mine.json");
-    Command::cargo_bin("ugro-score")
-        .unwrap()
-        .env_remove("UGRO_SCORE_CONFIG")
-        .arg("--state")
-        .arg(&named)
-        .write_stdin(serde_json::to_string(&busy_at(0)).unwrap())
-        .assert()
-        .success();
+    let r = scored(&mut tool(&[Path::new("--state"), &named]), &[busy_at(0)]);
+    assert_eq!(r.len(), 1);
     assert!(named.is_file());
 }
