@@ -8,7 +8,8 @@
 #     written at the end, its size printed);
 #   - ugro-score into a pipe, as in a pipeline (it flushes every record, per the contract),
 #     with the pipe's reader on the same CPU;
-#   - jq computing the equivalent weighted score (the jq program below; JQ=0 skips it).
+#   - jq computing the equivalent weighted score (the jq program below; JQ=0 skips it);
+#   - with BASELINE=PATH, another ugro-score binary (an earlier build) on the same input.
 # Each tool is pinned to CPU 0 when taskset is available. Wall time and, where /usr/bin/time is
 # installed, the tool's own CPU time are shown: on a shared, loaded machine the lines per
 # CPU-second are the stable figure (the load average is printed with the input). The input has
@@ -140,6 +141,9 @@ run() {
 
 echo "input: $N lines over $NODES nodes, 8 GPUs each, $(awk -v b="$bytes" -v n="$N" 'BEGIN { printf "%.0f", b / n }') bytes/line on average, $((bytes / 1000000)) MB; pinned: ${pin[*]:-no}; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 run cat null cat
+if [ -n "${BASELINE:-}" ]; then
+    run baseline null "$BASELINE"
+fi
 run ugro-score null "$target/release/ugro-score"
 run "--state new" null "$target/release/ugro-score" --state "$tmp/score-state.json"
 state_bytes=$(stat -c %s "$tmp/score-state.json")
@@ -148,7 +152,9 @@ run "--state full" null "$target/release/ugro-score" --state "$tmp/score-state.j
 run ugro-score pipe "$target/release/ugro-score"
 echo "state file after a run: $state_bytes bytes for $NODES nodes ($((state_bytes / NODES)) bytes per 8-GPU node)"
 echo "target >= 100000 lines/s on one core, with --state (per CPU-second where the machine is shared):"
-for k in "ugro-score null" "--state new null" "--state full null"; do
+keys=("ugro-score null" "--state new null" "--state full null")
+[ -n "${BASELINE:-}" ] && keys=("baseline null" "${keys[@]}")
+for k in "${keys[@]}"; do
     printf '  %-22s %10s lines/s %10s lines/cpu-s\n' "$k" "${rate[$k]}" "${cpurate[$k]:-?}"
 done
 ratio() { # label u j

@@ -93,10 +93,11 @@ impl Series {
             Some(&(prev, _)) if n >= 2 && t - prev < spacing => self.0[n - 1] = (t, v),
             _ => self.0.push((t, v)),
         }
-        // Only the front can be older than the window: drop it while the next one is too.
+        // Only the front can be older than the window: drop it while the next one is too (the
+        // common case, the second point inside the window, costs one comparison).
         let start = t - window;
-        let old = self.0.iter().skip(1).take_while(|p| p.0 < start).count();
-        if old > 0 {
+        if self.0.get(1).is_some_and(|p| p.0 < start) {
+            let old = self.0.iter().skip(1).take_while(|p| p.0 < start).count();
             self.0.drain(..old);
         }
         if self.0.len() > cap {
