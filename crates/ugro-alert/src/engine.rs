@@ -308,6 +308,7 @@ impl Engine {
             ugro_types::Kind::Sample => self.sample(rec, now),
             ugro_types::Kind::Transition => self.transition(rec, now),
             ugro_types::Kind::Fleet => self.fleet(rec, now),
+            ugro_types::Kind::Stats => self.watcher_state(rec, now),
             _ => {}
         }
         self.advance(now, out);
@@ -502,6 +503,34 @@ impl Engine {
         }
         self.st.fleet_message = Some(msg);
         self.cluster(now);
+    }
+
+    /// WatcherStateUnwritable follows `state_unwritable` in ugro-watch's stats records.
+    fn watcher_state(&mut self, rec: &Input<'_>, now: Timestamp) {
+        let Some(bad) = rec.state_unwritable else {
+            return;
+        };
+        let l = self.labels(
+            AlertName::WatcherStateUnwritable,
+            None,
+            None,
+            rules::WARNING,
+        );
+        let fp = fingerprint(&l);
+        let firing = self.st.alerts.get(&fp).is_some_and(|e| e.ends_at.is_none());
+        if bad && !firing {
+            let mut a = BTreeMap::new();
+            a.insert(
+                "summary".into(),
+                "ugro-watch cannot write its state; monitoring goes on".into(),
+            );
+            let cause = rec.state_error.as_deref().unwrap_or("write failed");
+            a.insert("description".into(), cause.to_owned());
+            a.insert("action".into(), "none".into());
+            self.fire(l, a, now);
+        } else if !bad && firing {
+            self.resolve(fp, now);
+        }
     }
 
     fn cluster_condition(&self, now: Timestamp) -> bool {

@@ -53,6 +53,12 @@ pub struct Input<'a> {
     /// Fleet: message.
     #[serde(default, borrow)]
     pub message: Option<Cow<'a, str>>,
+    /// ugro-watch stats: whether the watcher cannot write its state (WatcherStateUnwritable).
+    #[serde(default)]
+    pub state_unwritable: Option<bool>,
+    /// ugro-watch stats: the write failure, for people.
+    #[serde(default, borrow)]
+    pub state_error: Option<Cow<'a, str>>,
 }
 
 /// The parts of `score` alerting uses.
@@ -137,6 +143,8 @@ pub enum AlertName {
     GpuPcieDegraded,
     /// GPU lost or missing.
     GpuLost,
+    /// ugro-watch cannot write its state directory or state files.
+    WatcherStateUnwritable,
 }
 
 impl AlertName {
@@ -158,6 +166,7 @@ impl AlertName {
             AlertName::GpuThrottled => "GpuThrottled",
             AlertName::GpuPcieDegraded => "GpuPcieDegraded",
             AlertName::GpuLost => "GpuLost",
+            AlertName::WatcherStateUnwritable => "WatcherStateUnwritable",
         }
     }
 }

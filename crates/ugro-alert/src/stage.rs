@@ -258,6 +258,8 @@ impl Stage for AlertStage {
                 ));
             }
             Kind::Sample | Kind::Transition | Kind::Fleet => {}
+            // ugro-watch's stats say whether it can write its state (WatcherStateUnwritable).
+            Kind::Stats if rec.state_unwritable.is_some() => {}
             // Alerts, stats, errors and unknown kinds are consumed, not echoed: stdout carries
             // only this tool's alert records.
             _ => return Ok(()),
@@ -287,6 +289,11 @@ impl Stage for AlertStage {
         self.dispatch(emit)?;
         self.maybe_drain(now);
         Ok(())
+    }
+
+    fn persist(&mut self) -> Result<(), StageError> {
+        self.engine.changed = true;
+        self.save()
     }
 
     fn finish(&mut self, emit: &mut Emit<'_>) -> Result<(), StageError> {
