@@ -768,4 +768,127 @@ mod tests {
         assert_eq!(a_times.first(), Some(&30_000));
         assert!(b_count >= 8);
     }
+
+    #[test]
+    fn due_nodes_go_in_the_order_they_fell_due_not_their_list_order() {
+        let mut s = Scheduler::new(SchedConf {
+            spread: 0.0,
+            ..conf(1)
+        });
+        let b = s.add("b");
+        let a = s.add("a");
+        let active = Outcome {
+            active: true,
+            ..Outcome::default()
+        };
+        assert_eq!(s.due(0), vec![b]);
+        // b's poll outlasts the interval; a has waited since t = 0.
+        s.done(b, active, 6_000);
+        assert_eq!(s.due(6_000), vec![a], "the node waiting longest goes first");
+        s.done(a, active, 6_100);
+        assert_eq!(s.due(6_100), vec![b]);
+    }
+
+    #[test]
+    fn suspects_hold_at_most_a_quarter_of_the_slots() {
+        let mut s = Scheduler::new(SchedConf {
+            spread: 0.0,
+            ..conf(8)
+        });
+        let nodes: Vec<usize> = (0..16).map(|i| s.add(&format!("n{i:02}"))).collect();
+        let hung = |i: usize| i < 8;
+        let mut now = 0;
+        // First cycle: nobody is a suspect yet; the hung half time out.
+        while s.polls_of(nodes[15]) == 0 {
+            for i in s.due(now) {
+                s.done(
+                    i,
+                    Outcome {
+                        active: true,
+                        timed_out: hung(i),
+                        failed: hung(i),
+                        ..Outcome::default()
+                    },
+                    now + 10,
+                );
+            }
+            now += 10;
+        }
+        now = 5_000;
+        let got = s.due(now);
+        let suspects = got.iter().filter(|i| hung(**i)).count();
+        assert!(
+            suspects <= (s.limit() / 4).max(1),
+            "{suspects} suspects of {got:?}"
+        );
+        assert_eq!(s.suspects_in_flight(), suspects);
+        assert_eq!(got.len() - suspects, (s.limit() - suspects).min(8));
+    }
+
+    #[test]
+    fn nodes_that_keep_hanging_do_not_keep_the_limit_down() {
+        let mut s = Scheduler::new(conf(64));
+        for i in 0..200 {
+            s.add(&format!("n{i:03}"));
+        }
+        // 30 nodes (15 %) time out at every poll, after the 3 s timeout.
+        let mut pending: Vec<(u64, usize)> = Vec::new();
+        let mut limits = Vec::new();
+        let mut now = 0;
+        while now < 120_000 {
+            pending.sort_unstable();
+            while pending.first().is_some_and(|p| p.0 <= now) {
+                let (t, i) = pending.remove(0);
+                let hung = i < 30;
+                let o = Outcome {
+                    active: true,
+                    timed_out: hung,
+                    failed: hung,
+                    ..Outcome::default()
+                };
+                s.done(i, o, t);
+            }
+            for i in s.due(now) {
+                pending.push((now + if i < 30 { 3_000 } else { 50 }, i));
+            }
+            limits.push(s.limit());
+            now += 50;
+        }
+        assert!(
+            limits.contains(&32),
+            "the first cycle's fresh timeouts halve it"
+        );
+        assert_eq!(s.limit(), 64, "and it recovers");
+    }
+
+    #[test]
+    fn a_late_unhealthy_verdict_brings_a_backed_off_node_back_to_the_base_interval() {
+        let mut s = Scheduler::new(SchedConf {
+            spread: 0.0,
+            ..conf(64)
+        });
+        let a = s.add("a");
+        simulate(&mut s, 200_000, 50, |_, _| Outcome::default());
+        assert_eq!(s.interval_ms(a), 60_000);
+        // Polled at t = 200 000 + …: the scorer's verdict on that sample comes a moment later.
+        let mut now = 200_000;
+        let polled = loop {
+            if let Some(i) = s.due(now).first().copied() {
+                s.done(i, Outcome::default(), now + 50);
+                break now;
+            }
+            now += 100;
+        };
+        s.set_degraded(a, true);
+        assert_eq!(s.interval_ms(a), 5_000);
+        let mut next = polled + 100;
+        while s.due(next).is_empty() {
+            next += 100;
+        }
+        assert!(
+            next - polled <= 5_100,
+            "next poll {} ms later",
+            next - polled
+        );
+    }
 }

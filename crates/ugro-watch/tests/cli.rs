@@ -580,3 +580,37 @@ fn expected_gpus_reaches_a_command_transport_probe() {
     assert_eq!(s["gpu"]["devices"].as_array().map(Vec::len), Some(8), "{s}");
     assert_eq!(s["gpu"]["expected"], 4, "{s}");
 }
+
+#[test]
+fn replay_reports_a_line_a_stage_rejects_with_its_number_and_exits_65() {
+    let d = tempfile::tempdir().unwrap();
+    let good = |s: u32| {
+        format!(
+            r#"{{"v":1,"kind":"sample","ts":"2026-11-28T00:00:{s:02}.000Z","node":"n1","gpu":{{"status":"ok","devices":[{{"index":0,"state":"ok"}}]}}}}"#
+        )
+    };
+    // A valid header over an invalid sample: only ugro-score can tell.
+    let bad = r#"{"v":1,"kind":"sample","ts":"2026-11-28T00:00:01.000Z","node":"n1","gpu":7}"#;
+    write(
+        d.path(),
+        "rec.jsonl",
+        &format!("{}\n{bad}\n\n{}\n", good(0), good(2)),
+    );
+    let out = watch(d.path(), &["--replay", "rec.jsonl", "--pipeline"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{err}");
+    assert!(err.contains("ugro-score: line 2:"), "{err}");
+    // Raw mode scores too (for the views and the state directory): the same line is bad
+    // there, reported, and left out.
+    let out = watch(d.path(), &["--replay", "rec.jsonl", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(65));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ugro-watch: line 2:"));
+    assert_eq!(records(&out.stdout).len(), 2);
+    // --strict stops at the bad line.
+    let out = watch(
+        d.path(),
+        &["--replay", "rec.jsonl", "--pipeline", "--strict"],
+    );
+    assert_eq!(out.status.code(), Some(65));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"));
+}

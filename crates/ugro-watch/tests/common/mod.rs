@@ -1,6 +1,6 @@
 //! Test helpers: real sshd instances on loopback, the fake probe, locating built binaries,
 //! and reading a running watcher's output.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
