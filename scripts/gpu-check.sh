@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Checks ugro-probe against real NVIDIA GPUs: every field the H200 readings
 # (../shared/fixtures/nvml-h200) show as supported must be present and plausible on every GPU.
-# Prints PASS/FAIL per field and GPU, then one-shot timings next to nvidia-smi.
+# Prints PASS/FAIL per field and GPU, then one-shot timings next to nvidia-smi. Also checks
+# the driver's recovery action (NVML field 230), the PCI GPU count against NVML's, the host's
+# boot id, and that kernel-log XIDs carry their identity (boot id + /dev/kmsg sequence number)
+# the same way in two probe runs. A check that cannot apply here prints SKIP with the reason
+# (a fixture replay has no real PCI bus or kernel log behind it; a healthy node may have no
+# XIDs in its log).
 #
 #   scripts/gpu-check.sh [--expect-gpus N]
 #
@@ -45,6 +50,7 @@ if [[ "$status" == "absent" ]]; then
 fi
 
 fails=0
+skip() { printf 'SKIP  %s  (%s)\n' "$1" "$2"; }
 check() { # name jq-filter-returning-bool
     local name=$1 filter=$2 val
     if jq -e "$filter" <<<"$sample" >/dev/null 2>&1; then
@@ -61,6 +67,35 @@ check "gpu.driver_version" '.gpu.driver_version | type == "string" and length > 
 check "gpu.cuda_version" '.gpu.cuda_version | test("^[0-9]+\\.[0-9]+$")' '.gpu.cuda_version'
 check "gpu.found = devices" '.gpu.found == (.gpu.devices | length) and .gpu.found > 0' '[.gpu.found, (.gpu.devices|length)]'
 check "no collector errors" '(.errors // []) | length == 0' '.errors'
+host_boot=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null || echo "?")
+check "host.boot_id = /proc/sys/kernel/random/boot_id" ".host.boot_id == \"$host_boot\"" '.host.boot_id'
+if [[ ${#fixture[@]} -eq 0 ]]; then
+    check "gpu.pci_devices >= gpu.found (sysfs vs NVML)" '.gpu.pci_devices >= .gpu.found' '[.gpu.pci_devices, .gpu.found, .gpu.absent.pci_devices]'
+    check "kernel log read (xid collector ok)" '.collectors | any(.name == "xid" and .ok)' '[.collectors, .gpu.absent.xids]'
+else
+    skip "gpu.pci_devices >= gpu.found" "fixture replay: this machine's PCI bus is not the fixture's"
+    skip "kernel log read" "fixture replay"
+fi
+# XID identity: every XID from the kernel log names its boot and kmsg sequence number, and a
+# second probe run reports the same (boot_id, seq, ts) for each.
+xid_ids='[.gpu.devices[].xids[]?, .gpu.unattributed_xids[]?] | map({boot_id, seq, ts, code}) | sort_by(.seq)'
+nx=$(jq "$xid_ids | length" <<<"$sample")
+if [[ ${#fixture[@]} -eq 0 && $nx -gt 0 ]]; then
+    check "xids carry boot_id and seq ($nx)" "$xid_ids | all(.boot_id == \"$host_boot\" and (.seq | type == \"number\"))" "$xid_ids"
+    again=$("$probe" --cpu-state-file "$state/cpu.json" "${expect[@]}")
+    if [[ "$(jq -c "$xid_ids" <<<"$sample")" == "$(jq -c "$xid_ids" <<<"$again")" ]]; then
+        printf 'PASS  %s\n' "xid identity stable across two probe runs"
+    else
+        printf 'FAIL  %s  (got %s then %s)\n' "xid identity stable across two probe runs" \
+            "$(jq -c "$xid_ids" <<<"$sample")" "$(jq -c "$xid_ids" <<<"$again")"
+        fails=$((fails + 1))
+    fi
+elif [[ ${#fixture[@]} -eq 0 ]]; then
+    skip "xids carry boot_id and seq" "no XIDs in this node's kernel log within the lookback"
+else
+    skip "xids carry boot_id and seq" "fixture replay"
+fi
+driver_major=$(jq -r '.gpu.driver_version // "0" | split(".")[0]' <<<"$sample")
 
 n=$(jq '.gpu.devices | length' <<<"$sample")
 for ((i = 0; i < n; i++)); do
@@ -93,6 +128,16 @@ for ((i = 0; i < n; i++)); do
     g pcie.max_width '.pcie.max_width >= .pcie.width' '.pcie'
     g pcie.replay_counter '.pcie.replay_counter >= 0' '.pcie'
     g persistence_mode '.persistence_mode | type == "boolean"'
+    # The driver's verdict (NVML_FI_DEV_GET_GPU_RECOVERY_ACTION), from r570 on; a fixture that
+    # did not record it (the H200 survey did not) says "not recorded".
+    why=$(jq -r "$d | .absent.recovery_action // empty" <<<"$sample")
+    if [[ "$why" == "not recorded" ]]; then
+        skip "gpu$i.recovery_action" "fixture did not record NVML field 230"
+    elif [[ -n "$why" && "$driver_major" -lt 570 ]]; then
+        skip "gpu$i.recovery_action" "driver $driver_major < r570: $why"
+    else
+        g recovery_action '.recovery_action | IN("none", "gpu_reset", "node_reboot", "drain_p2p", "drain_and_reset")' '[.recovery_action, .absent.recovery_action]'
+    fi
     g processes '.processes | type == "array" and all(.[]; .pid > 0)'
     g "absent has none of the above" '(.absent // {}) | keys | map(select(test("^(uuid|name|pci_bus_id|utilization_pct|memory_|temperature_c$|power_|throttle|ecc\\.(enabled|corrected_volatile|uncorrected_)|remapped_rows|pcie|persistence|processes)"))) | length == 0' '.absent'
 done

@@ -12,7 +12,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use ugro_types::{
-    DeviceState, Ecc, Gpu, GpuProcess, GpuSection, GpuStatus, Pcie, RemappedRows, Xid,
+    DeviceState, Ecc, Gpu, GpuProcess, GpuSection, GpuStatus, Pcie, RecoveryAction, RemappedRows,
+    Xid,
 };
 
 use crate::xid::{PciKey, attach_xids};
@@ -26,6 +27,11 @@ pub const FIELD_REMAPPED_UNC: u32 = 143;
 pub const FIELD_REMAPPED_PENDING: u32 = 144;
 /// A remap failed (non-zero = yes).
 pub const FIELD_REMAPPED_FAILURE: u32 = 145;
+/// `NVML_FI_DEV_GET_GPU_RECOVERY_ACTION`: the driver's recovery verdict,
+/// `nvmlDeviceGpuRecoveryAction_t` (0 none, 1 GPU reset, 2 node reboot, 3 drain P2P, 4 drain
+/// and reset), the field DCGM's driver-health watch reads. NVML r570 and later; older drivers
+/// and boards answer NotSupported (or InvalidArg for an id they do not know).
+pub const FIELD_RECOVERY_ACTION: u32 = 230;
 
 /// NVML clock-event (throttle) reason bits, in nvml.h order, with the schema's names.
 pub const THROTTLE_BITS: [(u64, &str); 9] = [
@@ -136,7 +142,7 @@ pub struct RawDevice {
     pub ecc_corrected_aggregate: Option<Reading<u64>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ecc_uncorrected_aggregate: Option<Reading<u64>>,
-    /// `field_values_for` results by NVML field id (142–145 by default).
+    /// `field_values_for` results by NVML field id (142–145 and 230 by default).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub fields: BTreeMap<u32, Reading<u64>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -190,6 +196,8 @@ fn absent_reason(err: &str) -> (String, bool) {
         "NoPermission" => ("no permission".into(), false),
         "GpuLost" => ("gpu lost".into(), true),
         "NotRecorded" => ("not recorded".into(), false),
+        // An NVML that predates a field id rejects the id itself.
+        "InvalidArg" => ("not supported by this driver (InvalidArg)".into(), false),
         other => (format!("nvml error: {other}"), false),
     }
 }
@@ -309,6 +317,9 @@ pub fn convert_device(raw: &RawDevice) -> Gpu {
         max_width: c.take("pcie.max_width", &raw.pcie_max_width),
         replay_counter: c.take("pcie.replay_counter", &raw.pcie_replay_counter),
     };
+    let recovery = c
+        .field("recovery_action", raw, FIELD_RECOVERY_ACTION)
+        .map(|v| RecoveryAction::from_nvml(u32::try_from(v).unwrap_or(u32::MAX)));
     let persistence = c.take("persistence_mode", &raw.persistence_mode);
     let procs = c.take("processes", &raw.compute_processes);
 
@@ -327,6 +338,7 @@ pub fn convert_device(raw: &RawDevice) -> Gpu {
     gpu.throttle_reasons = throttle.map(throttle_names);
     gpu.ecc = (ecc != Ecc::default()).then_some(ecc);
     gpu.remapped_rows = (remap != RemappedRows::default()).then_some(remap);
+    gpu.recovery_action = recovery;
     gpu.pcie = (pcie != Pcie::default()).then_some(pcie);
     gpu.persistence_mode = persistence;
     gpu.processes = procs.map(|ps| {
@@ -348,6 +360,7 @@ pub fn convert(raw: &RawGpus, source: &str, expected: Option<u32>, xids: Vec<Xid
         reason: None,
         expected,
         found: None,
+        pci_devices: None,
         driver_version: None,
         cuda_version: None,
         source: Some(source.to_owned()),
@@ -505,6 +518,30 @@ mod tests {
         assert_eq!(r.pending, Some(true));
         assert_eq!(r.failure, Some(false));
         assert_eq!(r.uncorrectable, Some(2));
+    }
+
+    #[test]
+    fn recovery_action_field_decodes_and_is_absent_where_unsupported() {
+        let mut d = healthy(0);
+        for (v, want) in [
+            (0, RecoveryAction::None),
+            (1, RecoveryAction::GpuReset),
+            (2, RecoveryAction::NodeReboot),
+            (3, RecoveryAction::DrainP2p),
+            (4, RecoveryAction::DrainAndReset),
+            (7, RecoveryAction::Unknown(7)),
+        ] {
+            d.fields.insert(FIELD_RECOVERY_ACTION, Reading::Ok(v));
+            assert_eq!(convert_device(&d).recovery_action, Some(want));
+        }
+        d.fields
+            .insert(FIELD_RECOVERY_ACTION, Reading::Err("NotSupported".into()));
+        let g = convert_device(&d);
+        assert_eq!(g.recovery_action, None);
+        assert_eq!(g.absent["recovery_action"], "not supported");
+        assert_eq!(g.state, DeviceState::Ok);
+        d.fields.remove(&FIELD_RECOVERY_ACTION);
+        assert_eq!(convert_device(&d).absent["recovery_action"], "not recorded");
     }
 
     #[test]

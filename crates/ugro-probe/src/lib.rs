@@ -5,14 +5,17 @@
 //! `--gpu-fixture`), [`xid`] (kernel log), [`host`], [`net`] and [`procs`]; [`probe::Probe`]
 //! runs them on threads under time budgets and keeps NVML open between samples.
 
+pub mod boot;
 pub mod gpu;
 pub mod host;
 pub mod net;
 pub mod nvml;
+pub mod pci;
 pub mod probe;
 pub mod procs;
 pub mod prom;
 pub mod xid;
+pub mod xid_window;
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -45,8 +48,10 @@ is \"missing\", and no library at all is \"failed\".
   * A value the node cannot provide (NVML NotSupported, unreadable file) is left out and named \
 in the section's `absent` map with the reason; it is never reported as 0.
   * Every collector runs on its own thread under its own time budget (--budget NAME=DUR). One \
-that runs over is abandoned and listed in `errors` with timed_out and its duration; its section \
-is left out and the others still emit. A hung collector is not started again while it hangs.
+that runs over is abandoned and listed once in `errors` with timed_out and its duration (and \
+once in `collectors` with ok=false); its section is left out and the others still emit. An \
+answer that arrives after the budget is discarded, even while other collectors still run. A \
+hung collector is not started again while it hangs.
   * Disks: one entry per local filesystem (bind mounts of the same device once). Pseudo and \
 memory filesystems (proc, sysfs, cgroup, tmpfs, squashfs, ...) are never reported; network \
 filesystems (nfs, cifs, lustre, gpfs, ceph, sshfs, 9p, virtiofs, ...) only with \
@@ -60,15 +65,33 @@ at least 1 s and at most --cpu-state-max-age old. Otherwise the probe measures o
 sample measures over --cpu-window.
   * XIDs: /dev/kmsg is read from the oldest record still in the ring buffer and only XIDs \
 within --xid-lookback (default 10m) are reported. In --serve/--interval modes the handle \
-stays open and only new records are read. An unreadable kernel log (dmesg_restrict without \
+stays open and only new records are read. Each XID carries its identity, boot_id (from \
+/proc/sys/kernel/random/boot_id) and seq (the kmsg record's sequence number), and a time \
+derived once from the record's microseconds since boot and the kernel's boot time (btime in \
+/proc/stat): two probes, a restarted probe and the next cron run report the same record with \
+the same boot_id, seq and ts. btime is whole seconds, so ts may be up to 1 s early, and it \
+moves if the wall clock is stepped; identity never does. A --kmsg-file replay keeps the \
+records' sequence numbers and is taken to be of this boot unless --boot-id names another \
+(--boot-id is refused for the live log). An unreadable kernel log (dmesg_restrict without \
 CAP_SYSLOG) is not an error: each GPU's absent.xids gives the reason and the xid collector \
 shows ok=false. Whenever the log was not read (unreadable, xid collector timed out, --no-xid \
 without fixture kmsg lines) absent.xids says why, on every GPU and in gpu.absent, and \
 Prometheus output leaves the XID count series out rather than writing 0. At most the 64 most \
 recent XIDs are listed per GPU and for unattributed ones; the number left out is in the \
 device's absent.xids_truncated (gpu.absent.unattributed_xids_truncated), and the Prometheus \
-counts include them. Lines of a --kmsg-file without the kmsg header carry no time and are always \
-reported.
+counts include them. A resident probe keeps only those 64 per PCI address in memory during an \
+XID storm and counts older ones in slices of a sixteenth of the lookback, so the number left \
+out can include up to lookback/16 of events just older than the window. Lines of a \
+--kmsg-file without the kmsg header carry no time and no sequence number (no identity) and \
+are always reported.
+  * recovery_action per GPU is the driver's own verdict, NVML field 230 \
+(NVML_FI_DEV_GET_GPU_RECOVERY_ACTION, as DCGM's driver-health watch reads it): none, \
+gpu_reset, node_reboot, drain_p2p, drain_and_reset, or unknown_N for a value this build does \
+not name. Drivers before r570 and boards without it: absent, with absent.recovery_action.
+  * gpu.pci_devices counts NVIDIA (vendor 0x10de) display-class (0x03xx) functions under \
+--sys-root/bus/pci/devices without NVML, so a GPU that dropped out of NVML (found) or a driver \
+that does not load is still visible; NVSwitches and HDMI audio functions are not counted. It \
+is read with fixtures too: fixtures replay NVML, not the PCI bus.
   * pcie_throughput is not read: it costs about 21 ms per call per GPU.
   * --serve reads stdin and writes one sample per input line, exiting at end of input: this is \
 how ugro-watch keeps one resident probe per node.
@@ -125,6 +148,14 @@ pub struct Cli {
     /// Read kernel-log lines from FILE instead of /dev/kmsg (replay, tests).
     #[arg(long, value_name = "PATH")]
     pub kmsg_file: Option<PathBuf>,
+    /// The boot a --kmsg-file replay (or a fixture's kmsg lines) was recorded in, as
+    /// /proc/sys/kernel/random/boot_id wrote it [default: this host's boot id].
+    #[arg(long, value_name = "UUID")]
+    pub boot_id: Option<String>,
+    /// Where sysfs is mounted: network interfaces, InfiniBand ports and the PCI GPU count are
+    /// read under it (a container with the host's /sys elsewhere, tests) [default: /sys].
+    #[arg(long, value_name = "DIR")]
+    pub sys_root: Option<PathBuf>,
     /// Do not read the kernel log.
     #[arg(long)]
     pub no_xid: bool,
@@ -172,6 +203,8 @@ pub struct FileConfig {
     gpu_fixture: Option<PathBuf>,
     no_gpu: Option<bool>,
     kmsg_file: Option<PathBuf>,
+    boot_id: Option<String>,
+    sys_root: Option<PathBuf>,
     no_xid: Option<bool>,
     #[serde(default, with = "humantime_opt")]
     xid_lookback: Option<Duration>,
@@ -300,6 +333,7 @@ pub fn resolve(cli: &Cli) -> Result<Resolved, Error> {
             _ => Some(xid::KmsgSource::Device),
         }
     };
+    let boot_id = resolve_boot_id(cli, &file, kmsg.as_ref(), &gpu)?;
     let mut budgets = Budgets::default();
     for (k, v) in &file.budgets {
         let d = parse_duration(v).map_err(|e| Error::BadConfig(format!("budgets.{k}: {e}")))?;
@@ -375,6 +409,7 @@ pub fn resolve(cli: &Cli) -> Result<Resolved, Error> {
             gpu,
             expect_gpus: cli.expect_gpus.or(file.expect_gpus),
             kmsg,
+            boot_id,
             xid_lookback: cli
                 .xid_lookback
                 .or(file.xid_lookback)
@@ -386,11 +421,43 @@ pub fn resolve(cli: &Cli) -> Result<Resolved, Error> {
             patterns,
             budgets,
             proc_root: PathBuf::from("/proc"),
-            sys_root: PathBuf::from("/sys"),
+            sys_root: cli
+                .sys_root
+                .clone()
+                .or(file.sys_root.clone())
+                .unwrap_or_else(|| PathBuf::from("/sys")),
         },
         format: cli.format.or(file.format).unwrap_or(Format::Json),
         interval,
     })
+}
+
+/// `--boot-id`: only for a replayed log, whose boot may not be this host's. The live
+/// `/dev/kmsg` is always this boot's, so naming another would forge every event's identity.
+fn resolve_boot_id(
+    cli: &Cli,
+    file: &FileConfig,
+    kmsg: Option<&xid::KmsgSource>,
+    gpu: &GpuSource,
+) -> Result<Option<String>, Error> {
+    let Some(id) = cli.boot_id.clone().or(file.boot_id.clone()) else {
+        return Ok(None);
+    };
+    let bad = |m: String| {
+        if cli.boot_id.is_some() {
+            Error::Usage(format!("--boot-id: {m}"))
+        } else {
+            Error::BadConfig(format!("boot_id: {m}"))
+        }
+    };
+    let replay =
+        matches!(kmsg, Some(xid::KmsgSource::File(_))) || matches!(gpu, GpuSource::Fixture(_));
+    if !replay {
+        return Err(bad(
+            "only with --kmsg-file or --gpu-fixture: the live kernel log is this boot's".into(),
+        ));
+    }
+    boot::validate_boot_id(&id).map(Some).map_err(bad)
 }
 
 fn emit<W: Write>(

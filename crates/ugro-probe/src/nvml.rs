@@ -1,17 +1,18 @@
 //! The NVML collector: one `Nvml` handle per process, every query stored as a [`Reading`].
 
-use nvml_wrapper::Nvml;
 use nvml_wrapper::enum_wrappers::device::{
     EccCounter, MemoryError, TemperatureSensor, TemperatureThreshold,
 };
 use nvml_wrapper::enums::device::{SampleValue, UsedGpuMemory};
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::structs::device::FieldId;
+use nvml_wrapper::{Device, Nvml};
 use ugro_types::GpuStatus;
 
 use crate::gpu::{
-    FIELD_REMAPPED_COR, FIELD_REMAPPED_FAILURE, FIELD_REMAPPED_PENDING, FIELD_REMAPPED_UNC,
-    InitError, RawDevice, RawGpus, RawMemory, RawProcess, RawUtilization, Reading,
+    FIELD_RECOVERY_ACTION, FIELD_REMAPPED_COR, FIELD_REMAPPED_FAILURE, FIELD_REMAPPED_PENDING,
+    FIELD_REMAPPED_UNC, InitError, RawDevice, RawGpus, RawMemory, RawProcess, RawUtilization,
+    Reading,
 };
 
 /// The NVML error's variant name (`NotSupported`, `GpuLost`, …), the vocabulary
@@ -142,12 +143,24 @@ fn collect_device(nvml: &Nvml, index: u32) -> RawDevice {
         })),
         ..RawDevice::default()
     };
-    let ids = [
-        FIELD_REMAPPED_COR,
-        FIELD_REMAPPED_UNC,
-        FIELD_REMAPPED_PENDING,
-        FIELD_REMAPPED_FAILURE,
-    ];
+    read_fields(
+        &dev,
+        &mut d,
+        &[
+            FIELD_REMAPPED_COR,
+            FIELD_REMAPPED_UNC,
+            FIELD_REMAPPED_PENDING,
+            FIELD_REMAPPED_FAILURE,
+        ],
+    );
+    // Its own call: a driver that rejects the whole request for an id it does not know must
+    // not take the remapped-row readings down with it.
+    read_fields(&dev, &mut d, &[FIELD_RECOVERY_ACTION]);
+    d
+}
+
+/// One `nvmlDeviceGetFieldValues` call for `ids`, each answer stored by id.
+fn read_fields(dev: &Device<'_>, d: &mut RawDevice, ids: &[u32]) {
     let fids: Vec<FieldId> = ids.iter().map(|&i| FieldId(i)).collect();
     match dev.field_values_for(&fids) {
         Ok(values) => {
@@ -168,11 +181,10 @@ fn collect_device(nvml: &Nvml, index: u32) -> RawDevice {
         Err(e) => {
             let name = error_name(&e);
             for id in ids {
-                d.fields.insert(id, Reading::Err(name.clone()));
+                d.fields.insert(*id, Reading::Err(name.clone()));
             }
         }
     }
-    d
 }
 
 #[cfg(test)]

@@ -215,6 +215,7 @@ mod tests {
             reason: None,
             expected: None,
             found: Some(2),
+            pci_devices: None,
             driver_version: None,
             cuda_version: None,
             source: None,

@@ -155,6 +155,12 @@ pub fn render(s: &Sample) -> String {
         }
         e.gauge("ugro_gpu_found", "GPUs NVML reports.", nl(), f(g.found));
         e.gauge(
+            "ugro_gpu_pci_devices",
+            "NVIDIA display-class PCI functions in sysfs, counted without NVML.",
+            nl(),
+            f(g.pci_devices),
+        );
+        e.gauge(
             "ugro_gpu_expected",
             "GPUs the configuration expects.",
             nl(),
@@ -303,6 +309,13 @@ pub fn render(s: &Sample) -> String {
                     r.failure.map(b),
                 );
             }
+            e.gauge(
+                "ugro_gpu_recovery_action",
+                "NVML GPU recovery action: 0 none, 1 GPU reset, 2 node reboot, 3 drain P2P, \
+                 4 drain and reset.",
+                gl(),
+                d.recovery_action.map(|a| f64::from(a.nvml_value())),
+            );
             if let Some(p) = &d.pcie {
                 e.gauge(
                     "ugro_gpu_pcie_link_gen",
@@ -558,6 +571,7 @@ mod tests {
             reason: None,
             expected: None,
             found: Some(1),
+            pci_devices: None,
             driver_version: None,
             cuda_version: None,
             source: None,
@@ -598,11 +612,13 @@ mod tests {
             pci_bus_id: None,
             ts: None,
             message: None,
+            boot_id: None,
+            seq: None,
         };
         if let Some(g) = s.gpu.as_mut() {
             g.devices[0].xids = vec![xid.clone(); 70];
             g.unattributed_xids = vec![xid; 3];
-            crate::xid::cap_xids(g, 64);
+            crate::xid::cap_xids(g, 64, &[]);
         }
         let text = render(&s);
         assert!(

@@ -1,13 +1,20 @@
 //! XIDs from the kernel log: parsing `NVRM: Xid (…): N, …` lines, reading `/dev/kmsg`
 //! (or a replay file) and attaching each XID to its GPU by PCI bus id.
+//!
+//! Every event read from a kmsg record carries the boot id and the record's sequence number
+//! (its identity) and a wall time derived once, when it is read, from the boot's start
+//! ([`Boot`]): the same record gets the same three values in every probe process.
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ugro_types::{Timestamp, Xid};
+
+use crate::boot::Boot;
+pub use crate::xid_window::XidRead;
+use crate::xid_window::XidWindow;
 
 /// A PCI address reduced to what both NVML (`00000000:3B:00.0`) and the driver's XID lines
 /// (`PCI:0000:3b:00`, `0000:3b:00`) carry: domain, bus, device. The function is dropped
@@ -63,29 +70,48 @@ pub fn parse_xid_message(msg: &str, ts: Option<Timestamp>) -> Option<Xid> {
         pci_bus_id: pci,
         ts,
         message: (!after.is_empty()).then(|| after.to_owned()),
+        boot_id: None,
+        seq: None,
     })
 }
 
-/// A kmsg record header: `pri,seq,usec,flags;message`. Returns (microseconds since boot,
-/// message); a line without the header is returned whole with no time (a plain `dmesg`
-/// line in a replay file). Continuation lines (` KEY=value`) give `None`.
-pub fn split_kmsg_record(line: &str) -> Option<(Option<u64>, &str)> {
+/// One kernel-log line split into its kmsg header fields and message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KmsgRecord<'a> {
+    /// The record's sequence number (64-bit, per boot, never reused).
+    pub seq: Option<u64>,
+    /// Microseconds since boot.
+    pub usec: Option<u64>,
+    /// The message text.
+    pub msg: &'a str,
+}
+
+/// Splits a kmsg record, `prio,seq,usec,flags[,…];message` (Documentation/ABI/testing/
+/// dev-kmsg). A line without the header is returned whole with no sequence number and no
+/// time (a plain `dmesg` line in a replay file). Continuation lines (` KEY=value`) give
+/// `None`.
+pub fn split_kmsg_record(line: &str) -> Option<KmsgRecord<'_>> {
     if line.starts_with(' ') {
         return None;
     }
     if let Some((head, msg)) = line.split_once(';') {
         let mut f = head.split(',');
-        let pri = f.next();
-        let _seq = f.next();
-        let usec = f.next();
-        if let (Some(p), Some(u)) = (pri, usec)
+        if let (Some(p), Some(q), Some(u)) = (f.next(), f.next(), f.next())
             && p.parse::<u32>().is_ok()
-            && let Ok(us) = u.parse::<u64>()
+            && let (Ok(seq), Ok(usec)) = (q.parse::<u64>(), u.parse::<u64>())
         {
-            return Some((Some(us), msg));
+            return Some(KmsgRecord {
+                seq: Some(seq),
+                usec: Some(usec),
+                msg,
+            });
         }
     }
-    Some((None, line))
+    Some(KmsgRecord {
+        seq: None,
+        usec: None,
+        msg: line,
+    })
 }
 
 /// Attaches XIDs to devices by PCI key; the rest (no bus id, or a bus id no visible GPU
@@ -113,13 +139,14 @@ pub enum KmsgSource {
 }
 
 /// Keeps the kernel-log reader between samples. In resident modes the `/dev/kmsg` handle stays
-/// open, so each sample reads only new records, and XIDs are kept until they leave the window.
+/// open, so each sample reads only new records, and XIDs are kept (bounded, see
+/// [`XidWindow`]) until they leave the window.
 #[derive(Debug)]
 pub struct XidReader {
     source: KmsgSource,
-    lookback: Duration,
+    boot: Boot,
     handle: Option<File>,
-    seen: VecDeque<Xid>,
+    window: XidWindow,
 }
 
 /// The kernel log could not be read.
@@ -137,29 +164,20 @@ impl KmsgError {
     }
 }
 
-/// Wall-clock time of boot, for turning kmsg's microseconds since boot into timestamps.
-/// kmsg stamps come from the kernel's local clock, which tracks CLOCK_MONOTONIC closely.
-pub fn boot_time_ms() -> i64 {
-    let mono = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    let mono_ms = mono.tv_sec.saturating_mul(1000) + mono.tv_nsec / 1_000_000;
-    Timestamp::now().millis() - mono_ms
-}
-
 impl XidReader {
-    /// A reader for `source` keeping XIDs from the last `lookback`.
-    pub fn new(source: KmsgSource, lookback: Duration) -> Self {
+    /// A reader for `source`, a log of `boot`, keeping XIDs from the last `lookback`.
+    pub fn new(source: KmsgSource, lookback: Duration, boot: Boot) -> Self {
         XidReader {
             source,
-            lookback,
+            boot,
             handle: None,
-            seen: VecDeque::new(),
+            window: XidWindow::new(lookback, MAX_XIDS_LISTED),
         }
     }
 
     /// The XIDs logged within the lookback window before `now`. Lines without a time (plain
     /// replay lines) are always included.
-    pub fn read(&mut self, now: Timestamp, boot_ms: i64) -> Result<Vec<Xid>, KmsgError> {
-        let mut fresh = Vec::new();
+    pub fn read(&mut self, now: Timestamp) -> Result<XidRead, KmsgError> {
         match &self.source {
             KmsgSource::File(p) => {
                 let text = std::fs::read_to_string(p).map_err(|source| KmsgError {
@@ -167,20 +185,18 @@ impl XidReader {
                     source,
                 })?;
                 // A replay file is read whole every time: it may have been appended to.
-                self.seen.clear();
+                self.window.clear();
                 for line in text.lines() {
-                    push_line(&mut fresh, line, boot_ms);
+                    push_line(&mut self.window, line, &self.boot);
                 }
             }
-            KmsgSource::Device => self.read_device(&mut fresh, boot_ms)?,
+            KmsgSource::Device => self.read_device()?,
         }
-        self.seen.extend(fresh);
-        let cutoff = now.sub(self.lookback);
-        self.seen.retain(|x| x.ts.is_none_or(|t| t >= cutoff));
-        Ok(self.seen.iter().cloned().collect())
+        self.window.expire(now);
+        Ok(self.window.snapshot())
     }
 
-    fn read_device(&mut self, out: &mut Vec<Xid>, boot_ms: i64) -> Result<(), KmsgError> {
+    fn read_device(&mut self) -> Result<(), KmsgError> {
         let path = "/dev/kmsg";
         let err = |source| KmsgError {
             path: path.into(),
@@ -207,7 +223,7 @@ impl XidReader {
                 Ok(n) => {
                     let rec = String::from_utf8_lossy(&buf[..n]);
                     if let Some(first) = rec.lines().next() {
-                        push_line(out, first, boot_ms);
+                        push_line(&mut self.window, first, &self.boot);
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
@@ -224,26 +240,37 @@ impl XidReader {
     }
 }
 
-fn push_line(out: &mut Vec<Xid>, line: &str, boot_ms: i64) {
+/// The XID in one kernel-log line, with its identity and its wall time derived from `boot`.
+pub fn parse_line(line: &str, boot: &Boot) -> Option<Xid> {
     if !line.contains("NVRM: Xid") {
-        return;
+        return None;
     }
-    let Some((usec, msg)) = split_kmsg_record(line) else {
-        return;
-    };
-    let ts = usec.map(|us| Timestamp(boot_ms + i64::try_from(us / 1000).unwrap_or(i64::MAX)));
-    if let Some(x) = parse_xid_message(msg, ts) {
-        out.push(x);
+    let rec = split_kmsg_record(line)?;
+    let mut x = parse_xid_message(rec.msg, rec.usec.map(|us| boot.wall_time(us)))?;
+    x.seq = rec.seq;
+    x.boot_id = boot.id.as_ref().ok().cloned();
+    Some(x)
+}
+
+fn push_line(window: &mut XidWindow, line: &str, boot: &Boot) {
+    if let Some(x) = parse_line(line, boot) {
+        window.push(x);
     }
 }
 
 /// Parses replay lines (fixture `kmsg` entries) stamped at `now`: a fixture describes the
-/// node as it is at probe time.
-pub fn parse_fixture_lines(lines: &[String], now: Timestamp) -> Vec<Xid> {
+/// node as it is at probe time. Their sequence numbers are kept, so a fixture replayed by
+/// two runs reports the same events.
+pub fn parse_fixture_lines(lines: &[String], now: Timestamp, boot_id: Option<&str>) -> Vec<Xid> {
     lines
         .iter()
         .filter_map(|l| split_kmsg_record(l))
-        .filter_map(|(_, msg)| parse_xid_message(msg, Some(now)))
+        .filter_map(|r| {
+            let mut x = parse_xid_message(r.msg, Some(now))?;
+            x.seq = r.seq;
+            x.boot_id = boot_id.map(str::to_owned);
+            Some(x)
+        })
         .collect()
 }
 
@@ -274,16 +301,34 @@ fn truncated_note(n: usize, max: usize) -> String {
 }
 
 /// Caps every device's XID list and the unattributed list at `max`, naming what was left out
-/// in the `absent` maps under [`XIDS_TRUNCATED`] / [`UNATTRIBUTED_TRUNCATED`].
-pub fn cap_xids(sec: &mut ugro_types::GpuSection, max: usize) {
-    for d in &mut sec.devices {
-        let n = keep_recent(&mut d.xids, max);
+/// in the `absent` maps under [`XIDS_TRUNCATED`] / [`UNATTRIBUTED_TRUNCATED`]. `older` are the
+/// events the reader's window counted but no longer keeps, by PCI address: they count as
+/// left out for the GPU with that address, or for the unattributed list.
+pub fn cap_xids(sec: &mut ugro_types::GpuSection, max: usize, older: &[(Option<PciKey>, u64)]) {
+    let keys: Vec<Option<PciKey>> = sec
+        .devices
+        .iter()
+        .map(|d| d.pci_bus_id.as_deref().and_then(PciKey::parse))
+        .collect();
+    let mut unattributed_older = 0usize;
+    for (k, n) in older {
+        if k.is_none() || !keys.contains(k) {
+            unattributed_older += usize::try_from(*n).unwrap_or(usize::MAX);
+        }
+    }
+    for (d, key) in sec.devices.iter_mut().zip(&keys) {
+        let counted: u64 = older
+            .iter()
+            .filter(|(k, _)| k.is_some() && k == key)
+            .map(|(_, n)| n)
+            .sum();
+        let n = keep_recent(&mut d.xids, max) + usize::try_from(counted).unwrap_or(usize::MAX);
         if n > 0 {
             d.absent
                 .insert(XIDS_TRUNCATED.into(), truncated_note(n, max));
         }
     }
-    let n = keep_recent(&mut sec.unattributed_xids, max);
+    let n = keep_recent(&mut sec.unattributed_xids, max) + unattributed_older;
     if n > 0 {
         sec.absent
             .insert(UNATTRIBUTED_TRUNCATED.into(), truncated_note(n, max));
@@ -335,13 +380,44 @@ mod tests {
     }
 
     #[test]
-    fn kmsg_header_gives_boot_relative_time() {
-        let (us, msg) =
-            split_kmsg_record("3,1234,5000000,-;NVRM: Xid (PCI:0000:3b:00): 79, x").unwrap();
-        assert_eq!(us, Some(5_000_000));
-        assert!(msg.starts_with("NVRM"));
+    fn kmsg_header_gives_sequence_and_boot_relative_time() {
+        let r = split_kmsg_record("3,1234,5000000,-;NVRM: Xid (PCI:0000:3b:00): 79, x").unwrap();
+        assert_eq!(r.seq, Some(1234));
+        assert_eq!(r.usec, Some(5_000_000));
+        assert!(r.msg.starts_with("NVRM"));
+        // Newer kernels append fields after the flags (caller id): still a header.
+        let r = split_kmsg_record("4,99,7,-,caller=T12;NVRM: Xid (0000:3b:00): 13, y").unwrap();
+        assert_eq!((r.seq, r.usec), (Some(99), Some(7)));
         assert_eq!(split_kmsg_record(" SUBSYSTEM=pci"), None);
-        assert_eq!(split_kmsg_record("plain line").unwrap().0, None);
+        let plain = split_kmsg_record("plain line").unwrap();
+        assert_eq!(
+            (plain.seq, plain.usec, plain.msg),
+            (None, None, "plain line")
+        );
+    }
+
+    fn boot(id: &str, start_ms: i64) -> Boot {
+        Boot {
+            id: Ok(id.to_owned()),
+            start_ms,
+        }
+    }
+
+    #[test]
+    fn a_record_carries_boot_id_and_sequence_number_as_its_identity() {
+        let b = boot("6f1a7c52-3b0e-4d8e-9c41-2a5b7e9d0f13", 1_795_000_000_000);
+        let line = "4,10456,812345678,-;NVRM: Xid (PCI:0000:5d:00): 79, pid=1, GPU has fallen off the bus.";
+        let x = parse_line(line, &b).unwrap();
+        assert_eq!(
+            x.identity(),
+            Some(("6f1a7c52-3b0e-4d8e-9c41-2a5b7e9d0f13", 10456))
+        );
+        assert_eq!(x.ts, Some(Timestamp(1_795_000_812_345)));
+        // Parsed again (another process, a restart): the same event in every field.
+        assert_eq!(parse_line(line, &b), Some(x));
+        // A plain dmesg line has no sequence number, so no identity.
+        let plain = parse_line("NVRM: Xid (PCI:0000:5d:00): 79, x", &b).unwrap();
+        assert_eq!(plain.identity(), None);
     }
 
     #[test]
@@ -369,10 +445,12 @@ mod tests {
              4,3,96000000,-;unrelated\n",
         )
         .unwrap();
-        let mut r = XidReader::new(KmsgSource::File(p), Duration::from_secs(10));
-        let xs = r.read(Timestamp(100_000), 0).unwrap();
+        let b = boot("6f1a7c52-3b0e-4d8e-9c41-2a5b7e9d0f13", 0);
+        let mut r = XidReader::new(KmsgSource::File(p), Duration::from_secs(10), b);
+        let xs = r.read(Timestamp(100_000)).unwrap().xids;
         assert_eq!(xs.len(), 1);
         assert_eq!(xs[0].code, 79);
         assert_eq!(xs[0].ts, Some(Timestamp(95_000)));
+        assert_eq!(xs[0].seq, Some(2));
     }
 }

@@ -630,3 +630,181 @@ fn an_xid_storm_is_capped_to_the_most_recent_and_says_how_many_were_left_out() {
             .is_none()
     );
 }
+
+fn sample_of(c: &mut Command) -> ugro_types::Sample {
+    serde_json::from_value(one(c)).unwrap()
+}
+
+#[test]
+fn a_collector_past_its_budget_is_left_out_listed_once_and_its_late_answer_discarded() {
+    let d = tempfile::tempdir().unwrap();
+    // The fixture answers at once, but not within 1 µs: its answer arrives after the budget,
+    // while the other collectors still run.
+    let s = sample_of(
+        probe(d.path())
+            .arg("--gpu-fixture")
+            .arg(fixture("h200x8-busy.json"))
+            .args(["--no-xid", "--budget", "gpu=1us"]),
+    );
+    assert!(s.gpu.is_none(), "{:?}", s.gpu);
+    let errs: Vec<_> = s.errors.iter().filter(|e| e.collector == "gpu").collect();
+    assert_eq!(errs.len(), 1, "{:?}", s.errors);
+    assert!(errs[0].timed_out);
+    assert!(
+        errs[0].error.contains("0.001 ms budget"),
+        "{}",
+        errs[0].error
+    );
+    let runs: Vec<_> = s.collectors.iter().filter(|c| c.name == "gpu").collect();
+    assert_eq!(runs.len(), 1, "{:?}", s.collectors);
+    assert!(!runs[0].ok);
+    // The others are unaffected, and NVML's compute processes did not leak in either.
+    assert!(s.host.is_some());
+    let procs = s.processes.unwrap();
+    assert!(procs.training.iter().all(|p| p.matched_by != "nvml"));
+}
+
+#[test]
+fn recovery_action_fixtures_each_convert_to_the_documented_field() {
+    use ugro_types::RecoveryAction as R;
+    let d = tempfile::tempdir().unwrap();
+    for (file, gpu, want, json) in [
+        ("recovery-none.json", None, R::None, "none"),
+        ("recovery-gpu-reset.json", Some(2), R::GpuReset, "gpu_reset"),
+        (
+            "recovery-node-reboot.json",
+            Some(5),
+            R::NodeReboot,
+            "node_reboot",
+        ),
+        ("recovery-drain-p2p.json", Some(1), R::DrainP2p, "drain_p2p"),
+        (
+            "recovery-drain-and-reset.json",
+            Some(6),
+            R::DrainAndReset,
+            "drain_and_reset",
+        ),
+    ] {
+        let raw = one(probe(d.path())
+            .arg("--gpu-fixture")
+            .arg(fixture(file))
+            .arg("--no-xid"));
+        let s: ugro_types::Sample = serde_json::from_value(raw.clone()).unwrap();
+        let devs = s.gpu.unwrap().devices;
+        assert_eq!(devs.len(), 8);
+        for dev in &devs {
+            let expect = if gpu.is_none_or(|g| g == dev.index) {
+                want
+            } else {
+                R::None
+            };
+            assert_eq!(
+                dev.recovery_action,
+                Some(expect),
+                "{file} gpu {}",
+                dev.index
+            );
+            assert!(!dev.absent.contains_key("recovery_action"));
+        }
+        // The wire form is the snake-case name.
+        let g = gpu.unwrap_or(0) as usize;
+        assert_eq!(raw["gpu"]["devices"][g]["recovery_action"], json, "{file}");
+    }
+    let s = sample_of(
+        probe(d.path())
+            .arg("--gpu-fixture")
+            .arg(fixture("recovery-not-supported.json"))
+            .arg("--no-xid"),
+    );
+    for dev in s.gpu.unwrap().devices {
+        assert_eq!(dev.recovery_action, None);
+        assert_eq!(dev.absent["recovery_action"], "not supported");
+    }
+    // The H200 survey did not read the field: not recorded, not "none".
+    let s = sample_of(
+        probe(d.path())
+            .arg("--gpu-fixture")
+            .arg(fixture("h200-idle.json"))
+            .arg("--no-xid"),
+    );
+    let dev = &s.gpu.unwrap().devices[0];
+    assert_eq!(dev.recovery_action, None);
+    assert_eq!(dev.absent["recovery_action"], "not recorded");
+}
+
+#[test]
+fn the_pci_gpu_count_comes_from_sysfs_beside_what_nvml_sees() {
+    let d = tempfile::tempdir().unwrap();
+    // A fake sysfs of an HGX node: 8 GPUs, 4 NVSwitches, the BMC's VGA, an HCA.
+    let sys = fixture("sysfs-hgx8");
+    // NVML sees 7: one GPU fell out of NVML but is still on the bus.
+    let s = sample_of(
+        probe(d.path())
+            .arg("--gpu-fixture")
+            .arg(fixture("fault-7-of-8.json"))
+            .arg("--sys-root")
+            .arg(&sys)
+            .arg("--no-xid"),
+    );
+    let g = s.gpu.unwrap();
+    assert_eq!((g.pci_devices, g.found), (Some(8), Some(7)));
+    assert!(!g.absent.contains_key("pci_devices"));
+    // No PCI tree: absent with the reason, not 0.
+    let s = sample_of(
+        probe(d.path())
+            .arg("--gpu-fixture")
+            .arg(fixture("h200x8-idle.json"))
+            .arg("--sys-root")
+            .arg(d.path().join("nowhere"))
+            .arg("--no-xid"),
+    );
+    let g = s.gpu.unwrap();
+    assert_eq!(g.pci_devices, None);
+    assert!(
+        g.absent["pci_devices"].contains("bus/pci/devices"),
+        "{:?}",
+        g.absent
+    );
+}
+
+#[test]
+fn boot_id_is_only_for_a_replay_and_must_be_a_boot_id() {
+    let d = tempfile::tempdir().unwrap();
+    let kmsg = d.path().join("kmsg");
+    std::fs::write(&kmsg, "").unwrap();
+    let id = "0f6c2e3a-7d1b-4c5e-9a8f-1b2c3d4e5f60";
+    let st = probe(d.path()).args(["--boot-id", id]).output().unwrap();
+    assert_eq!(st.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&st.stderr).contains("--boot-id"));
+    let st = probe(d.path())
+        .arg("--kmsg-file")
+        .arg(&kmsg)
+        .args(["--boot-id", "yesterday", "--no-gpu"])
+        .output()
+        .unwrap();
+    assert_eq!(st.status.code(), Some(64));
+    let s = sample_of(probe(d.path()).arg("--kmsg-file").arg(&kmsg).args([
+        "--boot-id",
+        id,
+        "--no-gpu",
+    ]));
+    // The host's own boot id is still the host's.
+    let host = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    assert_eq!(s.host.unwrap().boot_id.as_deref(), Some(host.trim()));
+}
+
+#[test]
+fn fixture_kernel_lines_keep_their_sequence_numbers_and_carry_the_boot_id() {
+    let d = tempfile::tempdir().unwrap();
+    let id = "0f6c2e3a-7d1b-4c5e-9a8f-1b2c3d4e5f60";
+    let s = sample_of(
+        probe(d.path())
+            .arg("--gpu-fixture")
+            .arg(fixture("fault-xid79-gpu-lost.json"))
+            .args(["--no-xid", "--boot-id", id]),
+    );
+    let g = s.gpu.unwrap();
+    let x = &g.devices[3].xids[0];
+    assert_eq!(x.code, 79);
+    assert_eq!(x.identity(), Some((id, 10456)));
+}

@@ -59,12 +59,16 @@ fn gpu(rng: &mut Rng, node: u64, i: u32, busy: bool, trouble: u64) -> Gpu {
                 pci_bus_id: None,
                 ts: None,
                 message: None,
+                boot_id: None,
+                seq: None,
             }),
             3 => xids.push(Xid {
                 code: 79,
                 pci_bus_id: None,
                 ts: None,
                 message: None,
+                boot_id: None,
+                seq: None,
             }),
             _ => {}
         }
@@ -116,6 +120,7 @@ fn sample(rng: &mut Rng, n: u64, nodes: u64) -> Sample {
         reason: None,
         expected: Some(8),
         found: Some(8),
+        pci_devices: None,
         driver_version: Some("580.159.04".into()),
         cuda_version: Some("13.0".into()),
         source: None,

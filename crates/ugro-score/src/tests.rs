@@ -259,6 +259,8 @@ fn xid(code: u32, ts: Option<Timestamp>) -> Xid {
         pci_bus_id: Some("00000000:00:06.0".into()),
         ts,
         message: None,
+        boot_id: None,
+        seq: None,
     }
 }
 

@@ -117,6 +117,12 @@ pub struct GpuSection {
     /// GPUs NVML reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub found: Option<u32>,
+    /// NVIDIA (vendor 0x10de) display-class (0x03xx) PCI functions under
+    /// `/sys/bus/pci/devices`, counted without NVML, so a GPU that dropped out of NVML (or a
+    /// driver that does not load) is still visible by comparison with `found`. Absent, with
+    /// `absent.pci_devices`, when sysfs cannot be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_devices: Option<u32>,
     /// Driver version string.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub driver_version: Option<String>,
@@ -207,6 +213,11 @@ pub struct Gpu {
     /// Row remapping (Ampere and later; NVML fields 142–145).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remapped_rows: Option<RemappedRows>,
+    /// The driver's own verdict on what this GPU needs (NVML field 230,
+    /// `NVML_FI_DEV_GET_GPU_RECOVERY_ACTION`, the field DCGM's driver-health watch reads).
+    /// Absent, with `absent.recovery_action`, where the board or driver does not provide it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_action: Option<RecoveryAction>,
     /// PCIe link.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pcie: Option<Pcie>,
@@ -261,6 +272,91 @@ pub struct RemappedRows {
     pub failure: Option<bool>,
 }
 
+/// NVML's GPU recovery action (`nvmlDeviceGpuRecoveryAction_t`), in snake case on the wire.
+/// A value this build does not know is kept as `unknown_N` (N the NVML value) rather than
+/// dropped: a newer driver asking for something is still visible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum RecoveryAction {
+    /// `NVML_GPU_RECOVERY_ACTION_NONE` (0): nothing to do.
+    None,
+    /// `NVML_GPU_RECOVERY_ACTION_GPU_RESET` (1): the GPU needs a reset.
+    GpuReset,
+    /// `NVML_GPU_RECOVERY_ACTION_NODE_REBOOT` (2): the node needs a reboot.
+    NodeReboot,
+    /// `NVML_GPU_RECOVERY_ACTION_DRAIN_P2P` (3): peer-to-peer traffic must be drained, then
+    /// the field read again.
+    DrainP2p,
+    /// `NVML_GPU_RECOVERY_ACTION_DRAIN_AND_RESET` (4): running at reduced capacity; drain the
+    /// work, then reset.
+    DrainAndReset,
+    /// A value this build does not name.
+    Unknown(u32),
+}
+
+impl RecoveryAction {
+    /// The action for NVML's value.
+    pub fn from_nvml(v: u32) -> Self {
+        match v {
+            0 => RecoveryAction::None,
+            1 => RecoveryAction::GpuReset,
+            2 => RecoveryAction::NodeReboot,
+            3 => RecoveryAction::DrainP2p,
+            4 => RecoveryAction::DrainAndReset,
+            n => RecoveryAction::Unknown(n),
+        }
+    }
+
+    /// NVML's value.
+    pub fn nvml_value(self) -> u32 {
+        match self {
+            RecoveryAction::None => 0,
+            RecoveryAction::GpuReset => 1,
+            RecoveryAction::NodeReboot => 2,
+            RecoveryAction::DrainP2p => 3,
+            RecoveryAction::DrainAndReset => 4,
+            RecoveryAction::Unknown(n) => n,
+        }
+    }
+}
+
+impl std::fmt::Display for RecoveryAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecoveryAction::None => f.write_str("none"),
+            RecoveryAction::GpuReset => f.write_str("gpu_reset"),
+            RecoveryAction::NodeReboot => f.write_str("node_reboot"),
+            RecoveryAction::DrainP2p => f.write_str("drain_p2p"),
+            RecoveryAction::DrainAndReset => f.write_str("drain_and_reset"),
+            RecoveryAction::Unknown(n) => write!(f, "unknown_{n}"),
+        }
+    }
+}
+
+impl From<RecoveryAction> for String {
+    fn from(a: RecoveryAction) -> String {
+        a.to_string()
+    }
+}
+
+impl TryFrom<String> for RecoveryAction {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        Ok(match s.as_str() {
+            "none" => RecoveryAction::None,
+            "gpu_reset" => RecoveryAction::GpuReset,
+            "node_reboot" => RecoveryAction::NodeReboot,
+            "drain_p2p" => RecoveryAction::DrainP2p,
+            "drain_and_reset" => RecoveryAction::DrainAndReset,
+            other => match other.strip_prefix("unknown_").map(str::parse::<u32>) {
+                Some(Ok(n)) if n > 4 => RecoveryAction::Unknown(n),
+                _ => return Err(format!("unknown recovery action {other:?}")),
+            },
+        })
+    }
+}
+
 /// PCIe link state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Pcie {
@@ -305,6 +401,23 @@ pub struct Xid {
     /// The rest of the driver's message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The boot the event was logged in (`/proc/sys/kernel/random/boot_id`). With `seq` it
+    /// identifies the event: the same kernel record read by two probes, by a restarted probe
+    /// or by a later cron run carries the same pair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+    /// The record's `/dev/kmsg` sequence number within that boot. Absent for lines without a
+    /// kmsg header (plain `dmesg` lines in a replay file): such an event has no identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+}
+
+impl Xid {
+    /// `(boot_id, seq)`, when both are known: the same kernel record always gives the same
+    /// pair, whoever read it and whenever.
+    pub fn identity(&self) -> Option<(&str, u64)> {
+        Some((self.boot_id.as_deref()?, self.seq?))
+    }
 }
 
 /// Host resources.
@@ -337,6 +450,10 @@ pub struct HostSection {
     /// Seconds since boot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uptime_s: Option<u64>,
+    /// This boot's id (`/proc/sys/kernel/random/boot_id`): changes at every boot, so a
+    /// reader can tell a reboot (and a reset of volatile counters) between two samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
     /// Local filesystems.
     #[serde(default)]
     pub disks: Vec<Disk>,
@@ -484,5 +601,29 @@ impl Sample {
             errors: Vec::new(),
             score: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn recovery_actions_round_trip_by_name_and_keep_unknown_values() {
+        for v in 0..=6 {
+            let a = RecoveryAction::from_nvml(v);
+            assert_eq!(a.nvml_value(), v);
+            let json = serde_json::to_string(&a).unwrap();
+            assert_eq!(serde_json::from_str::<RecoveryAction>(&json).unwrap(), a);
+        }
+        assert_eq!(
+            serde_json::to_string(&RecoveryAction::DrainAndReset).unwrap(),
+            "\"drain_and_reset\""
+        );
+        assert_eq!(RecoveryAction::from_nvml(5).to_string(), "unknown_5");
+        // A named value cannot hide behind its number.
+        assert!(serde_json::from_str::<RecoveryAction>("\"unknown_1\"").is_err());
+        assert!(serde_json::from_str::<RecoveryAction>("\"reboot\"").is_err());
     }
 }
