@@ -202,7 +202,8 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub history: Option<usize>,
 
-    /// Period of `stats` records; 0 turns them off [default: state.stats_every, 60s].
+    /// Period of `stats` records; 0 turns them off, except those saying the state became
+    /// unwritable or writable again [default: state.stats_every, 60s].
     #[arg(long, value_name = "DURATION", value_parser = ugro_types::cli::parse_duration)]
     pub stats_every: Option<Duration>,
 

@@ -42,7 +42,8 @@ pub struct LiveOpts {
     pub cluster_path: Option<PathBuf>,
     /// Only nodes with one of these tags.
     pub tags: Vec<String>,
-    /// `stats` period (zero: only at exit and when state writability changes... not at all).
+    /// `stats` period; zero turns the periodic and final ones off (those reporting a change in
+    /// whether the state can be written still go out: WatcherStateUnwritable depends on them).
     pub stats_every: Duration,
     /// `tick` period.
     pub tick: Duration,
