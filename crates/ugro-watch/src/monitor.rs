@@ -290,6 +290,70 @@ pub async fn run(
     Ok(exit)
 }
 
+/// Everything the live loop waits on.
+struct Inbox {
+    done: mpsc::UnboundedReceiver<Done>,
+    control: Option<mpsc::UnboundedReceiver<Control>>,
+    jobs: mpsc::UnboundedReceiver<HashSet<String>>,
+    jobs_tx: mpsc::UnboundedSender<HashSet<String>>,
+    jobs_running: bool,
+    feedback: Option<mpsc::UnboundedReceiver<Feedback>>,
+    persist: Option<mpsc::UnboundedReceiver<persist::Event>>,
+}
+
+/// What woke the live loop.
+enum Wake {
+    Done(Done),
+    Timer,
+    Control(Control),
+    Jobs(Option<HashSet<String>>),
+    Feedback(Feedback),
+    /// The pipeline thread has ended.
+    PipelineGone,
+    Persist(persist::Event),
+    Room(mpsc::OwnedPermit<Msg>),
+}
+
+async fn recv_from<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Inbox {
+    /// The next event, or a timer after `sleep`; `room` is waited on when there is a backlog.
+    async fn next(&mut self, sleep: Duration, room: Option<mpsc::Sender<Msg>>) -> Wake {
+        tokio::select! {
+            d = self.done.recv() => d.map_or(Wake::Timer, Wake::Done),
+            () = tokio::time::sleep(sleep) => Wake::Timer,
+            c = recv_from(&mut self.control) => match c {
+                Some(c) => Wake::Control(c),
+                None => { self.control = None; Wake::Timer }
+            },
+            b = self.jobs.recv() => { self.jobs_running = false; Wake::Jobs(b) }
+            f = recv_from(&mut self.feedback) => match f {
+                Some(f) => Wake::Feedback(f),
+                None => { self.feedback = None; Wake::PipelineGone }
+            },
+            e = recv_from(&mut self.persist) => match e {
+                Some(e) => Wake::Persist(e),
+                None => { self.persist = None; Wake::Timer }
+            },
+            p = async { room?.reserve_owned().await.ok() }, if room.is_some() => {
+                p.map_or(Wake::Timer, Wake::Room)
+            }
+        }
+    }
+}
+
+/// When the loop's periodic work is next due (monotonic ms).
+struct Timers {
+    stats: u64,
+    activity: u64,
+    tick: u64,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn live(
     cluster: Cluster,
@@ -298,55 +362,34 @@ async fn live(
     feed: &mut Feed,
     counters: Arc<pipeline::Counters>,
     state: Option<&persist::Counters>,
-    mut feedback: mpsc::UnboundedReceiver<Feedback>,
-    mut persist_events: mpsc::UnboundedReceiver<persist::Event>,
+    feedback: mpsc::UnboundedReceiver<Feedback>,
+    persist_events: mpsc::UnboundedReceiver<persist::Event>,
 ) -> Result<Exit, Error> {
-    let Deps {
-        clock,
-        transport,
-        mut control,
-    } = deps;
     raise_fd_limit();
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
-    let sched = Scheduler::new(sched_conf(&cluster));
-    let (timing, _) = watch::channel(timing_of(&cluster));
-    let mut w = Live {
-        cluster,
-        opts,
-        clock,
-        transport,
-        sched,
-        nodes: Vec::new(),
-        by_name: HashMap::new(),
-        done_tx,
-        control_dir: None,
-        local_probe: find_local_probe(),
-        deploy: None,
-        timing,
-        closing: Vec::new(),
-        stats: StatsAcc::default(),
-        seen: Seen::default(),
-        busy: HashSet::new(),
-        file_active: false,
-        stopping: false,
-        feed,
-        counters,
-        state,
-        dir_error: None,
-        stage_error: None,
+    let (done_tx, done) = mpsc::unbounded_channel::<Done>();
+    let (jobs_tx, jobs) = mpsc::unbounded_channel();
+    let mut inbox = Inbox {
+        done,
+        control: Some(deps.control),
+        jobs,
+        jobs_tx,
+        jobs_running: false,
+        feedback: Some(feedback),
+        persist: Some(persist_events),
     };
+    let mut w = Live::new(cluster, opts, deps.clock, deps.transport, done_tx, feed);
+    w.counters = counters;
+    w.state = state;
     w.add_nodes()?;
-    let (jobs_tx, mut jobs_rx) = mpsc::unbounded_channel::<HashSet<String>>();
-    let mut jobs_running = false;
-    let (mut control_open, mut feedback_open, mut persist_open) = (true, true, true);
     let start = w.clock.mono_ms();
-    let mut next_stats = start + ms(w.opts.stats_every);
-    let mut next_activity = start;
-    let mut next_tick = start + ms(w.opts.tick).max(1);
+    let mut timers = Timers {
+        stats: start + ms(w.opts.stats_every),
+        activity: start,
+        tick: start + ms(w.opts.tick).max(1),
+    };
     let mut forced = false;
     loop {
         let now = w.clock.mono_ms();
-        let wall = w.clock.wall();
         if w.opts.cycles.is_some_and(|n| w.sched.cycle_at(now) >= n) {
             w.stopping = true;
         }
@@ -359,76 +402,36 @@ async fn live(
         if w.stopping && w.sched.in_flight() == 0 {
             break;
         }
-        if !w.opts.stats_every.is_zero() && now >= next_stats {
-            next_stats = now + ms(w.opts.stats_every);
-            w.send_stats(now, wall);
-        }
-        if now >= next_activity {
-            next_activity = now + ms(w.cluster.intervals.base);
-            check_activity(&mut w);
-            if let (Some(cmd), false) = (w.cluster.activity.jobs_cmd.clone(), jobs_running) {
-                jobs_running = true;
-                spawn_jobs_cmd(cmd, w.cluster.intervals.base, jobs_tx.clone());
-            }
-        }
-        if now >= next_tick {
-            next_tick = now + ms(w.opts.tick).max(1);
-            let footer = w.footer();
-            w.feed.send(Msg::Footer(footer));
-            w.feed.send(Msg::Line {
-                key: Some(Key::Tick),
-                line: tick_line(wall),
-            });
-        }
-        let mut wake = next_tick.min(next_activity);
-        if !w.stopping {
-            wake = wake.min(w.sched.next_wake(now));
-        }
-        if !w.opts.stats_every.is_zero() {
-            wake = wake.min(next_stats);
-        }
+        let wake = w.periodic(&mut timers, &mut inbox, now);
         let sleep = Duration::from_millis(wake.saturating_sub(now).max(1));
         let room = w.feed.waiting_sender();
-        tokio::select! {
-            d = done_rx.recv() => {
-                if let Some(d) = d {
+        match inbox.next(sleep, room).await {
+            Wake::Done(d) => {
+                w.on_done(d);
+                while let Ok(d) = inbox.done.try_recv() {
                     w.on_done(d);
-                    while let Ok(d) = done_rx.try_recv() {
-                        w.on_done(d);
-                    }
                 }
             }
-            () = tokio::time::sleep(sleep) => {}
-            c = control.recv(), if control_open => match c {
-                None => control_open = false,
-                Some(Control::Reload) => w.reload(),
-                Some(Control::Stop) if w.stopping => { forced = true; break; }
-                Some(Control::Stop) => w.stopping = true,
-            },
-            b = jobs_rx.recv() => {
-                jobs_running = false;
+            Wake::Timer => {}
+            Wake::Control(Control::Reload) => w.reload(),
+            Wake::Control(Control::Stop) if w.stopping => {
+                forced = true;
+                break;
+            }
+            Wake::Control(Control::Stop) | Wake::PipelineGone => w.stopping = true,
+            Wake::Jobs(b) => {
                 if let Some(b) = b.filter(|b| !b.contains("\0failed")) {
                     apply_busy(&mut w, b);
                 }
             }
-            f = feedback.recv(), if feedback_open => match f {
-                None => { feedback_open = false; w.stopping = true; }
-                Some(f) => {
+            Wake::Feedback(f) => {
+                w.on_feedback(f);
+                while let Some(f) = inbox.feedback.as_mut().and_then(|r| r.try_recv().ok()) {
                     w.on_feedback(f);
-                    while let Ok(f) = feedback.try_recv() {
-                        w.on_feedback(f);
-                    }
-                }
-            },
-            e = persist_events.recv(), if persist_open => match e {
-                None => persist_open = false,
-                Some(e) => w.on_persist(e),
-            },
-            p = async { room?.reserve_owned().await.ok() }, if room.is_some() => {
-                if let Some(p) = p {
-                    w.feed.send_reserved(p);
                 }
             }
+            Wake::Persist(e) => w.on_persist(e),
+            Wake::Room(p) => w.feed.send_reserved(p),
         }
     }
     w.finish(forced).await;
@@ -449,7 +452,80 @@ fn spawn_jobs_cmd(cmd: Vec<String>, budget: Duration, tx: mpsc::UnboundedSender<
     });
 }
 
-impl Live<'_> {
+impl<'a> Live<'a> {
+    fn new(
+        cluster: Cluster,
+        opts: LiveOpts,
+        clock: Arc<dyn Clock>,
+        transport: Arc<dyn Transport>,
+        done_tx: mpsc::UnboundedSender<Done>,
+        feed: &'a mut Feed,
+    ) -> Self {
+        let sched = Scheduler::new(sched_conf(&cluster));
+        let (timing, _) = watch::channel(timing_of(&cluster));
+        Live {
+            cluster,
+            opts,
+            clock,
+            transport,
+            sched,
+            nodes: Vec::new(),
+            by_name: HashMap::new(),
+            done_tx,
+            control_dir: None,
+            local_probe: find_local_probe(),
+            deploy: None,
+            timing,
+            closing: Vec::new(),
+            stats: StatsAcc::default(),
+            seen: Seen::default(),
+            busy: HashSet::new(),
+            file_active: false,
+            stopping: false,
+            feed,
+            counters: Arc::default(),
+            state: None,
+            dir_error: None,
+            stage_error: None,
+        }
+    }
+
+    /// Stats, activity checks and ticks that are due; returns when the loop must wake next.
+    fn periodic(&mut self, t: &mut Timers, inbox: &mut Inbox, now: u64) -> u64 {
+        let wall = self.clock.wall();
+        let stats_on = !self.opts.stats_every.is_zero();
+        if stats_on && now >= t.stats {
+            t.stats = now + ms(self.opts.stats_every);
+            self.send_stats(now, wall);
+        }
+        if now >= t.activity {
+            t.activity = now + ms(self.cluster.intervals.base);
+            check_activity(self);
+            if let (Some(cmd), false) = (self.cluster.activity.jobs_cmd.clone(), inbox.jobs_running)
+            {
+                inbox.jobs_running = true;
+                spawn_jobs_cmd(cmd, self.cluster.intervals.base, inbox.jobs_tx.clone());
+            }
+        }
+        if now >= t.tick {
+            t.tick = now + ms(self.opts.tick).max(1);
+            let footer = self.footer();
+            self.feed.send(Msg::Footer(footer));
+            self.feed.send(Msg::Line {
+                key: Some(Key::Tick),
+                line: tick_line(wall),
+            });
+        }
+        let mut wake = t.tick.min(t.activity);
+        if !self.stopping {
+            wake = wake.min(self.sched.next_wake(now));
+        }
+        if stats_on {
+            wake = wake.min(t.stats);
+        }
+        wake
+    }
+
     /// The deploy binary for an SSH node, opened once (the first time one is added, at
     /// start-up or by a reload); `None` with --no-deploy.
     fn deploy_for(&mut self, n: &NodeConf) -> Result<Option<Arc<LocalProbe>>, Error> {

@@ -191,11 +191,6 @@ impl Queue {
         self.shared.wake.notify_all();
     }
 
-    /// The counters.
-    pub fn counters(&self) -> &Counters {
-        &self.shared.counters
-    }
-
     /// Waits until everything queued before this call was written or failed (tests, and the
     /// end of a replay). The writer may be backing off: at most `limit`.
     pub fn flush(&self, limit: Duration) {

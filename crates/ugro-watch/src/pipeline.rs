@@ -511,11 +511,6 @@ impl Processor {
         self.feedback = Some(tx);
     }
 
-    /// The views (tests).
-    pub fn views(&self) -> &Views {
-        &self.views
-    }
-
     fn tell(&self, f: Feedback) {
         if let Some(tx) = &self.feedback {
             let _ = tx.send(f);
