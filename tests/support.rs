@@ -1,7 +1,10 @@
 //! Helpers for the cross-tool tests: locating the built binaries and decoding output.
 #![allow(clippy::expect_used)] // test support: a panic is the failing test's report
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+#[path = "support/slurm.rs"]
+pub mod slurm;
 
 /// The path of a workspace binary built next to this test (`cargo build --workspace` first).
 pub fn bin(name: &str) -> PathBuf {
@@ -91,4 +94,12 @@ pub fn uptime_s() -> f64 {
         .ok()
         .and_then(|t| t.split_whitespace().next()?.parse().ok())
         .expect("/proc/uptime")
+}
+
+/// Writes a script and makes it executable.
+pub fn write_executable(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }

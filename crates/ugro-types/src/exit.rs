@@ -29,9 +29,39 @@ pub enum Exit {
 }
 
 impl Exit {
+    /// Every status, in numeric order (the EXIT STATUS table of each man page).
+    pub const ALL: [Exit; 9] = [
+        Exit::Ok,
+        Exit::Usage,
+        Exit::DataErr,
+        Exit::NoInput,
+        Exit::Unavailable,
+        Exit::Software,
+        Exit::IoErr,
+        Exit::TempFail,
+        Exit::Config,
+    ];
+
     /// The numeric status.
     pub fn code(self) -> u8 {
         self as u8
+    }
+
+    /// What the status means, in one sentence (the man pages print this table).
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Exit::Ok => "Everything went through.",
+            Exit::Usage => "The command line was wrong.",
+            Exit::DataErr => {
+                "At least one input line was rejected (the good ones still went through)."
+            }
+            Exit::NoInput => "An input file does not exist or cannot be opened.",
+            Exit::Unavailable => "A program or library the tool needs is not available.",
+            Exit::Software => "A bug: an internal invariant did not hold.",
+            Exit::IoErr => "Reading or writing failed.",
+            Exit::TempFail => "A temporary failure: trying again later may succeed.",
+            Exit::Config => "A configuration file or flag value is invalid.",
+        }
     }
 }
 

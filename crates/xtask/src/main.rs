@@ -1,14 +1,29 @@
-//! `cargo xtask man [--check]`: generates man/*.1 from each tool's clap definition and
-//! man/ugro.7 from the ugro-types schema documentation; `--check` fails if any is stale.
+//! `cargo xtask man [--check]`: generates what the repository keeps from the tools' clap
+//! definitions and the schema docs — man/*.1 (with the extras in crates/xtask/man/*.md),
+//! man/ugro.7 from SCHEMA.md, and completions/{bash,zsh,fish}/ — and with `--check` fails if
+//! any of them is stale or a file there is not generated.
+
+mod complete;
+mod manpage;
+mod roff;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+/// The directories whose every file is generated.
+const GENERATED: [&str; 2] = ["man", "completions"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let check = args.iter().any(|a| a == "--check");
     match args.first().map(String::as_str) {
-        Some("man") => man(check),
+        Some("man") => match outputs() {
+            Ok(files) => sync(&files, check),
+            Err(e) => {
+                eprintln!("xtask: {e}");
+                ExitCode::from(65)
+            }
+        },
         _ => {
             eprintln!("usage: cargo xtask man [--check]");
             ExitCode::from(64)
@@ -20,182 +35,125 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn pages() -> Vec<(String, Vec<u8>)> {
-    let tools = [
+fn tools() -> Vec<clap::Command> {
+    vec![
         ugro_probe::command(),
         ugro_score::command(),
         ugro_breaker::command(),
         ugro_alert::command(),
         ugro_watch::command(),
-    ];
-    let mut out = Vec::new();
-    for cmd in tools {
-        let name = cmd.get_name().to_owned();
-        let mut buf = Vec::new();
-        let man = clap_mangen::Man::new(cmd)
-            .date("2026-11-28")
-            .source("ugro")
-            .manual("ugro manual");
-        if let Err(e) = man.render(&mut buf) {
-            eprintln!("xtask: rendering {name}: {e}");
-        }
-        out.push((format!("{name}.1"), tidy_clap_page(&buf, &name)));
-    }
-    out.push((
-        "ugro.7".to_owned(),
-        markdown_to_roff(ugro_types::SCHEMA_DOC).into_bytes(),
-    ));
-    out
+    ]
 }
 
-fn man(check: bool) -> ExitCode {
-    let dir = root().join("man");
+/// The man pages' extras, compiled in so that editing one is a rebuild like editing `--help`.
+fn extras(tool: &str) -> Result<&'static str, String> {
+    Ok(match tool {
+        "ugro-probe" => include_str!("../man/ugro-probe.md"),
+        "ugro-score" => include_str!("../man/ugro-score.md"),
+        "ugro-breaker" => include_str!("../man/ugro-breaker.md"),
+        "ugro-alert" => include_str!("../man/ugro-alert.md"),
+        "ugro-watch" => include_str!("../man/ugro-watch.md"),
+        other => return Err(format!("no crates/xtask/man/{other}.md")),
+    })
+}
+
+/// Every generated file, as (path from the repository root, contents).
+fn outputs() -> Result<Vec<(String, Vec<u8>)>, String> {
+    let common = include_str!("../man/common.md");
+    let names: Vec<String> = tools().iter().map(|c| c.get_name().to_owned()).collect();
+    let mut out = Vec::new();
+    for cmd in tools() {
+        let name = cmd.get_name().to_owned();
+        for (path, script) in complete::scripts(&cmd) {
+            out.push((format!("completions/{path}"), script));
+        }
+        let page = manpage::page(cmd, &names, extras(&name)?, common)?;
+        out.push((format!("man/{name}.1"), page));
+    }
+    out.push((
+        "man/ugro.7".to_owned(),
+        schema_page(ugro_types::SCHEMA_DOC).into_bytes(),
+    ));
+    Ok(out)
+}
+
+/// Writes the files that differ (or lists them with `check`), and removes (or lists) files in
+/// the generated directories that nothing generates.
+fn sync(files: &[(String, Vec<u8>)], check: bool) -> ExitCode {
+    let root = root();
     let mut stale = Vec::new();
-    for (name, bytes) in pages() {
-        let path = dir.join(&name);
-        let current = std::fs::read(&path).unwrap_or_default();
-        if current == bytes {
+    for (rel, bytes) in files {
+        let path = root.join(rel);
+        if std::fs::read(&path).is_ok_and(|current| current == *bytes) {
             continue;
         }
         if check {
-            stale.push(name);
-        } else if let Err(e) =
-            std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, &bytes))
+            stale.push(rel.clone());
+        } else if let Err(e) = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&path, bytes))
         {
             eprintln!("xtask: writing {}: {e}", path.display());
             return ExitCode::from(74);
         } else {
-            eprintln!("wrote man/{name}");
+            eprintln!("wrote {rel}");
+        }
+    }
+    for rel in strays(&root, files) {
+        if check {
+            stale.push(format!("{rel} (not generated)"));
+        } else if let Err(e) = std::fs::remove_file(root.join(&rel)) {
+            eprintln!("xtask: removing {rel}: {e}");
+            return ExitCode::from(74);
+        } else {
+            eprintln!("removed {rel}");
         }
     }
     if stale.is_empty() {
         ExitCode::SUCCESS
     } else {
-        eprintln!(
-            "xtask: stale man pages (run `cargo xtask man`): {}",
-            stale.join(", ")
-        );
+        eprintln!("xtask: stale (run `cargo xtask man`): {}", stale.join(", "));
         ExitCode::from(1)
     }
 }
 
-/// mandoc -Tlint asks for an upper-case title, no trailing blanks and no `.br` next to a
-/// paragraph break; clap_mangen gives none of these (it writes `.br`, a blank line, `.br` around
-/// the list of possible values).
-fn tidy_clap_page(page: &[u8], name: &str) -> Vec<u8> {
-    let text = String::from_utf8_lossy(page);
-    let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
-    let mut out = String::with_capacity(text.len());
-    for (i, line) in lines.iter().enumerate() {
-        let next_is_break = lines.get(i + 1).is_some_and(|l| l.is_empty());
-        let prev_is_break = i > 0 && lines[i - 1].is_empty();
-        if *line == ".br" && (next_is_break || prev_is_break) {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix(".TH ") {
-            let rest = rest.strip_prefix(name).unwrap_or(rest);
-            out.push_str(".TH ");
-            out.push_str(&name.to_uppercase());
-            out.push_str(rest);
-        } else if line.is_empty() {
-            out.push_str(".sp");
-        } else {
-            out.push_str(line);
-        }
-        out.push('\n');
-    }
-    out.into_bytes()
-}
-
-/// Fills roff text to lines of at most 78 bytes (mandoc's style limit), breaking at spaces.
-fn fill(text: &str) -> String {
-    let mut out = String::new();
-    let mut width = 0;
-    for word in text.split(' ').filter(|w| !w.is_empty()) {
-        if width > 0 && width + 1 + word.len() > 78 {
-            out.push('\n');
-            width = 0;
-        } else if width > 0 {
-            out.push(' ');
-            width += 1;
-        }
-        if width == 0 && (word.starts_with('.') || word.starts_with('\'')) {
-            out.push_str("\\&");
-            width += 2;
-        }
-        out.push_str(word);
-        width += word.len();
-    }
-    out
-}
-
-fn escape(text: &str) -> String {
-    let mut s = String::with_capacity(text.len());
-    let mut in_code = false;
-    for c in text.chars() {
-        match c {
-            '\\' => s.push_str("\\e"),
-            '-' => s.push_str("\\-"),
-            '`' => {
-                s.push_str(if in_code { "\\fR" } else { "\\fB" });
-                in_code = !in_code;
+/// Files under the generated directories that are not in `files`.
+fn strays(root: &Path, files: &[(String, Vec<u8>)]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut dirs: Vec<PathBuf> = GENERATED.iter().map(|d| root.join(d)).collect();
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if let Ok(rel) = path.strip_prefix(root) {
+                let rel = rel.to_string_lossy().into_owned();
+                if !files.iter().any(|(f, _)| *f == rel) {
+                    found.push(rel);
+                }
             }
-            _ => s.push(c),
         }
     }
-    if in_code {
-        s.push_str("\\fR");
-    }
-    if s.starts_with('.') || s.starts_with('\'') {
-        s.insert_str(0, "\\&");
-    }
-    s
+    found.sort();
+    found
 }
 
-/// The small markdown subset SCHEMA.md uses: `#` title, `##` sections, paragraphs, `- ` lists
-/// with indented continuation lines, inline code.
-fn markdown_to_roff(md: &str) -> String {
-    let mut out = String::from(".TH UGRO 7 2026-11-28 ugro \"ugro manual\"\n");
-    let mut para: Vec<String> = Vec::new();
-    let mut item: Option<Vec<String>> = None;
-    let flush = |out: &mut String, para: &mut Vec<String>, item: &mut Option<Vec<String>>| {
-        if let Some(lines) = item.take() {
-            out.push_str(".IP \\(bu 2\n");
-            out.push_str(&fill(&escape(&lines.join(" "))));
-            out.push('\n');
-        }
-        if !para.is_empty() {
-            // A paragraph macro straight after a heading is redundant (mandoc warns).
-            if !out.ends_with("\"\n") {
-                out.push_str(".PP\n");
-            }
-            out.push_str(&fill(&escape(&para.join(" "))));
-            out.push('\n');
-            para.clear();
-        }
-    };
-    for line in md.lines() {
-        if let Some(title) = line.strip_prefix("# ") {
-            flush(&mut out, &mut para, &mut item);
-            out.push_str(".SH NAME\nugro \\- ");
-            out.push_str(&escape(title.trim_start_matches("ugro ")));
-            out.push_str("\n.SH \"DESCRIPTION\"\n");
-        } else if let Some(h) = line.strip_prefix("## ") {
-            flush(&mut out, &mut para, &mut item);
-            out.push_str(".SH \"");
-            out.push_str(&escape(&h.to_uppercase()).replace('"', "'"));
-            out.push_str("\"\n");
-        } else if let Some(rest) = line.strip_prefix("- ") {
-            flush(&mut out, &mut para, &mut item);
-            item = Some(vec![rest.trim().to_owned()]);
-        } else if line.trim().is_empty() {
-            flush(&mut out, &mut para, &mut item);
-        } else if let Some(lines) = item.as_mut() {
-            lines.push(line.trim().to_owned());
-        } else {
-            para.push(line.trim().to_owned());
-        }
+/// ugro(7): SCHEMA.md's `#` title is the NAME line, its sections follow DESCRIPTION.
+fn schema_page(md: &str) -> String {
+    let mut out = format!(
+        ".TH UGRO 7 {} \"ugro {}\" \"ugro manual\"\n",
+        manpage::DATE,
+        env!("CARGO_PKG_VERSION")
+    );
+    out.push_str(manpage::LAYOUT);
+    let mut blocks = roff::parse(md);
+    if let Some(roff::Block::Heading(1, title)) = blocks.first().cloned() {
+        blocks.remove(0);
+        out.push_str(".SH NAME\nugro \\- ");
+        out.push_str(&roff::inline(title.trim_start_matches("ugro ")));
+        out.push_str("\n.SH \"DESCRIPTION\"\n");
     }
-    flush(&mut out, &mut para, &mut item);
+    out.push_str(&roff::render(&blocks, true));
     out
 }

@@ -1,0 +1,11 @@
+complete -c ugro-alert -s c -l config -d 'Configuration file (YAML): global, delivery, route, receivers, inhibit_rules, silences_file. Without it everything goes to stdout grouped by alertname' -r -F
+complete -c ugro-alert -l state -d 'State file (alerts, groups, notification log). Default: $XDG_STATE_HOME/ugro/alert.json' -r -F
+complete -c ugro-alert -l silences -d 'Silences file (YAML or JSON list, Alertmanager\'s silence shape); replaces silences_file' -r -F
+complete -c ugro-alert -l spool-dir -d 'Spool directory for undelivered notifications. Default: <state>.spool' -r -F
+complete -c ugro-alert -l act -d 'Let slurm_drain receivers really run scontrol update (default: dry run)'
+complete -c ugro-alert -l no-flush-on-exit -d 'At end of input, wait for group_wait too instead of treating it as elapsed'
+complete -c ugro-alert -l reset-state -d 'Delete the state file (under its lock) before starting'
+complete -c ugro-alert -l check-config -d 'Validate the configuration (and silences) and exit'
+complete -c ugro-alert -l strict -d 'Stop at the first bad input line'
+complete -c ugro-alert -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ugro-alert -s V -l version -d 'Print version'

@@ -1,0 +1,12 @@
+complete -c ugro-score -s c -l config -d 'YAML configuration: weights, thresholds, rule parameters, xid_policy' -r -F
+complete -c ugro-score -l weights -d 'Component weights, e.g. gpu=0.4,system=0.3,network=0.2,process=0.1 (unnamed ones keep their configured value; the four must be >= 0 and sum to 1)' -r
+complete -c ugro-score -l xid-policy -d 'Site XID policy merged over the built-in one (overrides the config\'s xid_policy)' -r -F
+complete -c ugro-score -l critical-below -d 'Total below which the state is critical (default 40)' -r
+complete -c ugro-score -l degraded-below -d 'Total below which the state is degraded (default 70)' -r
+complete -c ugro-score -s f -l format -d 'Output format' -r -f -a "json\t'The input record with `score` added (JSON lines)'
+nagios\t'Monitoring Plugins output: one status line for the worst state, a line per node after it'
+table\t'An aligned table for people'"
+complete -c ugro-score -s e -l exit-status -d 'Exit with the Monitoring Plugins status of the worst state seen (0-3), in JSON mode too'
+complete -c ugro-score -l strict -d 'Stop at the first bad input line'
+complete -c ugro-score -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ugro-score -s V -l version -d 'Print version'

@@ -1,0 +1,31 @@
+complete -c ugro-watch -s c -l cluster -d 'The cluster file (nodes, SSH defaults, probe, intervals, pipeline files)' -r -F
+complete -c ugro-watch -l score-config -d 'ugro-score configuration for --pipeline (overrides the cluster file\'s pipeline.score)' -r -F
+complete -c ugro-watch -l breaker-config -d 'ugro-breaker configuration for --pipeline' -r -F
+complete -c ugro-watch -l alert-config -d 'ugro-alert configuration for --pipeline' -r -F
+complete -c ugro-watch -l breaker-state -d 'Breaker state file for --pipeline [default: STATE_DIR/breaker.json, else ~/.local/state/ugro/watch-breaker.json]' -r -F
+complete -c ugro-watch -l alert-state -d 'Alert state file for --pipeline [default: STATE_DIR/alert.json, else ~/.local/state/ugro/watch-alert.json]' -r -F
+complete -c ugro-watch -l state-dir -d 'Keep per-node state files here (latest sample, score, breaker, last alert, history)' -r -F
+complete -c ugro-watch -l history -d 'History entries kept per node [default: state.history, 60]' -r
+complete -c ugro-watch -l stats-every -d 'Period of `stats` records; 0 turns them off, except those saying the state became unwritable or writable again [default: state.stats_every, 60s]' -r
+complete -c ugro-watch -l interval -d 'Base interval (busy or degraded nodes) [default: intervals.base, 5s]' -r
+complete -c ugro-watch -l max-interval -d 'Longest interval (idle, healthy nodes) [default: intervals.max, 60s]' -r
+complete -c ugro-watch -l timeout -d 'Per-node poll timeout [default: timeout, 10s]' -r
+complete -c ugro-watch -l concurrency -d 'Most polls in flight at once [default: concurrency, 64]' -r
+complete -c ugro-watch -l activity-file -d 'A file whose recent modification means jobs are running on the whole fleet' -r -F
+complete -c ugro-watch -l jobs-cmd -d 'A command printing busy node names (hostlists expanded), run every base interval; split on whitespace, no shell. Example: "squeue -h -t R -o %N"' -r
+complete -c ugro-watch -l tag -d 'Only nodes with this tag (repeatable)' -r
+complete -c ugro-watch -l cycles -d 'Stop after this many base-interval cycles (and the polls in flight)' -r
+complete -c ugro-watch -l replay -d 'Read a recorded raw stream from FILE (`-` = stdin) instead of polling, and handle it as if just polled (pipeline, state directory, output), through the filters\' own run loop: a bad line is reported as `TOOL: line N: cause` and the exit status is then 65' -r -F
+complete -c ugro-watch -l tick -d 'Period of `tick` records in the raw stream, which run the stages\' timers (the tick rule of ugro(7)), and of table and state-directory updates' -r
+complete -c ugro-watch -l tee -d 'Also append the raw stream (what enters the pipeline: samples, ticks, stats, errors) to FILE, for `--replay` or the shell filters later' -r -F
+complete -c ugro-watch -l queue -d 'Capacity of the pipeline queue, in records (see "Jobs and queues")' -r
+complete -c ugro-watch -l format -d 'Output format' -r -f -a "auto\t'A table on a terminal, JSON lines otherwise'
+json\t'JSON lines'
+table\t'The live table'"
+complete -c ugro-watch -l local -d 'Monitor this machine without SSH (a local resident ugro-probe); no cluster file needed'
+complete -c ugro-watch -l pipeline -d 'Run score → breaker → alert in-process and write their output instead of raw samples'
+complete -c ugro-watch -l no-deploy -d 'Do not copy ugro-probe to nodes; run probe.path as it is there'
+complete -c ugro-watch -l strict -d 'Stop --replay at the first bad line'
+complete -c ugro-watch -l check -d 'Check the cluster file, print the nodes as JSON lines, and exit'
+complete -c ugro-watch -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ugro-watch -s V -l version -d 'Print version'
