@@ -17,7 +17,7 @@ complete -c ugro-watch -l tag -d 'Only nodes with this tag (repeatable)' -r
 complete -c ugro-watch -l cycles -d 'Stop after this many base-interval cycles (and the polls in flight)' -r
 complete -c ugro-watch -l replay -d 'Read a recorded raw stream from FILE (`-` = stdin) instead of polling, and handle it as if just polled (pipeline, state directory, output), through the filters\' own run loop: a bad line is reported as `TOOL: line N: cause` and the exit status is then 65' -r -F
 complete -c ugro-watch -l tick -d 'Period of `tick` records in the raw stream, which run the stages\' timers (the tick rule of ugro(7)), and of table and state-directory updates' -r
-complete -c ugro-watch -l tee -d 'Also append the raw stream (what enters the pipeline: samples, ticks, stats, errors) to FILE, for `--replay` or the shell filters later' -r -F
+complete -c ugro-watch -l tee -d 'Also append the raw stream (what enters the pipeline: samples, ticks, stats, errors) to FILE (created mode 0600), for `--replay` or the shell filters later' -r -F
 complete -c ugro-watch -l queue -d 'Capacity of the pipeline queue, in records (see "Jobs and queues")' -r
 complete -c ugro-watch -l format -d 'Output format' -r -f -a "auto\t'A table on a terminal, JSON lines otherwise'
 json\t'JSON lines'

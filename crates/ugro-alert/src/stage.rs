@@ -260,6 +260,9 @@ impl Stage for AlertStage {
             Kind::Sample | Kind::Transition | Kind::Fleet => {}
             // ugro-watch's stats say whether it can write its state (WatcherStateUnwritable).
             Kind::Stats if rec.state_unwritable.is_some() => {}
+            // Consumed; the run loop then runs the timers to its time (the tick rule), so a
+            // tick from the future is refused like any record.
+            Kind::Tick => return self.check_skew(rec.ts),
             // Alerts, stats, errors and unknown kinds are consumed, not echoed: stdout carries
             // only this tool's alert records.
             _ => return Ok(()),
@@ -430,6 +433,39 @@ mod tests {
         st.process(&line("n1", 31), &mut emit).unwrap();
         assert_eq!(out.len(), 1, "group_wait runs on the records' own time");
         assert_eq!(out[0]["labels"]["alertname"], "NodeCritical");
+    }
+
+    #[test]
+    fn a_tick_runs_the_timers_and_one_from_the_future_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = AlertConfig::from_str(
+            Path::new("a.yaml"),
+            "route:\n  receiver: stdout\n  group_wait: 30s\n",
+        )
+        .unwrap();
+        let mut st =
+            AlertStage::with_transport(cfg, &dir.path().join("s.json"), Box::new(Fake::default()))
+                .unwrap()
+                .with_clock(|| Timestamp(T0));
+        let tick = |s: i64| {
+            format!(
+                r#"{{"v":1,"kind":"tick","ts":"{}","node":"*","tool":"ugro-watch"}}"#,
+                Timestamp(T0 + s * 1000)
+            )
+        };
+        let mut out = Vec::new();
+        let mut emit = |b: &[u8]| {
+            out.push(serde_json::from_slice::<serde_json::Value>(b).unwrap());
+            Ok(())
+        };
+        ugro_types::stage::step(&mut st, &line("n1", 0), &mut emit).unwrap();
+        let far = ugro_types::stage::step(&mut st, &tick(7200), &mut emit);
+        assert!(matches!(far, Err(StageError::Reject(_))), "{far:?}");
+        assert_eq!(st.engine().now(), Timestamp(T0), "clock moved");
+        ugro_types::stage::step(&mut st, &tick(29), &mut emit).unwrap();
+        ugro_types::stage::step(&mut st, &tick(30), &mut emit).unwrap();
+        assert_eq!(out.len(), 1, "group_wait ran out on the tick");
+        assert_eq!(out[0]["ts"], Timestamp(T0 + 30_000).to_string());
     }
 
     #[test]

@@ -256,7 +256,7 @@ pub struct Cli {
     pub tick: Duration,
 
     /// Also append the raw stream (what enters the pipeline: samples, ticks, stats, errors) to
-    /// FILE, for `--replay` or the shell filters later.
+    /// FILE (created mode 0600), for `--replay` or the shell filters later.
     #[arg(long, value_name = "FILE")]
     pub tee: Option<PathBuf>,
 
@@ -453,9 +453,12 @@ pub fn setup(cli: &Cli, cluster: &Cluster) -> Result<monitor::Setup, Error> {
     let tee = match &cli.tee {
         None => None,
         Some(p) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            // Samples describe the hosts: private like the state files.
             let f = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(p)
                 .map_err(|e| Error::Usage(format!("--tee {}: {e}", p.display())))?;
             Some(Box::new(f) as Box<dyn std::io::Write + Send>)
