@@ -514,6 +514,7 @@ impl<'a> Live<'a> {
             self.feed.send(Msg::Line {
                 key: Some(Key::Tick),
                 line: tick_line(wall),
+                sample: None,
             });
         }
         let mut wake = t.tick.min(t.activity);
@@ -711,11 +712,11 @@ impl<'a> Live<'a> {
         });
         self.stats.probes += 1;
         let util = self.cluster.activity.gpu_utilization_pct;
-        let (line, busy) = match &result {
-            Ok((l, s)) => (l.clone(), active(s, util)),
-            Err(e) => (unreachable_line(&name, wall, e), false),
+        let (line, sample, err) = match result {
+            Ok((l, s)) => (l, Some(Box::new(s)), None),
+            Err(e) => (unreachable_line(&name, wall, &e), None, Some(e)),
         };
-        let err = result.err();
+        let busy = sample.as_deref().is_some_and(|s| active(s, util));
         if let Some(e) = &err {
             self.count_failure(&name, e);
         }
@@ -741,6 +742,7 @@ impl<'a> Live<'a> {
             self.feed.send(Msg::Line {
                 key: Some(Key::Sample(name)),
                 line,
+                sample,
             });
         }
     }
@@ -798,7 +800,11 @@ impl<'a> Live<'a> {
                 cause: format!("state not written, monitoring goes on: {cause}"),
             };
             if let Ok(line) = serde_json::to_string(&rec) {
-                self.feed.send(Msg::Line { key: None, line });
+                self.feed.send(Msg::Line {
+                    key: None,
+                    line,
+                    sample: None,
+                });
             }
         }
         self.send_stats(now, wall);
@@ -839,6 +845,7 @@ impl<'a> Live<'a> {
             self.feed.send(Msg::Line {
                 key: Some(Key::Stats),
                 line,
+                sample: None,
             });
         }
     }

@@ -254,11 +254,11 @@ fn write_loop(shared: &Shared, writer: &Writer, events: &dyn Fn(Event)) -> Optio
         }
         let ok = err.is_none();
         if let Some(e) = err {
+            c.unwritable.store(true, Ordering::Relaxed);
             if failing.is_none() {
                 tracing::error!("state directory: {e}; polling goes on, retrying");
                 events(Event::Unwritable(e.to_string()));
             }
-            c.unwritable.store(true, Ordering::Relaxed);
             failing = Some(e);
         } else if failing.take().is_some() {
             tracing::info!("state directory writable again");

@@ -252,6 +252,10 @@ pub enum Msg {
         key: Option<Key>,
         /// The record.
         line: String,
+        /// The sample the live loop already decoded (for the activity it shows), if it is one:
+        /// in raw mode the scorer scores this copy instead of parsing the line again. With
+        /// `--pipeline` the line goes through the stages as text, like any other.
+        sample: Option<Box<Sample>>,
     },
     /// The table's rows, in cluster-file order.
     Nodes(Vec<String>),
@@ -519,11 +523,15 @@ impl Processor {
 
     fn handle(&mut self, msg: Msg, seq: &mut u64) -> Result<(), StageError> {
         match msg {
-            Msg::Line { line, .. } => {
+            Msg::Line { line, sample, .. } => {
                 *seq += 1;
                 self.line(*seq);
                 let mut sink = |_: &[u8]| Ok(());
-                match ugro_types::stage::step(self, &line, &mut sink) {
+                let r = match (sample, &self.stages) {
+                    (Some(s), Stages::Scorer(_)) => self.raw_sample(&line, *s),
+                    _ => ugro_types::stage::step(self, &line, &mut sink),
+                };
+                match r {
                     Err(StageError::Reject(cause)) => {
                         ugro_types::io::report_bad_line("ugro-watch", *seq, &cause);
                         Ok(())
@@ -575,18 +583,8 @@ impl Processor {
         };
         match (tap, peek_kind(text)) {
             (Tap::Score, Some(Kind::Sample)) => {
-                let Ok(s) = serde_json::from_str::<Sample>(text) else {
-                    return;
-                };
-                self.now = self.now.max(s.ts);
-                let (history, keep) = (self.views.history, self.views.keep_raw);
-                let v = self.views.node_mut(&s.node);
-                v.observe_sample(&s, text, history, keep);
-                if let Some(state) = v.health() {
-                    self.tell(Feedback::Health {
-                        node: s.node,
-                        state,
-                    });
+                if let Ok(s) = serde_json::from_str::<Sample>(text) {
+                    self.observe_sample(&s, text);
                 }
             }
             (Tap::Breaker, Some(Kind::Sample)) => {
@@ -622,6 +620,32 @@ impl Processor {
             }
             _ => {}
         }
+    }
+
+    /// A scored sample: the node's view, and its state for the scheduler.
+    fn observe_sample(&mut self, s: &Sample, text: &str) {
+        self.now = self.now.max(s.ts);
+        let (history, keep) = (self.views.history, self.views.keep_raw);
+        let v = self.views.node_mut(&s.node);
+        v.observe_sample(s, text, history, keep);
+        if let Some(state) = v.health() {
+            self.tell(Feedback::Health {
+                node: s.node.clone(),
+                state,
+            });
+        }
+    }
+
+    /// Raw mode, a sample the live loop decoded: scored as decoded (the scorer's rules are
+    /// the same for a decoded sample and a line), written out as it came.
+    fn raw_sample(&mut self, line: &str, mut s: Sample) -> Result<(), StageError> {
+        self.counters.records.fetch_add(1, Ordering::Relaxed);
+        self.tee(line);
+        if let Stages::Scorer(sc) = &mut self.stages {
+            s.score = Some(sc.score_sample(&s));
+        }
+        self.observe_sample(&s, line);
+        self.write(line.as_bytes()).map_err(StageError::from)
     }
 
     fn drain_taps(&mut self) {
@@ -876,6 +900,7 @@ mod tests {
             let msg = Msg::Line {
                 key: None,
                 line: line.into(),
+                sample: None,
             };
             p.handle(msg, &mut seq).unwrap();
         }
@@ -892,6 +917,7 @@ mod tests {
         let msg = Msg::Line {
             key: None,
             line: TICK.into(),
+            sample: None,
         };
         p.handle(msg, &mut seq).unwrap();
         assert_eq!(rx.try_recv().unwrap(), Feedback::StageState(Ok(())));
@@ -903,6 +929,7 @@ mod tests {
         let sample = |node: &str, n: u32| Msg::Line {
             key: Some(Key::Sample(node.into())),
             line: format!("{node}-{n}"),
+            sample: None,
         };
         for n in 0..5 {
             feed.send(sample("a", n));
@@ -911,6 +938,7 @@ mod tests {
         let err = Msg::Line {
             key: None,
             line: "error".into(),
+            sample: None,
         };
         feed.send(err.clone());
         feed.send(err);
