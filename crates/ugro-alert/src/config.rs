@@ -1,5 +1,5 @@
 //! The configuration file: global settings, the routing tree, receivers, inhibit rules and
-//! the silences file. Parsed with `ugro_types::config`, so every error names the file, the
+//! the silences file. Parsed with `ugro_support::config`, so every error names the file, the
 //! line and the field.
 
 use std::collections::{BTreeMap, HashSet};
@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use ugro_types::config::{ConfigError, parse_yaml};
+use ugro_support::config::{ConfigError, parse_yaml};
 use ugro_types::{LabelSet, Timestamp};
 
 use crate::matcher::{Matcher, SilenceMatcher, valid_label_name, valid_label_value};
@@ -88,6 +88,9 @@ struct RawDelivery {
     spool_max_bytes: u64,
     #[serde(with = "humantime_serde")]
     spool_retry_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    budget: Duration,
+    queue_size: usize,
 }
 
 impl Default for RawDelivery {
@@ -101,6 +104,8 @@ impl Default for RawDelivery {
             spool_max_entries: 1000,
             spool_max_bytes: 16 << 20,
             spool_retry_interval: d(30),
+            budget: d(20),
+            queue_size: 1024,
         }
     }
 }
@@ -155,6 +160,8 @@ struct RawExec {
     timeout: Option<Duration>,
     #[serde(default = "yes")]
     send_resolved: bool,
+    #[serde(default)]
+    env: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,6 +203,8 @@ struct RawSlurm {
     scontrol: Option<PathBuf>,
     #[serde(default, with = "humantime_serde")]
     timeout: Option<Duration>,
+    #[serde(default)]
+    env: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -259,8 +268,14 @@ pub struct Delivery {
     pub spool_max_entries: usize,
     /// Spool bound, bytes.
     pub spool_max_bytes: u64,
-    /// How often (record time) a long run retries the spool.
+    /// How long a failing receiver waits between tries once `attempts` in a row failed, and
+    /// how often a worker looks for spool entries other runs left.
     pub spool_retry_interval: Duration,
+    /// At end of input, how long the run may still spend delivering; then what is left stays
+    /// in the spool for the next run.
+    pub budget: Duration,
+    /// Notifications queued per receiver in memory (one per group: a newer one supersedes).
+    pub queue_size: usize,
 }
 
 /// Where a URL comes from.
@@ -300,6 +315,8 @@ pub enum ReceiverKind {
         command: Vec<String>,
         /// Kill after.
         timeout: Option<Duration>,
+        /// Variables of ours it inherits besides the basics.
+        env: Vec<String>,
     },
     /// Alertmanager webhook v4.
     Webhook {
@@ -332,6 +349,8 @@ pub enum ReceiverKind {
         scontrol: PathBuf,
         /// Timeout.
         timeout: Option<Duration>,
+        /// Variables of ours scontrol inherits besides the basics (`SLURM_CONF`).
+        env: Vec<String>,
     },
 }
 
@@ -522,6 +541,8 @@ fn delivery(d: RawDelivery) -> Delivery {
         spool_max_entries: d.spool_max_entries.max(1),
         spool_max_bytes: d.spool_max_bytes,
         spool_retry_interval: d.spool_retry_interval,
+        budget: d.budget,
+        queue_size: d.queue_size.max(1),
     }
 }
 
@@ -607,6 +628,14 @@ pub fn load_silences(file: &Path) -> Result<Vec<Silence>, ConfigError> {
     Ok(list)
 }
 
+/// `[A-Za-z_][A-Za-z0-9_]*`: what an `env` allow-list may name.
+fn valid_env_name(n: &str) -> bool {
+    let mut b = n.bytes();
+    b.next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+}
+
 fn build(
     path: &Path,
     text: &str,
@@ -665,6 +694,12 @@ fn build(
                 ),
             ));
         }
+        let check_env = |names: &[String], f: &str| -> Result<(), ConfigError> {
+            match names.iter().find(|n| !valid_env_name(n)) {
+                Some(n) => Err(inv(f, format!("{n:?} is not a variable name"))),
+                None => Ok(()),
+            }
+        };
         let url = |u: RawUrl, f: &str| -> Result<UrlSource, ConfigError> {
             match (u.url, u.url_env, u.url_file) {
                 (Some(l), None, None) => Ok(UrlSource::Literal(l)),
@@ -687,11 +722,13 @@ fn build(
                     "needs a program (argv, no shell)".into(),
                 ));
             }
+            check_env(&e.env, &field("exec.env"))?;
             kinds.push((
                 e.send_resolved,
                 ReceiverKind::Exec {
                     command: e.command,
                     timeout: e.timeout,
+                    env: e.env,
                 },
             ));
         }
@@ -756,12 +793,14 @@ fn build(
             ));
         }
         if let Some(s) = r.slurm_drain {
+            check_env(&s.env, &field("slurm_drain.env"))?;
             kinds.push((
                 true,
                 ReceiverKind::SlurmDrain {
                     act: s.act,
                     scontrol: s.scontrol.unwrap_or_else(|| PathBuf::from("scontrol")),
                     timeout: s.timeout,
+                    env: s.env,
                 },
             ));
         }
@@ -1033,6 +1072,22 @@ mod tests {
         let mut out = Vec::new();
         c.route.matching(&l, &mut out);
         assert_eq!(out[0].key, "{}");
+    }
+
+    #[test]
+    fn env_allow_lists_name_variables_and_reach_the_receiver() {
+        let c = cfg("receivers:\n  - name: d\n    slurm_drain: {env: [SLURM_CONF]}\n").unwrap();
+        match &c.receivers["d"].kind {
+            ReceiverKind::SlurmDrain { env, .. } => assert_eq!(env, &["SLURM_CONF"]),
+            k => panic!("{k:?}"),
+        }
+        let e = cfg("receivers:\n  - name: x\n    exec: {command: [true], env: ['A=b']}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("receivers[0].exec.env") && e.contains("not a variable name"),
+            "{e}"
+        );
     }
 
     #[test]

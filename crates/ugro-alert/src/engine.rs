@@ -7,11 +7,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use ugro_types::{Alert, AlertStatus, BreakerState, HealthState, LabelSet, Timestamp, fingerprint};
+use ugro_types::{
+    Alert, AlertStatus, BreakerState, HealthState, LabelSet, ReasonCode, Timestamp, fingerprint,
+};
 
 use crate::config::{AlertConfig, InhibitRule, ReceiverKind, Route};
 use crate::matcher::{Matcher, Op, all_match};
 use crate::rules::{self, AlertName, Input, Want};
+use ugro_types::view::{FleetView, RecordView, TransitionView, WatcherStateView};
 
 /// nflog entries older than this are forgotten (Alertmanager's default retention).
 const NFLOG_RETENTION: Duration = Duration::from_secs(120 * 3600);
@@ -35,12 +38,12 @@ pub struct Entry {
     /// Group keys holding it.
     #[serde(default)]
     pub groups: Vec<String>,
-    /// Changed since last sent to Alertmanager receivers.
+    /// Counts the changes Alertmanager instances must hear of (fired, re-fired, resolved).
     #[serde(default)]
-    pub am_dirty: bool,
-    /// Last time sent to Alertmanager receivers.
-    #[serde(default)]
-    pub am_sent_at: Option<Timestamp>,
+    pub am_version: u64,
+    /// Per Alertmanager instance (`<receiver> <url>`): what it last accepted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub am_acked: BTreeMap<String, am::AmAck>,
 }
 
 /// An aggregation group.
@@ -130,18 +133,7 @@ impl Notification {
     }
 }
 
-/// A batch for an Alertmanager receiver.
-#[derive(Debug, Clone)]
-pub struct AmBatch {
-    /// Receiver name.
-    pub receiver: String,
-    /// Alerts, with endsAt set as Prometheus does.
-    pub alerts: Vec<Alert>,
-    /// Their fingerprints, for [`Engine::am_result`].
-    pub fps: Vec<u64>,
-    /// When the batch was made.
-    pub ts: Timestamp,
-}
+pub use am::{AM_RESOLVED_RETENTION, AmAck, AmBatch, AmResult};
 
 /// Output of a step.
 #[derive(Debug, Default)]
@@ -171,9 +163,11 @@ pub struct Engine {
     has_am: bool,
     dirty_am: bool,
     next_am: Timestamp,
-    /// After a failed Alertmanager POST, unsent changes wait until here (the next resend)
-    /// instead of being retried on every record.
-    am_retry_at: Timestamp,
+    /// Alertmanager instances, from the configuration.
+    am_targets: Vec<am::AmTarget>,
+    /// Per instance: a batch in flight, and after a failed POST the time unsent changes wait
+    /// for (the next resend) instead of being retried on every record.
+    am_inst: HashMap<String, am::AmInstance>,
     watchdog_fp: Option<u64>,
     /// Set when something changed that the state file should record.
     pub changed: bool,
@@ -237,10 +231,12 @@ impl Engine {
             has_am,
             dirty_am: false,
             next_am: Timestamp(i64::MIN),
-            am_retry_at: Timestamp(i64::MIN),
+            am_targets: Vec::new(),
+            am_inst: HashMap::new(),
             watchdog_fp: None,
             changed: false,
         };
+        e.am_targets = am::targets(&e.cfg);
         e.recompute_due();
         e
     }
@@ -294,7 +290,8 @@ impl Engine {
     }
 
     /// Applies one parsed record at its time and runs the timers that are due.
-    pub fn observe(&mut self, rec: &Input<'_>, out: &mut Out) {
+    pub fn observe(&mut self, input: &Input<'_>, out: &mut Out) {
+        let rec = &input.record;
         let now = rec.ts.max(self.st.now);
         self.st.now = now;
         if self.cfg.global.watchdog
@@ -304,11 +301,15 @@ impl Engine {
         {
             self.ensure_watchdog(now);
         }
-        match rec.kind {
-            ugro_types::Kind::Sample => self.sample(rec, now),
-            ugro_types::Kind::Transition => self.transition(rec, now),
-            ugro_types::Kind::Fleet => self.fleet(rec, now),
-            ugro_types::Kind::Stats => self.watcher_state(rec, now),
+        match (rec.kind, &input.transition, &input.fleet) {
+            (ugro_types::Kind::Sample, _, _) => self.sample(rec, now),
+            (_, Some(t), _) => self.transition(&rec.node, t, now),
+            (_, _, Some(f)) => self.fleet(f, now),
+            (ugro_types::Kind::Stats, _, _) => {
+                if let Some(w) = &input.watcher {
+                    self.watcher_state(w, now);
+                }
+            }
             _ => {}
         }
         self.advance(now, out);
@@ -334,13 +335,12 @@ impl Engine {
         self.fire(l, a, now);
     }
 
-    fn sample(&mut self, rec: &Input<'_>, now: Timestamp) {
+    fn sample(&mut self, rec: &RecordView<'_>, now: Timestamp) {
         let node: &str = &rec.node;
         let Some(score) = rec.score.as_ref() else {
             return;
         };
-        let unreachable =
-            rec.unreachable.is_some() || score.reasons.iter().any(|r| r.code == "node_unreachable");
+        let unreachable = rec.unreachable || score.has_reason(&ReasonCode::NodeUnreachable);
         let mut wants = std::mem::take(&mut self.scratch);
         let track = self.st.nodes.get(node);
         if unreachable || score.state == HealthState::Unknown {
@@ -428,20 +428,26 @@ impl Engine {
         }
     }
 
-    fn transition(&mut self, rec: &Input<'_>, now: Timestamp) {
-        let Some(to) = rec.to else { return };
+    fn transition(&mut self, node: &str, t: &TransitionView<'_>, now: Timestamp) {
+        let Some(to) = t.to else { return };
         match to {
             BreakerState::Open | BreakerState::ForcedOpen => {
-                self.circuit(&rec.node, true, Some(rec), now);
+                self.circuit(node, true, Some(t), now);
             }
             BreakerState::HalfOpen => {}
             BreakerState::Closed | BreakerState::Disabled | BreakerState::MetricsOnly => {
-                self.circuit(&rec.node, false, None, now);
+                self.circuit(node, false, None, now);
             }
         }
     }
 
-    fn circuit(&mut self, node: &str, open: bool, rec: Option<&Input<'_>>, now: Timestamp) {
+    fn circuit(
+        &mut self,
+        node: &str,
+        open: bool,
+        rec: Option<&TransitionView<'_>>,
+        now: Timestamp,
+    ) {
         let was = self.st.nodes.get(node).is_some_and(|t| t.circuit_open);
         if was == open && rec.is_none() {
             return;
@@ -482,7 +488,7 @@ impl Engine {
             .circuit_open = open;
     }
 
-    fn fleet(&mut self, rec: &Input<'_>, now: Timestamp) {
+    fn fleet(&mut self, rec: &FleetView<'_>, now: Timestamp) {
         self.st.fleet_at = Some(now);
         let mut msg = rec
             .message
@@ -506,7 +512,7 @@ impl Engine {
     }
 
     /// WatcherStateUnwritable follows `state_unwritable` in ugro-watch's stats records.
-    fn watcher_state(&mut self, rec: &Input<'_>, now: Timestamp) {
+    fn watcher_state(&mut self, rec: &WatcherStateView<'_>, now: Timestamp) {
         let Some(bad) = rec.state_unwritable else {
             return;
         };
@@ -615,7 +621,7 @@ impl Engine {
             e.ends_at = None;
             e.updated_at = now;
             e.annotations = annotations;
-            e.am_dirty = true;
+            e.am_version += 1;
         } else {
             self.st.alerts.insert(
                 fp,
@@ -626,8 +632,8 @@ impl Engine {
                     ends_at: None,
                     updated_at: now,
                     groups: Vec::new(),
-                    am_dirty: true,
-                    am_sent_at: None,
+                    am_version: 1,
+                    am_acked: BTreeMap::new(),
                 },
             );
         }
@@ -640,7 +646,7 @@ impl Engine {
             && e.ends_at.is_none()
         {
             e.ends_at = Some(now);
-            e.am_dirty = true;
+            e.am_version += 1;
             self.dirty_am = true;
             self.changed = true;
             // A resolved alert is (re)inserted into its groups like Alertmanager does.
@@ -718,7 +724,7 @@ impl Engine {
         }
         if self.has_am && (self.dirty_am || now >= self.next_am) {
             self.next_am = now.add(SWEEP_EVERY);
-            self.am_pass(now, false, out);
+            self.am_pass(now, out);
         }
     }
 
@@ -731,7 +737,7 @@ impl Engine {
         let all = self.cfg.global.flush_on_exit;
         self.flush(now, all, out);
         if self.has_am {
-            self.am_pass(now, false, out);
+            self.am_pass(now, out);
         }
         let cutoff = now.sub(NFLOG_RETENTION);
         self.st.nflog.retain(|_, e| e.ts >= cutoff);
@@ -779,7 +785,7 @@ impl Engine {
             for (fp, at, node) in stale {
                 if let Some(e) = self.st.alerts.get_mut(&fp) {
                     e.ends_at = Some(at);
-                    e.am_dirty = true;
+                    e.am_version += 1;
                     self.dirty_am = true;
                     self.changed = true;
                 }
@@ -977,9 +983,14 @@ impl Engine {
             }
             if let Some(e) = self.st.alerts.get_mut(&fp) {
                 e.groups.retain(|k| k != key);
-                if e.groups.is_empty() && (!self.has_am || !e.am_dirty) {
-                    self.st.alerts.remove(&fp);
-                }
+            }
+            if self
+                .st
+                .alerts
+                .get(&fp)
+                .is_some_and(|e| e.groups.is_empty() && !self.am_keeps(e, now))
+            {
+                self.st.alerts.remove(&fp);
             }
         }
         if let Some(g) = self.st.groups.get_mut(key) {
@@ -1051,129 +1062,6 @@ impl Engine {
         a.group_key = Some(key.to_owned());
         a
     }
-
-    fn am_pass(&mut self, now: Timestamp, _force: bool, out: &mut Out) {
-        let am: Vec<(String, Duration)> = self
-            .cfg
-            .receivers
-            .values()
-            .filter_map(|r| match &r.kind {
-                ReceiverKind::Alertmanager {
-                    resend_interval, ..
-                } => Some((r.name.clone(), *resend_interval)),
-                _ => None,
-            })
-            .collect();
-        let min_resend = am
-            .iter()
-            .map(|(_, d)| *d)
-            .min()
-            .unwrap_or(Duration::from_secs(60));
-        let retry = now >= self.am_retry_at;
-        let resend_due = self.st.alerts.values().any(|e| {
-            (e.ends_at.is_none() && e.am_sent_at.is_none_or(|t| now.since(t) >= min_resend))
-                || (retry && e.am_dirty)
-        });
-        if !self.dirty_am && !resend_due {
-            return;
-        }
-        self.dirty_am = false;
-        let mut batches: BTreeMap<String, (Vec<Alert>, Vec<u64>)> = BTreeMap::new();
-        let mut sent = Vec::new();
-        for (fp, e) in &self.st.alerts {
-            let mut routes = Vec::new();
-            self.cfg.route.matching(&e.labels, &mut routes);
-            let mut any = false;
-            for r in routes {
-                let Some((name, resend)) = am.iter().find(|(n, _)| *n == r.receiver) else {
-                    continue;
-                };
-                let due = e.am_dirty
-                    || (e.ends_at.is_none()
-                        && e.am_sent_at.is_none_or(|t| now.since(t) >= *resend));
-                if !due {
-                    continue;
-                }
-                let mut a = self.render(e, now, name, &r.key);
-                // Prometheus: a firing alert is valid until endsAt = now + 4 × resend
-                // interval; a resolved one carries its resolve time.
-                a.ends_at = Some(e.ends_at.unwrap_or_else(|| now.add(*resend * 4)));
-                let b = batches.entry(name.clone()).or_default();
-                b.0.push(a);
-                b.1.push(*fp);
-                any = true;
-            }
-            sent.push((*fp, any));
-        }
-        // Alerts no Alertmanager receiver takes are done now; the others once a POST of
-        // them succeeded (am_result), so a resolve is not lost to an outage.
-        for (fp, any) in sent {
-            if !any {
-                self.am_done(fp, None);
-            }
-        }
-        for (receiver, (alerts, fps)) in batches {
-            self.changed = true;
-            out.am.push(AmBatch {
-                receiver,
-                alerts,
-                fps,
-                ts: now,
-            });
-        }
-    }
-
-    /// What became of Alertmanager batches: `(batch, delivered)`. An alert counts as sent
-    /// only when every batch holding it was delivered; otherwise it stays dirty (and, once
-    /// resolved, in the store) and is tried again at the next resend interval.
-    pub fn am_result(&mut self, results: &[(&AmBatch, bool)]) {
-        let failed: HashSet<u64> = results
-            .iter()
-            .filter(|(_, ok)| !ok)
-            .flat_map(|(b, _)| b.fps.iter().copied())
-            .collect();
-        for (b, ok) in results {
-            if !ok {
-                continue;
-            }
-            for fp in &b.fps {
-                if !failed.contains(fp) {
-                    self.am_done(*fp, Some(b.ts));
-                }
-            }
-        }
-        if !failed.is_empty() {
-            let min_resend = self
-                .cfg
-                .receivers
-                .values()
-                .filter_map(|r| match &r.kind {
-                    ReceiverKind::Alertmanager {
-                        resend_interval, ..
-                    } => Some(*resend_interval),
-                    _ => None,
-                })
-                .min()
-                .unwrap_or(Duration::from_secs(60));
-            self.am_retry_at = self.st.now.add(min_resend);
-        }
-        self.changed = true;
-    }
-
-    fn am_done(&mut self, fp: u64, sent: Option<Timestamp>) {
-        let remove = if let Some(e) = self.st.alerts.get_mut(&fp) {
-            if let Some(t) = sent {
-                e.am_sent_at = Some(t);
-            }
-            e.am_dirty = false;
-            e.ends_at.is_some() && e.groups.is_empty()
-        } else {
-            false
-        };
-        if remove {
-            self.st.alerts.remove(&fp);
-        }
-    }
 }
 
 fn is_critical(l: &LabelSet) -> bool {
@@ -1204,5 +1092,6 @@ fn needs_update(
     now.since(e.ts) >= repeat
 }
 
+mod am;
 #[cfg(test)]
 mod tests;

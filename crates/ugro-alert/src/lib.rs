@@ -9,11 +9,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
+use ugro_support::config::ConfigError;
+use ugro_support::state::StateError;
 use ugro_types::Exit;
-use ugro_types::config::ConfigError;
 use ugro_types::io::RecordWriter;
 use ugro_types::stage::StageError;
-use ugro_types::state::StateError;
 
 pub mod config;
 pub mod deliver;
@@ -82,32 +82,60 @@ critical alert firing, muted or not, even when the resolved alert is silenced or
 (for example by ClusterDegraded or NodeUnreachable); muting only stops new drains. A long run \
 re-reads the silences file when it changes (checked every 10 s of record time).
 
-RECEIVERS: stdout; exec {command: [argv], timeout} (no shell; webhook v4 JSON on stdin; \
-UGRO_ALERT_ID, _RECEIVER, _GROUP_KEY, _STATUS, _COUNT, _FIRING, _RESOLVED, _NODES, \
-_ALERTNAMES); webhook {url_env|url_file|url, max_alerts, bearer_token_env|file} (Alertmanager \
+RECEIVERS: stdout; exec {command: [argv], timeout, env: [NAME]} (no shell; webhook v4 JSON on \
+stdin; UGRO_ALERT_ID, _RECEIVER, _GROUP_KEY, _STATUS, _COUNT, _FIRING, _RESOLVED, _NODES, \
+_ALERTNAMES; exit 0 = delivered, 65 (EX_DATAERR) = refused for good, anything else or a timeout \
+= retried; when it exits or times out, whatever it left running in its process group is \
+killed, except what moved to a session of its own with setsid); webhook {url_env|url_file|url, max_alerts, bearer_token_env|file} (Alertmanager \
 webhook v4, header X-Ugro-Notification-Id); alertmanager {urls, resend_interval 1m} (POST \
-/api/v2/alerts to every URL on every change and every resend interval, endsAt = now + 4 x \
-resend_interval, resolved with endsAt = resolve time; it gets every alert its route matches, \
-muted or not, like Prometheus: silence in Alertmanager; an alert that no Alertmanager \
-accepted, a resolve included, stays in the state and is sent again at the next resend \
-interval, by this run or the next one); slack {url_env|url_file, channel}; \
-slurm_drain {act, scontrol, timeout}: on a critical firing alert with a node label runs \
-`scontrol update NodeName=N State=DRAIN Reason=ugro: <summary>` unless the node is DOWN or \
-already drained; when the node has no critical alert left firing runs `scontrol update \
-NodeName=N State=RESUME`, only if the node is drained, not DOWN, and its reason starts with \
-`ugro:`; dry run (prints on stderr) unless act: true or --act. Route slurm_drain \
-with group_by: [node].
+/api/v2/alerts to every instance, each with its own worker and its own delivery state, on every \
+change and every resend interval, endsAt = now + 4 x resend_interval for firing alerts and the \
+resolve time for resolved ones; resolved alerts are re-sent for 15 min as Prometheus does, and \
+to an instance that missed the resolve until it accepts it or its copy has expired (the endsAt \
+it last accepted), so that an HA peer never pages FIRING after the other paged RESOLVED; it gets \
+every alert its route matches, muted or not, like Prometheus: silence in Alertmanager; an \
+instance that cannot be reached is tried again at the next resend interval, by this run or the \
+next one; one that answers 4xx other than 408/429 is not sent that batch again); slack \
+{url_env|url_file, channel}; slurm_drain {act, scontrol, timeout, env: [NAME]}: on a critical \
+firing alert with a node label runs `scontrol update NodeName=N State=DRAIN Reason=ugro: \
+<alertname> gpu=<i> xid=<n>: <summary>` (gpu= and xid= where known, the summary without what \
+they already say, no quotes or control characters, at most 255 bytes: Slurm's accounting \
+stores reasons as tinytext) unless the node is DOWN or already drained; when the node has no \
+critical alert left firing runs `scontrol update NodeName=N State=RESUME`, only if the node is \
+drained, not DOWN, and its reason starts with `ugro:`. Nodes are handled one by one: a node \
+Slurm does not know or an invalid request (scontrol says \"not found\" or \"Invalid\") is \
+reported once and not retried, and never holds back another node; a failure to reach \
+slurmctld is retried for the nodes still to do. Dry run (prints on stderr) unless act: true or \
+--act. Route slurm_drain with group_by: [node].
 
-DELIVERY: per-attempt timeout (delivery.timeout 10s), delivery.attempts (3) with exponential \
-backoff (500ms doubling, max 30s); then the notification goes to the spool (--spool-dir, \
-default <state>.spool; bounded by spool_max_entries 1000 and spool_max_bytes 16MiB, oldest \
-dropped with an error logged). Later notifications to that receiver queue behind it. The \
-spool is retried at start, every spool_retry_interval and at end of input; an entry is \
-removed only after success (a crash between success and removal can repeat one notification; \
-X-Ugro-Notification-Id / UGRO_ALERT_ID let receivers drop it). A run that had to spool still \
-exits 0 and says so on stderr. Secrets come from url_env/url_file, never argv. Programs \
-(exec receivers, scontrol) run with a cleared environment: only PATH, HOME, LANG, LC_ALL, TZ \
-and UGRO_ALERT_* are passed on, so tokens in ugro-alert's environment do not reach them.";
+DELIVERY: the stage never waits on delivery. Each receiver other than stdout has its own worker \
+thread (Alertmanager: one per instance) behind a queue of delivery.queue_size (1024) \
+notifications; a newer notification of a group replaces a queued or spooled older one (it \
+carries the group's whole state; resolved alerts of the older one are carried over), and one \
+that finds the queue full is dropped, logged and counted (dropped) in a long run, or written to \
+the spool at end of input. A worker writes each notification to the spool before its first \
+attempt (--spool-dir, default <state>.spool; bounded by spool_max_entries 1000 and \
+spool_max_bytes 16MiB, the oldest dropped with an error logged) and removes it only after \
+success, so a crash, a timeout or the end of the run loses nothing (a crash between success and \
+removal can repeat one notification: X-Ugro-Notification-Id / UGRO_ALERT_ID let receivers \
+drop it). Failures: permanent (HTTP 4xx other than 408 and 429, an exec receiver's exit 65, a \
+node Slurm does not know) are reported once and dropped, and do not hold back what follows; \
+retryable ones (timeouts, connection errors, 5xx, 408, 429, other exits) make that receiver \
+back off (delivery.backoff 500ms doubling to max_backoff 30s for delivery.attempts 3 failures \
+in a row, then every spool_retry_interval 30s) and keep their order per group. Each attempt \
+has delivery.timeout (10s; exec and slurm_drain: their own timeout). END OF INPUT: the run \
+delivers for at most delivery.budget (20s; attempts are cut to what is left of it, and an \
+attempt started before the end of input keeps its own timeout, so a run ends within about \
+max(budget, timeout)), then leaves the rest in the spool for the next run, says so on stderr \
+and exits 0. The spool is safe to share between concurrent runs (--spool-dir given to runs \
+with different --state files): entry names are unique (<receiver>+<ms>-<pid>-<seq>.json, \
+never overwritten), an entry is locked while it is sent, and every run retries what it finds \
+there, including other runs' entries; entries for receivers a run's configuration lacks are \
+left alone. The spool directory is created mode 0700 and refused if another user owns it or \
+group or others may write to it. Secrets come from url_env/url_file, never argv. Programs \
+(exec receivers, scontrol) run with a cleared environment: only PATH, HOME, LANG, LC_ALL, TZ, \
+UGRO_ALERT_* and the names the receiver's env lists (env: [SLURM_CONF]) are passed on, so \
+tokens in ugro-alert's environment do not reach them.";
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -123,14 +151,17 @@ pub struct Cli {
     #[arg(short, long, value_name = "FILE", env = "UGRO_ALERT_CONFIG")]
     pub config: Option<PathBuf>,
     /// State file (alerts, groups, notification log). Default:
-    /// $XDG_STATE_HOME/ugro/alert.json.
+    /// $XDG_STATE_HOME/ugro/alert.json, else ~/.local/state/ugro/alert.json, else
+    /// $TMPDIR/ugro-UID/alert.json (refused with status 78 unless that directory is the
+    /// user's own, mode 0700).
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,
     /// Silences file (YAML or JSON list, Alertmanager's silence shape); replaces
     /// silences_file.
     #[arg(long, value_name = "FILE")]
     pub silences: Option<PathBuf>,
-    /// Spool directory for undelivered notifications. Default: <state>.spool.
+    /// Spool directory for undelivered notifications; runs with different --state files may
+    /// share one. Default: <state>.spool.
     #[arg(long, value_name = "DIR")]
     pub spool_dir: Option<PathBuf>,
     /// Let slurm_drain receivers really run scontrol update (default: dry run).
@@ -177,7 +208,7 @@ pub enum Error {
     Stage(#[from] StageError),
 }
 
-impl ugro_types::cli::ToolError for Error {
+impl ugro_types::ToolError for Error {
     fn exit(&self) -> Exit {
         match self {
             Error::Config(e) => e.exit(),
@@ -189,8 +220,8 @@ impl ugro_types::cli::ToolError for Error {
 }
 
 /// The default state file.
-pub fn default_state() -> PathBuf {
-    ugro_types::state::default_state_dir().join("alert.json")
+pub fn default_state() -> Result<PathBuf, StateError> {
+    Ok(ugro_support::state::default_state_dir()?.join("alert.json"))
 }
 
 /// Runs the tool.
@@ -209,9 +240,12 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     if cli.no_flush_on_exit {
         cfg.global.flush_on_exit = false;
     }
-    let state = cli.state.unwrap_or_else(default_state);
+    let state = match cli.state {
+        Some(s) => s,
+        None => default_state()?,
+    };
     if cli.reset_state {
-        ugro_types::state::reset(&state)?;
+        ugro_support::state::reset(&state)?;
     }
     let mut stage = AlertStage::open(cfg, &state)?;
     let stdin = std::io::stdin();

@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    ugro_types::cli::main("ugro-alert", ugro_alert::run)
+    ugro_support::cli::main("ugro-alert", ugro_alert::run)
 }

@@ -1,113 +1,50 @@
-//! From input records to alert conditions: the typed, borrowed view of a record that the
-//! engine needs, and the alert catalog.
+//! From input records to alert conditions: what the engine reads of a line (built from
+//! `ugro_types::view`), and the alert catalog.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
-use ugro_types::{Action, BreakerState, HealthState, Kind, Timestamp};
+use ugro_types::view::{FleetView, RecordView, ScoreView, TransitionView, WatcherStateView};
+use ugro_types::{Action, Component, HealthState, Kind, ReasonCode, ReasonFamily, RecordError};
 
-/// The fields of any input record that alerting uses; everything else is skipped unparsed.
-#[derive(Debug, Deserialize)]
+/// One input record as alerting reads it: the record (header, score, breaker annotation,
+/// whether the node was unreachable) in one pass, and for the breaker's own records their
+/// body, read from the same line only when the kind says so.
+#[derive(Debug)]
 pub struct Input<'a> {
-    /// Schema version.
-    pub v: u32,
-    /// Kind.
-    pub kind: Kind,
-    /// Record time: the engine's clock.
-    pub ts: Timestamp,
-    /// Node.
-    #[serde(borrow)]
-    pub node: Cow<'a, str>,
-    /// Scored samples.
-    #[serde(default, borrow)]
-    pub score: Option<ScoreIn<'a>>,
-    /// Breaker annotation on passed-through samples.
-    #[serde(default)]
-    pub breaker: Option<BreakerIn>,
-    /// Present when the node could not be reached.
-    #[serde(default)]
-    pub unreachable: Option<IgnoredAny>,
-    /// Transition: state after.
-    #[serde(default)]
-    pub to: Option<BreakerState>,
-    /// Transition: why.
-    #[serde(default, borrow)]
-    pub reason: Option<Cow<'a, str>>,
-    /// Transition: trips in window, for people.
-    #[serde(default, borrow)]
-    pub history: Option<Cow<'a, str>>,
-    /// Transition: next trial.
-    #[serde(default)]
-    pub next_trial_at: Option<Timestamp>,
-    /// Transition: action of the cause.
-    #[serde(default)]
-    pub cause_action: Option<Action>,
-    /// Fleet: failing nodes.
-    #[serde(default, borrow)]
-    pub failing: Option<Vec<Cow<'a, str>>>,
-    /// Fleet: known nodes.
-    #[serde(default)]
-    pub known_nodes: Option<u32>,
-    /// Fleet: message.
-    #[serde(default, borrow)]
-    pub message: Option<Cow<'a, str>>,
-    /// ugro-watch stats: whether the watcher cannot write its state (WatcherStateUnwritable).
-    #[serde(default)]
-    pub state_unwritable: Option<bool>,
-    /// ugro-watch stats: the write failure, for people.
-    #[serde(default, borrow)]
-    pub state_error: Option<Cow<'a, str>>,
+    /// Header, score, breaker annotation, unreachable.
+    pub record: RecordView<'a>,
+    /// The body of a `transition` record.
+    pub transition: Option<TransitionView<'a>>,
+    /// The body of a `fleet` record.
+    pub fleet: Option<FleetView<'a>>,
+    /// What a `stats` record says about ugro-watch's state (WatcherStateUnwritable).
+    pub watcher: Option<WatcherStateView<'a>>,
 }
 
-/// The parts of `score` alerting uses.
-#[derive(Debug, Deserialize)]
-pub struct ScoreIn<'a> {
-    /// Total.
-    #[serde(default)]
-    pub total: Option<f64>,
-    /// State.
-    pub state: HealthState,
-    /// Most drastic action (kept as text so a newer vocabulary does not reject the line).
-    #[serde(default, borrow)]
-    pub action: Cow<'a, str>,
-    /// Reasons.
-    #[serde(default, borrow)]
-    pub reasons: Vec<ReasonIn<'a>>,
-    /// One line for people.
-    #[serde(default, borrow)]
-    pub summary: Cow<'a, str>,
-}
-
-/// The parts of a reason alerting uses.
-#[derive(Debug, Deserialize)]
-pub struct ReasonIn<'a> {
-    /// Code.
-    #[serde(borrow)]
-    pub code: Cow<'a, str>,
-    /// Component (text, for the same reason).
-    #[serde(default, borrow)]
-    pub component: Cow<'a, str>,
-    /// GPU.
-    #[serde(default)]
-    pub gpu: Option<u32>,
-    /// Fatal.
-    #[serde(default)]
-    pub fatal: bool,
-    /// Action.
-    #[serde(default, borrow)]
-    pub action: Cow<'a, str>,
-    /// For people.
-    #[serde(default, borrow)]
-    pub message: Cow<'a, str>,
-}
-
-/// The breaker annotation's state.
-#[derive(Debug, Deserialize)]
-pub struct BreakerIn {
-    /// State.
-    pub state: BreakerState,
+impl<'a> Input<'a> {
+    /// Parses one line and checks its header.
+    pub fn parse(line: &'a str) -> Result<Self, RecordError> {
+        let record = RecordView::parse(line)?;
+        let transition = match record.kind {
+            Kind::Transition => Some(TransitionView::parse(line)?),
+            _ => None,
+        };
+        let fleet = match record.kind {
+            Kind::Fleet => Some(FleetView::parse(line)?),
+            _ => None,
+        };
+        let watcher = match record.kind {
+            Kind::Stats => Some(WatcherStateView::parse(line)?),
+            _ => None,
+        };
+        Ok(Input {
+            record,
+            transition,
+            fleet,
+            watcher,
+        })
+    }
 }
 
 /// Every alert this tool raises.
@@ -171,43 +108,26 @@ impl AlertName {
     }
 }
 
-/// The catalog entry for a score reason, if it has its own alert. Codes are matched by what
-/// they contain so that new codes from `ugro-score` in a known family still land.
-pub fn catalog(code: &str, component: &str, fatal: bool) -> Option<AlertName> {
-    let c = code.to_ascii_lowercase();
-    let has = |s: &str| c.contains(s);
-    if has("unreachable") {
-        return None;
+/// The catalog entry for a score reason, if it has its own alert. Matched by the code's
+/// family, so a code from a newer `ugro-score` in a known family still lands (see
+/// [`ReasonFamily::from_name`]). The device families count only for GPU reasons.
+pub fn catalog(code: &ReasonCode, component: Option<Component>, fatal: bool) -> Option<AlertName> {
+    let gpu = component == Some(Component::Gpu);
+    match code.family()? {
+        ReasonFamily::Unreachable => None,
+        ReasonFamily::Xid if fatal => Some(AlertName::GpuXidFatal),
+        ReasonFamily::Xid => Some(AlertName::GpuXid),
+        ReasonFamily::RowRemap => Some(AlertName::GpuRowRemapFailure),
+        ReasonFamily::Ecc => Some(AlertName::GpuEccErrors),
+        ReasonFamily::Thermal if gpu => Some(AlertName::GpuThermal),
+        ReasonFamily::Throttle if gpu => Some(AlertName::GpuThrottled),
+        ReasonFamily::Pcie if gpu => Some(AlertName::GpuPcieDegraded),
+        ReasonFamily::Missing if gpu => Some(AlertName::GpuLost),
+        ReasonFamily::Thermal
+        | ReasonFamily::Throttle
+        | ReasonFamily::Pcie
+        | ReasonFamily::Missing => None,
     }
-    if has("xid") {
-        return Some(if fatal {
-            AlertName::GpuXidFatal
-        } else {
-            AlertName::GpuXid
-        });
-    }
-    if has("remap") {
-        return Some(AlertName::GpuRowRemapFailure);
-    }
-    if has("ecc") {
-        return Some(AlertName::GpuEccErrors);
-    }
-    if component != "gpu" {
-        return None;
-    }
-    if has("temp") || has("thermal") {
-        return Some(AlertName::GpuThermal);
-    }
-    if has("throttl") || has("slowdown") || has("power_brake") {
-        return Some(AlertName::GpuThrottled);
-    }
-    if has("pcie") {
-        return Some(AlertName::GpuPcieDegraded);
-    }
-    if has("lost") || has("missing") || has("fallen") {
-        return Some(AlertName::GpuLost);
-    }
-    None
 }
 
 /// Severity label values.
@@ -240,7 +160,7 @@ impl Want {
 /// The conditions a scored sample of a reachable node asks for, sorted. Reason alerts are
 /// raised only when the node as a whole is degraded or critical, so small deductions on a
 /// healthy node stay quiet.
-pub fn wants_for(score: &ScoreIn<'_>, out: &mut Vec<Want>) {
+pub fn wants_for(score: &ScoreView<'_>, out: &mut Vec<Want>) {
     out.clear();
     let critical = match score.state {
         HealthState::Critical => true,
@@ -257,7 +177,7 @@ pub fn wants_for(score: &ScoreIn<'_>, out: &mut Vec<Want>) {
         critical,
     });
     for r in &score.reasons {
-        if let Some(name) = catalog(&r.code, &r.component, r.fatal) {
+        if let Some(name) = catalog(&r.code, r.component, r.fatal) {
             let w = Want {
                 name,
                 gpu: r.gpu,
@@ -275,7 +195,7 @@ pub fn wants_for(score: &ScoreIn<'_>, out: &mut Vec<Want>) {
 pub fn sample_annotations(
     w: &Want,
     node: &str,
-    score: Option<&ScoreIn<'_>>,
+    score: Option<&ScoreView<'_>>,
     runbook: Option<&str>,
 ) -> BTreeMap<String, String> {
     let mut a = BTreeMap::new();
@@ -287,7 +207,7 @@ pub fn sample_annotations(
     let reason = score.and_then(|s| {
         s.reasons
             .iter()
-            .find(|r| catalog(&r.code, &r.component, r.fatal) == Some(w.name) && r.gpu == w.gpu)
+            .find(|r| catalog(&r.code, r.component, r.fatal) == Some(w.name) && r.gpu == w.gpu)
     });
     let (summary, description, action) = match (w.name, reason) {
         (AlertName::NodeUnreachable, _) => (
@@ -359,27 +279,100 @@ pub fn runbook_url(base: &str, name: &str) -> String {
 mod tests {
     use super::*;
 
-    fn score(json: &str) -> ScoreIn<'_> {
+    fn score(json: &str) -> ScoreView<'_> {
         serde_json::from_str(json).unwrap()
     }
 
     #[test]
     fn catalog_names_the_gpu_families() {
         assert_eq!(
-            catalog("xid_fatal", "gpu", true),
+            catalog(&ReasonCode::XidFatal, Some(Component::Gpu), true),
             Some(AlertName::GpuXidFatal)
         );
-        assert_eq!(catalog("xid_seen", "gpu", false), Some(AlertName::GpuXid));
         assert_eq!(
-            catalog("row_remap_failure", "gpu", true),
+            catalog(&ReasonCode::parse("xid_seen"), Some(Component::Gpu), false),
+            Some(AlertName::GpuXid)
+        );
+        assert_eq!(
+            catalog(&ReasonCode::RowRemapFailure, Some(Component::Gpu), true),
             Some(AlertName::GpuRowRemapFailure)
         );
         assert_eq!(
-            catalog("gpu_temperature_high", "gpu", false),
+            catalog(&ReasonCode::GpuTemperatureHigh, Some(Component::Gpu), false),
             Some(AlertName::GpuThermal)
         );
-        assert_eq!(catalog("disk_full", "system", false), None);
-        assert_eq!(catalog("node_unreachable", "network", true), None);
+        assert_eq!(
+            catalog(&ReasonCode::DiskFull, Some(Component::System), false),
+            None
+        );
+        assert_eq!(
+            catalog(&ReasonCode::NodeUnreachable, Some(Component::Network), true),
+            None
+        );
+    }
+
+    /// The catalog as it was when codes were bare strings matched by substring.
+    fn substring_catalog(code: &str, component: &str, fatal: bool) -> Option<AlertName> {
+        let c = code.to_ascii_lowercase();
+        let has = |s: &str| c.contains(s);
+        if has("unreachable") {
+            return None;
+        }
+        if has("xid") {
+            return Some(if fatal {
+                AlertName::GpuXidFatal
+            } else {
+                AlertName::GpuXid
+            });
+        }
+        if has("remap") {
+            return Some(AlertName::GpuRowRemapFailure);
+        }
+        if has("ecc") {
+            return Some(AlertName::GpuEccErrors);
+        }
+        if component != "gpu" {
+            return None;
+        }
+        if has("temp") || has("thermal") {
+            return Some(AlertName::GpuThermal);
+        }
+        if has("throttl") || has("slowdown") || has("power_brake") {
+            return Some(AlertName::GpuThrottled);
+        }
+        if has("pcie") {
+            return Some(AlertName::GpuPcieDegraded);
+        }
+        if has("lost") || has("missing") || has("fallen") {
+            return Some(AlertName::GpuLost);
+        }
+        None
+    }
+
+    #[test]
+    fn typed_catalog_raises_what_substring_matching_raised_for_every_code() {
+        let unknown = [
+            "xid_storm",
+            "gpu_fallen_off_bus",
+            "nvlink_down",
+            "Thermal_Trip",
+        ];
+        let codes = ReasonCode::KNOWN
+            .iter()
+            .cloned()
+            .chain(unknown.iter().map(|c| ReasonCode::parse(c)));
+        for code in codes {
+            for component in ["gpu", "system", "network", "process", "future"] {
+                let typed = serde_json::from_value(component.into()).ok();
+                for fatal in [false, true] {
+                    assert_eq!(
+                        catalog(&code, typed, fatal),
+                        substring_catalog(code.as_str(), component, fatal),
+                        "{code} {component} {fatal}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

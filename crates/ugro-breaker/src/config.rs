@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use ugro_types::config::{ConfigError, load_yaml};
+use ugro_support::config::{ConfigError, load_yaml};
 
 /// How a scored record counts for its node's breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,15 +9,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use ugro_types::config::ConfigError;
+use ugro_support::config::ConfigError;
+use ugro_support::state::StateError;
 use ugro_types::io::{RecordWriter, WriteError};
 use ugro_types::stage::StageError;
-use ugro_types::state::StateError;
 use ugro_types::{Exit, Timestamp};
 
 pub mod config;
 pub mod engine;
-pub mod fast;
 pub mod ops;
 pub mod stage;
 pub mod status;
@@ -80,7 +79,9 @@ transitions report the trips within trip_window (7 days) as trips_in_window and 
 (\"3 trips in 7 days\").
 
 State. --state FILE (default $XDG_STATE_HOME/ugro/breaker.json or \
-~/.local/state/ugro/breaker.json) holds every node's breaker. A run holds an exclusive lock on \
+~/.local/state/ugro/breaker.json; with neither HOME nor XDG_STATE_HOME set, \
+$TMPDIR/ugro-UID/breaker.json, refused with status 78 unless that directory is the user's own, \
+mode 0700) holds every node's breaker. A run holds an exclusive lock on \
 FILE.lock from start to end, so concurrent runs wait for each other and lose no update; the \
 file is replaced atomically (temp file, fsync, rename), mode 0600, at the end of input and, in \
 long runs, after transitions (at most once per persist_interval, 1s). A corrupt file or one of \
@@ -229,7 +230,7 @@ pub enum Error {
     Write(#[from] WriteError),
 }
 
-impl ugro_types::cli::ToolError for Error {
+impl ugro_types::ToolError for Error {
     fn exit(&self) -> Exit {
         match self {
             Error::Config(e) => e.exit(),
@@ -251,17 +252,20 @@ fn op_target(op: Operation) -> &'static str {
 }
 
 /// The default state file.
-pub fn default_state_file() -> PathBuf {
-    ugro_types::state::default_state_dir().join("breaker.json")
+pub fn default_state_file() -> Result<PathBuf, StateError> {
+    Ok(ugro_support::state::default_state_dir()?.join("breaker.json"))
 }
 
 /// Runs the tool.
 pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     let mut cfg = BreakerConfig::load(cli.config.as_deref())?;
     cfg.pass_open |= cli.pass_open;
-    let state = cli.state.unwrap_or_else(default_state_file);
+    let state = match cli.state {
+        Some(s) => s,
+        None => default_state_file()?,
+    };
     if cli.reset_state {
-        ugro_types::state::reset(&state)?;
+        ugro_support::state::reset(&state)?;
     }
     let mut out = RecordWriter::new(io::stdout().lock());
     let (node, op) = match cli.command {
@@ -280,7 +284,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             // A snapshot, not the lock: status must answer while a long run (ugro-watch)
             // holds it.
             let data: BreakerData =
-                ugro_types::state::read_snapshot(&state, STATE_FORMAT, STATE_VERSION)?
+                ugro_support::state::read_snapshot(&state, STATE_FORMAT, STATE_VERSION)?
                     .unwrap_or_default();
             let text = status::render(&data, &cfg, &state, Timestamp::now(), format);
             return match out.write_text(&text) {

@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    ugro_types::cli::main("ugro-breaker", ugro_breaker::run)
+    ugro_support::cli::main("ugro-breaker", ugro_breaker::run)
 }

@@ -9,8 +9,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use ugro_support::state::StateError;
 use ugro_types::Timestamp;
-use ugro_types::state::StateError;
 
 use crate::engine::Operation;
 

@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use ugro_support::state::{StateError, StateLock};
 use ugro_types::stage::{Emit, Stage, StageError};
-use ugro_types::state::{StateError, StateLock};
 use ugro_types::{Timestamp, Transition};
 
 use crate::config::BreakerConfig;

@@ -429,7 +429,7 @@ fn status_answers_while_a_long_run_holds_the_state_lock() {
         String::from_utf8_lossy(&out.stderr)
     );
     // Now something (a running ugro-watch, say) holds the lock for a long time.
-    let _held = ugro_types::state::StateLock::acquire(&state).unwrap();
+    let _held = ugro_support::state::StateLock::acquire(&state).unwrap();
     let started = std::time::Instant::now();
     let out = assert_cmd::Command::cargo_bin("ugro-breaker")
         .unwrap()
@@ -498,7 +498,7 @@ fn operator_commands_against_a_live_run_are_queued_and_applied_in_its_stream() {
     let start = std::time::Instant::now();
     // Probing with try_acquire takes the lock for an instant when it is free: harmless here,
     // the filter then simply waits for it.
-    while ugro_types::state::StateLock::try_acquire(&state)
+    while ugro_support::state::StateLock::try_acquire(&state)
         .unwrap()
         .is_some()
     {

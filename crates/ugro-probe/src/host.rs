@@ -148,7 +148,7 @@ impl CpuTracker {
 
     fn save(&self, st: &CpuState) {
         if let Some(p) = &self.cfg.state_file {
-            let r = ugro_types::state::StateLock::acquire(p)
+            let r = ugro_support::state::StateLock::acquire(p)
                 .and_then(|l| l.write(STATE_FORMAT, STATE_VERSION, st));
             if let Err(e) = r {
                 tracing::warn!("cpu state not saved: {e}");

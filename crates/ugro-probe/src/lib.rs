@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, Parser, ValueEnum};
 use serde::Deserialize;
+use ugro_support::cli::parse_duration;
+use ugro_support::config::ConfigError;
 use ugro_types::Exit;
-use ugro_types::cli::parse_duration;
-use ugro_types::config::ConfigError;
 use ugro_types::io::{RecordWriter, WriteError};
 
 pub use probe::{Budgets, GpuSource, Probe, ProbeConfig};
@@ -235,7 +235,7 @@ mod humantime_opt {
     }
 
     fn humantime_parse(s: &str) -> Result<Duration, String> {
-        ugro_types::cli::parse_duration(s)
+        ugro_support::cli::parse_duration(s)
     }
 }
 
@@ -265,13 +265,17 @@ pub enum Error {
     /// Reading stdin in --serve.
     #[error("reading stdin: {0}")]
     Stdin(std::io::Error),
+    /// The default CPU state directory cannot be used.
+    #[error(transparent)]
+    State(#[from] ugro_support::state::StateError),
 }
 
-impl ugro_types::cli::ToolError for Error {
+impl ugro_types::ToolError for Error {
     fn exit(&self) -> Exit {
         match self {
             Error::Config(e) => e.exit(),
             Error::Usage(_) => Exit::Usage,
+            Error::State(e) => e.exit(),
             Error::BadConfig(_) => Exit::Config,
             Error::Probe(probe::ProbeError::Fixture(gpu::FixtureError::Read {
                 source, ..
@@ -303,7 +307,7 @@ pub struct Resolved {
 /// Merges the command line over the configuration file (flags win).
 pub fn resolve(cli: &Cli) -> Result<Resolved, Error> {
     let file: FileConfig = match &cli.config {
-        Some(p) => ugro_types::config::load_yaml(p)?.0,
+        Some(p) => ugro_support::config::load_yaml(p)?.0,
         None => FileConfig::default(),
     };
     let node = cli
@@ -383,13 +387,13 @@ pub fn resolve(cli: &Cli) -> Result<Resolved, Error> {
     // Resident modes keep the previous reading in memory: rewriting a file every sample
     // would only cost a lock and a rename per sample and race other probes for nothing.
     let resident = cli.serve || interval.is_some();
+    let state_file = match cli.cpu_state_file.clone().or(file.cpu_state_file.clone()) {
+        _ if resident => None,
+        Some(p) => Some(p),
+        None => Some(ugro_support::state::default_state_dir()?.join("probe-cpu.json")),
+    };
     let cpu = host::CpuConfig {
-        state_file: (!resident).then(|| {
-            cli.cpu_state_file
-                .clone()
-                .or(file.cpu_state_file.clone())
-                .unwrap_or_else(|| ugro_types::state::default_state_dir().join("probe-cpu.json"))
-        }),
+        state_file,
         max_age: cli
             .cpu_state_max_age
             .or(file.cpu_state_max_age)

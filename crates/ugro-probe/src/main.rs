@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    ugro_types::cli::main("ugro-probe", ugro_probe::run)
+    ugro_support::cli::main("ugro-probe", ugro_probe::run)
 }

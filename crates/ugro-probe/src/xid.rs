@@ -203,14 +203,15 @@ impl XidReader {
             source,
         };
         if self.handle.is_none() {
-            use std::os::unix::fs::OpenOptionsExt;
+            use rustix::fs::{Mode, OFlags};
             // A fresh open starts at the oldest record still in the ring buffer.
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NONBLOCK)
-                .open(path)
-                .map_err(err)?;
-            self.handle = Some(f);
+            let fd = rustix::fs::open(
+                path,
+                OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| err(e.into()))?;
+            self.handle = Some(File::from(fd));
         }
         let Some(f) = self.handle.as_mut() else {
             return Ok(());
@@ -228,7 +229,9 @@ impl XidReader {
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 // EPIPE: records were overwritten before we read them; carry on from the next.
-                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PIPE.raw_os_error()) => {
+                    continue;
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
                     self.handle = None;

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use ugro_types::config::{ConfigError, load_yaml};
+use ugro_support::config::{ConfigError, load_yaml};
 
 use crate::policy::XidPolicy;
 

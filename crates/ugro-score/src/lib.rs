@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use ugro_types::cli::ToolError;
-use ugro_types::config::ConfigError;
+use ugro_support::config::ConfigError;
+use ugro_types::ToolError;
 use ugro_types::io::RecordWriter;
 use ugro_types::stage::{self, StageError};
 use ugro_types::{Exit, HealthState, PluginStatus};
@@ -27,7 +27,6 @@ mod stage_impl;
     clippy::field_reassign_with_default
 )]
 mod tests;
-mod view;
 
 pub use config::{ScoreConfig, Weights};
 pub use output::Format;
@@ -183,7 +182,7 @@ pub enum Error {
     Stage(#[from] StageError),
 }
 
-impl ugro_types::cli::ToolError for Error {
+impl ugro_types::ToolError for Error {
     fn exit(&self) -> Exit {
         match self {
             Error::Config(e) => e.exit(),

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
+use ugro_support::config::{ConfigError, parse_yaml};
 use ugro_types::Action;
-use ugro_types::config::{ConfigError, parse_yaml};
 
 /// The shipped policy text.
 pub const SHIPPED_POLICY: &str = include_str!("../policy/xid-policy.yaml");

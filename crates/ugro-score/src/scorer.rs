@@ -5,14 +5,14 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 use ugro_types::{
-    Action, Component, Components, DeviceState, GpuScore, GpuStatus, HealthState, Reason, Sample,
-    Score, Timestamp, Xid,
+    Action, Component, Components, DeviceState, GpuScore, GpuStatus, HealthState, Reason,
+    ReasonCode, Sample, Score, Timestamp, Xid,
 };
 
 use crate::config::ScoreConfig;
 use crate::output::Format;
 use crate::policy::XidSeverity;
-use crate::view::{GpuView, SampleView};
+use ugro_types::view::{GpuView, SampleView};
 
 /// Builder helpers on [`Reason`] so each rule reads as one expression.
 trait ReasonExt {
@@ -42,14 +42,14 @@ impl ReasonExt for Reason {
 }
 
 fn reason(
-    code: &str,
+    code: ReasonCode,
     component: Component,
     action: Action,
     deduction: f64,
     message: String,
 ) -> Reason {
     Reason {
-        code: code.to_owned(),
+        code,
         component,
         gpu: None,
         value: None,
@@ -183,7 +183,7 @@ impl Scorer {
         if let Some(u) = &s.unreachable {
             reasons.push(
                 reason(
-                    "node_unreachable",
+                    ReasonCode::NodeUnreachable,
                     Component::Network,
                     Action::CheckNetwork,
                     0.0,
@@ -297,11 +297,11 @@ fn section_missing(
     if !required && failed.is_none() {
         return;
     }
-    let present = match collector {
-        "host" => s.host.is_some(),
-        "gpu" => s.gpu.is_some(),
-        "network" => s.network.is_some(),
-        _ => s.processes.is_some(),
+    let (present, code) = match collector {
+        "host" => (s.host.is_some(), ReasonCode::HostDataMissing),
+        "gpu" => (s.gpu.is_some(), ReasonCode::GpuDataMissing),
+        "network" => (s.network.is_some(), ReasonCode::NetworkDataMissing),
+        _ => (s.processes.is_some(), ReasonCode::ProcessesDataMissing),
     };
     let why = failed.map_or_else(
         || {
@@ -314,9 +314,8 @@ fn section_missing(
         },
         |e| format!("collector failed: {}", e.error),
     );
-    let code = format!("{collector}_data_missing");
     reasons.push(reason(
-        &code,
+        code,
         component,
         Action::CheckHost,
         0.0,
@@ -379,7 +378,7 @@ fn gpu_component(
             if cfg.require.gpu {
                 *missing = true;
                 reasons.push(reason(
-                    "gpu_absent",
+                    ReasonCode::GpuAbsent,
                     Component::Gpu,
                     Action::CheckHost,
                     0.0,
@@ -394,7 +393,7 @@ fn gpu_component(
         GpuStatus::Failed => {
             reasons.push(
                 reason(
-                    "nvml_failed",
+                    ReasonCode::NvmlFailed,
                     Component::Gpu,
                     Action::Reboot,
                     100.0,
@@ -410,7 +409,7 @@ fn gpu_component(
         GpuStatus::Missing => {
             let found = g.found.unwrap_or(g.devices.len() as u32);
             let mut r = reason(
-                "gpu_missing",
+                ReasonCode::GpuMissing,
                 Component::Gpu,
                 Action::Reboot,
                 100.0,
@@ -437,7 +436,7 @@ fn gpu_component(
                 if cfg.require.gpu {
                     *missing = true;
                     reasons.push(reason(
-                        "gpu_no_readings",
+                        ReasonCode::GpuNoReadings,
                         Component::Gpu,
                         Action::CheckHost,
                         0.0,
@@ -450,7 +449,7 @@ fn gpu_component(
                 if cfg.require.gpu {
                     *missing = true;
                     reasons.push(reason(
-                        "gpu_none",
+                        ReasonCode::GpuNone,
                         Component::Gpu,
                         Action::CheckHost,
                         0.0,
@@ -504,7 +503,7 @@ fn score_gpu(
         DeviceState::Lost => {
             reasons.push(
                 reason(
-                    "gpu_lost",
+                    ReasonCode::GpuLost,
                     Component::Gpu,
                     Action::Reboot,
                     100.0,
@@ -520,7 +519,7 @@ fn score_gpu(
         DeviceState::Error => {
             reasons.push(
                 reason(
-                    "gpu_error",
+                    ReasonCode::GpuError,
                     Component::Gpu,
                     Action::ResetGpu,
                     100.0,
@@ -549,7 +548,7 @@ fn score_gpu(
             };
             reasons.push(
                 reason(
-                    "gpu_temperature_high",
+                    ReasonCode::GpuTemperatureHigh,
                     Component::Gpu,
                     Action::CheckHost,
                     frac * r.temperature_deduction,
@@ -570,7 +569,7 @@ fn score_gpu(
         if limit > 0.0 && p > max {
             reasons.push(
                 reason(
-                    "gpu_power_over_limit",
+                    ReasonCode::GpuPowerOverLimit,
                     Component::Gpu,
                     Action::CheckHost,
                     r.power_deduction,
@@ -598,7 +597,7 @@ fn score_gpu(
             // hw_slowdown is reported together with its cause: one deduction for the group.
             reasons.push(
                 reason(
-                    "gpu_hw_slowdown",
+                    ReasonCode::GpuHwSlowdown,
                     Component::Gpu,
                     Action::CheckHost,
                     r.hw_throttle_deduction,
@@ -611,7 +610,7 @@ fn score_gpu(
         if tr.iter().any(|t| t == "sw_thermal_slowdown") {
             reasons.push(
                 reason(
-                    "gpu_sw_thermal_slowdown",
+                    ReasonCode::GpuSwThermalSlowdown,
                     Component::Gpu,
                     Action::CheckHost,
                     r.sw_thermal_deduction,
@@ -625,7 +624,7 @@ fn score_gpu(
         if tr.iter().any(|t| t == "sw_power_cap") && busy == Some(false) {
             reasons.push(
                 reason(
-                    "gpu_power_capped_idle",
+                    ReasonCode::GpuPowerCappedIdle,
                     Component::Gpu,
                     Action::CheckHost,
                     r.sw_power_cap_idle_deduction,
@@ -646,7 +645,7 @@ fn score_gpu(
         if let Some(n) = ecc.uncorrected_volatile.filter(|&n| n > 0) {
             reasons.push(
                 reason(
-                    "ecc_uncorrected_volatile",
+                    ReasonCode::EccUncorrectedVolatile,
                     Component::Gpu,
                     Action::ResetGpu,
                     100.0,
@@ -663,7 +662,7 @@ fn score_gpu(
         } else if let Some(n) = ecc.uncorrected_aggregate.filter(|&n| n > 0) {
             reasons.push(
                 reason(
-                    "ecc_uncorrected_aggregate",
+                    ReasonCode::EccUncorrectedAggregate,
                     Component::Gpu,
                     Action::None,
                     r.ecc_aggregate_deduction,
@@ -680,7 +679,7 @@ fn score_gpu(
         if rr.failure == Some(true) {
             reasons.push(
                 reason(
-                    "row_remap_failure",
+                    ReasonCode::RowRemapFailure,
                     Component::Gpu,
                     Action::HardwareInspection,
                     100.0,
@@ -697,7 +696,7 @@ fn score_gpu(
         if rr.pending == Some(true) {
             reasons.push(
                 reason(
-                    "row_remap_pending",
+                    ReasonCode::RowRemapPending,
                     Component::Gpu,
                     Action::Reboot,
                     r.remap_pending_deduction,
@@ -719,7 +718,7 @@ fn score_gpu(
             {
                 reasons.push(
                     reason(
-                        "pcie_gen_low",
+                        ReasonCode::PcieGenLow,
                         Component::Gpu,
                         Action::CheckHost,
                         r.pcie_gen_deduction,
@@ -735,7 +734,7 @@ fn score_gpu(
             {
                 reasons.push(
                     reason(
-                        "pcie_width_low",
+                        ReasonCode::PcieWidthLow,
                         Component::Gpu,
                         Action::HardwareInspection,
                         r.pcie_width_deduction,
@@ -757,7 +756,7 @@ fn score_gpu(
                     let high = growth >= r.replay_high_growth;
                     reasons.push(
                             reason(
-                                "pcie_replay_growth",
+                                ReasonCode::PcieReplayGrowth,
                                 Component::Gpu,
                                 if high {
                                     Action::HardwareInspection
@@ -878,9 +877,9 @@ fn xid_reasons(
             message.push_str(&format!(", {} events", here.len()));
         }
         let code_name = match severity {
-            XidSeverity::Fatal => "xid_fatal",
-            XidSeverity::Warning => "xid_warning",
-            XidSeverity::Application => "xid_application",
+            XidSeverity::Fatal => ReasonCode::XidFatal,
+            XidSeverity::Warning => ReasonCode::XidWarning,
+            XidSeverity::Application => ReasonCode::XidApplication,
         };
         let mut r = reason(code_name, Component::Gpu, action, deduction, message)
             .gpu(gpu)
@@ -921,7 +920,7 @@ fn system_component(
     {
         reasons.push(
             reason(
-                "cpu_saturated",
+                ReasonCode::CpuSaturated,
                 Component::System,
                 Action::CheckHost,
                 r.cpu_deduction,
@@ -945,7 +944,7 @@ fn system_component(
         if let Some((ded, th)) = hit {
             reasons.push(
                 reason(
-                    "memory_low",
+                    ReasonCode::MemoryLow,
                     Component::System,
                     Action::CheckHost,
                     ded,
@@ -961,7 +960,7 @@ fn system_component(
         if total > 0 && p > r.swap_used_warn_pct {
             reasons.push(
                 reason(
-                    "swap_used",
+                    ReasonCode::SwapUsed,
                     Component::System,
                     Action::CheckHost,
                     r.warn_deduction,
@@ -986,7 +985,7 @@ fn system_component(
             if let Some((ded, th)) = level(p, r.disk_used_warn_pct, r.disk_used_crit_pct) {
                 reasons.push(
                     reason(
-                        "disk_full",
+                        ReasonCode::DiskFull,
                         Component::System,
                         Action::CheckHost,
                         ded,
@@ -1002,7 +1001,7 @@ fn system_component(
         {
             reasons.push(
                 reason(
-                    "inodes_full",
+                    ReasonCode::InodesFull,
                     Component::System,
                     Action::CheckHost,
                     ded,
@@ -1028,7 +1027,7 @@ fn system_component(
         if let Some((ded, th)) = hit {
             reasons.push(
                 reason(
-                    "load_high",
+                    ReasonCode::LoadHigh,
                     Component::System,
                     Action::CheckHost,
                     ded,
@@ -1079,7 +1078,7 @@ fn network_component(
         if !up && (required || no_link) {
             reasons.push(
                 reason(
-                    "interface_down",
+                    ReasonCode::InterfaceDown,
                     Component::Network,
                     Action::CheckNetwork,
                     r.interface_deduction,
@@ -1102,7 +1101,7 @@ fn network_component(
         if !n.interfaces.iter().any(|i| &i.name == req) {
             reasons.push(
                 reason(
-                    "interface_missing",
+                    ReasonCode::InterfaceMissing,
                     Component::Network,
                     Action::CheckNetwork,
                     r.interface_deduction,
@@ -1123,7 +1122,7 @@ fn network_component(
         if !active || !link_up {
             reasons.push(
                 reason(
-                    "ib_port_down",
+                    ReasonCode::IbPortDown,
                     Component::Network,
                     Action::CheckNetwork,
                     r.ib_port_deduction,
@@ -1136,7 +1135,7 @@ fn network_component(
         {
             reasons.push(
                 reason(
-                    "ib_rate_low",
+                    ReasonCode::IbRateLow,
                     Component::Network,
                     Action::CheckNetwork,
                     r.ib_rate_deduction,
@@ -1151,7 +1150,7 @@ fn network_component(
         if !p.reachable {
             reasons.push(
                 reason(
-                    "peer_unreachable",
+                    ReasonCode::PeerUnreachable,
                     Component::Network,
                     Action::CheckNetwork,
                     r.peer_unreachable_deduction,
@@ -1166,7 +1165,7 @@ fn network_component(
         } else if let Some(ms) = p.latency_ms.filter(|&ms| ms > r.peer_latency_warn_ms) {
             reasons.push(
                 reason(
-                    "peer_latency_high",
+                    ReasonCode::PeerLatencyHigh,
                     Component::Network,
                     Action::CheckNetwork,
                     r.peer_latency_deduction,
@@ -1190,7 +1189,7 @@ fn process_component(
     if let Some(z) = p.zombies.filter(|&z| z >= r.zombies_warn) {
         reasons.push(
             reason(
-                "zombies",
+                ReasonCode::Zombies,
                 Component::Process,
                 Action::CheckHost,
                 r.zombie_deduction,
@@ -1203,7 +1202,7 @@ fn process_component(
     if let Some(d) = p.d_state.filter(|&d| d >= r.d_state_warn) {
         reasons.push(
             reason(
-                "d_state_processes",
+                ReasonCode::DStateProcesses,
                 Component::Process,
                 Action::CheckHost,
                 r.d_state_deduction,
@@ -1217,7 +1216,7 @@ fn process_component(
         match t.state.as_deref() {
             Some("D") => reasons.push(
                 reason(
-                    "training_process_d_state",
+                    ReasonCode::TrainingProcessDState,
                     Component::Process,
                     Action::CheckHost,
                     r.training_d_deduction,
@@ -1227,7 +1226,7 @@ fn process_component(
             ),
             Some("Z") => reasons.push(
                 reason(
-                    "training_process_zombie",
+                    ReasonCode::TrainingProcessZombie,
                     Component::Process,
                     Action::RestartApp,
                     r.training_zombie_deduction,
@@ -1296,7 +1295,7 @@ fn finish(
     };
     if !any && !missing && !fatal {
         reasons.push(reason(
-            "no_data",
+            ReasonCode::NoData,
             Component::System,
             Action::CheckHost,
             0.0,

@@ -2,12 +2,12 @@
 
 use ugro_types::io::{WriteError, set_field, splice_field};
 use ugro_types::stage::{Emit, Stage, StageError};
-use ugro_types::{Kind, RecordError, SCHEMA_VERSION, parse_header, validate_node};
+use ugro_types::view::SampleView;
+use ugro_types::{Kind, check_header, parse_header};
 
 use crate::Scorer;
 use crate::output::{Format, table_header, table_row, worse};
 use crate::scorer::MAX_CHECKS;
-use crate::view::SampleView;
 
 fn reject(e: impl std::fmt::Display) -> StageError {
     StageError::Reject(e.to_string())
@@ -27,11 +27,8 @@ impl Stage for Scorer {
     fn process(&mut self, line: &str, emit: &mut Emit<'_>) -> Result<(), StageError> {
         // The typed parse is the fast path; only when it fails is the header looked at, to
         // tell a record of another kind (passed through) from a broken sample (rejected).
-        let (sample, had_score) = match serde_json::from_str::<SampleView<'_>>(line) {
-            Ok(s) => {
-                let had = s.score.is_some();
-                (s, had)
-            }
+        let sample = match serde_json::from_str::<SampleView<'_>>(line) {
+            Ok(s) => s,
             Err(e) => {
                 return match parse_header(line) {
                     Ok(h) if h.kind != Kind::Sample => self.pass(line, emit),
@@ -40,10 +37,7 @@ impl Stage for Scorer {
                 };
             }
         };
-        if sample.v > SCHEMA_VERSION {
-            return Err(reject(RecordError::FutureVersion { found: sample.v }));
-        }
-        validate_node(&sample.node).map_err(reject)?;
+        check_header(sample.v, &sample.node).map_err(reject)?;
         if sample.kind != Kind::Sample {
             return self.pass(line, emit);
         }
@@ -52,7 +46,7 @@ impl Stage for Scorer {
         self.worst = Some(worse(self.worst, score.state));
         match self.format {
             Format::Json => {
-                if had_score {
+                if sample.has_score {
                     let v = serde_json::to_value(&score).map_err(WriteError::Json)?;
                     let out = set_field(line, "score", v).map_err(reject)?;
                     return emit(&out).map_err(StageError::from);

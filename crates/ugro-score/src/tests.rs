@@ -6,7 +6,8 @@ use serde_json::{Value, json};
 use ugro_types::stage::{Stage, StageError};
 use ugro_types::{
     Action, Component, DeviceState, Disk, Gpu, GpuStatus, HealthState, IbPort, Interface,
-    NetworkSection, Peer, ProcessSection, Sample, Timestamp, TrainingProcess, Unreachable, Xid,
+    NetworkSection, Peer, ProcessSection, ReasonCode, Sample, Timestamp, TrainingProcess,
+    Unreachable, Xid,
 };
 
 use crate::config::ScoreConfig;
@@ -147,7 +148,7 @@ fn uncorrected_volatile_ecc_is_a_hard_fail() {
         .uncorrected_volatile = Some(2);
     let sc = score(&s);
     assert_eq!(sc.state, HealthState::Critical);
-    assert_eq!(sc.reasons[0].code, "ecc_uncorrected_volatile");
+    assert_eq!(sc.reasons[0].code, ReasonCode::EccUncorrectedVolatile);
     assert!(sc.reasons[0].fatal);
     assert_eq!(sc.reasons[0].gpu, Some(5));
     assert_eq!(sc.action, Action::ResetGpu);
@@ -271,7 +272,7 @@ fn fatal_xids_of_the_catalog_force_critical() {
         gpu0(&mut s).xids = vec![xid(code, None)];
         let sc = score(&s);
         assert_eq!(sc.state, HealthState::Critical, "xid {code}");
-        assert_eq!(sc.reasons[0].code, "xid_fatal");
+        assert_eq!(sc.reasons[0].code, ReasonCode::XidFatal);
         assert_eq!(sc.reasons[0].value, Some(json!(code)));
         assert!(sc.gpus[0].score == 0.0);
     }
@@ -309,7 +310,7 @@ fn unknown_and_unattributed_xids_still_count() {
         .find(|r| r.value == Some(json!(4242)))
         .unwrap();
     assert!(unknown.message.contains("not in the policy"));
-    assert_eq!(unknown.code, "xid_warning");
+    assert_eq!(unknown.code, ReasonCode::XidWarning);
 }
 
 #[test]
@@ -330,7 +331,7 @@ fn xid_94_three_times_in_ten_minutes_escalates_to_fatal() {
     gpu0(&mut s).xids = vec![ev(2), ev(5)];
     let r = sc.score_sample(&s);
     assert_eq!(r.state, HealthState::Critical, "{}", r.summary);
-    assert_eq!(r.reasons[0].code, "xid_fatal");
+    assert_eq!(r.reasons[0].code, ReasonCode::XidFatal);
     assert_eq!(r.action, Action::ResetGpu);
     assert!(
         r.reasons[0].message.contains("3 times in 10m"),
@@ -397,8 +398,8 @@ fn site_policy_can_make_an_application_xid_fatal() {
 #[test]
 fn a_lost_gpu_or_an_unreadable_one_is_a_hard_fail() {
     for (state, code, action) in [
-        (DeviceState::Lost, "gpu_lost", Action::Reboot),
-        (DeviceState::Error, "gpu_error", Action::ResetGpu),
+        (DeviceState::Lost, ReasonCode::GpuLost, Action::Reboot),
+        (DeviceState::Error, ReasonCode::GpuError, Action::ResetGpu),
     ] {
         let mut s = eight();
         let g = &mut s.gpu.as_mut().unwrap().devices[3];
@@ -427,7 +428,7 @@ fn fewer_gpus_than_expected_and_nvml_failure_are_hard_fails() {
     }
     let sc = score(&s);
     assert_eq!(sc.state, HealthState::Critical);
-    assert_eq!(sc.reasons[0].code, "gpu_missing");
+    assert_eq!(sc.reasons[0].code, ReasonCode::GpuMissing);
     assert_eq!(sc.reasons[0].value, Some(json!(7)));
     assert_eq!(sc.reasons[0].threshold, Some(json!(8)));
     assert!(
@@ -444,7 +445,7 @@ fn fewer_gpus_than_expected_and_nvml_failure_are_hard_fails() {
     }
     let sc = score(&s);
     assert_eq!(sc.state, HealthState::Critical);
-    assert_eq!(sc.reasons[0].code, "nvml_failed");
+    assert_eq!(sc.reasons[0].code, ReasonCode::NvmlFailed);
 }
 
 #[test]

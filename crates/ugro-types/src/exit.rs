@@ -65,6 +65,13 @@ impl Exit {
     }
 }
 
+/// An error that knows its exit status. Every tool library's error type implements it, so one
+/// `main` (`ugro_support::cli::main`) turns any of them into a message and a status.
+pub trait ToolError: std::error::Error {
+    /// The exit status for this error. [`Exit::Ok`] means "stop quietly" (closed stdout).
+    fn exit(&self) -> Exit;
+}
+
 impl From<Exit> for ExitCode {
     fn from(e: Exit) -> Self {
         ExitCode::from(e.code())

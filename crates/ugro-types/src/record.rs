@@ -1,4 +1,5 @@
-//! The fields every record carries, and the record kinds.
+//! The fields every record carries, the record kinds, and the two records any tool may
+//! write (`error`, `stats`).
 
 use std::borrow::Cow;
 
@@ -83,13 +84,19 @@ pub enum RecordError {
 }
 
 impl Header<'_> {
-    /// Checks the version and the node name.
+    /// Checks the version and the node name ([`check_header`]).
     pub fn validate(&self) -> Result<(), RecordError> {
-        if self.v > SCHEMA_VERSION {
-            return Err(RecordError::FutureVersion { found: self.v });
-        }
-        validate_node(&self.node)
+        check_header(self.v, &self.node)
     }
+}
+
+/// The one header check every reader applies, whatever view it reads a line into: a schema
+/// version this build understands, and a node name that is safe to use ([`validate_node`]).
+pub fn check_header(v: u32, node: &str) -> Result<(), RecordError> {
+    if v > SCHEMA_VERSION {
+        return Err(RecordError::FutureVersion { found: v });
+    }
+    validate_node(node)
 }
 
 /// Parses and validates the header of one line.
@@ -123,6 +130,46 @@ pub fn validate_node(node: &str) -> Result<(), RecordError> {
         return bad("only letters, digits and . - _ : @ are allowed");
     }
     Ok(())
+}
+
+/// An in-band error: something a tool could not do for one node or one line, reported as a
+/// record so that a downstream stage (or a log collector) sees it next to the data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorRecord {
+    /// Schema version.
+    pub v: u32,
+    /// Always [`Kind::Error`].
+    pub kind: Kind,
+    /// When.
+    pub ts: Timestamp,
+    /// The node concerned, `*` when none.
+    pub node: String,
+    /// The tool that reports it.
+    pub tool: String,
+    /// Input line number, where it is about a line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    /// What went wrong.
+    pub cause: String,
+}
+
+/// Counters from a long-running tool. Fields beyond the header are tool-specific and
+/// documented in that tool's man page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Schema version.
+    pub v: u32,
+    /// Always [`Kind::Stats`].
+    pub kind: Kind,
+    /// When.
+    pub ts: Timestamp,
+    /// The reporting host or `*`.
+    pub node: String,
+    /// The tool.
+    pub tool: String,
+    /// Counters.
+    #[serde(flatten)]
+    pub fields: serde_json::Map<String, serde_json::Value>,
 }
 
 #[cfg(test)]

@@ -118,7 +118,7 @@ impl Component {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reason {
     /// Stable code, e.g. `gpu_temperature_high`, `xid_fatal`, `row_remap_pending`.
-    pub code: String,
+    pub code: crate::ReasonCode,
     /// Component it counts against.
     pub component: Component,
     /// GPU index, where it concerns one GPU.

@@ -58,7 +58,7 @@ impl StageError {
     }
 }
 
-impl crate::cli::ToolError for StageError {
+impl crate::ToolError for StageError {
     fn exit(&self) -> Exit {
         StageError::exit(self)
     }

@@ -234,6 +234,75 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
+/// The one clock-skew check every tool applies to record times: a record stamped more than
+/// `max` ahead of this host's clock is refused. Record time only moves forward in the tools
+/// that keep timers and breakers on it, so one such record would make every later record of
+/// its node out of order, and hold every timer and silence hostage until the real time caught
+/// up. The clock is read only when a record is ahead of the last reading by more than `max`,
+/// so the check costs a comparison per record. `max` of zero turns it off.
+#[derive(Debug, Clone)]
+pub struct SkewGuard {
+    max: Duration,
+    clock: fn() -> Timestamp,
+    /// The clock's last reading.
+    wall: Timestamp,
+}
+
+/// A record stamped too far ahead of this host's clock.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "ts {ts} is {} ahead of this host's clock (max_clock_skew {})",
+    humantime::format_duration(*.ahead),
+    humantime::format_duration(*.max)
+)]
+pub struct SkewError {
+    /// The record's time.
+    pub ts: Timestamp,
+    /// How far ahead it is, whole seconds.
+    pub ahead: Duration,
+    /// The allowed skew.
+    pub max: Duration,
+}
+
+impl SkewGuard {
+    /// A guard on the system clock.
+    pub fn new(max: Duration) -> Self {
+        SkewGuard {
+            max,
+            clock: Timestamp::now,
+            wall: Timestamp(i64::MIN),
+        }
+    }
+
+    /// Replaces the clock (tests, a replayed or simulated clock).
+    pub fn with_clock(mut self, clock: fn() -> Timestamp) -> Self {
+        self.clock = clock;
+        self.wall = Timestamp(i64::MIN);
+        self
+    }
+
+    /// The allowed skew.
+    pub fn max(&self) -> Duration {
+        self.max
+    }
+
+    /// Refuses `ts` when it is more than the allowed skew ahead of the clock.
+    pub fn check(&mut self, ts: Timestamp) -> Result<(), SkewError> {
+        if self.max.is_zero() || ts <= self.wall.add(self.max) {
+            return Ok(());
+        }
+        self.wall = (self.clock)();
+        if ts <= self.wall.add(self.max) {
+            return Ok(());
+        }
+        Err(SkewError {
+            ts,
+            ahead: Duration::from_secs(ts.since(self.wall).as_secs()),
+            max: self.max,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,5 +373,39 @@ mod tests {
     fn rejects_non_utc_offsets_and_garbage() {
         assert!(Timestamp::parse("2026-11-28T16:54:11+02:00").is_err());
         assert!(Timestamp::parse("yesterday").is_err());
+    }
+
+    const NOON: Timestamp = Timestamp(1_795_867_200_000); // 2026-11-28T12:00:00Z
+
+    #[test]
+    fn skew_guard_refuses_a_record_too_far_ahead_and_names_both_durations() {
+        let mut g = SkewGuard::new(Duration::from_secs(300)).with_clock(|| NOON);
+        assert!(g.check(NOON.add(Duration::from_secs(300))).is_ok());
+        let e = g.check(NOON.add(Duration::from_secs(3600))).unwrap_err();
+        assert_eq!(e.ahead, Duration::from_secs(3600));
+        assert_eq!(
+            e.to_string(),
+            "ts 2026-11-28T13:00:00.000Z is 1h ahead of this host's clock (max_clock_skew 5m)"
+        );
+    }
+
+    #[test]
+    fn skew_guard_accepts_past_records_and_is_off_at_zero() {
+        let mut g = SkewGuard::new(Duration::from_secs(300)).with_clock(|| NOON);
+        assert!(g.check(Timestamp(0)).is_ok());
+        let mut off = SkewGuard::new(Duration::ZERO).with_clock(|| NOON);
+        assert!(off.check(Timestamp(i64::MAX)).is_ok());
+    }
+
+    #[test]
+    fn skew_guard_reads_the_clock_again_when_a_record_is_ahead_of_the_last_reading() {
+        use std::sync::atomic::{AtomicI64, Ordering};
+        static NOW: AtomicI64 = AtomicI64::new(1_795_867_200_000);
+        let mut g = SkewGuard::new(Duration::from_secs(60))
+            .with_clock(|| Timestamp(NOW.load(Ordering::SeqCst)));
+        let later = NOON.add(Duration::from_secs(600));
+        assert!(g.check(later).is_err());
+        NOW.store(later.0, Ordering::SeqCst);
+        assert!(g.check(later).is_ok(), "the host clock caught up");
     }
 }

@@ -1,6 +1,6 @@
 //! `cluster.yaml`: the nodes to watch and how to reach them.
 //!
-//! Parsing goes through `ugro_types::config` so every error names `file:line: field`. Unknown
+//! Parsing goes through `ugro_support::config` so every error names `file:line: field`. Unknown
 //! keys are refused (a typo such as `intervall:` must not silently fall back to a default).
 //! Relative paths in the file are taken relative to the file's own directory, so a cluster
 //! directory can be moved or checked into git as a whole.
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use ugro_types::config::{ConfigError, load_yaml, parse_yaml};
+use ugro_support::config::{ConfigError, load_yaml, parse_yaml};
 
 /// The whole cluster file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

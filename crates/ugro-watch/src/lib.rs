@@ -32,11 +32,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, ValueEnum};
+use ugro_support::config::ConfigError;
+use ugro_support::state::StateError;
 use ugro_types::Exit;
-use ugro_types::config::ConfigError;
 use ugro_types::io::WriteError;
 use ugro_types::stage::StageError;
-use ugro_types::state::StateError;
 
 pub use config::Cluster;
 
@@ -116,8 +116,10 @@ probes, probes_per_s, failures, timeouts, ssh_failures, probe_failures, interval
 interval_max_ms (shortest and longest current node interval), concurrency_limit, in_flight, \
 suspects_in_flight, nodes, nodes_unreachable, pipeline_queue / pipeline_backlog (now), \
 pipeline_queue_max (deepest in the period), pipeline_capacity, pipeline_superseded (samples \
-replaced in the backlog, in all), spooled (notifications the alert stage spooled, in \
-all), stage_state_failures (failed writes of the breaker's or alert's state file in the \
+replaced in the backlog, in all), with --pipeline the alert stage's delivery workers \
+(delivery_queue and spooled: notifications waiting in memory and in the spool now; \
+delivery_failed, delivery_dropped since start; delivery: each receiver's figures, refreshed \
+once per tick), stage_state_failures (failed writes of the breaker's or alert's state file in the \
 period), with --state-dir state_queue, state_writes, state_write_failures, state_superseded, \
 then state_unwritable (true or false) and state_error (the failure, while unwritable), \
 rss_kb. --state-dir keeps, per node, the latest sample, score, breaker state, last alert and \
@@ -204,19 +206,19 @@ pub struct Cli {
 
     /// Period of `stats` records; 0 turns them off, except those saying the state became
     /// unwritable or writable again [default: state.stats_every, 60s].
-    #[arg(long, value_name = "DURATION", value_parser = ugro_types::cli::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = ugro_support::cli::parse_duration)]
     pub stats_every: Option<Duration>,
 
     /// Base interval (busy or degraded nodes) [default: intervals.base, 5s].
-    #[arg(long, value_name = "DURATION", value_parser = ugro_types::cli::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = ugro_support::cli::parse_duration)]
     pub interval: Option<Duration>,
 
     /// Longest interval (idle, healthy nodes) [default: intervals.max, 60s].
-    #[arg(long, value_name = "DURATION", value_parser = ugro_types::cli::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = ugro_support::cli::parse_duration)]
     pub max_interval: Option<Duration>,
 
     /// Per-node poll timeout [default: timeout, 10s].
-    #[arg(long, value_name = "DURATION", value_parser = ugro_types::cli::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = ugro_support::cli::parse_duration)]
     pub timeout: Option<Duration>,
 
     /// Most polls in flight at once [default: concurrency, 64].
@@ -278,7 +280,7 @@ pub struct Cli {
 }
 
 fn parse_tick(s: &str) -> Result<Duration, String> {
-    let d = ugro_types::cli::parse_duration(s)?;
+    let d = ugro_support::cli::parse_duration(s)?;
     if d < Duration::from_millis(10) {
         return Err("--tick must be at least 10ms".into());
     }
@@ -337,7 +339,7 @@ pub enum Error {
     },
 }
 
-impl ugro_types::cli::ToolError for Error {
+impl ugro_types::ToolError for Error {
     fn exit(&self) -> Exit {
         match self {
             Error::Config(e) => e.exit(),

@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    ugro_types::cli::main("ugro-watch", ugro_watch::run)
+    ugro_support::cli::main("ugro-watch", ugro_watch::run)
 }

@@ -904,10 +904,7 @@ impl<'a> Live<'a> {
         put("pipeline_queue_max", self.feed.take_max_depth().into());
         put("pipeline_capacity", self.feed.capacity().into());
         put("pipeline_superseded", self.feed.superseded.into());
-        put(
-            "spooled",
-            self.counters.spooled.load(Ordering::Relaxed).into(),
-        );
+        self.delivery_fields(put);
         let stage = self.counters.stage_state_failures.load(Ordering::Relaxed);
         put(
             "stage_state_failures",
@@ -933,6 +930,21 @@ impl<'a> Live<'a> {
         put("state_unwritable", error.is_some().into());
         if let Some(e) = error {
             put("state_error", e.into());
+        }
+    }
+
+    /// The alert stage's delivery workers: totals, and each receiver's figures.
+    fn delivery_fields(&self, put: &mut impl FnMut(&str, Value)) {
+        let Ok(d) = self.counters.delivery.lock() else {
+            return;
+        };
+        let sum = |f: fn(&ugro_alert::deliver::ReceiverStats) -> u64| d.iter().map(f).sum::<u64>();
+        put("delivery_queue", sum(|r| r.queue_depth as u64).into());
+        put("spooled", sum(|r| r.spooled as u64).into());
+        put("delivery_failed", sum(|r| r.failed).into());
+        put("delivery_dropped", sum(|r| r.dropped).into());
+        if !d.is_empty() {
+            put("delivery", serde_json::to_value(&*d).unwrap_or_default());
         }
     }
 

@@ -17,7 +17,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use ugro_types::state::{StateError, write_atomic};
+use ugro_support::state::{StateError, write_atomic};
 
 /// Writes one file; the real one is [`write_atomic`], tests inject failures.
 pub type Writer = dyn Fn(&Path, &[u8]) -> Result<(), StateError> + Send + Sync;

@@ -22,10 +22,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
-use ugro_types::cli::ToolError;
 use ugro_types::io::{RecordWriter, WriteError};
 use ugro_types::stage::{Chain, Emit, Stage, StageError, peek_kind};
-use ugro_types::{Alert, Exit, HealthState, Kind, Sample, Timestamp, Transition};
+use ugro_types::{Alert, Exit, HealthState, Kind, Sample, Timestamp, ToolError, Transition};
 
 use crate::persist;
 use crate::view::{Annotated, Views, render_table};
@@ -34,14 +33,19 @@ use crate::{Cli, Cluster, Error};
 /// Where the breaker and alert keep their state: next to the watcher's other state when there
 /// is a state directory, else in the user's state directory under names of their own, so a
 /// watcher never shares state files with a separately running shell pipeline.
-fn state_file(flag: &Option<PathBuf>, dir: Option<&Path>, name: &str, fallback: &str) -> PathBuf {
+fn state_file(
+    flag: &Option<PathBuf>,
+    dir: Option<&Path>,
+    name: &str,
+    fallback: &str,
+) -> Result<PathBuf, ugro_support::state::StateError> {
     if let Some(f) = flag {
-        return f.clone();
+        return Ok(f.clone());
     }
-    match dir {
+    Ok(match dir {
         Some(d) => d.join(name),
-        None => ugro_types::state::default_state_dir().join(fallback),
-    }
+        None => ugro_support::state::default_state_dir()?.join(fallback),
+    })
 }
 
 /// Which stage a tapped record came out of.
@@ -64,8 +68,9 @@ pub type Tapped = Arc<Mutex<Vec<(Tap, Vec<u8>)>>>;
 pub struct Counters {
     /// Raw records handled.
     pub records: AtomicU64,
-    /// Notifications the alert stage spooled after failed deliveries.
-    pub spooled: AtomicU64,
+    /// The alert stage's delivery figures per receiver (queue depth, spooled, delivered,
+    /// failed, dropped, superseded, retries, last error), refreshed once per tick.
+    pub delivery: Mutex<Vec<ugro_alert::deliver::ReceiverStats>>,
     /// Failed writes of the breaker's or alert's state file.
     pub stage_state_failures: AtomicU64,
 }
@@ -79,12 +84,17 @@ struct Tee<S> {
     inner: S,
     tap: Tap,
     out: Tapped,
-    /// Reads the stage's own figures after each call.
+    /// Reads the stage's own figures after each tick and at the end.
     probe: Option<Probe<S>>,
 }
 
 impl<S: Stage> Tee<S> {
-    fn call<R>(&mut self, emit: &mut Emit<'_>, f: impl FnOnce(&mut S, &mut Emit<'_>) -> R) -> R {
+    fn call<R>(
+        &mut self,
+        emit: &mut Emit<'_>,
+        probe: bool,
+        f: impl FnOnce(&mut S, &mut Emit<'_>) -> R,
+    ) -> R {
         let out = &self.out;
         let tap = self.tap;
         let mut e = |rec: &[u8]| {
@@ -94,7 +104,7 @@ impl<S: Stage> Tee<S> {
             emit(rec)
         };
         let r = f(&mut self.inner, &mut e);
-        if let Some(p) = &self.probe {
+        if let (true, Some(p)) = (probe, &self.probe) {
             p(&self.inner);
         }
         r
@@ -103,13 +113,13 @@ impl<S: Stage> Tee<S> {
 
 impl<S: Stage> Stage for Tee<S> {
     fn process(&mut self, line: &str, emit: &mut Emit<'_>) -> Result<(), StageError> {
-        self.call(emit, |s, e| s.process(line, e))
+        self.call(emit, false, |s, e| s.process(line, e))
     }
     fn tick(&mut self, now: Timestamp, emit: &mut Emit<'_>) -> Result<(), StageError> {
-        self.call(emit, |s, e| s.tick(now, e))
+        self.call(emit, true, |s, e| s.tick(now, e))
     }
     fn finish(&mut self, emit: &mut Emit<'_>) -> Result<(), StageError> {
-        self.call(emit, |s, e| s.finish(e))
+        self.call(emit, true, |s, e| s.finish(e))
     }
     fn persist(&mut self) -> Result<(), StageError> {
         self.inner.persist()
@@ -143,7 +153,7 @@ pub fn scorer(cli: &Cli, cluster: &Cluster) -> Result<Stages, Error> {
     Ok(Stages::Scorer(Box::new(ugro_score::Scorer::new(cfg))))
 }
 
-/// Builds the chain and its tap; the alert stage's spool count goes to `counters`.
+/// Builds the chain and its tap; the alert stage's delivery figures go to `counters`.
 pub fn build(
     cli: &Cli,
     cluster: &Cluster,
@@ -166,20 +176,24 @@ pub fn build(
         state_dir,
         "breaker.json",
         "watch-breaker.json",
-    );
+    )?;
     let alert_state = state_file(
         &cli.alert_state,
         state_dir,
         "alert.json",
         "watch-alert.json",
-    );
+    )?;
     let breaker = ugro_breaker::BreakerStage::open(breaker_cfg, &breaker_state)
         .map_err(setup("ugro-breaker"))?;
     let alert =
         ugro_alert::AlertStage::open(alert_cfg, &alert_state).map_err(setup("ugro-alert"))?;
     let tapped: Tapped = Arc::new(Mutex::new(Vec::new()));
     let c = counters.clone();
-    let spooled = move |a: &ugro_alert::AlertStage| c.spooled.store(a.spooled(), Ordering::Relaxed);
+    let delivery = move |a: &ugro_alert::AlertStage| {
+        if let Ok(mut d) = c.delivery.lock() {
+            *d = a.delivery_stats();
+        }
+    };
     let stages: Vec<(&'static str, Box<dyn Stage + Send>)> = vec![
         (
             "ugro-score",
@@ -196,7 +210,7 @@ pub fn build(
         ),
         (
             "ugro-alert",
-            Box::new(tee(alert, Tap::Alert, &tapped, Some(Box::new(spooled)))),
+            Box::new(tee(alert, Tap::Alert, &tapped, Some(Box::new(delivery)))),
         ),
     ];
     Ok(Stages::Chain(Chain::new(stages), tapped))

@@ -29,7 +29,11 @@ impl Tmpfs {
             .arg(at)
             .status()
             .ok()?;
-        st.success().then(|| Tmpfs(at.to_owned()))
+        // Filling must only ever hit the small mount, never the disk under it.
+        use std::os::unix::fs::MetadataExt;
+        let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+        let mounted = st.success() && dev(at) != at.parent().and_then(dev);
+        mounted.then(|| Tmpfs(at.to_owned()))
     }
 }
 

@@ -40,7 +40,7 @@ impl H {
         }
     }
     fn feed(&mut self, line: &str) -> Vec<Notification> {
-        let rec: Input<'_> = serde_json::from_str(line).unwrap();
+        let rec = Input::parse(line).unwrap();
         let mut out = Out::default();
         self.e.observe(&rec, &mut out);
         out.notifications
@@ -373,14 +373,48 @@ fn resolve_timeout_resolves_alerts_no_record_confirms() {
     );
 }
 
+fn am_cfg(urls: &str, resend: &str) -> AlertConfig {
+    cfg(&format!(
+        "route:\n  receiver: am\nreceivers:\n  - name: am\n    alertmanager: {{urls: [{urls}], resend_interval: {resend}}}\n"
+    ))
+}
+
+impl H {
+    fn am_feed(&mut self, line: &str) -> Vec<AmBatch> {
+        let rec = Input::parse(line).unwrap();
+        let mut out = Out::default();
+        self.e.observe(&rec, &mut out);
+        out.am
+    }
+    fn am_at(&mut self, s: i64) -> Vec<AmBatch> {
+        let mut out = Out::default();
+        self.e.advance(Timestamp(T0 + s * 1000), &mut out);
+        out.am
+    }
+    fn answer(&mut self, batches: &[AmBatch], ok: &[&str]) {
+        for b in batches {
+            let r = if ok.contains(&b.url.as_str()) {
+                AmResult::Accepted
+            } else {
+                AmResult::Failed
+            };
+            self.e.am_result(b, r);
+        }
+    }
+}
+
+fn urls(bs: &[AmBatch]) -> Vec<&str> {
+    bs.iter().map(|b| b.url.as_str()).collect()
+}
+
+const A: &str = "http://a:9093";
+const B: &str = "http://b:9093";
+
 #[test]
 fn alertmanager_receiver_resends_firing_alerts_with_prometheus_ends_at() {
-    let c = cfg(
-        "route:\n  receiver: am\nreceivers:\n  - name: am\n    alertmanager: {urls: ['http://127.0.0.1:9093'], resend_interval: 1m}\n",
-    );
-    let mut h = H::new(c);
+    let mut h = H::new(am_cfg("'http://a:9093'", "1m"));
     let l1 = sample("n1", 0, "degraded", "");
-    let rec: Input<'_> = serde_json::from_str(&l1).unwrap();
+    let rec = Input::parse(&l1).unwrap();
     let mut out = Out::default();
     h.e.observe(&rec, &mut out);
     assert!(
@@ -394,62 +428,109 @@ fn alertmanager_receiver_resends_firing_alerts_with_prometheus_ends_at() {
         Some(Timestamp(T0 + 240_000)),
         "now + 4 x resend_interval"
     );
-    h.e.am_result(&[(&out.am[0], true)]);
-    let mut out = Out::default();
-    h.e.advance(Timestamp(T0 + 30_000), &mut out);
-    assert!(out.am.is_empty(), "not yet due");
-    h.e.advance(Timestamp(T0 + 60_000), &mut out);
-    assert_eq!(out.am[0].alerts[0].ends_at, Some(Timestamp(T0 + 300_000)));
-    h.e.am_result(&[(&out.am[0], true)]);
-    let l2 = sample("n1", 70, "healthy", "");
-    let rec: Input<'_> = serde_json::from_str(&l2).unwrap();
-    let mut out = Out::default();
-    h.e.observe(&rec, &mut out);
-    let a = &out.am[0].alerts[0];
+    h.answer(&out.am, &[A]);
+    assert!(h.am_at(30).is_empty(), "not yet due");
+    let b = h.am_at(60);
+    assert_eq!(b[0].alerts[0].ends_at, Some(Timestamp(T0 + 300_000)));
+    h.answer(&b, &[A]);
+    let b = h.am_feed(&sample("n1", 70, "healthy", ""));
+    let a = &b[0].alerts[0];
     assert_eq!(a.status, AlertStatus::Resolved);
     assert_eq!(
         a.ends_at,
         Some(Timestamp(T0 + 70_000)),
         "resolved with its resolve time"
     );
-    assert_eq!(h.e.alerts().count(), 1, "kept until delivered");
-    h.e.am_result(&[(&out.am[0], true)]);
+    h.answer(&b, &[A]);
+    assert_eq!(h.e.alerts().count(), 1, "kept for the resolved retention");
+}
+
+#[test]
+fn resolved_alerts_are_resent_for_fifteen_minutes_like_prometheus() {
+    let mut h = H::new(am_cfg("'http://a:9093'", "1m"));
+    let b = h.am_feed(&sample("n1", 0, "critical", ""));
+    h.answer(&b, &[A]);
+    let b = h.am_feed(&sample("n1", 10, "healthy", ""));
+    h.answer(&b, &[A]);
+    let mut resent = 0;
+    for s in (11..=10 + 15 * 60).step_by(10) {
+        let b = h.am_at(s);
+        for x in &b {
+            assert_eq!(x.alerts[0].status, AlertStatus::Resolved);
+            assert_eq!(x.alerts[0].ends_at, Some(Timestamp(T0 + 10_000)));
+        }
+        resent += b.len();
+        h.answer(&b, &[A]);
+    }
+    assert_eq!(resent, 14, "once per resend interval within the retention");
+    assert!(h.am_at(10 + 15 * 60 + 5).is_empty());
+    assert_eq!(h.e.alerts().count(), 0, "forgotten after the retention");
+}
+
+#[test]
+fn a_resolve_one_instance_missed_goes_to_that_instance_until_it_accepts_it() {
+    let mut h = H::new(am_cfg("'http://a:9093', 'http://b:9093'", "1m"));
+    let b = h.am_feed(&sample("n1", 0, "critical", ""));
+    assert_eq!(urls(&b), [A, B], "one batch per instance");
+    h.answer(&b, &[A, B]);
+    let b = h.am_feed(&sample("n1", 10, "healthy", ""));
+    assert_eq!(urls(&b), [A, B]);
+    h.answer(&b, &[A]);
+    assert!(
+        h.am_at(40).is_empty(),
+        "no retry on every record during an outage"
+    );
+    let b = h.am_at(70);
+    assert_eq!(
+        urls(&b),
+        [A, B],
+        "A by the retention resend, B because it missed it"
+    );
+    let missed = b.iter().find(|x| x.url == B).unwrap();
+    assert_eq!(missed.alerts[0].status, AlertStatus::Resolved);
+    assert_eq!(missed.alerts[0].ends_at, Some(Timestamp(T0 + 10_000)));
+    h.answer(&b, &[A, B]);
+    assert!(h.am_at(80).is_empty(), "both have it now");
+}
+
+#[test]
+fn a_resolve_is_resent_past_the_retention_while_the_instance_may_still_hold_it_firing() {
+    // resend 5m: an instance's copy of a firing alert lives 20 min, past the 15 min retention.
+    let mut h = H::new(am_cfg("'http://a:9093', 'http://b:9093'", "5m"));
+    let b = h.am_feed(&sample("n1", 0, "critical", ""));
+    h.answer(&b, &[A, B]);
+    let b = h.am_feed(&sample("n1", 10, "healthy", ""));
+    h.answer(&b, &[A]);
+    let mut late = Vec::new();
+    for s in (20..=25 * 60).step_by(20) {
+        let b = h.am_at(s);
+        if s > 10 + 15 * 60 {
+            late.extend(urls(&b).into_iter().map(str::to_owned));
+        }
+        h.answer(&b, &[A]);
+    }
+    assert_eq!(
+        late,
+        [B],
+        "only B, and only until its copy (endsAt 20m) expired"
+    );
     assert_eq!(h.e.alerts().count(), 0);
 }
 
 #[test]
-fn a_resolve_alertmanager_did_not_take_is_sent_again_at_the_next_resend() {
-    let c = cfg(
-        "route:\n  receiver: am\nreceivers:\n  - name: am\n    alertmanager: {urls: ['http://127.0.0.1:9'], resend_interval: 1m}\n",
-    );
-    let mut h = H::new(c);
-    let observe = |h: &mut H, line: &str| {
-        let rec: Input<'_> = serde_json::from_str(line).unwrap();
-        let mut out = Out::default();
-        h.e.observe(&rec, &mut out);
-        out
-    };
-    let out = observe(&mut h, &sample("n1", 0, "critical", ""));
-    h.e.am_result(&[(&out.am[0], true)]);
-    let out = observe(&mut h, &sample("n1", 10, "healthy", ""));
-    assert_eq!(out.am[0].alerts[0].status, AlertStatus::Resolved);
-    h.e.am_result(&[(&out.am[0], false)]);
-    let mut out = Out::default();
-    h.e.advance(Timestamp(T0 + 30_000), &mut out);
+fn a_change_made_while_a_batch_is_in_flight_goes_out_after_its_result() {
+    let mut h = H::new(am_cfg("'http://a:9093'", "1m"));
+    let first = h.am_feed(&sample("n1", 0, "critical", ""));
     assert!(
-        out.am.is_empty(),
-        "no retry on every record during an outage"
+        h.am_feed(&sample("n1", 5, "healthy", "")).is_empty(),
+        "one batch in flight"
     );
-    h.e.advance(Timestamp(T0 + 71_000), &mut out);
-    assert_eq!(out.am.len(), 1, "retried at the next resend");
-    let a = &out.am[0].alerts[0];
-    assert_eq!(a.status, AlertStatus::Resolved);
-    assert_eq!(a.ends_at, Some(Timestamp(T0 + 10_000)));
-    h.e.am_result(&[(&out.am[0], true)]);
-    assert_eq!(h.e.alerts().count(), 0);
+    assert!(h.e.am_in_flight());
+    h.answer(&first, &[A]);
     let mut out = Out::default();
-    h.e.advance(Timestamp(T0 + 200_000), &mut out);
-    assert!(out.am.is_empty());
+    h.e.am_flush(&mut out);
+    assert_eq!(out.am.len(), 1);
+    assert_eq!(out.am[0].alerts[0].status, AlertStatus::Resolved);
 }
 
 #[test]

@@ -59,3 +59,150 @@ pub fn make_executable(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+/// What the test HTTP server does with a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Accepts and closes at once.
+    Close,
+    /// Answers 200.
+    Ok,
+    /// Reads the request and never answers (until the server is dropped).
+    Hang,
+    /// Answers with this status.
+    Status(u16),
+}
+
+/// A small HTTP server on a loopback port that records what it is sent:
+/// `(X-Ugro-Notification-Id, body)`.
+pub struct Server {
+    pub got: std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
+    pub mode: std::sync::Arc<std::sync::Mutex<Mode>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub port: u16,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+fn read_request(c: &std::net::TcpStream) -> Option<(String, Vec<u8>)> {
+    use std::io::{BufRead, Read};
+    let mut r = std::io::BufReader::new(c.try_clone().ok()?);
+    let mut len = 0usize;
+    let mut id = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let t = line.trim_end();
+        if t.is_empty() {
+            break;
+        }
+        let lower = t.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            len = v.trim().parse().ok()?;
+        }
+        if lower.starts_with("x-ugro-notification-id:") {
+            id = t.split(':').nth(1)?.trim().to_owned();
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).ok()?;
+    Some((id, body))
+}
+
+impl Server {
+    pub fn start(port: u16, mode: Mode) -> Server {
+        use std::io::Write;
+        use std::sync::atomic::Ordering;
+        let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mode = std::sync::Arc::new(std::sync::Mutex::new(mode));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (g, m, s) = (got.clone(), mode.clone(), stop.clone());
+        let handle = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !s.load(Ordering::Relaxed) {
+                let Ok((c, _)) = l.accept() else {
+                    continue;
+                };
+                if s.load(Ordering::Relaxed) {
+                    break;
+                }
+                let mode = *m.lock().unwrap();
+                if mode == Mode::Close {
+                    drop(c);
+                    continue;
+                }
+                if mode == Mode::Hang {
+                    // Accepted, and never answered.
+                    held.push(c);
+                    continue;
+                }
+                let g = g.clone();
+                std::thread::spawn(move || {
+                    let mut c = c;
+                    let Some((id, body)) = read_request(&c) else {
+                        return;
+                    };
+                    let status = match mode {
+                        Mode::Status(code) => code,
+                        _ => 200,
+                    };
+                    if status == 200 {
+                        g.lock()
+                            .unwrap()
+                            .push((id, serde_json::from_slice(&body).unwrap()));
+                    }
+                    let head = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                    let _ = c.write_all(head.as_bytes());
+                });
+            }
+        });
+        Server {
+            got,
+            mode,
+            stop,
+            port,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn set(&self, mode: Mode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+
+    pub fn got(&self) -> Vec<(String, serde_json::Value)> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Wakes the blocking accept.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Entries in a spool directory.
+pub fn spooled(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| {
+        d.filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        })
+        .count()
+    })
+}
+
+/// Asserts that a run exited 0 and returns its stderr.
+pub fn succeeded(out: &Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    err
+}

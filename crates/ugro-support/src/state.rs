@@ -8,17 +8,27 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::Exit;
+use ugro_types::{Exit, ToolError};
 
 /// A state file problem.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
+    /// The shared fallback state directory is not private to this user. It is left untouched.
+    #[error(
+        "state directory {path} is not private: {why}; refusing to use it (someone else may have created it). Set XDG_STATE_HOME or HOME, pass --state, or remove it"
+    )]
+    NotPrivate {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
     /// Creating, locking, reading or writing failed.
     #[error("state file {path}: {source}")]
     Io {
@@ -56,16 +66,18 @@ pub enum StateError {
 }
 
 impl StateError {
-    /// 78 for a file that cannot be used as it is, 74 for I/O.
+    /// 78 for a file or directory that cannot be used as it is, 74 for I/O.
     pub fn exit(&self) -> Exit {
         match self {
             StateError::Io { .. } => Exit::IoErr,
-            StateError::Corrupt { .. } | StateError::Version { .. } => Exit::Config,
+            StateError::Corrupt { .. }
+            | StateError::Version { .. }
+            | StateError::NotPrivate { .. } => Exit::Config,
         }
     }
 }
 
-impl crate::cli::ToolError for StateError {
+impl ToolError for StateError {
     fn exit(&self) -> Exit {
         StateError::exit(self)
     }
@@ -91,19 +103,60 @@ pub struct StateLock {
     _lock: File,
 }
 
-/// The default directory for a tool's state: `$XDG_STATE_HOME/ugro`, else `~/.local/state/ugro`,
-/// else `/tmp/ugro-<uid>` (a user without a home directory still gets a private place).
-pub fn default_state_dir() -> PathBuf {
+/// The default directory for a tool's state: `$XDG_STATE_HOME/ugro`, else
+/// `$HOME/.local/state/ugro`, else `ugro-<uid>` in the temporary directory (`$TMPDIR`, else
+/// `/tmp`), so that a user without a home directory still gets a place that survives runs.
+///
+/// That last one has a name anyone can predict, in space anyone can write, so it is created
+/// atomically with mode 0700 and refused ([`StateError::NotPrivate`]) unless it is a real
+/// directory owned by this user and closed to group and other: another user who created it
+/// first could otherwise plant state, or spool entries that would be delivered with this
+/// user's credentials.
+pub fn default_state_dir() -> Result<PathBuf, StateError> {
     if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d).join("ugro");
+        return Ok(PathBuf::from(d).join("ugro"));
     }
     if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-        return PathBuf::from(h).join(".local/state/ugro");
+        return Ok(PathBuf::from(h).join(".local/state/ugro"));
     }
-    let uid = std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
-        .unwrap_or(0);
-    PathBuf::from(format!("/tmp/ugro-{uid}"))
+    let uid = rustix::process::geteuid().as_raw();
+    let dir = std::env::temp_dir().join(format!("ugro-{uid}"));
+    private_dir(&dir, uid)?;
+    Ok(dir)
+}
+
+/// Creates `dir` with mode 0700 unless it exists, then checks that it is a directory (not a
+/// link to one) owned by `uid` with no permission bits for group or other.
+pub fn private_dir(dir: &Path, uid: u32) -> Result<(), StateError> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io_err(dir)(e)),
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(io_err(dir))?;
+    let refuse = |why: String| {
+        Err(StateError::NotPrivate {
+            path: dir.to_owned(),
+            why,
+        })
+    };
+    if !meta.file_type().is_dir() {
+        return refuse("not a directory (a symbolic link or another file is in its place)".into());
+    }
+    if meta.uid() != uid {
+        return refuse(format!(
+            "owned by uid {}, not by this user (uid {uid})",
+            meta.uid()
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return refuse(format!(
+            "mode {mode:04o} lets group or other in (want 0700)"
+        ));
+    }
+    Ok(())
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
@@ -266,8 +319,12 @@ fn open_lock_file(path: &Path) -> Result<(File, PathBuf), StateError> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty() && !d.exists())
     {
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        // Created with the mode rather than chmod-ed after, so it is never open to others.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err(dir))?;
     }
     let lock_path = sidecar(path);
     let lock = OpenOptions::new()
@@ -348,5 +405,79 @@ mod tests {
             l.read::<Vec<u32>>("t", 1).unwrap_err(),
             StateError::Version { .. }
         ));
+    }
+
+    fn my_uid() -> u32 {
+        rustix::process::geteuid().as_raw()
+    }
+
+    /// A directory someone made before the tool ran, with `mode`.
+    fn precreated(parent: &Path, mode: u32) -> PathBuf {
+        let dir = parent.join("ugro-test");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_missing_fallback_directory_is_created_private() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("ugro-test");
+        private_dir(&dir, my_uid()).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        private_dir(&dir, my_uid()).unwrap();
+    }
+
+    #[test]
+    fn a_precreated_world_writable_directory_is_refused_by_name() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = precreated(d.path(), 0o777);
+        let e = private_dir(&dir, my_uid()).unwrap_err();
+        assert!(matches!(e, StateError::NotPrivate { .. }), "{e}");
+        assert_eq!(e.exit(), Exit::Config);
+        let msg = e.to_string();
+        assert!(msg.contains(&dir.display().to_string()), "{msg}");
+        assert!(msg.contains("0777"), "{msg}");
+    }
+
+    #[test]
+    fn a_group_readable_directory_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = precreated(d.path(), 0o750);
+        assert!(private_dir(&dir, my_uid()).is_err());
+    }
+
+    #[test]
+    fn a_directory_owned_by_another_user_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("ugro-test");
+        private_dir(&dir, my_uid()).unwrap();
+        // The same 0700 directory, judged for a user who does not own it.
+        let other = my_uid().wrapping_add(1);
+        let msg = private_dir(&dir, other).unwrap_err().to_string();
+        assert!(msg.contains("owned by uid"), "{msg}");
+    }
+
+    #[test]
+    fn a_symbolic_link_in_place_of_the_directory_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("elsewhere");
+        private_dir(&target, my_uid()).unwrap();
+        let link = d.path().join("ugro-test");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let msg = private_dir(&link, my_uid()).unwrap_err().to_string();
+        assert!(msg.contains("not a directory"), "{msg}");
+    }
+
+    #[test]
+    fn parents_of_a_new_state_file_are_created_private() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a/b/state.json");
+        StateLock::acquire(&p).unwrap();
+        for dir in [d.path().join("a"), d.path().join("a/b")] {
+            let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", dir.display());
+        }
     }
 }

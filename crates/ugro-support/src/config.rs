@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
-use crate::Exit;
+use ugro_types::{Exit, ToolError};
 
 /// A configuration file that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +54,7 @@ impl ConfigError {
     }
 }
 
-impl crate::cli::ToolError for ConfigError {
+impl ToolError for ConfigError {
     fn exit(&self) -> Exit {
         ConfigError::exit(self)
     }

@@ -6,13 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::Exit;
-
-/// An error that knows its exit status. Every tool library's error type implements it.
-pub trait ToolError: std::error::Error {
-    /// The exit status for this error. [`Exit::Ok`] means "stop quietly" (closed stdout).
-    fn exit(&self) -> Exit;
-}
+use ugro_types::{Exit, ToolError};
 
 /// Parses the command line; help and version print and succeed, anything else is a usage
 /// error (status 64, not clap's default 2, so one table holds for every tool).
