@@ -25,7 +25,7 @@ use crate::config::{Cluster, NodeConf, TransportConf};
 use crate::link::{LocalProbe, PollError, find_local_probe, spec_for};
 use crate::persist::{self, Persister};
 use crate::pipeline::{self, Feed, Feedback, Key, Msg, Output, Processor, Stages};
-use crate::poll::{Done, Timing, Transport, accept_reply, active, start_worker, unreachable_line};
+use crate::poll::{Done, Timing, Transport, accept_reply, start_worker, unreachable_line};
 use crate::sched::{CycleSummary, Outcome, SchedConf, Scheduler};
 use crate::view::Views;
 
@@ -222,6 +222,8 @@ struct Live<'a> {
     busy: HashSet<String>,
     file_active: bool,
     stopping: bool,
+    /// Stopping because of a signal (a terminal's Ctrl-C ends the ssh masters too).
+    signalled: bool,
     feed: &'a mut Feed,
     counters: Arc<pipeline::Counters>,
     state: Option<&'a persist::Counters>,
@@ -414,11 +416,15 @@ async fn live(
             }
             Wake::Timer => {}
             Wake::Control(Control::Reload) => w.reload(),
-            Wake::Control(Control::Stop) if w.stopping => {
+            Wake::Control(Control::Stop) if w.signalled => {
                 forced = true;
                 break;
             }
-            Wake::Control(Control::Stop) | Wake::PipelineGone => w.stopping = true,
+            Wake::Control(Control::Stop) => {
+                w.stopping = true;
+                w.signalled = true;
+            }
+            Wake::PipelineGone => w.stopping = true,
             Wake::Jobs(b) => {
                 if let Some(b) = b.filter(|b| !b.contains("\0failed")) {
                     apply_busy(&mut w, b);
@@ -482,6 +488,7 @@ impl<'a> Live<'a> {
             busy: HashSet::new(),
             file_active: false,
             stopping: false,
+            signalled: false,
             feed,
             counters: Arc::default(),
             state: None,
@@ -514,7 +521,6 @@ impl<'a> Live<'a> {
             self.feed.send(Msg::Line {
                 key: Some(Key::Tick),
                 line: tick_line(wall),
-                sample: None,
             });
         }
         let mut wake = t.tick.min(t.activity);
@@ -704,19 +710,18 @@ impl<'a> Live<'a> {
         };
         rt.replies += 1;
         let (name, line_no) = (rt.name.clone(), rt.replies);
+        let util = self.cluster.activity.gpu_utilization_pct;
         let result = d.result.and_then(|l| {
-            accept_reply(&name, &l).map_err(|cause| {
+            accept_reply(&name, &l, util).map_err(|cause| {
                 ugro_types::io::report_bad_line("ugro-watch", line_no, &format!("{name}: {cause}"));
                 PollError::Probe(cause)
             })
         });
         self.stats.probes += 1;
-        let util = self.cluster.activity.gpu_utilization_pct;
-        let (line, sample, err) = match result {
-            Ok((l, s)) => (l, Some(Box::new(s)), None),
-            Err(e) => (unreachable_line(&name, wall, &e), None, Some(e)),
+        let (line, busy, err) = match result {
+            Ok((l, busy)) => (l, busy, None),
+            Err(e) => (unreachable_line(&name, wall, &e), false, Some(e)),
         };
-        let busy = sample.as_deref().is_some_and(|s| active(s, util));
         if let Some(e) = &err {
             self.count_failure(&name, e);
         }
@@ -736,13 +741,12 @@ impl<'a> Live<'a> {
         let (sched_idx, removed) = (rt.sched, rt.removed);
         // A terminal's Ctrl-C also reaches the ssh control masters (same process group), so
         // SSH failures of polls in flight at shutdown say nothing about the node.
-        let shutdown_noise = self.stopping && matches!(err, Some(PollError::Ssh(_)));
+        let shutdown_noise = self.signalled && matches!(err, Some(PollError::Ssh(_)));
         self.sched.done(sched_idx, outcome, now);
         if !removed && !shutdown_noise {
             self.feed.send(Msg::Line {
                 key: Some(Key::Sample(name)),
                 line,
-                sample,
             });
         }
     }
@@ -800,11 +804,7 @@ impl<'a> Live<'a> {
                 cause: format!("state not written, monitoring goes on: {cause}"),
             };
             if let Ok(line) = serde_json::to_string(&rec) {
-                self.feed.send(Msg::Line {
-                    key: None,
-                    line,
-                    sample: None,
-                });
+                self.feed.send(Msg::Line { key: None, line });
             }
         }
         self.send_stats(now, wall);
@@ -845,7 +845,6 @@ impl<'a> Live<'a> {
             self.feed.send(Msg::Line {
                 key: Some(Key::Stats),
                 line,
-                sample: None,
             });
         }
     }

@@ -24,10 +24,16 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use ugro_types::io::{RecordWriter, WriteError};
 use ugro_types::stage::{Chain, Emit, Stage, StageError, peek_kind};
-use ugro_types::{Alert, Exit, HealthState, Kind, Sample, Timestamp, ToolError, Transition};
+use ugro_types::view::{AlertView, BreakerView, RecordView, SampleView, TransitionView};
+use ugro_types::{Exit, HealthState, Kind, Score, Timestamp, ToolError};
+
+/// A scored line: its header and score.
+type Scored<'a> = RecordView<'a, Score, serde::de::IgnoredAny>;
+/// A line the breaker annotated: its header and annotation.
+type Annotated<'a> = RecordView<'a, serde::de::IgnoredAny, BreakerView>;
 
 use crate::persist;
-use crate::view::{Annotated, Views, render_table};
+use crate::view::{Views, render_table};
 use crate::{Cli, Cluster, Error};
 
 /// Where the breaker and alert keep their state: next to the watcher's other state when there
@@ -266,10 +272,6 @@ pub enum Msg {
         key: Option<Key>,
         /// The record.
         line: String,
-        /// The sample the live loop already decoded (for the activity it shows), if it is one:
-        /// in raw mode the scorer scores this copy instead of parsing the line again. With
-        /// `--pipeline` the line goes through the stages as text, like any other.
-        sample: Option<Box<Sample>>,
     },
     /// The table's rows, in cluster-file order.
     Nodes(Vec<String>),
@@ -537,15 +539,11 @@ impl Processor {
 
     fn handle(&mut self, msg: Msg, seq: &mut u64) -> Result<(), StageError> {
         match msg {
-            Msg::Line { line, sample, .. } => {
+            Msg::Line { line, .. } => {
                 *seq += 1;
                 self.line(*seq);
                 let mut sink = |_: &[u8]| Ok(());
-                let r = match (sample, &self.stages) {
-                    (Some(s), Stages::Scorer(_)) => self.raw_sample(&line, *s),
-                    _ => ugro_types::stage::step(self, &line, &mut sink),
-                };
-                match r {
+                match ugro_types::stage::step(self, &line, &mut sink) {
                     Err(StageError::Reject(cause)) => {
                         ugro_types::io::report_bad_line("ugro-watch", *seq, &cause);
                         Ok(())
@@ -590,43 +588,27 @@ impl Processor {
         }
     }
 
-    /// Takes in a record a stage emitted (or, in raw mode, the scored sample).
+    /// Takes in a record a stage emitted.
     fn observe(&mut self, tap: Tap, rec: &[u8]) {
         let Ok(text) = std::str::from_utf8(rec) else {
             return;
         };
         match (tap, peek_kind(text)) {
             (Tap::Score, Some(Kind::Sample)) => {
-                if let Ok(s) = serde_json::from_str::<Sample>(text) {
-                    self.observe_sample(&s, text);
+                if let (Ok(s), Ok(r)) = (SampleView::parse(text), Scored::parse(text)) {
+                    self.observe_sample(&s, r.score, text);
                 }
             }
             (Tap::Breaker, Some(Kind::Sample)) => {
-                if let Ok(Annotated { breaker: Some(a) }) = serde_json::from_str::<Annotated>(text)
-                    && let Ok(h) = ugro_types::parse_header(text)
+                if let Ok(r) = Annotated::parse(text)
+                    && let Some(a) = &r.breaker
                 {
-                    self.views.node_mut(&h.node).observe_annotation(&a);
+                    self.views.node_mut(&r.node).observe_annotation(a);
                 }
             }
-            (Tap::Breaker, Some(Kind::Transition)) => {
-                let Ok(t) = serde_json::from_str::<Transition>(text) else {
-                    return;
-                };
-                self.views.node_mut(&t.node).observe_transition(&t);
-                let until = match t.to {
-                    ugro_types::BreakerState::Open | ugro_types::BreakerState::ForcedOpen => {
-                        Some(t.next_trial_at.unwrap_or(Timestamp(i64::MAX)))
-                    }
-                    _ => None,
-                };
-                self.tell(Feedback::Hold {
-                    node: t.node,
-                    until,
-                });
-            }
+            (Tap::Breaker, Some(Kind::Transition)) => self.observe_transition(text),
             (Tap::Alert, Some(Kind::Alert)) => {
-                if let Ok(a) = serde_json::from_str::<Alert>(text)
-                    && a.node != "*"
+                if let Ok(a) = AlertView::parse(text)
                     && self.views.get(&a.node).is_some()
                 {
                     self.views.node_mut(&a.node).observe_alert(&a);
@@ -636,30 +618,35 @@ impl Processor {
         }
     }
 
-    /// A scored sample: the node's view, and its state for the scheduler.
-    fn observe_sample(&mut self, s: &Sample, text: &str) {
+    /// A breaker transition: the node's view, and its hold for the scheduler.
+    fn observe_transition(&mut self, text: &str) {
+        let (Ok(h), Ok(t)) = (ugro_types::parse_header(text), TransitionView::parse(text)) else {
+            return;
+        };
+        self.views.node_mut(&h.node).observe_transition(&t);
+        let open = matches!(
+            t.to,
+            Some(ugro_types::BreakerState::Open | ugro_types::BreakerState::ForcedOpen)
+        );
+        let until = open.then(|| t.next_trial_at.unwrap_or(Timestamp(i64::MAX)));
+        self.tell(Feedback::Hold {
+            node: h.node.into_owned(),
+            until,
+        });
+    }
+
+    /// A sample and its score: the node's view, and its state for the scheduler.
+    fn observe_sample(&mut self, s: &SampleView<'_>, score: Option<Score>, text: &str) {
         self.now = self.now.max(s.ts);
         let (history, keep) = (self.views.history, self.views.keep_raw);
         let v = self.views.node_mut(&s.node);
-        v.observe_sample(s, text, history, keep);
+        v.observe_sample(s, score, text, history, keep);
         if let Some(state) = v.health() {
             self.tell(Feedback::Health {
-                node: s.node.clone(),
+                node: s.node.clone().into_owned(),
                 state,
             });
         }
-    }
-
-    /// Raw mode, a sample the live loop decoded: scored as decoded (the scorer's rules are
-    /// the same for a decoded sample and a line), written out as it came.
-    fn raw_sample(&mut self, line: &str, mut s: Sample) -> Result<(), StageError> {
-        self.counters.records.fetch_add(1, Ordering::Relaxed);
-        self.tee(line);
-        if let Stages::Scorer(sc) = &mut self.stages {
-            s.score = Some(sc.score_sample(&s));
-        }
-        self.observe_sample(&s, line);
-        self.write(line.as_bytes()).map_err(StageError::from)
     }
 
     fn drain_taps(&mut self) {
@@ -771,19 +758,17 @@ impl Stage for Processor {
             let n = self.seq;
             return self.run_chain(|c, e| c.feed(n, line, e));
         }
-        // Raw mode: the line goes out as it came; the scorer's copy feeds the views.
+        // Raw mode: the line goes out as it came; the scorer scores the view it parses once,
+        // for the table, the state directory and the scheduler.
         ugro_types::parse_header(line).map_err(|e| StageError::Reject(e.to_string()))?;
         if kind == Some(Kind::Sample) {
-            let mut scored: Vec<Vec<u8>> = Vec::new();
-            if let Stages::Scorer(s) = &mut self.stages {
-                s.process(line, &mut |rec: &[u8]| {
-                    scored.push(rec.to_vec());
-                    Ok(())
-                })?;
-            }
-            for rec in &scored {
-                self.observe(Tap::Score, rec);
-            }
+            let view = SampleView::parse(line)
+                .map_err(|e| StageError::Reject(format!("invalid sample: {e}")))?;
+            let score = match &mut self.stages {
+                Stages::Scorer(s) => Some(s.score_view(&view)),
+                Stages::Chain(..) => None,
+            };
+            self.observe_sample(&view, score, line);
         }
         self.write(line.as_bytes()).map_err(StageError::from)
     }
@@ -914,7 +899,6 @@ mod tests {
             let msg = Msg::Line {
                 key: None,
                 line: line.into(),
-                sample: None,
             };
             p.handle(msg, &mut seq).unwrap();
         }
@@ -931,7 +915,6 @@ mod tests {
         let msg = Msg::Line {
             key: None,
             line: TICK.into(),
-            sample: None,
         };
         p.handle(msg, &mut seq).unwrap();
         assert_eq!(rx.try_recv().unwrap(), Feedback::StageState(Ok(())));
@@ -943,7 +926,6 @@ mod tests {
         let sample = |node: &str, n: u32| Msg::Line {
             key: Some(Key::Sample(node.into())),
             line: format!("{node}-{n}"),
-            sample: None,
         };
         for n in 0..5 {
             feed.send(sample("a", n));
@@ -952,7 +934,6 @@ mod tests {
         let err = Msg::Line {
             key: None,
             line: "error".into(),
-            sample: None,
         };
         feed.send(err.clone());
         feed.send(err);

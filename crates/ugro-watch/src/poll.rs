@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
+use ugro_types::view::SampleView;
 use ugro_types::{Kind, Sample, Timestamp, Unreachable};
 
 use crate::link::{Link, LinkSpec, PollError};
@@ -112,8 +113,8 @@ pub fn unreachable_line(node: &str, ts: Timestamp, e: &PollError) -> String {
 }
 
 /// Checks a probe reply: a current-schema sample; its `node` is set to the configured name.
-/// Returns the line and the decoded sample.
-pub fn accept_reply(node: &str, line: &str) -> Result<(String, Sample), String> {
+/// Returns the line and whether it shows jobs running (see [`active`]).
+pub fn accept_reply(node: &str, line: &str, util_threshold: u32) -> Result<(String, bool), String> {
     let h = ugro_types::parse_header(line).map_err(|e| format!("bad reply: {e}"))?;
     if h.kind != Kind::Sample {
         return Err(format!("probe answered a {} record", h.kind.as_str()));
@@ -125,13 +126,14 @@ pub fn accept_reply(node: &str, line: &str) -> Result<(String, Sample), String> 
             .map_err(|e| format!("bad reply: {e}"))?;
         String::from_utf8(fixed).map_err(|e| format!("bad reply: {e}"))?
     };
-    let sample: Sample = serde_json::from_str(&line).map_err(|e| format!("bad reply: {e}"))?;
-    Ok((line, sample))
+    let sample = SampleView::parse(&line).map_err(|e| format!("bad reply: {e}"))?;
+    let busy = active(&sample, util_threshold);
+    Ok((line, busy))
 }
 
 /// Whether a sample shows jobs running: training processes, or a GPU at or above
 /// `util_threshold` percent. (Health is the scorer's business, not this.)
-pub fn active(s: &Sample, util_threshold: u32) -> bool {
+pub fn active(s: &SampleView<'_>, util_threshold: u32) -> bool {
     let training = s.processes.as_ref().is_some_and(|p| !p.training.is_empty());
     let busy_gpu = s.gpu.as_ref().is_some_and(|g| {
         g.devices
@@ -148,7 +150,7 @@ mod tests {
     #[test]
     fn unreachable_sample_has_cause_and_no_sections() {
         let l = unreachable_line("n1", Timestamp(0), &PollError::Ssh("refused".into()));
-        let s: Sample = serde_json::from_str(&l).unwrap();
+        let s = SampleView::parse(&l).unwrap();
         let u = s.unreachable.clone().unwrap();
         assert_eq!((u.cause.as_str(), u.message.as_str()), ("ssh", "refused"));
         assert!(s.gpu.is_none() && s.host.is_none());
@@ -158,38 +160,37 @@ mod tests {
     #[test]
     fn replies_are_checked_and_renamed_to_the_configured_node() {
         let ok = r#"{"v":1,"kind":"sample","ts":"2026-11-28T00:00:00Z","node":"localhost","x":1}"#;
-        let (line, s) = accept_reply("gpu-7", ok).unwrap();
-        assert_eq!(s.node, "gpu-7");
-        assert!(
-            line.contains(r#""x":1"#) && line.contains(r#""node":"gpu-7""#),
-            "{line}"
-        );
-        assert!(accept_reply("n", "not json").is_err());
+        let (line, busy) = accept_reply("gpu-7", ok, 10).unwrap();
+        assert!(!busy);
+        let h = ugro_types::parse_header(&line).unwrap();
+        assert_eq!(h.node, "gpu-7");
+        assert!(line.contains(r#""x":1"#), "{line}");
+        assert!(accept_reply("n", "not json", 10).is_err());
         let stats = r#"{"v":1,"kind":"stats","ts":"2026-11-28T00:00:00Z","node":"n"}"#;
-        assert!(accept_reply("n", stats).unwrap_err().contains("stats"));
+        assert!(accept_reply("n", stats, 10).unwrap_err().contains("stats"));
         let future = r#"{"v":9,"kind":"sample","ts":"2026-11-28T00:00:00Z","node":"n"}"#;
-        assert!(accept_reply("n", future).is_err());
+        assert!(accept_reply("n", future, 10).is_err());
         let bad_section =
             r#"{"v":1,"kind":"sample","ts":"2026-11-28T00:00:00Z","node":"n","gpu":7}"#;
-        assert!(accept_reply("n", bad_section).is_err());
+        assert!(accept_reply("n", bad_section, 10).is_err());
     }
 
     #[test]
     fn training_or_busy_gpus_mean_active() {
-        let s = |body: &str| -> Sample {
-            serde_json::from_str(&format!(
+        let busy = |body: &str| {
+            let line = format!(
                 r#"{{"v":1,"kind":"sample","ts":"2026-11-28T00:00:00Z","node":"n",{body}}}"#
-            ))
-            .unwrap()
+            );
+            accept_reply("n", &line, 10).unwrap().1
         };
-        let idle = s(
-            r#""gpu":{"status":"ok","devices":[{"index":0,"utilization_pct":3}]},"processes":{"training":[]}"#,
-        );
-        assert!(!active(&idle, 10));
-        let busy = s(r#""gpu":{"status":"ok","devices":[{"index":0,"utilization_pct":95}]}"#);
-        assert!(active(&busy, 10));
-        let training =
-            s(r#""processes":{"training":[{"pid":1,"command":"python","matched_by":"nvml"}]}"#);
-        assert!(active(&training, 10));
+        assert!(!busy(
+            r#""gpu":{"status":"ok","devices":[{"index":0,"utilization_pct":3}]},"processes":{"training":[]}"#
+        ));
+        assert!(busy(
+            r#""gpu":{"status":"ok","devices":[{"index":0,"utilization_pct":95}]}"#
+        ));
+        assert!(busy(
+            r#""processes":{"training":[{"pid":1,"command":"python","matched_by":"nvml"}]}"#
+        ));
     }
 }

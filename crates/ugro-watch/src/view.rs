@@ -1,17 +1,14 @@
 //! What the watcher knows about each node, built from the records the pipeline job sees: the
 //! latest sample, its score, the breaker state, the last alert, and a bounded history. The TTY
-//! table and the state directory are both renderings of this. Records are decoded into the
-//! contract's types (`Sample`, `Transition`, `Alert`, `BreakerAnnotation`), never picked apart
-//! by field path.
+//! table and the state directory are both renderings of this. Records are read through the
+//! contract's borrowed views (`ugro_types::view`), never picked apart by field path.
 
 use std::collections::{HashMap, VecDeque};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::value::RawValue;
-use ugro_types::{
-    Alert, AlertStatus, BreakerAnnotation, BreakerState, DeviceState, HealthState, Sample, Score,
-    Timestamp, Transition,
-};
+use ugro_types::view::{AlertView, BreakerView, SampleView, TransitionView};
+use ugro_types::{AlertStatus, BreakerState, DeviceState, HealthState, Score, Timestamp};
 
 /// One history entry: enough to plot a node's health over time without keeping whole samples.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -35,7 +32,7 @@ pub struct HistEntry {
 /// The breaker as the state file shows it: the latest annotation's counters plus the last
 /// transition's reason and time (kept while the state is the one that transition entered).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct BreakerView {
+pub struct BreakerInfo {
     /// Current state.
     pub state: Option<BreakerState>,
     /// Consecutive failures.
@@ -60,7 +57,7 @@ pub struct BreakerView {
 
 /// The last alert about a node, compact.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AlertView {
+pub struct AlertInfo {
     /// Firing or resolved.
     pub status: AlertStatus,
     /// The alert's name.
@@ -92,21 +89,13 @@ pub struct NodeView {
     /// `unreachable.cause` of the latest sample.
     pub unreachable: Option<String>,
     /// The breaker.
-    pub breaker: Option<BreakerView>,
+    pub breaker: Option<BreakerInfo>,
     /// Last alert.
-    pub last_alert: Option<AlertView>,
+    pub last_alert: Option<AlertInfo>,
     /// Bounded history, oldest first.
     pub history: VecDeque<HistEntry>,
     /// Changed since the state directory was last written.
     pub dirty: bool,
-}
-
-/// The `breaker` member of a sample the breaker passed on.
-#[derive(Debug, Deserialize)]
-pub struct Annotated {
-    /// The annotation.
-    #[serde(default)]
-    pub breaker: Option<BreakerAnnotation>,
 }
 
 impl NodeView {
@@ -118,8 +107,15 @@ impl NodeView {
         }
     }
 
-    /// Takes in a scored sample (`raw` is its line, kept when `keep_raw`).
-    pub fn observe_sample(&mut self, s: &Sample, raw: &str, history: usize, keep_raw: bool) {
+    /// Takes in a sample and its score (`raw` is its line, kept when `keep_raw`).
+    pub fn observe_sample(
+        &mut self,
+        s: &SampleView<'_>,
+        score: Option<Score>,
+        raw: &str,
+        history: usize,
+        keep_raw: bool,
+    ) {
         self.unreachable = s.unreachable.as_ref().map(|u| u.cause.clone());
         let devices = s.gpu.as_ref().map_or(&[][..], |g| g.devices.as_slice());
         let gpus = u32::try_from(devices.len()).unwrap_or(u32::MAX);
@@ -135,12 +131,12 @@ impl NodeView {
         let state = if self.unreachable.is_some() {
             Some("unreachable")
         } else {
-            s.score.as_ref().map(|sc| sc.state.as_str())
+            score.as_ref().map(|sc| sc.state.as_str())
         };
         let entry = HistEntry {
             ts: s.ts,
             state,
-            total: s.score.as_ref().and_then(|sc| sc.total),
+            total: score.as_ref().and_then(|sc| sc.total),
             gpus_ok: u32::try_from(gpus_ok).unwrap_or(u32::MAX),
             gpus,
             hottest_c: devices.iter().filter_map(|d| d.temperature_c).max(),
@@ -153,7 +149,7 @@ impl NodeView {
             self.history.push_back(entry.clone());
         }
         self.last = Some(entry);
-        self.score = s.score.clone();
+        self.score = score;
         self.sample = if keep_raw {
             RawValue::from_string(raw.to_owned()).ok()
         } else {
@@ -163,11 +159,11 @@ impl NodeView {
     }
 
     /// The breaker's annotation of a sample already seen.
-    pub fn observe_annotation(&mut self, a: &BreakerAnnotation) {
-        let b = self.breaker.get_or_insert_with(BreakerView::default);
+    pub fn observe_annotation(&mut self, a: &BreakerView) {
+        let b = self.breaker.get_or_insert_with(BreakerInfo::default);
         if b.state != Some(a.state) {
             // The last transition's details belong to the state it entered.
-            *b = BreakerView::default();
+            *b = BreakerInfo::default();
         }
         b.state = Some(a.state);
         b.consecutive_failures = Some(a.consecutive_failures);
@@ -176,28 +172,28 @@ impl NodeView {
     }
 
     /// A breaker transition.
-    pub fn observe_transition(&mut self, t: &Transition) {
-        self.breaker = Some(BreakerView {
-            state: Some(t.to),
-            consecutive_failures: Some(t.consecutive_failures),
+    pub fn observe_transition(&mut self, t: &TransitionView<'_>) {
+        self.breaker = Some(BreakerInfo {
+            state: t.to,
+            consecutive_failures: t.consecutive_failures,
             next_trial_at: t.next_trial_at,
-            from: Some(t.from),
-            reason: Some(t.reason.clone()),
-            at: Some(t.at),
-            history: t.history.clone(),
+            from: t.from,
+            reason: t.reason.as_deref().map(str::to_owned),
+            at: t.at,
+            history: t.history.as_deref().map(str::to_owned),
         });
         self.dirty = true;
     }
 
     /// An alert about this node.
-    pub fn observe_alert(&mut self, a: &Alert) {
-        self.last_alert = Some(AlertView {
+    pub fn observe_alert(&mut self, a: &AlertView<'_>) {
+        self.last_alert = Some(AlertInfo {
             status: a.status,
-            alertname: a.labels.get("alertname").cloned().unwrap_or_default(),
-            severity: a.labels.get("severity").cloned(),
+            alertname: a.alertname().unwrap_or_default().to_owned(),
+            severity: a.label("severity").map(str::to_owned),
             starts_at: a.starts_at,
             ends_at: a.ends_at,
-            fingerprint: a.fingerprint.clone(),
+            fingerprint: a.fingerprint.clone().into_owned(),
         });
         self.dirty = true;
     }
@@ -404,22 +400,30 @@ mod tests {
 
     const SAMPLE: &str = r#"{"v":1,"kind":"sample","ts":"2026-11-28T00:00:00.000Z","node":"n1","gpu":{"status":"ok","devices":[{"index":0,"state":"ok","temperature_c":71,"utilization_pct":40},{"index":1,"state":"lost"}]},"score":{"total":61.5,"state":"degraded","action":"reset_gpu","components":{},"reasons":[],"summary":"x"}}"#;
 
-    fn sample(temp: u32) -> (Sample, String) {
+    /// A scored line, and its score.
+    fn sample(temp: u32) -> (String, Score) {
         let line = SAMPLE.replace("71", &temp.to_string());
-        (serde_json::from_str(&line).unwrap(), line)
+        let rec = ugro_types::view::RecordView::<'_, Score>::parse(&line).unwrap();
+        let score = rec.score.clone().unwrap();
+        (line, score)
+    }
+
+    fn observe(v: &mut NodeView, line: &str, score: Score, history: usize, keep: bool) {
+        let s = SampleView::parse(line).unwrap();
+        v.observe_sample(&s, Some(score), line, history, keep);
     }
 
     #[test]
     fn sample_transition_and_alert_fill_the_view() {
         let mut v = NodeView::new("n1");
-        let (s, raw) = sample(71);
-        v.observe_sample(&s, &raw, 3, true);
-        let t: Transition = serde_json::from_str(
+        let (raw, score) = sample(71);
+        observe(&mut v, &raw, score, 3, true);
+        let t = TransitionView::parse(
             r#"{"v":1,"kind":"transition","ts":"2026-11-28T00:00:01.000Z","node":"n1","from":"closed","to":"open","reason":"failure_threshold","consecutive_failures":3,"at":"2026-11-28T00:00:01.000Z"}"#,
         )
         .unwrap();
         v.observe_transition(&t);
-        let a: Alert = serde_json::from_str(
+        let a = AlertView::parse(
             r#"{"v":1,"kind":"alert","ts":"2026-11-28T00:00:02.000Z","node":"n1","fingerprint":"0123456789abcdef","status":"firing","labels":{"alertname":"GpuLost","severity":"critical"},"annotations":{},"startsAt":"2026-11-28T00:00:02.000Z"}"#,
         )
         .unwrap();
@@ -436,7 +440,7 @@ mod tests {
         assert_eq!(s["score"]["total"], 61.5);
         assert_eq!(s["sample"]["gpu"]["devices"][0]["temperature_c"], 71);
         // The annotation of a later sample keeps the transition's reason while still open.
-        v.observe_annotation(&BreakerAnnotation {
+        v.observe_annotation(&BreakerView {
             state: BreakerState::Open,
             consecutive_failures: 4,
             next_trial_at: None,
@@ -455,8 +459,8 @@ mod tests {
     fn history_is_bounded() {
         let mut v = NodeView::new("n1");
         for i in 0..10 {
-            let (s, raw) = sample(50 + i);
-            v.observe_sample(&s, &raw, 4, false);
+            let (raw, score) = sample(50 + i);
+            observe(&mut v, &raw, score, 4, false);
         }
         assert_eq!(v.history.len(), 4);
         assert_eq!(v.history.front().unwrap().hottest_c, Some(56));
@@ -467,7 +471,7 @@ mod tests {
     fn unreachable_sample_shows_as_unreachable() {
         let mut v = NodeView::new("n1");
         let line = r#"{"v":1,"kind":"sample","ts":"2026-11-28T00:00:00.000Z","node":"n1","unreachable":{"cause":"ssh","message":"refused"}}"#;
-        v.observe_sample(&serde_json::from_str(line).unwrap(), line, 4, true);
+        v.observe_sample(&SampleView::parse(line).unwrap(), None, line, 4, true);
         assert_eq!(v.last.unwrap().state, Some("unreachable"));
         assert_eq!(v.unreachable.as_deref(), Some("ssh"));
     }
@@ -476,8 +480,8 @@ mod tests {
     fn the_node_list_sets_the_table_order_and_keeps_known_views() {
         let mut vs = Views::new(4, false);
         vs.set_nodes(&["a".into(), "b".into()]);
-        let (s, raw) = sample(60);
-        vs.node_mut("b").observe_sample(&s, &raw, 4, false);
+        let (raw, score) = sample(60);
+        observe(vs.node_mut("b"), &raw, score, 4, false);
         vs.set_nodes(&["c".into(), "b".into()]);
         let names: Vec<&str> = vs.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(names, ["c", "b"]);
