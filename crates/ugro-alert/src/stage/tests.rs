@@ -326,16 +326,16 @@ fn a_full_queue_drops_the_notification_that_does_not_fit_and_counts_it() {
     );
 }
 
+/// A stage with the stdout receiver, group_wait 30 s, and the host clock at T0.
+fn stdout_stage(dir: &Path) -> AlertStage {
+    let yaml = "route:\n  receiver: stdout\n  group_wait: 30s\n";
+    stage(dir, yaml, &Fake::default()).with_clock(|| Timestamp(T0))
+}
+
 #[test]
 fn a_record_far_ahead_of_the_host_clock_is_rejected_and_moves_no_clock() {
     let dir = tempfile::tempdir().unwrap();
-    let net = Fake::default();
-    let mut st = stage(
-        dir.path(),
-        "route:\n  receiver: stdout\n  group_wait: 30s\n",
-        &net,
-    )
-    .with_clock(|| Timestamp(T0));
+    let mut st = stdout_stage(dir.path());
     let mut out = Vec::new();
     let mut emit = |b: &[u8]| {
         out.push(serde_json::from_slice::<serde_json::Value>(b).unwrap());
@@ -358,13 +358,7 @@ fn a_record_far_ahead_of_the_host_clock_is_rejected_and_moves_no_clock() {
 #[test]
 fn a_tick_runs_the_timers_and_one_from_the_future_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let net = Fake::default();
-    let mut st = stage(
-        dir.path(),
-        "route:\n  receiver: stdout\n  group_wait: 30s\n",
-        &net,
-    )
-    .with_clock(|| Timestamp(T0));
+    let mut st = stdout_stage(dir.path());
     let tick = |s: i64| {
         format!(
             r#"{{"v":1,"kind":"tick","ts":"{}","node":"*","tool":"ugro-watch"}}"#,
