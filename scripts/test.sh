@@ -11,7 +11,8 @@ export CARGO_TERM_COLOR=never
 
 # systemd: systemd-analyze verify for the units (no running init needed); man-db: man -M on
 # the installed pages; bsdutils: script(1), a terminal for the log-colour test.
-packages=(jq mandoc openssh-server openssh-client prometheus prometheus-alertmanager pdsh
+packages=(jq mandoc openssh-server openssh-client prometheus prometheus-alertmanager
+          prometheus-node-exporter pdsh
           python3-psutil hyperfine procps util-linux bsdutils bc coreutils systemd man-db
           slurm-wlm munge)
 missing=()

@@ -152,7 +152,7 @@ fn installed_bash_completion_completes_a_flag_and_its_values() {
     );
     let mut values = complete(&script, "ugro-score", &["ugro-score", "--format", ""]);
     values.sort();
-    assert_eq!(values, ["json", "nagios", "table"]);
+    assert_eq!(values, ["json", "nagios", "prometheus", "table"]);
 }
 
 #[test]

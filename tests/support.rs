@@ -103,3 +103,71 @@ pub fn write_executable(path: &Path, text: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
+
+/// What `promtool check metrics` finds in `text`: its problem lines (empty when clean). `None`
+/// when promtool is missing and the test may skip (see [`require`]). A parse error (promtool's
+/// status 1) fails the calling test at once: nothing else about such text is worth checking.
+pub fn promtool_lint(text: &str) -> Option<Vec<String>> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            require(&format!("promtool ({e})"), false);
+            return None;
+        }
+    };
+    let mut stdin = child.stdin.take().expect("promtool stdin");
+    let input = text.to_owned();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output().expect("promtool runs");
+    writer
+        .join()
+        .expect("writer")
+        .expect("promtool reads its input");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match out.status.code() {
+        Some(0) => Some(Vec::new()),
+        Some(3) => Some(said.lines().map(str::to_owned).collect()),
+        _ => panic!("promtool check metrics: {:?}: {said}", out.status),
+    }
+}
+
+/// `promtool check metrics` passes on `text`.
+pub fn assert_promtool_clean(text: &str) {
+    if let Some(problems) = promtool_lint(text) {
+        assert!(problems.is_empty(), "promtool check metrics: {problems:#?}");
+    }
+}
+
+/// `promtool check metrics` on text with dcgm-exporter's names: the only findings allowed are
+/// those dcgm-exporter's own names carry (its `modelName` label is camelCase, its counters have
+/// no `_total`, one is called `..._COUNTER`), kept so that DCGM dashboards work unchanged.
+/// Anything about a ugro name, or any other finding, fails.
+pub fn assert_promtool_dcgm(text: &str) {
+    let Some(problems) = promtool_lint(text) else {
+        return;
+    };
+    let inherent = [
+        "label names should be written in 'snake_case' not 'camelCase'",
+        "counter metrics should have \"_total\" suffix",
+        "metric name should not include type 'counter'",
+    ];
+    for p in &problems {
+        let dcgm = p.starts_with("DCGM_FI_");
+        assert!(
+            dcgm && inherent.iter().any(|i| p.ends_with(i)),
+            "promtool finding beyond dcgm-exporter's own naming: {p}\nall: {problems:#?}"
+        );
+    }
+}

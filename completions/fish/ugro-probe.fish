@@ -2,6 +2,9 @@ complete -c ugro-probe -s c -l config -d 'YAML configuration file with the same 
 complete -c ugro-probe -l node -d 'Node name in records [default: the host name]' -r
 complete -c ugro-probe -l format -d 'Output format [default: json]' -r -f -a "json\t'One `sample` JSON line per sample'
 prometheus\t'Prometheus text exposition (textfile collector)'"
+complete -c ugro-probe -l metric-names -d 'Names in Prometheus output: ugro\'s own, or dcgm = ugro\'s plus dcgm-exporter\'s names and labels for the GPU readings both have [default: ugro]' -r -f -a "ugro\t'ugro\'s own names only'
+dcgm\t'ugro\'s names, and dcgm-exporter\'s names and labels for the GPU readings both have'"
+complete -c ugro-probe -s o -l output -d 'Write each sample to FILE instead of standard output, replacing it atomically (temp file in the same directory, mode 0644, rename): for node_exporter\'s textfile collector' -r -F
 complete -c ugro-probe -l interval -d 'Write a sample every DUR until stopped (or --count samples)' -r
 complete -c ugro-probe -l count -d 'With --interval: stop after N samples' -r
 complete -c ugro-probe -l expect-gpus -d 'Number of GPUs this node should have; fewer visible makes gpu.status "missing"' -r

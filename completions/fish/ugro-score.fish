@@ -5,7 +5,11 @@ complete -c ugro-score -l critical-below -d 'Total below which the state is crit
 complete -c ugro-score -l degraded-below -d 'Total below which the state is degraded (default 70)' -r
 complete -c ugro-score -s f -l format -d 'Output format' -r -f -a "json\t'The input record with `score` added (JSON lines)'
 nagios\t'Monitoring Plugins output: one status line for the worst state, a line per node after it'
-table\t'An aligned table for people'"
+table\t'An aligned table for people'
+prometheus\t'Prometheus text: the latest scored sample of every node, rewritten as records arrive'"
+complete -c ugro-score -l metric-names -d 'Names in Prometheus output: ugro\'s own, or dcgm = ugro\'s plus dcgm-exporter\'s names and labels for the GPU readings both have' -r -f -a "ugro\t'ugro\'s own names only'
+dcgm\t'ugro\'s names, and dcgm-exporter\'s names and labels for the GPU readings both have'"
+complete -c ugro-score -s o -l output -d 'With --format prometheus: write the exposition to FILE instead of standard output, replaced atomically (temp file in the same directory, mode 0644, rename) each time it is rewritten: for node_exporter\'s textfile collector' -r -F
 complete -c ugro-score -s e -l exit-status -d 'Exit with the Monitoring Plugins status of the worst state seen (0-3), in JSON mode too'
 complete -c ugro-score -l strict -d 'Stop at the first bad input line'
 complete -c ugro-score -s h -l help -d 'Print help (see more with \'--help\')'

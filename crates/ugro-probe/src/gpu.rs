@@ -33,18 +33,7 @@ pub const FIELD_REMAPPED_FAILURE: u32 = 145;
 /// and boards answer NotSupported (or InvalidArg for an id they do not know).
 pub const FIELD_RECOVERY_ACTION: u32 = 230;
 
-/// NVML clock-event (throttle) reason bits, in nvml.h order, with the schema's names.
-pub const THROTTLE_BITS: [(u64, &str); 9] = [
-    (0x1, "gpu_idle"),
-    (0x2, "applications_clocks_setting"),
-    (0x4, "sw_power_cap"),
-    (0x8, "hw_slowdown"),
-    (0x10, "sync_boost"),
-    (0x20, "sw_thermal_slowdown"),
-    (0x40, "hw_thermal_slowdown"),
-    (0x80, "hw_power_brake_slowdown"),
-    (0x100, "display_clock_setting"),
-];
+pub use ugro_types::sample::THROTTLE_BITS;
 
 /// The result of one NVML query: the value, or the NVML error's variant name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

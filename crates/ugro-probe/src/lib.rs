@@ -10,24 +10,28 @@ pub mod gpu;
 pub mod host;
 pub mod net;
 pub mod nvml;
+pub mod output;
 pub mod pci;
 pub mod probe;
 pub mod procs;
-pub mod prom;
 pub mod xid;
 pub mod xid_window;
 
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, Parser, ValueEnum};
 use serde::Deserialize;
+use ugro_metrics::Names;
 use ugro_support::cli::parse_duration;
 use ugro_support::config::ConfigError;
 use ugro_types::Exit;
-use ugro_types::io::{RecordWriter, WriteError};
+use ugro_types::io::WriteError;
+
+use output::Output;
+use ugro_support::output::EmitError;
 
 pub use probe::{Budgets, GpuSource, Probe, ProbeConfig};
 
@@ -95,6 +99,14 @@ is read with fixtures too: fixtures replay NVML, not the PCI bus.
   * pcie_throughput is not read: it costs about 21 ms per call per GPU.
   * --serve reads stdin and writes one sample per input line, exiting at end of input: this is \
 how ugro-watch keeps one resident probe per node.
+  * --format prometheus writes ugro's metric names (contrib/README.md lists every family); \
+--metric-names dcgm also writes dcgm-exporter's names and labels (gpu, UUID, pci_bus_id, \
+device, modelName, Hostname, DCGM_FI_DRIVER_VERSION) for utilisation, framebuffer, \
+temperature, power, XID, ECC, remapped rows, PCIe replays and clock-event reasons, so DCGM \
+dashboards work on the same data. --output FILE writes each sample to FILE instead of \
+stdout, replacing it atomically (temporary file in the same directory, mode 0644, rename; \
+no fsync), so node_exporter's textfile collector never reads half a file; with --interval \
+the file is rewritten every interval.
 
 Exit status: 0 (also without GPUs), 64 usage, 66 missing fixture/config file, 65 unusable \
 fixture, 74 write error, 78 bad configuration.";
@@ -127,6 +139,14 @@ pub struct Cli {
     /// Output format [default: json].
     #[arg(long, value_enum)]
     pub format: Option<Format>,
+    /// Names in Prometheus output: ugro's own, or dcgm = ugro's plus dcgm-exporter's names and
+    /// labels for the GPU readings both have [default: ugro].
+    #[arg(long, value_enum, value_name = "NAMES")]
+    pub metric_names: Option<Names>,
+    /// Write each sample to FILE instead of standard output, replacing it atomically (temp
+    /// file in the same directory, mode 0644, rename): for node_exporter's textfile collector.
+    #[arg(short, long, value_name = "FILE", conflicts_with = "serve")]
+    pub output: Option<PathBuf>,
     /// Write a sample every DUR until stopped (or --count samples).
     #[arg(long, value_parser = parse_duration, value_name = "DUR", conflicts_with = "serve")]
     pub interval: Option<Duration>,
@@ -197,6 +217,8 @@ pub struct Cli {
 pub struct FileConfig {
     node: Option<String>,
     format: Option<Format>,
+    metric_names: Option<Names>,
+    output: Option<PathBuf>,
     #[serde(default, with = "humantime_opt")]
     interval: Option<Duration>,
     expect_gpus: Option<u32>,
@@ -262,6 +284,9 @@ pub enum Error {
     /// Output.
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// The `--output` file.
+    #[error(transparent)]
+    Output(#[from] ugro_support::output::OutputError),
     /// Reading stdin in --serve.
     #[error("reading stdin: {0}")]
     Stdin(std::io::Error),
@@ -283,6 +308,7 @@ impl ugro_types::ToolError for Error {
             Error::Probe(probe::ProbeError::Fixture(gpu::FixtureError::Read { .. })) => Exit::IoErr,
             Error::Probe(_) => Exit::DataErr,
             Error::Write(e) => e.exit(),
+            Error::Output(e) => e.exit(),
             Error::Stdin(_) => Exit::IoErr,
         }
     }
@@ -300,6 +326,10 @@ pub struct Resolved {
     pub probe: ProbeConfig,
     /// Output format.
     pub format: Format,
+    /// Prometheus names.
+    pub names: Names,
+    /// `--output`.
+    pub output: Option<PathBuf>,
     /// `--interval`.
     pub interval: Option<Duration>,
 }
@@ -432,6 +462,8 @@ pub fn resolve(cli: &Cli) -> Result<Resolved, Error> {
                 .unwrap_or_else(|| PathBuf::from("/sys")),
         },
         format: cli.format.or(file.format).unwrap_or(Format::Json),
+        names: cli.metric_names.or(file.metric_names).unwrap_or_default(),
+        output: cli.output.clone().or(file.output.clone()),
         interval,
     })
 }
@@ -464,22 +496,25 @@ fn resolve_boot_id(
     boot::validate_boot_id(&id).map(Some).map_err(bad)
 }
 
-fn emit<W: Write>(
-    w: &mut RecordWriter<W>,
-    format: Format,
-    s: &ugro_types::Sample,
-) -> Result<(), WriteError> {
-    match format {
-        Format::Json => w.write_record(s),
-        Format::Prometheus => w.write_text(&prom::render(s)),
+impl From<EmitError> for Error {
+    fn from(e: EmitError) -> Self {
+        match e {
+            EmitError::Write(e) => Error::Write(e),
+            EmitError::File(e) => Error::Output(e),
+        }
     }
 }
 
 /// Runs the tool.
 pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     let r = resolve(&cli)?;
+    if cli.serve && r.output.is_some() {
+        return Err(Error::BadConfig(
+            "output: not with --serve (its samples go to the watcher on stdout)".into(),
+        ));
+    }
     let probe = Probe::new(r.probe)?;
-    let mut out = RecordWriter::new(std::io::stdout().lock());
+    let mut out = Output::new(r.format, r.names, r.output);
     let res = if cli.serve {
         let stdin = std::io::stdin();
         let mut lock = stdin.lock();
@@ -490,7 +525,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
                 Ok(0) => break,
                 Ok(_) => {
                     let s = probe.sample(ugro_types::Timestamp::now());
-                    emit(&mut out, r.format, &s)?;
+                    out.emit(&s)?;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Error::Stdin(e)),
@@ -502,7 +537,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         let mut n: u64 = 0;
         loop {
             let s = probe.sample(ugro_types::Timestamp::now());
-            emit(&mut out, r.format, &s)?;
+            out.emit(&s)?;
             n += 1;
             if cli.count.is_some_and(|c| n >= c) {
                 break;
@@ -514,10 +549,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Ok(())
     } else {
         let s = probe.sample(ugro_types::Timestamp::now());
-        emit(&mut out, r.format, &s)
+        out.emit(&s)
     };
     match res {
-        Ok(()) | Err(WriteError::Closed) => Ok(Exit::Ok.into()),
+        Ok(()) | Err(EmitError::Write(WriteError::Closed)) => Ok(Exit::Ok.into()),
         Err(e) => Err(e.into()),
     }
 }

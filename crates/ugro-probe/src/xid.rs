@@ -282,12 +282,8 @@ pub fn parse_fixture_lines(lines: &[String], now: Timestamp, boot_id: Option<&st
 /// a scorer needs, and the count of the rest is kept.
 pub const MAX_XIDS_LISTED: usize = 64;
 
-/// Key in a device's `absent` map (and, for unattributed XIDs, the section's) saying how many
-/// older XIDs were left out of the list.
-pub const XIDS_TRUNCATED: &str = "xids_truncated";
-
-/// Key in the GPU section's `absent` map for unattributed XIDs left out of the list.
-pub const UNATTRIBUTED_TRUNCATED: &str = "unattributed_xids_truncated";
+// The absent-map keys and their reader are part of the schema (readers count what was left out).
+pub use ugro_types::sample::{UNATTRIBUTED_TRUNCATED, XIDS_TRUNCATED, truncated_count};
 
 /// Keeps the `max` most recent XIDs of `list` (the list is in log order, oldest first) and
 /// returns how many were dropped.
@@ -336,12 +332,6 @@ pub fn cap_xids(sec: &mut ugro_types::GpuSection, max: usize, older: &[(Option<P
         sec.absent
             .insert(UNATTRIBUTED_TRUNCATED.into(), truncated_note(n, max));
     }
-}
-
-/// How many XIDs a [`cap_xids`] note says were left out (0 without a note).
-pub fn truncated_count(note: Option<&String>) -> usize {
-    note.and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// True for paths that mean the real kernel log.

@@ -349,34 +349,110 @@ fn prometheus_output_passes_promtool() {
     promtool_check(&text);
 }
 
-/// `promtool check metrics` on `text`; skipped (or failed under UGRO_REQUIRE_REAL=1) without it.
-fn promtool_check(text: &str) {
-    let promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match promtool {
-        Ok(c) => c,
-        Err(e) => {
-            ugro_e2e::require(&format!("promtool ({e})"), false);
-            return;
-        }
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let r = child.wait_with_output().unwrap();
+#[test]
+fn dcgm_names_are_added_with_dcgm_labels_and_pass_promtool_but_for_dcgm_naming() {
+    let d = tempfile::tempdir().unwrap();
+    let text = prometheus(d.path(), &["--metric-names", "dcgm", "--no-xid"]);
     assert!(
-        r.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&r.stdout),
-        String::from_utf8_lossy(&r.stderr)
+        text.contains("ugro_gpu_utilization_percent{node=\"n1\",gpu=\"0\""),
+        "{text}"
     );
+    let util: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("DCGM_FI_DEV_GPU_UTIL{"))
+        .collect();
+    assert_eq!(util.len(), 8, "{text}");
+    assert!(
+        util[0].contains("device=\"nvidia0\",modelName=\"NVIDIA H200\",Hostname=\"n1\""),
+        "{util:?}"
+    );
+    ugro_e2e::assert_promtool_dcgm(&text);
+}
+
+#[test]
+fn output_file_is_replaced_at_each_interval_and_holds_one_sample() {
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("textfile").join("ugro.prom");
+    std::fs::create_dir(file.parent().unwrap()).unwrap();
+    let out = probe(d.path())
+        .args([
+            "--format",
+            "prometheus",
+            "--node",
+            "n1",
+            "--no-xid",
+            "--gpu-fixture",
+        ])
+        .arg(fixture("h200x8-idle.json"))
+        .args(["--interval", "1ms", "--count", "3", "--output"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty(), "nothing on stdout with --output");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(
+        text.matches("# TYPE ugro_probe_timestamp_seconds gauge")
+            .count(),
+        1
+    );
+    promtool_check(&text);
+    let names: Vec<_> = std::fs::read_dir(file.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["ugro.prom"],
+        "no temporary file left in the textfile directory"
+    );
+    // JSON too: the file holds the latest sample only.
+    let json = d.path().join("latest.json");
+    let out = probe(d.path())
+        .args([
+            "--node",
+            "n1",
+            "--no-gpu",
+            "--interval",
+            "1ms",
+            "--count",
+            "2",
+            "-o",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        records(std::fs::read_to_string(&json).unwrap().as_bytes()).len(),
+        1
+    );
+}
+
+#[test]
+fn output_into_a_missing_directory_fails_naming_it() {
+    let d = tempfile::tempdir().unwrap();
+    let out = probe(d.path())
+        .args([
+            "--node",
+            "n1",
+            "--no-gpu",
+            "--output",
+            "/nonexistent/dir/ugro.prom",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(74));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/dir"), "{err}");
+}
+
+fn promtool_check(text: &str) {
+    ugro_e2e::assert_promtool_clean(text);
 }
 
 #[test]

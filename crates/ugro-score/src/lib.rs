@@ -3,21 +3,24 @@
 //! The library is what `ugro-watch --pipeline` reuses: [`ScoreConfig`] (the same YAML the CLI's
 //! `-c` reads), [`Scorer`] (a [`ugro_types::stage::Stage`]) and [`Scorer::score_sample`].
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::rc::Rc;
 
 use clap::{CommandFactory, Parser};
 use ugro_support::config::ConfigError;
 use ugro_types::ToolError;
-use ugro_types::io::RecordWriter;
+use ugro_types::io::{RecordWriter, WriteError};
 use ugro_types::stage::{self, StageError};
 use ugro_types::{Exit, HealthState, PluginStatus};
 
 pub mod config;
 pub mod output;
 pub mod policy;
+pub mod prom;
 mod scorer;
 mod stage_impl;
 #[cfg(test)]
@@ -99,7 +102,21 @@ modes a rejected line or an input with no sample makes the status at least UNKNO
 says how many lines were bad; they are still reported on stderr), and a setup error (missing \
 input file, bad configuration) is `UGRO UNKNOWN - <cause>` with status 3, so a monitoring \
 system never reads a data error as OK and never sees 64-78; only an unparsable command line \
-still exits 64. --format table prints a header and one aligned row per sample. Outside check \
+still exits 64. --format table prints a header and one aligned row per sample.
+
+PROMETHEUS. --format prometheus writes one Prometheus text exposition of the latest scored \
+sample of every node seen (ugro-probe's metrics plus ugro_node_score, ugro_node_state, \
+ugro_node_component_score, ugro_gpu_score, ugro_node_reason (points per code, family, \
+component, GPU), ugro_node_action, ugro_node_reachable; ugro_node_breaker_state when the \
+record carries ugro-breaker's annotation or a transition record is in the input; \
+ugro_alert_firing for alert records in the input, until their resolved record). Names and \
+labels are listed in contrib/README.md. --metric-names dcgm adds dcgm-exporter's names and \
+labels for the GPU readings both have. The exposition is rewritten when the input pauses (no \
+more input ready), at most once a second while records keep coming, and at end of input: to \
+standard output, one whole exposition per rewrite, or with --output FILE to FILE, replaced \
+atomically (temporary file in the same directory, mode 0644, rename) for node_exporter's \
+textfile collector. A node stays in the exposition with its last values until ugro-score \
+exits; ugro_probe_timestamp_seconds says how old they are. Outside check \
 modes configuration errors exit 78 naming the bad value (and file:line: field for the config \
 file).";
 
@@ -146,6 +163,17 @@ pub struct Cli {
     #[arg(short = 'f', long, value_enum, default_value_t = Format::Json)]
     pub format: Format,
 
+    /// Names in Prometheus output: ugro's own, or dcgm = ugro's plus dcgm-exporter's names and
+    /// labels for the GPU readings both have.
+    #[arg(long, value_enum, value_name = "NAMES", default_value_t = ugro_metrics::Names::Ugro)]
+    pub metric_names: ugro_metrics::Names,
+
+    /// With --format prometheus: write the exposition to FILE instead of standard output,
+    /// replaced atomically (temp file in the same directory, mode 0644, rename) each time it is
+    /// rewritten: for node_exporter's textfile collector.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
     /// Exit with the Monitoring Plugins status of the worst state seen (0-3), in JSON mode too.
     #[arg(short = 'e', long = "exit-status")]
     pub exit_status: bool,
@@ -180,6 +208,9 @@ pub enum Error {
     /// Reading, writing or a stage failure.
     #[error(transparent)]
     Stage(#[from] StageError),
+    /// The Prometheus exposition could not be written.
+    #[error(transparent)]
+    Prometheus(#[from] ugro_support::output::EmitError),
 }
 
 impl ugro_types::ToolError for Error {
@@ -189,6 +220,7 @@ impl ugro_types::ToolError for Error {
             Error::Flag(_) => Exit::Config,
             Error::Input { .. } => Exit::NoInput,
             Error::Stage(e) => e.exit(),
+            Error::Prometheus(e) => e.exit(),
         }
     }
 }
@@ -232,28 +264,32 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
 
 fn check(cli: Cli) -> Result<ExitCode, Error> {
     let cfg = config_from(&cli)?;
-    let input: Box<dyn BufRead> = match &cli.input {
-        Some(p) if p.as_os_str() != "-" => {
-            let f = File::open(p).map_err(|source| Error::Input {
-                path: p.clone(),
-                source,
-            })?;
-            Box::new(BufReader::with_capacity(1 << 16, f))
-        }
-        _ => Box::new(BufReader::with_capacity(1 << 16, io::stdin())),
-    };
+    if cli.output.is_some() && cli.format != Format::Prometheus {
+        return Err(Error::Flag(
+            "--output: only with --format prometheus".into(),
+        ));
+    }
     let plugin_mode = cli.exit_status || cli.format == Format::Nagios;
     let mut scorer = Scorer::with_format(cfg, cli.format);
     let mut out = RecordWriter::new(io::stdout().lock());
     let mut reader_bad = 0;
-    let result = stage::run_counted(
-        TOOL,
-        cli.strict,
-        input,
-        &mut out,
-        &mut scorer,
-        &mut reader_bad,
-    );
+    let result = if cli.format == Format::Prometheus {
+        run_prometheus(&cli, &mut scorer, &mut reader_bad)
+    } else {
+        let input = open_input(
+            &cli,
+            |f| Box::new(BufReader::with_capacity(1 << 16, f)),
+            |s| Box::new(BufReader::with_capacity(1 << 16, s)),
+        )?;
+        stage::run_counted(
+            TOOL,
+            cli.strict,
+            input,
+            &mut out,
+            &mut scorer,
+            &mut reader_bad,
+        )
+    };
     if !plugin_mode {
         return Ok(result?.into());
     }
@@ -279,4 +315,69 @@ fn check(cli: Cli) -> Result<ExitCode, Error> {
         worst = Some(output::worse(worst, HealthState::Unknown));
     }
     Ok(worst.unwrap_or(HealthState::Unknown).plugin_status().into())
+}
+
+/// The input file (or stdin), wrapped by `file` or `stdin`.
+fn open_input(
+    cli: &Cli,
+    file: impl FnOnce(File) -> Box<dyn BufRead>,
+    stdin: impl FnOnce(io::Stdin) -> Box<dyn BufRead>,
+) -> Result<Box<dyn BufRead>, Error> {
+    Ok(match &cli.input {
+        Some(p) if p.as_os_str() != "-" => file(File::open(p).map_err(|source| Error::Input {
+            path: p.clone(),
+            source,
+        })?),
+        _ => stdin(io::stdin()),
+    })
+}
+
+/// `--format prometheus`: the scorer's records go into a node table, rewritten when the input
+/// pauses ([`prom`]). A rewrite that fails stops the run with that error.
+fn run_prometheus(
+    cli: &Cli,
+    scorer: &mut Scorer,
+    reader_bad: &mut u64,
+) -> Result<Exit, StageError> {
+    let sink = Rc::new(RefCell::new(prom::Sink::new(
+        cli.metric_names,
+        cli.output.clone(),
+    )));
+    let cap = 1 << 16;
+    let input = open_input(
+        cli,
+        |f| {
+            Box::new(BufReader::with_capacity(
+                cap,
+                prom::IdleReader::new(f, sink.clone()),
+            ))
+        },
+        |s| {
+            Box::new(BufReader::with_capacity(
+                cap,
+                prom::IdleReader::new(s, sink.clone()),
+            ))
+        },
+    )
+    .map_err(|e| StageError::Fatal {
+        exit: e.exit(),
+        message: e.to_string(),
+    })?;
+    let mut stage = prom::PromStage {
+        scorer,
+        sink: sink.clone(),
+    };
+    let mut none = RecordWriter::new(io::sink());
+    let result = stage::run_counted(TOOL, cli.strict, input, &mut none, &mut stage, reader_bad);
+    match sink.borrow_mut().failed.take() {
+        Some(ugro_support::output::EmitError::Write(WriteError::Closed)) => Ok(Exit::Ok),
+        Some(e) => {
+            let e = Error::from(e);
+            Err(StageError::Fatal {
+                exit: e.exit(),
+                message: e.to_string(),
+            })
+        }
+        None => result,
+    }
 }

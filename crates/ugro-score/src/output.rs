@@ -17,6 +17,8 @@ pub enum Format {
     Nagios,
     /// An aligned table for people.
     Table,
+    /// Prometheus text: the latest scored sample of every node, rewritten as records arrive.
+    Prometheus,
 }
 
 /// Text that goes into a plugin status line must not contain the perfdata separator or a

@@ -16,7 +16,8 @@ fn reject(e: impl std::fmt::Display) -> StageError {
 impl Scorer {
     fn pass(&mut self, line: &str, emit: &mut Emit<'_>) -> Result<(), StageError> {
         match self.format {
-            Format::Json => emit(line.as_bytes()).map_err(StageError::from),
+            // A Prometheus run renders what the JSON stage emits (crate::prom).
+            Format::Json | Format::Prometheus => emit(line.as_bytes()).map_err(StageError::from),
             // The text formats are about samples only.
             Format::Nagios | Format::Table => Ok(()),
         }
@@ -45,7 +46,7 @@ impl Stage for Scorer {
         self.samples += 1;
         self.worst = Some(worse(self.worst, score.state));
         match self.format {
-            Format::Json => {
+            Format::Json | Format::Prometheus => {
                 if sample.has_score {
                     let v = serde_json::to_value(&score).map_err(WriteError::Json)?;
                     let out = set_field(line, "score", v).map_err(reject)?;

@@ -34,6 +34,20 @@ pub enum ReasonFamily {
 }
 
 impl ReasonFamily {
+    /// The name in snake case (the `family` label of `ugro_node_reason`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasonFamily::Unreachable => "unreachable",
+            ReasonFamily::Xid => "xid",
+            ReasonFamily::RowRemap => "row_remap",
+            ReasonFamily::Ecc => "ecc",
+            ReasonFamily::Thermal => "thermal",
+            ReasonFamily::Throttle => "throttle",
+            ReasonFamily::Pcie => "pcie",
+            ReasonFamily::Missing => "missing",
+        }
+    }
+
     /// The family of a code by its name: the rule that gives unknown codes a family, and that
     /// the known codes' declared families agree with (a test checks every one). Case does not
     /// matter; the first match in this order wins (`gpu_sw_thermal_slowdown` is thermal).

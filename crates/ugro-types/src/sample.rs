@@ -13,6 +13,35 @@ use crate::{Kind, Score, Timestamp};
 /// Field name → why it is absent.
 pub type Absent = BTreeMap<String, String>;
 
+/// NVML clock-event (throttle) reason bits, in nvml.h order, with the names `throttle_reasons`
+/// uses on the wire. The probe reads the bit mask with them; the metrics renderer writes both
+/// the names (ugro's series) and the mask (DCGM's `DCGM_FI_DEV_CLOCKS_EVENT_REASONS`).
+pub const THROTTLE_BITS: [(u64, &str); 9] = [
+    (0x1, "gpu_idle"),
+    (0x2, "applications_clocks_setting"),
+    (0x4, "sw_power_cap"),
+    (0x8, "hw_slowdown"),
+    (0x10, "sync_boost"),
+    (0x20, "sw_thermal_slowdown"),
+    (0x40, "hw_thermal_slowdown"),
+    (0x80, "hw_power_brake_slowdown"),
+    (0x100, "display_clock_setting"),
+];
+
+/// Key in a device's `absent` map (and, for unattributed XIDs, the section's) saying how many
+/// older XIDs were left out of the list: `"N more XID events not listed (…)"`.
+pub const XIDS_TRUNCATED: &str = "xids_truncated";
+
+/// Key in the GPU section's `absent` map for unattributed XIDs left out of the list.
+pub const UNATTRIBUTED_TRUNCATED: &str = "unattributed_xids_truncated";
+
+/// How many XIDs a truncation note ([`XIDS_TRUNCATED`], [`UNATTRIBUTED_TRUNCATED`]) says were
+/// left out of the list: its leading number, 0 without a note.
+pub fn truncated_count(note: Option<&String>) -> usize {
+    note.and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 fn is_empty_map(m: &Absent) -> bool {
     m.is_empty()
 }

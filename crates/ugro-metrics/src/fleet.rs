@@ -1,0 +1,123 @@
+//! What only a fleet-wide endpoint knows: firing alerts, each node's polls, and the watcher
+//! itself. ugro-watch fills these in; the names are fixed here so that the dashboards and rules
+//! in contrib/ can use them already.
+
+use std::time::Duration;
+
+use ugro_types::Timestamp;
+use ugro_types::view::AlertView;
+
+use crate::catalog::*;
+use crate::expo::{Exposition, Labels};
+
+fn secs(t: Timestamp) -> f64 {
+    t.millis() as f64 / 1000.0
+}
+
+/// One firing alert, as `ugro_alert_firing` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FiringAlert {
+    /// `alertname` label.
+    pub alertname: String,
+    /// `severity` label (`critical`, `warning`, `info`, `none`).
+    pub severity: String,
+    /// `node` label; none for fleet-wide alerts (ClusterDegraded, Watchdog).
+    pub node: Option<String>,
+    /// `gpu` label, for GPU alerts.
+    pub gpu: Option<String>,
+    /// When the condition began (`startsAt`).
+    pub since: Timestamp,
+}
+
+impl FiringAlert {
+    /// The alert an `alert` record describes; `None` unless it is firing.
+    pub fn from_record(a: &AlertView<'_>) -> Option<FiringAlert> {
+        if a.status != ugro_types::AlertStatus::Firing {
+            return None;
+        }
+        let node = a.label("node").filter(|n| *n != "*").map(str::to_owned);
+        Some(FiringAlert {
+            alertname: a.alertname().unwrap_or("").to_owned(),
+            severity: a.label("severity").unwrap_or("").to_owned(),
+            node,
+            gpu: a.label("gpu").map(str::to_owned),
+            since: a.starts_at,
+        })
+    }
+}
+
+/// The watcher's view of one node's polls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PollStats {
+    /// When the last poll finished.
+    pub last: Option<Timestamp>,
+    /// How long it took.
+    pub duration: Option<Duration>,
+    /// Polls that failed since the watcher started.
+    pub failures: u64,
+}
+
+/// One of the watcher's bounded queues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Its name (`label` value of `queue`).
+    pub name: String,
+    /// Records waiting.
+    pub depth: u64,
+    /// Capacity.
+    pub capacity: u64,
+}
+
+/// The watcher's own health. Fields it does not know are left out of the output.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WatcherStats {
+    /// Nodes configured.
+    pub nodes: Option<u64>,
+    /// The last full cycle's duration.
+    pub cycle: Option<Duration>,
+    /// Polls finished since start.
+    pub polls: Option<u64>,
+    /// Failed polls since start, by cause (`ssh`, `timeout`, `probe`).
+    pub failures: Vec<(String, u64)>,
+    /// How late the latest poll started.
+    pub lateness: Option<Duration>,
+    /// Queues.
+    pub queues: Vec<QueueStats>,
+    /// Resident memory, bytes.
+    pub rss_bytes: Option<u64>,
+}
+
+pub(crate) fn alerts<'a>(e: &mut Exposition, alerts: impl IntoIterator<Item = &'a FiringAlert>) {
+    for a in alerts {
+        let l = Labels::new()
+            .with("alertname", &a.alertname)
+            .with("severity", &a.severity)
+            .and_opt("node", a.node.as_deref())
+            .and_opt("gpu", a.gpu.as_deref());
+        e.set(&ALERT_FIRING, &l, Some(1.0));
+        e.set(&ALERT_SINCE, &l, Some(secs(a.since)));
+    }
+}
+
+pub(crate) fn poll(e: &mut Exposition, node: &Labels, p: &PollStats) {
+    e.set(&POLL_LAST, node, p.last.map(secs));
+    e.set(&POLL_DURATION, node, p.duration.map(|d| d.as_secs_f64()));
+    e.set(&POLL_FAILURES, node, Some(p.failures as f64));
+}
+
+pub(crate) fn watcher(e: &mut Exposition, w: &WatcherStats) {
+    let none = Labels::new();
+    e.set(&WATCH_NODES, &none, w.nodes.map(|n| n as f64));
+    e.set(&WATCH_CYCLE, &none, w.cycle.map(|d| d.as_secs_f64()));
+    e.set(&WATCH_POLLS, &none, w.polls.map(|n| n as f64));
+    for (cause, n) in &w.failures {
+        e.set(&WATCH_FAILURES, &none.and("cause", cause), Some(*n as f64));
+    }
+    e.set(&WATCH_LATENESS, &none, w.lateness.map(|d| d.as_secs_f64()));
+    for q in &w.queues {
+        let l = none.and("queue", &q.name);
+        e.set(&WATCH_QUEUE_DEPTH, &l, Some(q.depth as f64));
+        e.set(&WATCH_QUEUE_CAPACITY, &l, Some(q.capacity as f64));
+    }
+    e.set(&WATCH_RSS, &none, w.rss_bytes.map(|b| b as f64));
+}
