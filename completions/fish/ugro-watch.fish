@@ -6,7 +6,7 @@ complete -c ugro-watch -l breaker-state -d 'Breaker state file for --pipeline [d
 complete -c ugro-watch -l alert-state -d 'Alert state file for --pipeline [default: STATE_DIR/alert.json, else ~/.local/state/ugro/watch-alert.json]' -r -F
 complete -c ugro-watch -l state-dir -d 'Keep per-node state files here (latest sample, score, breaker, last alert, history)' -r -F
 complete -c ugro-watch -l history -d 'History entries kept per node [default: state.history, 60]' -r
-complete -c ugro-watch -l stats-every -d 'Period of `stats` records; 0 turns them off [default: state.stats_every, 60s]' -r
+complete -c ugro-watch -l stats-every -d 'Period of `stats` records; 0 turns them off, except those saying the state became unwritable or writable again [default: state.stats_every, 60s]' -r
 complete -c ugro-watch -l interval -d 'Base interval (busy or degraded nodes) [default: intervals.base, 5s]' -r
 complete -c ugro-watch -l max-interval -d 'Longest interval (idle, healthy nodes) [default: intervals.max, 60s]' -r
 complete -c ugro-watch -l timeout -d 'Per-node poll timeout [default: timeout, 10s]' -r
@@ -15,7 +15,10 @@ complete -c ugro-watch -l activity-file -d 'A file whose recent modification mea
 complete -c ugro-watch -l jobs-cmd -d 'A command printing busy node names (hostlists expanded), run every base interval; split on whitespace, no shell. Example: "squeue -h -t R -o %N"' -r
 complete -c ugro-watch -l tag -d 'Only nodes with this tag (repeatable)' -r
 complete -c ugro-watch -l cycles -d 'Stop after this many base-interval cycles (and the polls in flight)' -r
-complete -c ugro-watch -l replay -d 'Read recorded samples from FILE (`-` = stdin) instead of polling, and handle them as if just polled (pipeline, state directory, output)' -r -F
+complete -c ugro-watch -l replay -d 'Read a recorded raw stream from FILE (`-` = stdin) instead of polling, and handle it as if just polled (pipeline, state directory, output), through the filters\' own run loop: a bad line is reported as `TOOL: line N: cause` and the exit status is then 65' -r -F
+complete -c ugro-watch -l tick -d 'Period of `tick` records in the raw stream, which run the stages\' timers (the tick rule of ugro(7)), and of table and state-directory updates' -r
+complete -c ugro-watch -l tee -d 'Also append the raw stream (what enters the pipeline: samples, ticks, stats, errors) to FILE (created mode 0600), for `--replay` or the shell filters later' -r -F
+complete -c ugro-watch -l queue -d 'Capacity of the pipeline queue, in records (see "Jobs and queues")' -r
 complete -c ugro-watch -l format -d 'Output format' -r -f -a "auto\t'A table on a terminal, JSON lines otherwise'
 json\t'JSON lines'
 table\t'The live table'"

@@ -14,7 +14,7 @@ use ugro_types::{
 use crate::config::{AlertConfig, InhibitRule, ReceiverKind, Route};
 use crate::matcher::{Matcher, Op, all_match};
 use crate::rules::{self, AlertName, Input, Want};
-use ugro_types::view::{FleetView, RecordView, TransitionView};
+use ugro_types::view::{FleetView, RecordView, TransitionView, WatcherStateView};
 
 /// nflog entries older than this are forgotten (Alertmanager's default retention).
 const NFLOG_RETENTION: Duration = Duration::from_secs(120 * 3600);
@@ -305,6 +305,11 @@ impl Engine {
             (ugro_types::Kind::Sample, _, _) => self.sample(rec, now),
             (_, Some(t), _) => self.transition(&rec.node, t, now),
             (_, _, Some(f)) => self.fleet(f, now),
+            (ugro_types::Kind::Stats, _, _) => {
+                if let Some(w) = &input.watcher {
+                    self.watcher_state(w, now);
+                }
+            }
             _ => {}
         }
         self.advance(now, out);
@@ -504,6 +509,34 @@ impl Engine {
         }
         self.st.fleet_message = Some(msg);
         self.cluster(now);
+    }
+
+    /// WatcherStateUnwritable follows `state_unwritable` in ugro-watch's stats records.
+    fn watcher_state(&mut self, rec: &WatcherStateView<'_>, now: Timestamp) {
+        let Some(bad) = rec.state_unwritable else {
+            return;
+        };
+        let l = self.labels(
+            AlertName::WatcherStateUnwritable,
+            None,
+            None,
+            rules::WARNING,
+        );
+        let fp = fingerprint(&l);
+        let firing = self.st.alerts.get(&fp).is_some_and(|e| e.ends_at.is_none());
+        if bad && !firing {
+            let mut a = BTreeMap::new();
+            a.insert(
+                "summary".into(),
+                "ugro-watch cannot write its state; monitoring goes on".into(),
+            );
+            let cause = rec.state_error.as_deref().unwrap_or("write failed");
+            a.insert("description".into(), cause.to_owned());
+            a.insert("action".into(), "none".into());
+            self.fire(l, a, now);
+        } else if !bad && firing {
+            self.resolve(fp, now);
+        }
     }
 
     fn cluster_condition(&self, now: Timestamp) -> bool {

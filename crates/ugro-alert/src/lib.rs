@@ -29,7 +29,7 @@ const LONG_ABOUT: &str = "\
 Reads ugro records on stdin (scored samples from ugro-score, passed-through samples, \
 transitions and fleet verdicts from ugro-breaker) and writes kind=alert records on stdout for \
 the stdout receiver. Other receivers deliver as side effects. Records of other kinds (alert, \
-stats, error, unknown) are consumed, not echoed. A sample without `score` is rejected.
+stats, error, tick, unknown) are consumed, not echoed; a tick runs the timers to its time. A sample without `score` is rejected.
 
 ALERTS (labels: alertname, node, gpu where it applies, severity, plus global.external_labels; \
 annotations: summary, description, action, runbook_url = global.runbook_url/<alertname>):
@@ -49,6 +49,9 @@ least cluster_min_nodes (4) known (unhealthy: degraded, critical, unknown or unr
 inhibits NodeDegraded/NodeCritical/NodeUnreachable/\
 NodeDataMissing/NodeCircuitOpen, so one alert replaces N; GPU hardware alerts still go out.
   Watchdog (severity none): always firing when global.watchdog is true.
+  WatcherStateUnwritable (warning): a ugro-watch stats record with state_unwritable: true \
+(its state directory or state files cannot be written; description: the failure); resolved \
+by one with false.
 A condition that clears in the node's next sample resolves its alert. A recovery is the \
 resolved notification of the original alert (its labels, severity included, are its identity \
 and do not change). global.resolve_timeout (default 0 = off) resolves alerts no record \

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use ugro_types::view::{FleetView, RecordView, ScoreView, TransitionView};
+use ugro_types::view::{FleetView, RecordView, ScoreView, TransitionView, WatcherStateView};
 use ugro_types::{Action, Component, HealthState, Kind, ReasonCode, ReasonFamily, RecordError};
 
 /// One input record as alerting reads it: the record (header, score, breaker annotation,
@@ -18,6 +18,8 @@ pub struct Input<'a> {
     pub transition: Option<TransitionView<'a>>,
     /// The body of a `fleet` record.
     pub fleet: Option<FleetView<'a>>,
+    /// What a `stats` record says about ugro-watch's state (WatcherStateUnwritable).
+    pub watcher: Option<WatcherStateView<'a>>,
 }
 
 impl<'a> Input<'a> {
@@ -32,10 +34,15 @@ impl<'a> Input<'a> {
             Kind::Fleet => Some(FleetView::parse(line)?),
             _ => None,
         };
+        let watcher = match record.kind {
+            Kind::Stats => Some(WatcherStateView::parse(line)?),
+            _ => None,
+        };
         Ok(Input {
             record,
             transition,
             fleet,
+            watcher,
         })
     }
 }
@@ -73,6 +80,8 @@ pub enum AlertName {
     GpuPcieDegraded,
     /// GPU lost or missing.
     GpuLost,
+    /// ugro-watch cannot write its state directory or state files.
+    WatcherStateUnwritable,
 }
 
 impl AlertName {
@@ -94,6 +103,7 @@ impl AlertName {
             AlertName::GpuThrottled => "GpuThrottled",
             AlertName::GpuPcieDegraded => "GpuPcieDegraded",
             AlertName::GpuLost => "GpuLost",
+            AlertName::WatcherStateUnwritable => "WatcherStateUnwritable",
         }
     }
 }

@@ -239,6 +239,20 @@ impl Stage for AlertStage {
                 ));
             }
             Kind::Sample | Kind::Transition | Kind::Fleet => {}
+            // ugro-watch's stats say whether it can write its state (WatcherStateUnwritable).
+            Kind::Stats
+                if input
+                    .watcher
+                    .as_ref()
+                    .is_some_and(|w| w.state_unwritable.is_some()) => {}
+            // Consumed; the run loop then runs the timers to its time (the tick rule), so a
+            // tick from the future is refused like any record.
+            Kind::Tick => {
+                return self
+                    .skew
+                    .check(rec.ts)
+                    .map_err(|e| StageError::Reject(e.to_string()));
+            }
             // Alerts, stats, errors and unknown kinds are consumed, not echoed: stdout carries
             // only this tool's alert records.
             _ => return Ok(()),
@@ -268,6 +282,11 @@ impl Stage for AlertStage {
         self.engine.advance(now, &mut out);
         self.out = out;
         self.dispatch(emit)
+    }
+
+    fn persist(&mut self) -> Result<(), StageError> {
+        self.engine.changed = true;
+        self.save()
     }
 
     /// Delivers for at most `delivery.budget`, then leaves the rest in the spool (and the

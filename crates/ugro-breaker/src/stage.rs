@@ -179,6 +179,11 @@ impl Stage for BreakerStage {
         self.maybe_persist()
     }
 
+    fn persist(&mut self) -> Result<(), StageError> {
+        self.dirty = true;
+        BreakerStage::persist(self).map_err(fatal)
+    }
+
     fn finish(&mut self, emit: &mut Emit<'_>) -> Result<(), StageError> {
         self.last_ops_check = Instant::now()
             .checked_sub(OPS_CHECK)

@@ -189,7 +189,7 @@ impl Scorer {
     }
 
     /// Scores the scorer's view of a sample (what the stage parses each line into).
-    pub(crate) fn score_view(&mut self, s: &SampleView<'_>) -> Score {
+    pub fn score_view(&mut self, s: &SampleView<'_>) -> Score {
         let mut reasons: Vec<Reason> = Vec::new();
         let mut missing = false;
 

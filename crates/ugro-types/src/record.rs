@@ -27,6 +27,9 @@ pub enum Kind {
     Stats,
     /// A problem a tool reports in-band (for example a node that could not be polled).
     Error,
+    /// Time passing and nothing else: the shared run loop runs each stage's timers to its
+    /// `ts` (see "Time" in ugro(7)). ugro-watch writes one every second.
+    Tick,
     /// Any kind this build does not know: passed through, never rejected.
     #[serde(other)]
     Other,
@@ -42,6 +45,7 @@ impl Kind {
             Kind::Alert => "alert",
             Kind::Stats => "stats",
             Kind::Error => "error",
+            Kind::Tick => "tick",
             Kind::Other => "other",
         }
     }

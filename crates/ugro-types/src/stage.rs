@@ -1,11 +1,26 @@
 //! A pipeline stage: the shape `ugro-score`, `ugro-breaker` and `ugro-alert` share, so that the
 //! same code runs behind a shell pipe (`ugro-score | ugro-breaker | ugro-alert`) and in-process
 //! inside `ugro-watch --pipeline` ([`Chain`]), and the two give the same output.
+//!
+//! # The tick rule
+//!
+//! A stage keeps time by the records it reads, never by the wall clock: its clock is the newest
+//! `ts` it has seen, and its timers (alert group_wait, group_interval, repeat_interval, resolve
+//! timeouts; the breaker's automatic half-open) fire when a record moves that clock past them.
+//! A record of kind `tick` carries nothing but its time. The run loop here — the one every
+//! filter and ugro-watch use — hands every line to [`Stage::process`] first (score and breaker
+//! pass a tick on, alert consumes it) and then, for an accepted tick, calls [`Stage::tick`] with
+//! its `ts`, so a stage's timers run before the next record reaches it. The loop never ticks on
+//! its own. So whatever writes the ticks decides when time passes, and a recorded stream gives
+//! the same output in a shell pipeline, through [`Chain`], and again on replay.
 
 use std::io::{BufRead, Write};
 
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+
 use crate::io::{LineReader, ReadError, RecordWriter, WriteError};
-use crate::{Exit, Timestamp};
+use crate::{Exit, Kind, Timestamp};
 
 /// Where a stage sends its output lines (one record each, without the newline).
 pub type Emit<'a> = dyn FnMut(&[u8]) -> Result<(), WriteError> + 'a;
@@ -55,7 +70,8 @@ pub trait Stage {
     /// Handles one non-blank input line, emitting zero or more records.
     fn process(&mut self, line: &str, emit: &mut Emit<'_>) -> Result<(), StageError>;
 
-    /// Lets time pass with no input (group and repeat timers). `now` is the caller's clock.
+    /// Lets time pass to `now` with no other input (group and repeat timers). The run loop
+    /// calls it for each `tick` record the stage accepted (see the tick rule above).
     fn tick(&mut self, _now: Timestamp, _emit: &mut Emit<'_>) -> Result<(), StageError> {
         Ok(())
     }
@@ -64,6 +80,100 @@ pub trait Stage {
     fn finish(&mut self, _emit: &mut Emit<'_>) -> Result<(), StageError> {
         Ok(())
     }
+
+    /// Writes the stage's state file now, if it has one. A long-running host (ugro-watch)
+    /// calls it to find out whether a state file that could not be written can be again.
+    fn persist(&mut self) -> Result<(), StageError> {
+        Ok(())
+    }
+
+    /// The number of the input line the next [`Stage::process`] call handles, for stages that
+    /// report bad lines on behalf of others ([`Chain`]).
+    fn line(&mut self, _n: u64) {}
+
+    /// Lines this stage rejected and reported itself ([`Chain`]); they count for the exit
+    /// status like lines the run loop rejected.
+    fn rejected(&self) -> u64 {
+        0
+    }
+}
+
+/// The record kind of a line, read from its members up to `kind` only (a line's header comes
+/// first in every record ugro writes, so this costs a few bytes of parsing, not the line).
+/// `None` when the line is not a JSON object with a readable `kind` before any bad member.
+pub fn peek_kind(line: &str) -> Option<Kind> {
+    canonical_kind(line.as_bytes()).or_else(|| peek_kind_any_order(line))
+}
+
+/// The layout every ugro tool writes, `{"v":N,"kind":"NAME",…`, read without a deserializer:
+/// the run loop asks every line for its kind, so this is on the filters' hot path. Anything
+/// else (members in another order, spaces, an escaped name) goes to the general reader.
+fn canonical_kind(b: &[u8]) -> Option<Kind> {
+    let rest = b.strip_prefix(b"{\"v\":")?;
+    let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+    let rest = rest.get(digits..).filter(|_| digits > 0)?;
+    let rest = rest.strip_prefix(b",\"kind\":\"")?;
+    let end = rest.iter().position(|&c| c == b'"' || c == b'\\')?;
+    if rest[end] != b'"' {
+        return None;
+    }
+    let name = std::str::from_utf8(&rest[..end]).ok()?;
+    let de = de::value::StrDeserializer::<de::value::Error>::new(name);
+    Kind::deserialize(de).ok()
+}
+
+/// [`peek_kind`] for any member order: the members before `kind` are skipped as JSON.
+fn peek_kind_any_order(line: &str) -> Option<Kind> {
+    struct IsKind(bool);
+    impl<'de> de::Deserialize<'de> for IsKind {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = IsKind;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a member name")
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<IsKind, E> {
+                    Ok(IsKind(v == "kind"))
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+    struct Peek<'a>(&'a mut Option<Kind>);
+    impl<'de> Visitor<'de> for Peek<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(IsKind(is_kind)) = map.next_key()? {
+                if is_kind {
+                    *self.0 = Some(map.next_value()?);
+                    // Stopping here makes the deserializer complain about the rest of the
+                    // object; the caller ignores that, the kind is already known.
+                    return Ok(());
+                }
+                map.next_value::<IgnoredAny>()?;
+            }
+            Ok(())
+        }
+    }
+    let mut kind = None;
+    let mut de = serde_json::Deserializer::from_str(line);
+    let _ = (&mut de).deserialize_map(Peek(&mut kind));
+    kind
+}
+
+/// One line through one stage under the tick rule: processed, then, if it is a `tick` record
+/// the stage accepted, its timers run to the tick's time.
+pub fn step(stage: &mut dyn Stage, line: &str, emit: &mut Emit<'_>) -> Result<(), StageError> {
+    stage.process(line, emit)?;
+    if peek_kind(line) == Some(Kind::Tick) {
+        let h = crate::parse_header(line).map_err(|e| StageError::Reject(e.to_string()))?;
+        stage.tick(h.ts, emit)?;
+    }
+    Ok(())
 }
 
 /// Runs a stage over an input stream with the contract's bad-line rules; returns 65 if any
@@ -92,7 +202,8 @@ pub fn run_counted<R: BufRead, W: Write>(
     let mut emit = |rec: &[u8]| out.write_raw(rec);
     let result = (|| {
         while let Some((n, line)) = reader.next_line()? {
-            match stage.process(line, &mut emit) {
+            stage.line(n);
+            match step(stage, line, &mut emit) {
                 Ok(()) => {}
                 Err(StageError::Reject(cause)) => reader.reject(n, cause)?,
                 Err(e) => return Err(e),
@@ -100,16 +211,25 @@ pub fn run_counted<R: BufRead, W: Write>(
         }
         stage.finish(&mut emit)
     })();
-    *rejected = reader.rejected();
-    result.map(|()| reader.finish())
+    *rejected = reader.rejected() + stage.rejected();
+    result.map(|()| {
+        if *rejected > 0 {
+            Exit::DataErr
+        } else {
+            reader.finish()
+        }
+    })
 }
 
-/// Stages composed in-process: each record one stage emits is the next stage's input line.
-/// A record rejected by a later stage is reported under that stage's name with the number of
-/// the original input line.
+/// Stages composed in-process: each record one stage emits is the next stage's input line, and
+/// each stage follows the tick rule exactly as it does behind a pipe. A record rejected by any
+/// stage is reported under that stage's name with the number of the original input line, and
+/// counted; with [`Chain::strict`] the first one stops the chain.
 pub struct Chain {
     stages: Vec<(&'static str, Box<dyn Stage + Send>)>,
     rejected: u64,
+    line_no: u64,
+    strict: bool,
 }
 
 impl std::fmt::Debug for Chain {
@@ -125,7 +245,6 @@ impl std::fmt::Debug for Chain {
 
 enum Step<'s> {
     Line(&'s str),
-    Tick(Timestamp),
     Finish,
 }
 
@@ -135,76 +254,116 @@ impl Chain {
         Chain {
             stages,
             rejected: 0,
+            line_no: 0,
+            strict: false,
         }
     }
 
-    /// Lines rejected by any stage.
-    pub fn rejected(&self) -> u64 {
-        self.rejected
+    /// Stops at the first rejected record (`--strict`).
+    pub fn strict(mut self, strict: bool) -> Self {
+        self.strict = strict;
+        self
     }
 
-    /// Feeds one line to the first stage; whatever the last stage emits goes to `emit`.
-    pub fn process(
+    /// Feeds one line (input line `line_no`) to the first stage; whatever the last stage emits
+    /// goes to `emit`.
+    pub fn feed(
         &mut self,
         line_no: u64,
         line: &str,
         emit: &mut Emit<'_>,
     ) -> Result<(), StageError> {
-        self.drive(0, line_no, Step::Line(line), emit)
-    }
-
-    /// Ticks every stage, in order, feeding what each emits to the next.
-    pub fn tick(&mut self, now: Timestamp, emit: &mut Emit<'_>) -> Result<(), StageError> {
-        for i in 0..self.stages.len() {
-            self.drive(i, 0, Step::Tick(now), emit)?;
+        self.line_no = line_no;
+        let before = self.rejected;
+        self.drive(0, Step::Line(line), emit)?;
+        if self.strict && self.rejected > before {
+            return Err(StageError::Read(ReadError::Strict(line_no)));
         }
         Ok(())
     }
 
-    /// Finishes every stage, in order, feeding what each emits to the next.
-    pub fn finish(&mut self, emit: &mut Emit<'_>) -> Result<(), StageError> {
-        for i in 0..self.stages.len() {
-            self.drive(i, 0, Step::Finish, emit)?;
-        }
-        Ok(())
-    }
-
-    fn drive(
-        &mut self,
-        at: usize,
-        line_no: u64,
-        step: Step<'_>,
-        emit: &mut Emit<'_>,
-    ) -> Result<(), StageError> {
+    /// One stage's step. What the stage emitted goes on to the next stage even when the stage
+    /// then fails (an alert already made is not lost because its state file could not be
+    /// written); the failure is returned after that.
+    fn drive(&mut self, at: usize, step: Step<'_>, emit: &mut Emit<'_>) -> Result<(), StageError> {
         let Some((name, stage)) = self.stages.get_mut(at) else {
             if let Step::Line(l) = step {
                 emit(l.as_bytes())?;
             }
             return Ok(());
         };
+        let name = *name;
         let mut produced: Vec<Vec<u8>> = Vec::new();
         let mut collect = |rec: &[u8]| {
             produced.push(rec.to_vec());
             Ok(())
         };
         let r = match step {
-            Step::Line(l) => stage.process(l, &mut collect),
-            Step::Tick(now) => stage.tick(now, &mut collect),
+            Step::Line(l) => step_fn(stage.as_mut(), l, &mut collect),
             Step::Finish => stage.finish(&mut collect),
         };
-        match r {
-            Ok(()) => {}
+        let r = match r {
             Err(StageError::Reject(cause)) => {
                 self.rejected += 1;
-                crate::io::report_bad_line(name, line_no, &cause);
+                crate::io::report_bad_line(name, self.line_no, &cause);
+                Ok(())
             }
-            Err(e) => return Err(e),
-        }
+            r => r,
+        };
+        let mut first = r.err();
         for rec in produced {
-            let text = String::from_utf8_lossy(&rec).into_owned();
-            self.drive(at + 1, line_no, Step::Line(&text), emit)?;
+            let text = String::from_utf8_lossy(&rec);
+            if let Err(e) = self.drive(at + 1, Step::Line(&text), emit) {
+                first.get_or_insert(e);
+            }
         }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+// `step` under another name: inside `drive` the local `step` is the enum value.
+fn step_fn(stage: &mut dyn Stage, line: &str, emit: &mut Emit<'_>) -> Result<(), StageError> {
+    step(stage, line, emit)
+}
+
+impl Stage for Chain {
+    fn process(&mut self, line: &str, emit: &mut Emit<'_>) -> Result<(), StageError> {
+        self.feed(self.line_no, line, emit)
+    }
+
+    /// Nothing to do: a chain's stages tick on the `tick` records that reach them.
+    fn tick(&mut self, _now: Timestamp, _emit: &mut Emit<'_>) -> Result<(), StageError> {
         Ok(())
+    }
+
+    /// Finishes every stage, in order, feeding what each emits to the next.
+    fn finish(&mut self, emit: &mut Emit<'_>) -> Result<(), StageError> {
+        let mut first = None;
+        for i in 0..self.stages.len() {
+            if let Err(e) = self.drive(i, Step::Finish, emit) {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Writes every stage's state file; the first failure, after trying them all.
+    fn persist(&mut self) -> Result<(), StageError> {
+        let mut first = None;
+        for (_, s) in &mut self.stages {
+            if let Err(e) = s.persist() {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    fn line(&mut self, n: u64) {
+        self.line_no = n;
+    }
+
+    fn rejected(&self) -> u64 {
+        self.rejected
     }
 }
 
@@ -246,9 +405,125 @@ mod tests {
             got.push(String::from_utf8_lossy(r).into_owned());
             Ok(())
         };
-        chain.process(1, "x", &mut emit).unwrap();
-        chain.process(2, "bad", &mut emit).unwrap();
+        chain.feed(1, "x", &mut emit).unwrap();
+        chain.feed(2, "bad", &mut emit).unwrap();
         assert_eq!(got, ["X", "X"]);
-        assert_eq!(chain.rejected(), 1);
+        assert_eq!(Stage::rejected(&chain), 1);
+    }
+
+    const TICK: &str = r#"{"v":1,"kind":"tick","ts":"2026-11-28T00:00:05.000Z","node":"*"}"#;
+    const SAMPLE: &str = r#"{"v":1,"kind":"sample","ts":"2026-11-28T00:00:01.000Z","node":"n"}"#;
+
+    #[test]
+    fn kind_is_read_without_parsing_the_rest_of_the_line() {
+        assert_eq!(peek_kind(TICK), Some(Kind::Tick));
+        assert_eq!(
+            peek_kind(r#"{"ts":"x","kind":"sample","a":[1,{"b":2}]}"#),
+            Some(Kind::Sample)
+        );
+        // Everything after `kind` is left unread, even if it is broken.
+        assert_eq!(
+            peek_kind(r#"{"v":1,"kind":"alert","x":"#),
+            Some(Kind::Alert)
+        );
+        assert_eq!(peek_kind(r#"{"v":1,"kind":"custom"}"#), Some(Kind::Other));
+        assert_eq!(peek_kind("garbage"), None);
+        assert_eq!(peek_kind(r#"{"v":1}"#), None);
+        assert_eq!(peek_kind(r#"{"k\u0069nd":"tick"}"#), Some(Kind::Tick));
+        // The fast path and the general reader agree.
+        for line in [
+            TICK,
+            SAMPLE,
+            r#"{"v":12,"kind":"custom","x":1}"#,
+            r#"{"v":1,"kind":"sam\u0070le"}"#,
+            r#"{ "v":1, "kind":"error"}"#,
+        ] {
+            assert_eq!(peek_kind(line), peek_kind_any_order(line), "{line}");
+        }
+        assert_eq!(canonical_kind(br#"{"v":1,"kind":"sam\u0070le"}"#), None);
+        assert_eq!(canonical_kind(TICK.as_bytes()), Some(Kind::Tick));
+    }
+
+    /// Passes every line on and, on a tick, emits a line naming itself and the tick's time.
+    struct Timer(&'static str);
+    impl Stage for Timer {
+        fn process(&mut self, line: &str, emit: &mut Emit<'_>) -> Result<(), StageError> {
+            emit(line.as_bytes()).map_err(StageError::from)
+        }
+        fn tick(&mut self, now: Timestamp, emit: &mut Emit<'_>) -> Result<(), StageError> {
+            let rec = format!(
+                r#"{{"v":1,"kind":"timer","ts":"{now}","node":"*","by":"{}"}}"#,
+                self.0
+            );
+            emit(rec.as_bytes()).map_err(StageError::from)
+        }
+    }
+
+    #[test]
+    fn stages_tick_on_tick_records_only_and_a_chain_ticks_like_a_pipe() {
+        let input = format!("{SAMPLE}\n{TICK}\n{SAMPLE}\n");
+        // Behind a pipe: each stage its own run loop.
+        let mut a = RecordWriter::new(Vec::new());
+        run("a", false, input.as_bytes(), &mut a, &mut Timer("a")).unwrap();
+        let mut b = RecordWriter::new(Vec::new());
+        run("b", false, &a.get_mut()[..], &mut b, &mut Timer("b")).unwrap();
+        let piped = String::from_utf8(b.get_mut().clone()).unwrap();
+        let lines: Vec<&str> = piped.lines().collect();
+        assert_eq!(lines.len(), 5, "{piped}");
+        assert_eq!(lines[1], TICK);
+        // b ticks on the tick line, then a's timer record reaches it.
+        assert!(
+            lines[2].contains(r#""by":"b""#) && lines[3].contains(r#""by":"a""#),
+            "{piped}"
+        );
+        // In-process: the same bytes.
+        let mut chain = Chain::new(vec![
+            ("a", Box::new(Timer("a"))),
+            ("b", Box::new(Timer("b"))),
+        ]);
+        let mut c = RecordWriter::new(Vec::new());
+        assert_eq!(
+            run("watch", false, input.as_bytes(), &mut c, &mut chain).unwrap(),
+            Exit::Ok
+        );
+        assert_eq!(String::from_utf8(c.get_mut().clone()).unwrap(), piped);
+    }
+
+    /// Emits its line, then fails as a stage whose state file cannot be written does.
+    struct Unwritable;
+    impl Stage for Unwritable {
+        fn process(&mut self, line: &str, emit: &mut Emit<'_>) -> Result<(), StageError> {
+            emit(line.as_bytes())?;
+            Err(StageError::Fatal {
+                exit: Exit::IoErr,
+                message: "disk full".into(),
+            })
+        }
+    }
+
+    #[test]
+    fn what_a_failing_stage_emitted_still_reaches_the_end_of_the_chain() {
+        let mut chain = Chain::new(vec![("w", Box::new(Unwritable)), ("u", Box::new(Upper))]);
+        let mut got = Vec::new();
+        let mut emit = |r: &[u8]| {
+            got.push(String::from_utf8_lossy(r).into_owned());
+            Ok(())
+        };
+        let e = chain.feed(1, "x", &mut emit).unwrap_err();
+        assert_eq!(e.exit(), Exit::IoErr);
+        assert_eq!(got, ["X"]);
+    }
+
+    #[test]
+    fn a_line_rejected_inside_a_chain_sets_the_exit_status_and_strict_stops() {
+        let mut chain = Chain::new(vec![("d", Box::new(Double)), ("u", Box::new(Upper))]);
+        let mut out = RecordWriter::new(Vec::new());
+        let exit = run("watch", false, &b"a\nbad\nb\n"[..], &mut out, &mut chain).unwrap();
+        assert_eq!(exit, Exit::DataErr);
+        assert_eq!(out.get_mut().as_slice(), b"A\nA\nB\nB\n");
+        let mut chain = Chain::new(vec![("u", Box::new(Upper))]).strict(true);
+        let mut out = RecordWriter::new(Vec::new());
+        let e = run("watch", true, &b"a\nbad\nb\n"[..], &mut out, &mut chain).unwrap_err();
+        assert!(matches!(e, StageError::Read(ReadError::Strict(2))), "{e:?}");
     }
 }

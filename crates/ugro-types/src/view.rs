@@ -16,6 +16,7 @@
 //! | a `transition` record's body | [`TransitionView`] | [`TransitionView::parse`] |
 //! | a `fleet` record's body | [`FleetView`] | [`FleetView::parse`] |
 //! | an `alert` record | [`AlertView`] | [`AlertView::parse`] |
+//! | ugro-watch's `stats`: can it write its state | [`WatcherStateView`] | [`WatcherStateView::parse`] |
 //!
 //! [`RecordView`] carries the kind, so a reader parses it first and reads the body of the rarer
 //! kinds (transition, fleet, alert) from the same line only when the kind says so: samples, by
@@ -36,7 +37,7 @@ mod score;
 mod text;
 
 pub use alert::AlertView;
-pub use record::{BreakerView, FleetView, RecordView, TransitionView};
+pub use record::{BreakerView, FleetView, RecordView, TransitionView, WatcherStateView};
 pub use sample::{GpuSectionView, GpuView, SampleView, ThrottleReasons};
 pub use score::{ReasonView, ScoreHead, ScoreView};
 pub use text::Text;

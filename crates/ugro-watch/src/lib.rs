@@ -5,30 +5,40 @@
 //! written and a line read. The scheduler ([`sched`]) adapts each node's interval to job
 //! activity; the output is raw samples, or with `--pipeline` the records of
 //! score → breaker → alert run in-process with the same libraries as the CLIs.
+//!
+//! Four jobs with queues between them, one module each:
+//! - polling ([`poll`], transports in [`link`]): one task per node;
+//! - the pipeline ([`pipeline`]): the stages on their own thread, fed by a bounded queue;
+//! - delivery: the alert stage's receivers (ugro-alert);
+//! - persistence ([`persist`]): state-directory writes on their own thread.
+//!
+//! [`monitor`] is the live loop between them: the scheduler, the raw stream, `stats`.
 
 pub mod activity;
+pub mod clock;
 pub mod config;
 pub mod link;
 pub mod monitor;
+pub mod persist;
 pub mod pipeline;
+pub mod poll;
 pub mod sched;
-pub mod statedir;
 pub mod view;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, ValueEnum};
 use ugro_support::config::ConfigError;
 use ugro_support::state::StateError;
 use ugro_types::Exit;
-use ugro_types::io::{LineReader, WriteError};
+use ugro_types::io::WriteError;
 use ugro_types::stage::StageError;
 
 pub use config::Cluster;
-pub use monitor::Core;
 
 const LONG_ABOUT: &str = "\
 Watches a GPU fleet and writes one JSON `sample` record per node per poll to stdout, so that \
@@ -63,23 +73,70 @@ watch-alert.json in ~/.local/state/ugro, never the shell tools' own files.
 
 Scheduling: every node is polled at the base interval (5s) while busy (training processes, a \
 GPU at or above activity.gpu_utilization_pct, listed by --jobs-cmd, or a fresh --activity-file) \
-or not healthy; after each idle, healthy sample its interval doubles up to the maximum (60s). \
-A job start seen by --jobs-cmd or --activity-file (checked every base interval) brings the node \
-back to the base interval at once. Polls are spread over `intervals.spread` of the base \
-interval by a per-node phase. At most `concurrency` polls are in flight; the limit halves after \
-a cycle in which more than 10% of polls timed out and grows back after clean cycles. With \
---pipeline, a node whose breaker is open is polled only when its trial is due.
+or not healthy by the scorer's verdict (ugro-score's state of its latest sample: degraded, \
+critical, unknown — an unreachable node is unknown); after each idle sample of a healthy node \
+its interval doubles up to the maximum (60s). A job start seen by --jobs-cmd or \
+--activity-file (checked every base interval) brings the node back to the base interval at \
+once. Polls are spread over `intervals.spread` of the base interval by a per-node phase. \
+Nodes that are due are polled in the order they fell due, never in cluster-file order. At \
+most `concurrency` polls are in flight, and nodes whose last poll timed out (suspects) hold at \
+most a quarter of those slots together, so hung nodes cannot take the slots of healthy ones \
+wherever they are listed (a suspect may then be polled later than its interval). The limit \
+halves after a cycle in which more than 10% of the polls of non-suspect nodes timed out and \
+grows back by an eighth per cycle without such timeouts; nodes that hang poll after poll do \
+not keep it down. With --pipeline, a node whose breaker is open is polled only when its trial \
+is due.
+
+Jobs and queues: polling (one task per node), the pipeline (score → breaker → alert, or the \
+scorer alone without --pipeline, on a thread of its own fed by a bounded queue of --queue \
+records), delivery (ugro-alert's receivers, behind the alert stage) and persistence (the state \
+directory, on a thread of its own). Nothing on the polling path waits for a network call, a \
+child process, fsync or a full queue. When the pipeline queue is full (stdout blocked, a slow \
+disk under the breaker's or alert's state file, a stage delivering slowly), polling goes on: \
+records wait in a backlog in which a node's newer sample replaces its older waiting one (and a \
+newer tick, stats record or node list the older one), counted as pipeline_superseded; error \
+records are never replaced. The state-directory queue holds one pending content per file, the \
+newest (older ones counted as state_superseded).
+
+Time: the stages run on record time under the tick rule of ugro(7). The watcher writes a \
+`tick` record (node `*`, tool `ugro-watch`, nothing but the time) into its raw stream every \
+--tick (1s); each stage runs its timers (alert group_wait/group_interval/repeat_interval, the \
+breaker's automatic half-open) when a tick reaches it, as the shell filters do for the ticks \
+in their input. So `ugro-watch --pipeline` writes byte for byte what `ugro-watch | ugro-score \
+| ugro-breaker | ugro-alert` writes for the same raw stream (--tee FILE keeps a copy of it, \
+which --replay takes). The table and the state directory are updated once per tick.
 
 Output: JSON lines when stdout is not a terminal, a live table on a terminal (coloured unless \
 NO_COLOR is set). With --pipeline, stdout carries what the last stage writes (alert records), \
 exactly as the shell pipeline would; the table and the state directory still see every score \
-and breaker state. A `stats` record (node `*`, tool `ugro-watch`) every --stats-every and at \
-exit: cycles (finished in the period), cycle_ms / cycle_ms_max / last_cycle_ms (first dispatch \
-to last answer of a cycle), probes, probes_per_s, failures, timeouts, ssh_failures, \
-probe_failures, interval_ms / interval_max_ms (shortest and longest current node interval), \
-concurrency_limit, in_flight, nodes, nodes_unreachable, rss_kb. --state-dir keeps, per node, the latest sample, score, breaker state, \
-last alert and a bounded history (nodes/<node>.json), plus fleet.json and stats.json, each \
-replaced atomically.
+and breaker state. A `stats` record (node `*`, tool `ugro-watch`) every --stats-every, at \
+exit, and whenever the state becomes unwritable or writable again: cycles (finished in the \
+period), cycle_ms / cycle_ms_max / last_cycle_ms (first dispatch to last answer of a cycle), \
+probes, probes_per_s, failures, timeouts, ssh_failures, probe_failures, interval_ms / \
+interval_max_ms (shortest and longest current node interval), concurrency_limit, in_flight, \
+suspects_in_flight, nodes, nodes_unreachable, pipeline_queue / pipeline_backlog (now), \
+pipeline_queue_max (deepest in the period), pipeline_capacity, pipeline_superseded (samples \
+replaced in the backlog, in all), with --pipeline the alert stage's delivery workers \
+(delivery_queue and spooled: notifications waiting in memory and in the spool now; \
+delivery_failed, delivery_dropped since start; delivery: each receiver's figures, refreshed \
+once per tick), stage_state_failures (failed writes of the breaker's or alert's state file in the \
+period), with --state-dir state_queue, state_writes, state_write_failures, state_superseded, \
+then state_unwritable (true or false) and state_error (the failure, while unwritable), \
+rss_kb. --state-dir keeps, per node, the latest sample, score, breaker state, last alert and \
+a bounded history (nodes/<node>.json), plus fleet.json and stats.json, each replaced \
+atomically; directories are mode 0700, files 0600.
+
+Faults of this host: when the state directory or the breaker's or alert's state file cannot be \
+written (disk full, read-only, removed), polling and alerting go on. The failure is logged, \
+becomes an `error` record and a stats record with state_unwritable: true (which ugro-alert \
+turns into the WatcherStateUnwritable alert), and writes are retried (the state directory \
+with a backoff of 1s doubling to 30s, the state files every tick) until they succeed, which \
+a stats record with state_unwritable: false reports (resolving the alert). A failed write \
+leaves the previous file as it was. If the state still cannot be written at exit, the status \
+is 74. The state directory and the state files' lock files must be creatable at start-up.
+
+SSH control sockets live in a private directory (mode 0700, random name) under $TMPDIR, or, \
+when $TMPDIR is too long for a Unix socket path, under $XDG_RUNTIME_DIR or /tmp.
 
 Signals: SIGINT/SIGTERM finish the polls in flight, close the probes and sessions, flush the \
 pipeline and the state (a second signal stops at once; SSH failures of polls in flight at that \
@@ -147,7 +204,8 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub history: Option<usize>,
 
-    /// Period of `stats` records; 0 turns them off [default: state.stats_every, 60s].
+    /// Period of `stats` records; 0 turns them off, except those saying the state became
+    /// unwritable or writable again [default: state.stats_every, 60s].
     #[arg(long, value_name = "DURATION", value_parser = ugro_support::cli::parse_duration)]
     pub stats_every: Option<Duration>,
 
@@ -188,10 +246,25 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub cycles: Option<u64>,
 
-    /// Read recorded samples from FILE (`-` = stdin) instead of polling, and handle them as
-    /// if just polled (pipeline, state directory, output).
+    /// Read a recorded raw stream from FILE (`-` = stdin) instead of polling, and handle it as
+    /// if just polled (pipeline, state directory, output), through the filters' own run loop: a
+    /// bad line is reported as `TOOL: line N: cause` and the exit status is then 65.
     #[arg(long, value_name = "FILE", conflicts_with = "local")]
     pub replay: Option<PathBuf>,
+
+    /// Period of `tick` records in the raw stream, which run the stages' timers (the tick rule
+    /// of ugro(7)), and of table and state-directory updates.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_tick)]
+    pub tick: Duration,
+
+    /// Also append the raw stream (what enters the pipeline: samples, ticks, stats, errors) to
+    /// FILE (created mode 0600), for `--replay` or the shell filters later.
+    #[arg(long, value_name = "FILE")]
+    pub tee: Option<PathBuf>,
+
+    /// Capacity of the pipeline queue, in records (see "Jobs and queues").
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub queue: u32,
 
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Auto)]
@@ -204,6 +277,14 @@ pub struct Cli {
     /// Check the cluster file, print the nodes as JSON lines, and exit.
     #[arg(long)]
     pub check: bool,
+}
+
+fn parse_tick(s: &str) -> Result<Duration, String> {
+    let d = ugro_support::cli::parse_duration(s)?;
+    if d < Duration::from_millis(10) {
+        return Err("--tick must be at least 10ms".into());
+    }
+    Ok(d)
 }
 
 /// Output format.
@@ -303,30 +384,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     if cli.check {
         return check(&cluster);
     }
-    let table = match cli.format {
-        Format::Json => false,
-        Format::Table => true,
-        Format::Auto => std::io::stdout().is_terminal() && cli.replay.is_none(),
-    };
-    let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let state_dir = cli.state_dir.clone().or_else(|| cluster.state.dir.clone());
-    let (chain, scorer) = if cli.pipeline {
-        (
-            Some(pipeline::build(&cli, &cluster, state_dir.as_deref())?),
-            None,
-        )
-    } else {
-        (None, Some(pipeline::scorer(&cli, &cluster)?))
-    };
-    let state = match &state_dir {
-        Some(d) => Some(statedir::StateDir::open(d)?),
-        None => None,
-    };
-    let history = cli.history.unwrap_or(cluster.state.history);
-    let mut core = Core::new(std::io::stdout(), chain, state, history, table, color);
-    core.set_scorer(scorer);
+    let setup = setup(&cli, &cluster)?;
     if let Some(path) = &cli.replay {
-        return replay(&mut core, path, cli.strict);
+        return replay(setup, path, cli.strict);
     }
     let opts = monitor::LiveOpts {
         cycles: cli.cycles,
@@ -335,15 +395,90 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         cluster_path: cli.cluster.clone(),
         tags: cli.tag.clone(),
         stats_every: cli.stats_every.unwrap_or(cluster.state.stats_every),
+        tick: cli.tick,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(Error::Io)?;
-    let exit = rt.block_on(monitor::live(cluster, opts, &mut core))?;
-    // Workers that did not finish in time must not keep the process alive.
+    let exit = rt.block_on(async {
+        let deps = monitor::Deps {
+            clock: Arc::new(clock::TokioClock::system()),
+            transport: Arc::new(poll::SystemTransport),
+            control: signals()?,
+        };
+        monitor::run(cluster, opts, setup, deps).await
+    })?;
+    // Tasks that did not finish in time must not keep the process alive.
     rt.shutdown_timeout(Duration::from_secs(1));
     Ok(exit.into())
+}
+
+/// SIGINT and SIGTERM ask to stop, SIGHUP to reload.
+fn signals() -> Result<tokio::sync::mpsc::UnboundedReceiver<monitor::Control>, Error> {
+    use monitor::Control;
+    use tokio::signal::unix::{SignalKind, signal};
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    for (kind, what) in [
+        (SignalKind::interrupt(), Control::Stop),
+        (SignalKind::terminate(), Control::Stop),
+        (SignalKind::hangup(), Control::Reload),
+    ] {
+        let mut s = signal(kind).map_err(Error::Io)?;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while s.recv().await.is_some() {
+                if tx.send(what).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    Ok(rx)
+}
+
+/// The pipeline thread's stages and output, from the command line and the cluster file.
+pub fn setup(cli: &Cli, cluster: &Cluster) -> Result<monitor::Setup, Error> {
+    let table = match cli.format {
+        Format::Json => false,
+        Format::Table => true,
+        Format::Auto => std::io::stdout().is_terminal() && cli.replay.is_none(),
+    };
+    let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let state_dir = cli.state_dir.clone().or_else(|| cluster.state.dir.clone());
+    let counters = Arc::new(pipeline::Counters::default());
+    let stages = if cli.pipeline {
+        pipeline::build(cli, cluster, state_dir.as_deref(), &counters)?
+    } else {
+        pipeline::scorer(cli, cluster)?
+    };
+    let tee = match &cli.tee {
+        None => None,
+        Some(p) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            // Samples describe the hosts: private like the state files.
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(p)
+                .map_err(|e| Error::Usage(format!("--tee {}: {e}", p.display())))?;
+            Some(Box::new(f) as Box<dyn std::io::Write + Send>)
+        }
+    };
+    Ok(monitor::Setup {
+        stages,
+        output: pipeline::Output {
+            out: None,
+            tee,
+            table,
+            color,
+        },
+        state_dir,
+        history: cli.history.unwrap_or(cluster.state.history),
+        queue: usize::try_from(cli.queue).unwrap_or(usize::MAX),
+        counters,
+    })
 }
 
 /// The command-line settings that replace cluster-file values; kept for the whole run so a
@@ -449,11 +584,9 @@ fn check(c: &Cluster) -> Result<ExitCode, Error> {
     Ok(Exit::Ok.into())
 }
 
-fn replay<W: std::io::Write>(
-    core: &mut Core<W>,
-    path: &std::path::Path,
-    strict: bool,
-) -> Result<ExitCode, Error> {
+/// `--replay`: the recorded stream through the pipeline's processor, driven by the filters'
+/// own run loop (line numbers, bad lines, `--strict`, exit 65).
+fn replay(setup: monitor::Setup, path: &std::path::Path, strict: bool) -> Result<ExitCode, Error> {
     let input: Box<dyn std::io::BufRead> = if path.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
     } else {
@@ -465,28 +598,28 @@ fn replay<W: std::io::Write>(
         })?;
         Box::new(std::io::BufReader::new(f))
     };
-    let mut reader = LineReader::new(input, "ugro-watch", strict);
-    loop {
-        let next = reader
-            .next_line()
-            .map_err(|e| Error::Stage(StageError::Read(e)))?;
-        let Some((n, line)) = next else { break };
-        if let Err(e) = ugro_types::parse_header(line) {
-            let cause = e.to_string();
-            reader
-                .reject(n, cause)
-                .map_err(|e| Error::Stage(StageError::Read(e)))?;
-            continue;
-        }
-        let line = line.to_owned();
-        core.set_line(n);
-        core.feed(&line)?;
-        if core.closed() {
-            return Ok(Exit::Ok.into());
-        }
-    }
-    core.finish()?;
-    core.flush_state(ugro_types::Timestamp::now());
-    core.close_state()?;
-    Ok(reader.finish().into())
+    let persister = match &setup.state_dir {
+        Some(d) => Some(persist::Persister::open(d, Box::new(|_| {}))?),
+        None => None,
+    };
+    let views = view::Views::new(setup.history, setup.state_dir.is_some());
+    let stages = match setup.stages {
+        pipeline::Stages::Chain(c, t) => pipeline::Stages::Chain(c.strict(strict), t),
+        s => s,
+    };
+    let mut p = pipeline::Processor::new(
+        stages,
+        setup.output,
+        views,
+        persister.as_ref().map(persist::Persister::queue),
+        setup.counters,
+    );
+    // The processor writes its own output; the run loop's writer stays unused.
+    let mut unused = ugro_types::io::RecordWriter::new(std::io::sink());
+    let r = ugro_types::stage::run("ugro-watch", strict, input, &mut unused, &mut p);
+    drop(p);
+    let closed = persister.map_or(Ok(()), persist::Persister::close);
+    let exit = r.map_err(Error::Stage)?;
+    closed?;
+    Ok(exit.into())
 }

@@ -11,7 +11,9 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -107,6 +109,42 @@ pub fn find_local_probe() -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join("ugro-probe"))
         .find(|p| p.is_file())
+}
+
+/// The longest base directory a control socket fits under: a Unix socket path has room for
+/// 107 bytes, and under the base come `ugro-XXXXXX/` (ours), `.ssh-connectionXXXXXX/` (the
+/// openssh crate's), `master` and the `.XXXXXXXXXXXXXXXX` ssh appends while it binds: 58 bytes.
+/// A few bytes are kept in hand.
+pub const CONTROL_BASE_MAX: usize = 45;
+
+/// A private directory (mode 0700, made atomically under a random name) for the SSH control
+/// sockets, in the first of `$TMPDIR`, `$XDG_RUNTIME_DIR` and `/tmp` whose path is short enough
+/// for a socket path, so a long TMPDIR does not make every SSH node unreachable.
+pub fn control_dir() -> std::io::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
+    let candidates = [
+        Some(std::env::temp_dir()),
+        runtime,
+        Some(PathBuf::from("/tmp")),
+    ];
+    let mut last = None;
+    for base in candidates.into_iter().flatten() {
+        if !base.is_absolute() || base.as_os_str().len() > CONTROL_BASE_MAX {
+            continue;
+        }
+        match tempfile::Builder::new()
+            .prefix("ugro-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir_in(&base)
+        {
+            Ok(d) => return Ok(d),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::other("no directory short enough for SSH control sockets")
+    }))
 }
 
 /// Everything needed to (re)open one node's link.
@@ -788,6 +826,19 @@ mod tests {
         let t = PollError::Timeout(Duration::from_millis(1500));
         assert_eq!(t.cause(), "timeout");
         assert_eq!(t.message(), "no answer within 1s 500ms");
+    }
+
+    #[test]
+    fn control_dir_is_private_and_short_whatever_tmpdir_is() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = control_dir().unwrap();
+        let mode = std::fs::metadata(d.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        assert!(
+            d.path().as_os_str().len() <= CONTROL_BASE_MAX + 12,
+            "{:?}",
+            d.path()
+        );
     }
 
     #[test]

@@ -1,408 +1,36 @@
-//! The running monitor: workers own the links, the main task owns everything else (scheduler,
-//! pipeline, views, output), so no state is shared between tasks and records leave in the
-//! order they were made.
+//! The live loop, which ties the four jobs together: it owns the scheduler and the node table,
+//! asks the polling tasks ([`crate::poll`]) for polls, turns their answers into the raw stream
+//! (samples, a `tick` every `--tick`, `stats`, `error`s) and hands that to the pipeline queue
+//! ([`crate::pipeline`]) without ever waiting on it. Delivery runs behind the alert stage,
+//! persistence on its own thread ([`crate::persist`]). What comes back — each node's score
+//! state, breaker holds, state-write failures — steers the scheduler and the `stats` records.
+//!
+//! Clock, transport and control (stop, reload) are injected ([`Deps`]), so the loop runs under
+//! tokio's paused time in tests.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::mpsc;
-use ugro_types::io::{RecordWriter, WriteError};
-use ugro_types::stage::{Chain, StageError};
-use ugro_types::{Exit, Kind, Sample, Timestamp, Unreachable};
+use tokio::sync::{mpsc, watch};
+use ugro_types::stage::StageError;
+use ugro_types::{ErrorRecord, Exit, HealthState, Kind, Timestamp};
 
 use crate::Error;
-use crate::config::Cluster;
-use crate::link::{Link, LinkSpec, LocalProbe, PollError, find_local_probe, spec_for};
-use crate::pipeline::{Tap, Tapped};
-use crate::sched::{Clock, CycleSummary, Outcome, SchedConf, Scheduler, SystemClock};
-use crate::statedir::StateDir;
-use crate::view::{NodeView, render_table};
-
-/// Output and state handling shared by live polling and `--replay`.
-pub struct Core<W: Write> {
-    out: RecordWriter<W>,
-    table: bool,
-    color: bool,
-    chain: Option<Chain>,
-    tapped: Option<Tapped>,
-    scorer: Option<ugro_score::Scorer>,
-    seq: u64,
-    views: Vec<NodeView>,
-    index: HashMap<String, usize>,
-    history: usize,
-    state: Option<StateDir>,
-    closed: bool,
-    holds: Vec<(String, Option<Timestamp>)>,
-    last_stats: Option<Vec<u8>>,
-    footer: String,
-    table_dirty: bool,
-}
-
-impl<W: Write> std::fmt::Debug for Core<W> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Core")
-            .field("nodes", &self.views.len())
-            .field("pipeline", &self.chain.is_some())
-            .finish()
-    }
-}
-
-impl<W: Write> Core<W> {
-    /// Output to `out`, through `chain` if given.
-    pub fn new(
-        out: W,
-        chain: Option<(Chain, Tapped)>,
-        state: Option<StateDir>,
-        history: usize,
-        table: bool,
-        color: bool,
-    ) -> Self {
-        Core {
-            out: RecordWriter::new(out),
-            table,
-            color,
-            tapped: chain.as_ref().map(|c| c.1.clone()),
-            chain: chain.map(|c| c.0),
-            scorer: None,
-            seq: 0,
-            views: Vec::new(),
-            index: HashMap::new(),
-            history,
-            state,
-            closed: false,
-            holds: Vec::new(),
-            last_stats: None,
-            footer: String::new(),
-            table_dirty: true,
-        }
-    }
-
-    /// In raw mode, scores samples for the table and the state directory only (the output
-    /// stays raw).
-    pub fn set_scorer(&mut self, s: Option<ugro_score::Scorer>) {
-        self.scorer = s;
-    }
-
-    fn drain_taps(&mut self) {
-        let Some(t) = &self.tapped else {
-            return;
-        };
-        let taken = match t.lock() {
-            Ok(mut v) => std::mem::take(&mut *v),
-            Err(_) => return,
-        };
-        for (tap, rec) in taken {
-            let Ok(v) = serde_json::from_slice::<Value>(&rec) else {
-                continue;
-            };
-            let kind = v.get("kind").and_then(Value::as_str).unwrap_or("");
-            match (tap, kind) {
-                // The scored sample is the one kept; the breaker's copy only adds its state.
-                (Tap::Score, "sample") | (Tap::Breaker, "transition") | (Tap::Alert, "alert") => {
-                    self.observe(&v, &rec);
-                }
-                (Tap::Breaker, "sample") => {
-                    if let Some(b) = v.get("breaker") {
-                        let node = v.get("node").and_then(Value::as_str).unwrap_or("");
-                        if let Some(i) = self.index.get(node).copied()
-                            && let Some(view) = self.views.get_mut(i)
-                        {
-                            view.observe_breaker(b);
-                        }
-                    }
-                }
-                (Tap::Score, "stats") => self.observe(&v, &rec),
-                _ => {}
-            }
-        }
-    }
-
-    /// Whether stdout's reader went away.
-    pub fn closed(&self) -> bool {
-        self.closed
-    }
-
-    /// Registers a node (table order is registration order).
-    pub fn node(&mut self, name: &str) -> usize {
-        if let Some(i) = self.index.get(name) {
-            return *i;
-        }
-        let mut v = NodeView::new(name);
-        v.keep_sample = self.state.is_some();
-        // A row hidden by `forget` is used again, so nodes removed and added by reloads do
-        // not grow the table.
-        let i = match self.views.iter().position(|v| v.name.is_empty()) {
-            Some(i) => {
-                self.views[i] = v;
-                i
-            }
-            None => {
-                self.views.push(v);
-                self.views.len() - 1
-            }
-        };
-        self.index.insert(name.to_owned(), i);
-        i
-    }
-
-    /// Rows in the table, shown or hidden.
-    pub fn rows(&self) -> usize {
-        self.views.len()
-    }
-
-    /// A node's view.
-    pub fn view(&self, name: &str) -> Option<&NodeView> {
-        self.index.get(name).and_then(|i| self.views.get(*i))
-    }
-
-    /// Forgets a node (SIGHUP removed it).
-    pub fn forget(&mut self, name: &str) {
-        if let Some(i) = self.index.remove(name) {
-            // Keep indices stable; an empty name hides the row.
-            if let Some(v) = self.views.get_mut(i) {
-                *v = NodeView::default();
-            }
-        }
-    }
-
-    /// Breaker holds seen since the last call: `(node, next trial)`, `None` = released.
-    pub fn take_holds(&mut self) -> Vec<(String, Option<Timestamp>)> {
-        std::mem::take(&mut self.holds)
-    }
-
-    /// One record made by the watcher: through the pipeline (if any) and out.
-    pub fn feed(&mut self, line: &str) -> Result<(), Error> {
-        self.seq += 1;
-        match self.chain.as_mut() {
-            None => self.emit(line.as_bytes()),
-            Some(chain) => {
-                let mut produced: Vec<Vec<u8>> = Vec::new();
-                let r = chain.process(self.seq, line, &mut |rec: &[u8]| {
-                    produced.push(rec.to_vec());
-                    Ok(())
-                });
-                self.drain_taps();
-                for rec in &produced {
-                    self.emit(rec)?;
-                }
-                match r {
-                    Ok(()) => Ok(()),
-                    Err(StageError::Reject(cause)) => {
-                        ugro_types::io::report_bad_line("ugro-watch", self.seq, &cause);
-                        Ok(())
-                    }
-                    Err(StageError::Write(WriteError::Closed)) => {
-                        self.closed = true;
-                        Ok(())
-                    }
-                    Err(e) => Err(Error::Stage(e)),
-                }
-            }
-        }
-    }
-
-    /// Like [`Core::feed`] for a record already parsed by the caller (saves a parse per poll
-    /// in raw mode).
-    pub fn feed_value(&mut self, line: &str, mut v: Value) -> Result<(), Error> {
-        if self.chain.is_some() {
-            return self.feed(line);
-        }
-        self.seq += 1;
-        self.score_for_view(line, &mut v);
-        self.observe(&v, line.as_bytes());
-        self.write(line.as_bytes())
-    }
-
-    /// Numbers the next record as input line `n` (for `--replay`'s messages).
-    pub fn set_line(&mut self, n: u64) {
-        self.seq = n.saturating_sub(1);
-    }
-
-    /// Lets the pipeline's timers run.
-    pub fn tick(&mut self, now: Timestamp) -> Result<(), Error> {
-        let Some(chain) = self.chain.as_mut() else {
-            return Ok(());
-        };
-        let mut produced: Vec<Vec<u8>> = Vec::new();
-        chain
-            .tick(now, &mut |rec: &[u8]| {
-                produced.push(rec.to_vec());
-                Ok(())
-            })
-            .map_err(Error::Stage)?;
-        self.drain_taps();
-        for rec in &produced {
-            self.emit(rec)?;
-        }
-        Ok(())
-    }
-
-    /// End of the run: the pipeline's pending records and state.
-    pub fn finish(&mut self) -> Result<(), Error> {
-        let Some(chain) = self.chain.as_mut() else {
-            return Ok(());
-        };
-        let mut produced: Vec<Vec<u8>> = Vec::new();
-        let r = chain.finish(&mut |rec: &[u8]| {
-            produced.push(rec.to_vec());
-            Ok(())
-        });
-        self.drain_taps();
-        for rec in &produced {
-            self.emit(rec)?;
-        }
-        r.map_err(Error::Stage)
-    }
-
-    fn emit(&mut self, rec: &[u8]) -> Result<(), Error> {
-        if self.chain.is_none()
-            && let Ok(mut v) = serde_json::from_slice::<Value>(rec)
-        {
-            if let Ok(line) = std::str::from_utf8(rec) {
-                self.score_for_view(line, &mut v);
-            }
-            self.observe(&v, rec);
-        }
-        self.write(rec)
-    }
-
-    fn write(&mut self, rec: &[u8]) -> Result<(), Error> {
-        if self.table || self.closed {
-            return Ok(());
-        }
-        match self.out.write_raw(rec) {
-            Ok(()) => Ok(()),
-            Err(WriteError::Closed) => {
-                self.closed = true;
-                Ok(())
-            }
-            Err(e) => Err(Error::Write(e)),
-        }
-    }
-
-    fn score_for_view(&mut self, line: &str, v: &mut Value) {
-        let Some(scorer) = self.scorer.as_mut() else {
-            return;
-        };
-        if v.get("kind").and_then(Value::as_str) != Some("sample") || v.get("score").is_some() {
-            return;
-        }
-        if let Ok(s) = serde_json::from_str::<Sample>(line) {
-            let score = scorer.score_sample(&s);
-            if let (Some(obj), Ok(sv)) = (v.as_object_mut(), serde_json::to_value(&score)) {
-                obj.insert("score".into(), sv);
-            }
-        }
-    }
-
-    fn observe(&mut self, v: &Value, raw: &[u8]) {
-        let kind = v.get("kind").and_then(Value::as_str).unwrap_or("");
-        let node = v.get("node").and_then(Value::as_str).unwrap_or("");
-        if kind == "stats" {
-            self.last_stats = Some(raw.to_vec());
-            return;
-        }
-        if kind == "transition" {
-            let to = v.get("to").and_then(Value::as_str).unwrap_or("");
-            let hold = match to {
-                "open" | "forced_open" => Some(
-                    v.get("next_trial_at")
-                        .and_then(Value::as_str)
-                        .and_then(|t| Timestamp::parse(t).ok())
-                        .unwrap_or(Timestamp(i64::MAX)),
-                ),
-                _ => None,
-            };
-            self.holds.push((node.to_owned(), hold));
-        }
-        if node.is_empty() || node == "*" {
-            return;
-        }
-        let i = self.node(node);
-        if let Some(view) = self.views.get_mut(i) {
-            view.observe(v, self.history);
-        }
-        self.table_dirty = true;
-    }
-
-    /// Writes dirty node files, `fleet.json` and the latest `stats` record.
-    pub fn flush_state(&mut self, now: Timestamp) {
-        let Some(st) = &self.state else {
-            return;
-        };
-        let mut any = false;
-        for v in self
-            .views
-            .iter_mut()
-            .filter(|v| v.dirty && !v.name.is_empty())
-        {
-            v.dirty = false;
-            any = true;
-            if let Ok(b) = serde_json::to_vec_pretty(&v.state_json(now)) {
-                st.node(&v.name, b);
-            }
-        }
-        if any {
-            let fleet: Vec<Value> = self
-                .views
-                .iter()
-                .filter(|v| !v.name.is_empty())
-                .map(NodeView::summary_json)
-                .collect();
-            let doc = serde_json::json!({"updated": now, "nodes": fleet});
-            if let Ok(b) = serde_json::to_vec_pretty(&doc) {
-                st.file("fleet.json", b);
-            }
-        }
-        if let Some(s) = self.last_stats.take() {
-            st.file("stats.json", s);
-        }
-    }
-
-    /// Sets the table footer.
-    pub fn set_footer(&mut self, f: String) {
-        if f != self.footer {
-            self.footer = f;
-            self.table_dirty = true;
-        }
-    }
-
-    /// Redraws the table if anything changed.
-    pub fn draw(&mut self) -> Result<(), Error> {
-        if !self.table || !self.table_dirty || self.closed {
-            return Ok(());
-        }
-        self.table_dirty = false;
-        let text = render_table(
-            self.views.iter().filter(|v| !v.name.is_empty()),
-            &self.footer,
-            self.color,
-        );
-        match self.out.write_text(&text) {
-            Ok(()) => Ok(()),
-            Err(WriteError::Closed) => {
-                self.closed = true;
-                Ok(())
-            }
-            Err(e) => Err(Error::Write(e)),
-        }
-    }
-
-    /// Stops the state writer, reporting its first error.
-    pub fn close_state(&mut self) -> Result<(), Error> {
-        match self.state.take() {
-            Some(s) => s.close().map_err(Error::State),
-            None => Ok(()),
-        }
-    }
-}
+use crate::clock::Clock;
+use crate::config::{Cluster, NodeConf, TransportConf};
+use crate::link::{LocalProbe, PollError, find_local_probe, spec_for};
+use crate::persist::{self, Persister};
+use crate::pipeline::{self, Feed, Feedback, Key, Msg, Output, Processor, Stages};
+use crate::poll::{Done, Timing, Transport, accept_reply, start_worker, unreachable_line};
+use crate::sched::{CycleSummary, Outcome, SchedConf, Scheduler};
+use crate::view::Views;
 
 /// Settings of a live run beyond the cluster file.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LiveOpts {
     /// Stop after this many cycles.
     pub cycles: Option<u64>,
@@ -414,13 +42,67 @@ pub struct LiveOpts {
     pub cluster_path: Option<PathBuf>,
     /// Only nodes with one of these tags.
     pub tags: Vec<String>,
-    /// `stats` period.
+    /// `stats` period; zero turns the periodic and final ones off (those reporting a change in
+    /// whether the state can be written still go out: WatcherStateUnwritable depends on them).
     pub stats_every: Duration,
+    /// `tick` period.
+    pub tick: Duration,
 }
 
-struct Done {
-    idx: usize,
-    result: Result<String, PollError>,
+impl Default for LiveOpts {
+    fn default() -> Self {
+        LiveOpts {
+            cycles: None,
+            deploy: true,
+            overrides: crate::Overrides::default(),
+            cluster_path: None,
+            tags: Vec::new(),
+            stats_every: Duration::from_secs(60),
+            tick: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What the loop is told from outside (signals in the binary, the test in tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Finish the polls in flight and stop; a second one stops at once.
+    Stop,
+    /// Reload the cluster file.
+    Reload,
+}
+
+/// The loop's injected dependencies.
+pub struct Deps {
+    /// Time (must follow tokio time: the loop sleeps on tokio timers).
+    pub clock: Arc<dyn Clock>,
+    /// How links are opened.
+    pub transport: Arc<dyn Transport>,
+    /// Stop and reload requests.
+    pub control: mpsc::UnboundedReceiver<Control>,
+}
+
+impl std::fmt::Debug for Deps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deps").finish()
+    }
+}
+
+/// Everything the pipeline thread is started with.
+#[derive(Debug)]
+pub struct Setup {
+    /// Chain or scorer.
+    pub stages: Stages,
+    /// Output, table, `--tee`.
+    pub output: Output,
+    /// `--state-dir`.
+    pub state_dir: Option<PathBuf>,
+    /// History entries per node.
+    pub history: usize,
+    /// Pipeline queue capacity (records).
+    pub queue: usize,
+    /// The pipeline's counters (the alert stage's spool count is wired to them).
+    pub counters: Arc<pipeline::Counters>,
 }
 
 struct NodeRt {
@@ -431,6 +113,9 @@ struct NodeRt {
     sched: usize,
     replies: u64,
     removed: bool,
+    /// The scorer's state of the node's latest sample, as the pipeline reported it.
+    health: Option<HealthState>,
+    unreachable: bool,
 }
 
 #[derive(Debug, Default)]
@@ -460,6 +145,15 @@ impl StatsAcc {
     }
 }
 
+/// Cumulative counters as of the last stats record, to report per-period figures.
+#[derive(Debug, Default)]
+struct Seen {
+    state_writes: u64,
+    state_failures: u64,
+    state_superseded: u64,
+    stage_failures: u64,
+}
+
 fn rss_kb() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let l = s.lines().find(|l| l.starts_with("VmRSS:"))?;
@@ -476,150 +170,373 @@ fn sched_conf(c: &Cluster) -> SchedConf {
     }
 }
 
-fn selected<'a>(
-    c: &'a Cluster,
-    tags: &'a [String],
-) -> impl Iterator<Item = &'a crate::config::NodeConf> {
+fn timing_of(c: &Cluster) -> Timing {
+    Timing {
+        timeout: c.timeout,
+        reconnect_min: c.intervals.reconnect_min,
+        reconnect_max: c.intervals.reconnect_max,
+    }
+}
+
+fn selected<'a>(c: &'a Cluster, tags: &'a [String]) -> impl Iterator<Item = &'a NodeConf> {
     c.nodes
         .iter()
         .filter(move |n| tags.is_empty() || n.tags.iter().any(|t| tags.contains(t)))
 }
 
-/// The sample a node that produced none stands for.
-pub fn unreachable_line(node: &str, ts: Timestamp, e: &PollError) -> String {
-    let mut s = Sample::new(node, ts);
-    s.unreachable = Some(Unreachable {
-        cause: e.cause().to_owned(),
-        message: e.message(),
-    });
-    serde_json::to_string(&s).unwrap_or_default()
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Checks a probe reply: a current-schema sample; its `node` is set to the configured name.
-pub fn accept_reply(node: &str, line: &str) -> Result<String, String> {
-    let h = ugro_types::parse_header(line).map_err(|e| format!("bad reply: {e}"))?;
-    if h.kind != Kind::Sample {
-        return Err(format!("probe answered a {} record", h.kind.as_str()));
-    }
-    if h.node == node {
-        return Ok(line.to_owned());
-    }
-    let fixed = ugro_types::io::set_field(line, "node", Value::String(node.to_owned()))
-        .map_err(|e| format!("bad reply: {e}"))?;
-    String::from_utf8(fixed).map_err(|e| format!("bad reply: {e}"))
+/// A `tick` record: time passing, for the stages' timers (the tick rule, ugro(7)).
+pub fn tick_line(ts: Timestamp) -> String {
+    let rec = ugro_types::Stats {
+        v: ugro_types::SCHEMA_VERSION,
+        kind: Kind::Tick,
+        ts,
+        node: "*".into(),
+        tool: "ugro-watch".into(),
+        fields: serde_json::Map::new(),
+    };
+    serde_json::to_string(&rec).unwrap_or_default()
 }
 
-/// Activity and health seen in a raw sample.
-pub fn classify(v: &Value, util_threshold: u32) -> Outcome {
-    let unreachable = v.get("unreachable").is_some();
-    let training = v
-        .pointer("/processes/training")
-        .and_then(Value::as_array)
-        .is_some_and(|a| !a.is_empty());
-    let devices = v
-        .pointer("/gpu/devices")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
-    let busy_gpu = devices.iter().any(|d| {
-        d.get("utilization_pct")
-            .and_then(Value::as_u64)
-            .is_some_and(|u| u >= u64::from(util_threshold))
-    });
-    let gpu_status = v.pointer("/gpu/status").and_then(Value::as_str);
-    let gpu_bad = matches!(gpu_status, Some("failed" | "missing"))
-        || devices.iter().any(|d| {
-            d.get("state")
-                .and_then(Value::as_str)
-                .is_some_and(|s| s != "ok")
-        });
-    let score_bad = v
-        .pointer("/score/state")
-        .and_then(Value::as_str)
-        .is_some_and(|s| s != "healthy");
-    Outcome {
-        active: training || busy_gpu,
-        degraded: unreachable || gpu_bad || score_bad,
-        timed_out: false,
-        failed: unreachable,
-    }
-}
-
-/// The link settings a reload may change without reconnecting: timeout, reconnect backoff.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Timing {
-    timeout: Duration,
-    reconnect_min: Duration,
-    reconnect_max: Duration,
-}
-
-impl Timing {
-    fn of(c: &Cluster) -> Timing {
-        Timing {
-            timeout: c.timeout,
-            reconnect_min: c.intervals.reconnect_min,
-            reconnect_max: c.intervals.reconnect_max,
-        }
-    }
-}
-
-fn start_worker(
-    idx: usize,
-    spec: LinkSpec,
-    timing: &tokio::sync::watch::Sender<Timing>,
-    done: &mpsc::UnboundedSender<Done>,
-) -> (mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<()>(1);
-    let mut timing = timing.subscribe();
-    let t = *timing.borrow_and_update();
-    let mut link = Link::new(spec, t.timeout, t.reconnect_min, t.reconnect_max);
-    let done = done.clone();
-    let handle = tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            if timing.has_changed().unwrap_or(false) {
-                let t = *timing.borrow_and_update();
-                link.set_timing(t.timeout, t.reconnect_min, t.reconnect_max);
-            }
-            let result = link.poll().await;
-            if done.send(Done { idx, result }).is_err() {
-                break;
-            }
-        }
-        link.close().await;
-    });
-    (tx, handle)
-}
-
-struct Live<'a, W: Write> {
+struct Live<'a> {
     cluster: Cluster,
     opts: LiveOpts,
-    core: &'a mut Core<W>,
-    clock: SystemClock,
+    clock: Arc<dyn Clock>,
+    transport: Arc<dyn Transport>,
     sched: Scheduler,
     nodes: Vec<NodeRt>,
     by_name: HashMap<String, usize>,
     done_tx: mpsc::UnboundedSender<Done>,
-    control: tempfile::TempDir,
+    control_dir: Option<tempfile::TempDir>,
     local_probe: Option<PathBuf>,
     /// The hashed local probe, opened when the first SSH node is added (deploy on).
     deploy: Option<Arc<LocalProbe>>,
-    timing: tokio::sync::watch::Sender<Timing>,
-    /// Workers of removed or replaced nodes still closing their links.
+    timing: watch::Sender<Timing>,
+    /// Tasks of removed or replaced nodes still closing their links.
     closing: Vec<tokio::task::JoinHandle<()>>,
     stats: StatsAcc,
+    seen: Seen,
     busy: HashSet<String>,
     file_active: bool,
     stopping: bool,
+    /// Stopping because of a signal (a terminal's Ctrl-C ends the ssh masters too).
+    signalled: bool,
+    feed: &'a mut Feed,
+    counters: Arc<pipeline::Counters>,
+    state: Option<&'a persist::Counters>,
+    /// Why the state directory cannot be written, while it cannot.
+    dir_error: Option<String>,
+    /// Why the breaker's or alert's state file cannot be written, while it cannot.
+    stage_error: Option<String>,
 }
 
-impl<W: Write> Live<'_, W> {
+/// Runs the watcher: persistence and pipeline threads, then the live loop until a stop,
+/// `--cycles` or a closed stdout; then everything is flushed and closed in order.
+pub async fn run(
+    cluster: Cluster,
+    opts: LiveOpts,
+    setup: Setup,
+    deps: Deps,
+) -> Result<Exit, Error> {
+    let (persist_tx, persist_rx) = mpsc::unbounded_channel();
+    let persister = match &setup.state_dir {
+        Some(d) => Some(Persister::open(
+            d,
+            Box::new(move |e| {
+                let _ = persist_tx.send(e);
+            }),
+        )?),
+        None => None,
+    };
+    let views = Views::new(setup.history, setup.state_dir.is_some());
+    let mut processor = Processor::new(
+        setup.stages,
+        setup.output,
+        views,
+        persister.as_ref().map(Persister::queue),
+        setup.counters.clone(),
+    );
+    let (fb_tx, fb_rx) = mpsc::unbounded_channel();
+    processor.set_feedback(fb_tx);
+    let (mut feed, rx) = Feed::new(setup.queue);
+    let thread = pipeline::spawn(processor, rx).map_err(Error::Io)?;
+    let counters = setup.counters;
+    let looped = live(
+        cluster,
+        opts,
+        deps,
+        &mut feed,
+        counters,
+        persister.as_ref().map(Persister::counters),
+        fb_rx,
+        persist_rx,
+    )
+    .await;
+    feed.close().await;
+    let piped = tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(e)))?
+        .unwrap_or_else(|_| {
+            Err(StageError::Fatal {
+                exit: Exit::Software,
+                message: "the pipeline thread panicked".into(),
+            })
+        });
+    let closed = persister.map_or(Ok(()), Persister::close);
+    let exit = looped?;
+    piped.map_err(Error::Stage)?;
+    closed?;
+    Ok(exit)
+}
+
+/// Everything the live loop waits on.
+struct Inbox {
+    done: mpsc::UnboundedReceiver<Done>,
+    control: Option<mpsc::UnboundedReceiver<Control>>,
+    jobs: mpsc::UnboundedReceiver<HashSet<String>>,
+    jobs_tx: mpsc::UnboundedSender<HashSet<String>>,
+    jobs_running: bool,
+    feedback: Option<mpsc::UnboundedReceiver<Feedback>>,
+    persist: Option<mpsc::UnboundedReceiver<persist::Event>>,
+}
+
+/// What woke the live loop.
+enum Wake {
+    Done(Done),
+    Timer,
+    Control(Control),
+    Jobs(Option<HashSet<String>>),
+    Feedback(Feedback),
+    /// The pipeline thread has ended.
+    PipelineGone,
+    Persist(persist::Event),
+    Room(mpsc::OwnedPermit<Msg>),
+}
+
+async fn recv_from<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Inbox {
+    /// The next event, or a timer after `sleep`; `room` is waited on when there is a backlog.
+    async fn next(&mut self, sleep: Duration, room: Option<mpsc::Sender<Msg>>) -> Wake {
+        tokio::select! {
+            d = self.done.recv() => d.map_or(Wake::Timer, Wake::Done),
+            () = tokio::time::sleep(sleep) => Wake::Timer,
+            c = recv_from(&mut self.control) => match c {
+                Some(c) => Wake::Control(c),
+                None => { self.control = None; Wake::Timer }
+            },
+            b = self.jobs.recv() => { self.jobs_running = false; Wake::Jobs(b) }
+            f = recv_from(&mut self.feedback) => match f {
+                Some(f) => Wake::Feedback(f),
+                None => { self.feedback = None; Wake::PipelineGone }
+            },
+            e = recv_from(&mut self.persist) => match e {
+                Some(e) => Wake::Persist(e),
+                None => { self.persist = None; Wake::Timer }
+            },
+            p = async { room?.reserve_owned().await.ok() }, if room.is_some() => {
+                p.map_or(Wake::Timer, Wake::Room)
+            }
+        }
+    }
+}
+
+/// When the loop's periodic work is next due (monotonic ms).
+struct Timers {
+    stats: u64,
+    activity: u64,
+    tick: u64,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn live(
+    cluster: Cluster,
+    opts: LiveOpts,
+    deps: Deps,
+    feed: &mut Feed,
+    counters: Arc<pipeline::Counters>,
+    state: Option<&persist::Counters>,
+    feedback: mpsc::UnboundedReceiver<Feedback>,
+    persist_events: mpsc::UnboundedReceiver<persist::Event>,
+) -> Result<Exit, Error> {
+    raise_fd_limit();
+    let (done_tx, done) = mpsc::unbounded_channel::<Done>();
+    let (jobs_tx, jobs) = mpsc::unbounded_channel();
+    let mut inbox = Inbox {
+        done,
+        control: Some(deps.control),
+        jobs,
+        jobs_tx,
+        jobs_running: false,
+        feedback: Some(feedback),
+        persist: Some(persist_events),
+    };
+    let mut w = Live::new(cluster, opts, deps.clock, deps.transport, done_tx, feed);
+    w.counters = counters;
+    w.state = state;
+    w.add_nodes()?;
+    let start = w.clock.mono_ms();
+    let mut timers = Timers {
+        stats: start + ms(w.opts.stats_every),
+        activity: start,
+        tick: start + ms(w.opts.tick).max(1),
+    };
+    let mut forced = false;
+    loop {
+        let now = w.clock.mono_ms();
+        if w.opts.cycles.is_some_and(|n| w.sched.cycle_at(now) >= n) {
+            w.stopping = true;
+        }
+        if !w.stopping {
+            w.dispatch(now);
+        }
+        for sum in w.sched.take_finished() {
+            w.stats.add(&sum);
+        }
+        if w.stopping && w.sched.in_flight() == 0 {
+            break;
+        }
+        let wake = w.periodic(&mut timers, &mut inbox, now);
+        let sleep = Duration::from_millis(wake.saturating_sub(now).max(1));
+        let room = w.feed.waiting_sender();
+        match inbox.next(sleep, room).await {
+            Wake::Done(d) => {
+                w.on_done(d);
+                while let Ok(d) = inbox.done.try_recv() {
+                    w.on_done(d);
+                }
+            }
+            Wake::Timer => {}
+            Wake::Control(Control::Reload) => w.reload(),
+            Wake::Control(Control::Stop) if w.signalled => {
+                forced = true;
+                break;
+            }
+            Wake::Control(Control::Stop) => {
+                w.stopping = true;
+                w.signalled = true;
+            }
+            Wake::PipelineGone => w.stopping = true,
+            Wake::Jobs(b) => {
+                if let Some(b) = b.filter(|b| !b.contains("\0failed")) {
+                    apply_busy(&mut w, b);
+                }
+            }
+            Wake::Feedback(f) => {
+                w.on_feedback(f);
+                while let Some(f) = inbox.feedback.as_mut().and_then(|r| r.try_recv().ok()) {
+                    w.on_feedback(f);
+                }
+            }
+            Wake::Persist(e) => w.on_persist(e),
+            Wake::Room(p) => w.feed.send_reserved(p),
+        }
+    }
+    w.finish(forced).await;
+    Ok(Exit::Ok)
+}
+
+fn spawn_jobs_cmd(cmd: Vec<String>, budget: Duration, tx: mpsc::UnboundedSender<HashSet<String>>) {
+    tokio::spawn(async move {
+        match crate::activity::jobs_cmd(&cmd, budget).await {
+            Ok(busy) => {
+                let _ = tx.send(busy);
+            }
+            Err(e) => {
+                tracing::warn!("jobs command: {e}");
+                let _ = tx.send(HashSet::from(["\0failed".to_owned()]));
+            }
+        }
+    });
+}
+
+impl<'a> Live<'a> {
+    fn new(
+        cluster: Cluster,
+        opts: LiveOpts,
+        clock: Arc<dyn Clock>,
+        transport: Arc<dyn Transport>,
+        done_tx: mpsc::UnboundedSender<Done>,
+        feed: &'a mut Feed,
+    ) -> Self {
+        let sched = Scheduler::new(sched_conf(&cluster));
+        let (timing, _) = watch::channel(timing_of(&cluster));
+        Live {
+            cluster,
+            opts,
+            clock,
+            transport,
+            sched,
+            nodes: Vec::new(),
+            by_name: HashMap::new(),
+            done_tx,
+            control_dir: None,
+            local_probe: find_local_probe(),
+            deploy: None,
+            timing,
+            closing: Vec::new(),
+            stats: StatsAcc::default(),
+            seen: Seen::default(),
+            busy: HashSet::new(),
+            file_active: false,
+            stopping: false,
+            signalled: false,
+            feed,
+            counters: Arc::default(),
+            state: None,
+            dir_error: None,
+            stage_error: None,
+        }
+    }
+
+    /// Stats, activity checks and ticks that are due; returns when the loop must wake next.
+    fn periodic(&mut self, t: &mut Timers, inbox: &mut Inbox, now: u64) -> u64 {
+        let wall = self.clock.wall();
+        let stats_on = !self.opts.stats_every.is_zero();
+        if stats_on && now >= t.stats {
+            t.stats = now + ms(self.opts.stats_every);
+            self.send_stats(now, wall);
+        }
+        if now >= t.activity {
+            t.activity = now + ms(self.cluster.intervals.base);
+            check_activity(self);
+            if let (Some(cmd), false) = (self.cluster.activity.jobs_cmd.clone(), inbox.jobs_running)
+            {
+                inbox.jobs_running = true;
+                spawn_jobs_cmd(cmd, self.cluster.intervals.base, inbox.jobs_tx.clone());
+            }
+        }
+        if now >= t.tick {
+            t.tick = now + ms(self.opts.tick).max(1);
+            let footer = self.footer();
+            self.feed.send(Msg::Footer(footer));
+            self.feed.send(Msg::Line {
+                key: Some(Key::Tick),
+                line: tick_line(wall),
+            });
+        }
+        let mut wake = t.tick.min(t.activity);
+        if !self.stopping {
+            wake = wake.min(self.sched.next_wake(now));
+        }
+        if stats_on {
+            wake = wake.min(t.stats);
+        }
+        wake
+    }
+
     /// The deploy binary for an SSH node, opened once (the first time one is added, at
     /// start-up or by a reload); `None` with --no-deploy.
-    fn deploy_for(
-        &mut self,
-        n: &crate::config::NodeConf,
-    ) -> Result<Option<Arc<LocalProbe>>, Error> {
-        if !self.opts.deploy || *self.cluster.transport_of(n) != crate::config::TransportConf::Ssh {
+    fn deploy_for(&mut self, n: &NodeConf) -> Result<Option<Arc<LocalProbe>>, Error> {
+        if !self.opts.deploy || *self.cluster.transport_of(n) != TransportConf::Ssh {
             return Ok(None);
         }
         if self.deploy.is_none() {
@@ -635,9 +552,23 @@ impl<W: Write> Live<'_, W> {
         Ok(self.deploy.clone())
     }
 
+    /// The control-socket directory, made when the first SSH node needs one.
+    fn control_path(&mut self, n: &NodeConf) -> Result<PathBuf, Error> {
+        if *self.cluster.transport_of(n) != TransportConf::Ssh {
+            return Ok(PathBuf::new());
+        }
+        if self.control_dir.is_none() {
+            self.control_dir = Some(crate::link::control_dir().map_err(Error::Io)?);
+        }
+        Ok(self
+            .control_dir
+            .as_ref()
+            .map(|d| d.path().to_owned())
+            .unwrap_or_default())
+    }
+
     fn add_nodes(&mut self) -> Result<(), Error> {
-        let wanted: Vec<crate::config::NodeConf> =
-            selected(&self.cluster, &self.opts.tags).cloned().collect();
+        let wanted: Vec<NodeConf> = selected(&self.cluster, &self.opts.tags).cloned().collect();
         if wanted.is_empty() {
             return Err(Error::Usage("no node matches --tag".into()));
         }
@@ -645,12 +576,13 @@ impl<W: Write> Live<'_, W> {
         let mut specs = Vec::with_capacity(wanted.len());
         for n in &wanted {
             let deploy = self.deploy_for(n)?;
+            let control = self.control_path(n)?;
             let spec = spec_for(
                 &self.cluster,
                 n,
                 self.local_probe.as_deref(),
                 deploy.as_ref(),
-                self.control.path(),
+                &control,
             )
             .map_err(Error::Unavailable)?;
             // Timing (timeout, intervals) is not part of a node's identity: it reaches the
@@ -671,19 +603,19 @@ impl<W: Write> Live<'_, W> {
             let name = self.nodes[i].name.clone();
             self.retire(i);
             self.by_name.remove(&name);
-            self.core.forget(&name);
         }
         for (name, spec, key) in specs {
             if let Some(&i) = self.by_name.get(&name) {
                 if self.nodes[i].spec == key {
                     continue;
                 }
-                // Changed: the old worker finishes its poll (if any) and closes.
+                // Changed: the old task finishes its poll (if any) and closes.
                 self.retire(i);
             }
             let sched = self.sched.add(&name);
-            let (tx, handle) = start_worker(sched, spec, &self.timing, &self.done_tx);
-            self.core.node(&name);
+            let link = self.transport.open(spec, *self.timing.borrow());
+            let (tx, handle) =
+                start_worker(sched, link, self.timing.subscribe(), self.done_tx.clone());
             let rt = NodeRt {
                 name: name.clone(),
                 spec: key,
@@ -692,6 +624,8 @@ impl<W: Write> Live<'_, W> {
                 sched,
                 replies: 0,
                 removed: false,
+                health: None,
+                unreachable: false,
             };
             // The scheduler hands out a freed slot again only once its last poll has been
             // answered, so no late answer can reach the slot's new node.
@@ -702,10 +636,12 @@ impl<W: Write> Live<'_, W> {
             self.by_name.insert(name, sched);
         }
         self.closing.retain(|h| !h.is_finished());
+        let names: Vec<String> = wanted.into_iter().map(|n| n.name).collect();
+        self.feed.send(Msg::Nodes(names));
         Ok(())
     }
 
-    /// Stops polling a node; its worker finishes the poll in flight (if any) and closes.
+    /// Stops polling a node; its task finishes the poll in flight (if any) and closes.
     fn retire(&mut self, i: usize) {
         let Some(rt) = self.nodes.get_mut(i) else {
             return;
@@ -729,132 +665,198 @@ impl<W: Write> Live<'_, W> {
                 self.opts.overrides.apply(&mut c)?;
                 Ok(c)
             });
-        match loaded {
-            Err(e) => tracing::error!("SIGHUP: keeping the running configuration: {e}"),
-            Ok(c) => {
-                for w in c.warnings() {
-                    tracing::warn!("{w}");
-                }
-                let old = std::mem::replace(&mut self.cluster, c);
-                // Before adding nodes, so new ones get their phase in the new base interval.
-                self.sched.reconfigure(sched_conf(&self.cluster));
-                if let Err(e) = self.add_nodes() {
-                    tracing::error!("SIGHUP: {e}; keeping the running configuration");
-                    self.cluster = old;
-                    self.sched.reconfigure(sched_conf(&self.cluster));
-                } else {
-                    self.timing.send_replace(Timing::of(&self.cluster));
-                    tracing::info!("SIGHUP: reloaded {}", path.display());
-                }
+        let c = match loaded {
+            Err(e) => {
+                tracing::error!("SIGHUP: keeping the running configuration: {e}");
+                return;
             }
+            Ok(c) => c,
+        };
+        for w in c.warnings() {
+            tracing::warn!("{w}");
+        }
+        let old = std::mem::replace(&mut self.cluster, c);
+        // Before adding nodes, so new ones get their phase in the new base interval.
+        self.sched.reconfigure(sched_conf(&self.cluster));
+        if let Err(e) = self.add_nodes() {
+            tracing::error!("SIGHUP: {e}; keeping the running configuration");
+            self.cluster = old;
+            self.sched.reconfigure(sched_conf(&self.cluster));
+        } else {
+            self.timing.send_replace(timing_of(&self.cluster));
+            tracing::info!("SIGHUP: reloaded {}", path.display());
         }
     }
 
     fn dispatch(&mut self, now: u64) {
-        let idx_by_sched: Vec<usize> = self.sched.due(now);
-        for s in idx_by_sched {
+        for s in self.sched.due(now) {
             // Scheduler indices and node indices are allotted together.
-            let Some(rt) = self.nodes.get(s) else {
-                continue;
-            };
-            let sent = rt.tx.as_ref().is_some_and(|tx| tx.try_send(()).is_ok());
+            let sent = self
+                .nodes
+                .get(s)
+                .and_then(|rt| rt.tx.as_ref())
+                .is_some_and(|tx| tx.try_send(()).is_ok());
             if !sent {
                 self.sched.done(s, Outcome::default(), now);
             }
         }
     }
 
-    fn on_done(&mut self, d: Done) -> Result<(), Error> {
+    fn on_done(&mut self, d: Done) {
         let now = self.clock.mono_ms();
         let wall = self.clock.wall();
         let Some(rt) = self.nodes.get_mut(d.idx) else {
-            return Ok(());
+            return;
         };
         rt.replies += 1;
-        let name = rt.name.clone();
-        let removed = rt.removed;
-        let sched_idx = rt.sched;
-        let line_no = rt.replies;
+        let (name, line_no) = (rt.name.clone(), rt.replies);
+        let util = self.cluster.activity.gpu_utilization_pct;
         let result = d.result.and_then(|l| {
-            accept_reply(&name, &l).map_err(|cause| {
+            accept_reply(&name, &l, util).map_err(|cause| {
                 ugro_types::io::report_bad_line("ugro-watch", line_no, &format!("{name}: {cause}"));
                 PollError::Probe(cause)
             })
         });
         self.stats.probes += 1;
-        let (line, err) = match result {
-            Ok(l) => (l, None),
-            Err(e) => (unreachable_line(&name, wall, &e), Some(e)),
+        let (line, busy, err) = match result {
+            Ok((l, busy)) => (l, busy, None),
+            Err(e) => (unreachable_line(&name, wall, &e), false, Some(e)),
         };
         if let Some(e) = &err {
-            self.stats.failures += 1;
-            match e {
-                PollError::Ssh(_) => self.stats.ssh += 1,
-                PollError::Timeout(_) => self.stats.timeouts += 1,
-                PollError::Probe(_) => self.stats.probe += 1,
-            }
-            tracing::info!(node = %name, "unreachable ({}): {}", e.cause(), e.message());
+            self.count_failure(&name, e);
         }
-        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-        let mut outcome = classify(&v, self.cluster.activity.gpu_utilization_pct);
-        outcome.timed_out = matches!(err, Some(PollError::Timeout(_)));
-        outcome.failed = err.is_some();
-        outcome.active |= self.file_active || self.busy.contains(&name);
+        let Some(rt) = self.nodes.get_mut(d.idx) else {
+            return;
+        };
+        rt.unreachable = err.is_some();
+        let outcome = Outcome {
+            active: busy || self.file_active || self.busy.contains(&name),
+            // The scorer's verdict on the node's latest sample; until there is one, the node
+            // counts as not known to be healthy. Its verdict on this sample arrives from the
+            // pipeline a moment later and corrects the interval if it differs.
+            degraded: rt.health.is_none_or(|h| h != HealthState::Healthy),
+            timed_out: matches!(err, Some(PollError::Timeout(_))),
+            failed: err.is_some(),
+        };
+        let (sched_idx, removed) = (rt.sched, rt.removed);
         // A terminal's Ctrl-C also reaches the ssh control masters (same process group), so
         // SSH failures of polls in flight at shutdown say nothing about the node.
-        let shutdown_noise = self.stopping && matches!(err, Some(PollError::Ssh(_)));
-        if removed || shutdown_noise {
-            self.sched.done(sched_idx, outcome, now);
-            return Ok(());
-        }
-        self.core.feed_value(&line, v)?;
-        // In --pipeline mode the score is known now: a node the scorer does not call healthy
-        // is watched at the base interval.
-        if let Some(state) = self
-            .core
-            .view(&name)
-            .and_then(|v| v.last.as_ref())
-            .and_then(|l| l.state.as_deref())
-        {
-            outcome.degraded |= state != "healthy";
-        }
+        let shutdown_noise = self.signalled && matches!(err, Some(PollError::Ssh(_)));
         self.sched.done(sched_idx, outcome, now);
-        self.apply_holds(now, wall);
-        Ok(())
-    }
-
-    fn apply_holds(&mut self, now: u64, wall: Timestamp) {
-        for (node, hold) in self.core.take_holds() {
-            let Some(&i) = self.by_name.get(&node) else {
-                continue;
-            };
-            let until = hold.map(|t| {
-                if t.0 == i64::MAX {
-                    // Forced open without a trial time: look again at the longest interval.
-                    now + u64::try_from(self.cluster.intervals.max.as_millis()).unwrap_or(60_000)
-                } else {
-                    now + u64::try_from(t.since(wall).as_millis()).unwrap_or(u64::MAX)
-                }
+        if !removed && !shutdown_noise {
+            self.feed.send(Msg::Line {
+                key: Some(Key::Sample(name)),
+                line,
             });
-            self.sched.hold(self.nodes[i].sched, until);
         }
     }
 
-    fn stats_record(&mut self, now: u64, wall: Timestamp) -> Option<String> {
+    fn count_failure(&mut self, name: &str, e: &PollError) {
+        self.stats.failures += 1;
+        match e {
+            PollError::Ssh(_) => self.stats.ssh += 1,
+            PollError::Timeout(_) => self.stats.timeouts += 1,
+            PollError::Probe(_) => self.stats.probe += 1,
+        }
+        tracing::info!(node = %name, "unreachable ({}): {}", e.cause(), e.message());
+    }
+
+    fn on_feedback(&mut self, f: Feedback) {
+        match f {
+            Feedback::Health { node, state } => {
+                let Some(&i) = self.by_name.get(&node) else {
+                    return;
+                };
+                self.nodes[i].health = Some(state);
+                self.sched
+                    .set_degraded(self.nodes[i].sched, state != HealthState::Healthy);
+            }
+            Feedback::Hold { node, until } => self.hold(&node, until),
+            Feedback::StageState(r) => {
+                self.stage_error = r.err();
+                self.state_changed();
+            }
+            Feedback::Closed => self.stopping = true,
+        }
+    }
+
+    fn on_persist(&mut self, e: persist::Event) {
+        self.dir_error = match e {
+            persist::Event::Unwritable(m) => Some(m),
+            persist::Event::Writable => None,
+        };
+        self.state_changed();
+    }
+
+    /// The state became unwritable (an `error` record, and a `stats` record saying so, which
+    /// fires WatcherStateUnwritable) or writable again (a `stats` record, which resolves it).
+    fn state_changed(&mut self) {
+        let now = self.clock.mono_ms();
+        let wall = self.clock.wall();
+        if let Some(cause) = self.state_error() {
+            let rec = ErrorRecord {
+                v: ugro_types::SCHEMA_VERSION,
+                kind: Kind::Error,
+                ts: wall,
+                node: "*".into(),
+                tool: "ugro-watch".into(),
+                line: None,
+                cause: format!("state not written, monitoring goes on: {cause}"),
+            };
+            if let Ok(line) = serde_json::to_string(&rec) {
+                self.feed.send(Msg::Line { key: None, line });
+            }
+        }
+        self.send_stats(now, wall);
+    }
+
+    fn state_error(&self) -> Option<String> {
+        self.dir_error.clone().or_else(|| self.stage_error.clone())
+    }
+
+    fn hold(&mut self, node: &str, hold: Option<Timestamp>) {
+        let Some(&i) = self.by_name.get(node) else {
+            return;
+        };
+        let now = self.clock.mono_ms();
+        let wall = self.clock.wall();
+        let until = hold.map(|t| {
+            if t.0 == i64::MAX {
+                // Forced open without a trial time: look again at the longest interval.
+                now + ms(self.cluster.intervals.max)
+            } else {
+                now + ms(t.since(wall))
+            }
+        });
+        self.sched.hold(self.nodes[i].sched, until);
+    }
+
+    fn send_stats(&mut self, now: u64, wall: Timestamp) {
+        let fields = self.stats_fields(now);
+        let rec = ugro_types::Stats {
+            v: ugro_types::SCHEMA_VERSION,
+            kind: Kind::Stats,
+            ts: wall,
+            node: "*".into(),
+            tool: "ugro-watch".into(),
+            fields,
+        };
+        if let Ok(line) = serde_json::to_string(&rec) {
+            self.feed.send(Msg::Line {
+                key: Some(Key::Stats),
+                line,
+            });
+        }
+    }
+
+    fn stats_fields(&mut self, now: u64) -> serde_json::Map<String, Value> {
         let s = std::mem::take(&mut self.stats);
         self.stats.since = now;
         let secs = (now.saturating_sub(s.since) as f64 / 1000.0).max(0.001);
         let (lo, hi) = self.sched.interval_range_ms();
-        let unreachable = self
-            .nodes
-            .iter()
-            .filter(|n| !n.removed)
-            .filter(|n| {
-                self.core
-                    .view(&n.name)
-                    .is_some_and(|v| v.unreachable.is_some())
-            })
-            .count();
+        let live = self.nodes.iter().filter(|n| !n.removed);
+        let nodes = live.clone().count();
+        let unreachable = live.filter(|n| n.unreachable).count();
         let mut f = serde_json::Map::new();
         let mut put = |k: &str, v: Value| {
             f.insert(k.to_owned(), v);
@@ -879,227 +881,125 @@ impl<W: Write> Live<'_, W> {
         put("interval_max_ms", hi.into());
         put("concurrency_limit", self.sched.limit().into());
         put("in_flight", self.sched.in_flight().into());
-        put(
-            "nodes",
-            self.nodes.iter().filter(|n| !n.removed).count().into(),
-        );
+        put("suspects_in_flight", self.sched.suspects_in_flight().into());
+        put("nodes", nodes.into());
         put("nodes_unreachable", unreachable.into());
+        self.queue_fields(&mut put);
         if let Some(r) = rss_kb() {
             put("rss_kb", r.into());
         }
-        let rec = ugro_types::Stats {
-            v: ugro_types::SCHEMA_VERSION,
-            kind: Kind::Stats,
-            ts: wall,
-            node: "*".into(),
-            tool: "ugro-watch".into(),
-            fields: f,
+        f
+    }
+
+    /// The queues: pipeline, persistence, delivery spool; per-period counts are deltas.
+    fn queue_fields(&mut self, put: &mut impl FnMut(&str, Value)) {
+        let delta = |total: u64, seen: &mut u64| {
+            let d = total.saturating_sub(*seen);
+            *seen = total;
+            d
         };
-        serde_json::to_string(&rec).ok()
+        put("pipeline_queue", self.feed.queued().into());
+        put("pipeline_backlog", self.feed.backlog().into());
+        put("pipeline_queue_max", self.feed.take_max_depth().into());
+        put("pipeline_capacity", self.feed.capacity().into());
+        put("pipeline_superseded", self.feed.superseded.into());
+        self.delivery_fields(put);
+        let stage = self.counters.stage_state_failures.load(Ordering::Relaxed);
+        put(
+            "stage_state_failures",
+            delta(stage, &mut self.seen.stage_failures).into(),
+        );
+        if let Some(c) = self.state {
+            let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            put("state_queue", get(&c.queued).into());
+            put(
+                "state_writes",
+                delta(get(&c.writes), &mut self.seen.state_writes).into(),
+            );
+            put(
+                "state_write_failures",
+                delta(get(&c.failures), &mut self.seen.state_failures).into(),
+            );
+            put(
+                "state_superseded",
+                delta(get(&c.superseded), &mut self.seen.state_superseded).into(),
+            );
+        }
+        let error = self.state_error();
+        put("state_unwritable", error.is_some().into());
+        if let Some(e) = error {
+            put("state_error", e.into());
+        }
+    }
+
+    /// The alert stage's delivery workers: totals, and each receiver's figures.
+    fn delivery_fields(&self, put: &mut impl FnMut(&str, Value)) {
+        let Ok(d) = self.counters.delivery.lock() else {
+            return;
+        };
+        let sum = |f: fn(&ugro_alert::deliver::ReceiverStats) -> u64| d.iter().map(f).sum::<u64>();
+        put("delivery_queue", sum(|r| r.queue_depth as u64).into());
+        put("spooled", sum(|r| r.spooled as u64).into());
+        put("delivery_failed", sum(|r| r.failed).into());
+        put("delivery_dropped", sum(|r| r.dropped).into());
+        if !d.is_empty() {
+            put("delivery", serde_json::to_value(&*d).unwrap_or_default());
+        }
     }
 
     fn footer(&self) -> String {
         let (lo, hi) = self.sched.interval_range_ms();
         format!(
-            "{} nodes · cycle {} · last cycle {} ms · interval {}–{} s · in flight {}/{}",
+            "{} nodes · cycle {} · last cycle {} ms · interval {}–{} s · in flight {}/{} · queue {}",
             self.nodes.iter().filter(|n| !n.removed).count(),
             self.sched.cycle(),
             self.stats.last_ms,
             lo / 1000,
             hi / 1000,
             self.sched.in_flight(),
-            self.sched.limit()
+            self.sched.limit(),
+            self.feed.depth(),
         )
     }
-}
 
-/// Polls until a signal, `--cycles` or a closed stdout.
-pub async fn live<W: Write>(
-    cluster: Cluster,
-    opts: LiveOpts,
-    core: &mut Core<W>,
-) -> Result<Exit, Error> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let control = tempfile::Builder::new()
-        .prefix("ugro-watch-")
-        .tempdir()
-        .map_err(Error::Io)?;
-    let local_probe = find_local_probe();
-    raise_fd_limit();
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
-    let clock = SystemClock::default();
-    let sched = Scheduler::new(sched_conf(&cluster));
-    let (timing, _) = tokio::sync::watch::channel(Timing::of(&cluster));
-    let mut w = Live {
-        cluster,
-        opts,
-        core,
-        clock,
-        sched,
-        nodes: Vec::new(),
-        by_name: HashMap::new(),
-        done_tx,
-        control,
-        local_probe,
-        deploy: None,
-        timing,
-        closing: Vec::new(),
-        stats: StatsAcc::default(),
-        busy: HashSet::new(),
-        file_active: false,
-        stopping: false,
-    };
-    w.add_nodes()?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(Error::Io)?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(Error::Io)?;
-    let mut sighup = signal(SignalKind::hangup()).map_err(Error::Io)?;
-    let (jobs_tx, mut jobs_rx) = mpsc::unbounded_channel::<HashSet<String>>();
-    let mut jobs_running = false;
-
-    let mut stopping = false;
-    let start = w.clock.mono_ms();
-    let mut next_stats = start + ms(w.opts.stats_every);
-    let mut next_activity = start;
-    let mut next_tick = start + 1000;
-    let mut next_flush = start + 1000;
-    let mut next_draw = start;
-    let mut forced = false;
-    loop {
-        let now = w.clock.mono_ms();
-        let wall = w.clock.wall();
-        if !stopping {
-            if w.opts.cycles.is_some_and(|n| w.sched.cycle_at(now) >= n) {
-                stopping = true;
+    /// The end of a run: the last stats record, then the links are closed (EOF to each
+    /// resident probe; the tasks close their sessions).
+    async fn finish(&mut self, forced: bool) {
+        let now = self.clock.mono_ms();
+        let wall = self.clock.wall();
+        for sum in self.sched.take_finished() {
+            self.stats.add(&sum);
+        }
+        if !self.opts.stats_every.is_zero() {
+            self.send_stats(now, wall);
+        }
+        let mut handles: Vec<_> = self
+            .nodes
+            .iter_mut()
+            .filter_map(|n| {
+                n.tx = None;
+                n.handle.take()
+            })
+            .collect();
+        handles.append(&mut self.closing);
+        let budget = if forced { 1 } else { 5 };
+        let _ = tokio::time::timeout(Duration::from_secs(budget), async {
+            for h in handles {
+                let _ = h.await;
             }
-            if w.core.closed() {
-                stopping = true;
-            }
-        }
-        if !stopping {
-            w.dispatch(now);
-        }
-        for sum in w.sched.take_finished() {
-            w.stats.add(&sum);
-        }
-        if stopping && w.sched.in_flight() == 0 {
-            break;
-        }
-        if !w.opts.stats_every.is_zero() && now >= next_stats {
-            next_stats = now + ms(w.opts.stats_every);
-            if let Some(rec) = w.stats_record(now, wall) {
-                w.core.feed(&rec)?;
-            }
-        }
-        if now >= next_activity {
-            next_activity = now + ms(w.cluster.intervals.base);
-            check_activity(&mut w);
-            if let (Some(cmd), false) = (w.cluster.activity.jobs_cmd.clone(), jobs_running) {
-                jobs_running = true;
-                let tx = jobs_tx.clone();
-                let budget = w.cluster.intervals.base;
-                tokio::spawn(async move {
-                    match crate::activity::jobs_cmd(&cmd, budget).await {
-                        Ok(busy) => {
-                            let _ = tx.send(busy);
-                        }
-                        Err(e) => {
-                            tracing::warn!("jobs command: {e}");
-                            let _ = tx.send(HashSet::from(["\0failed".to_owned()]));
-                        }
-                    }
-                });
-            }
-        }
-        if now >= next_tick {
-            next_tick = now + 1000;
-            w.core.tick(wall)?;
-        }
-        if now >= next_flush {
-            next_flush = now + 1000;
-            w.core.flush_state(wall);
-        }
-        if now >= next_draw {
-            next_draw = now + 500;
-            let f = w.footer();
-            w.core.set_footer(f);
-            w.core.draw()?;
-        }
-        let mut wake = next_tick.min(next_flush).min(next_activity).min(next_draw);
-        if !stopping {
-            wake = wake.min(w.sched.next_wake(now));
-        }
-        if !w.opts.stats_every.is_zero() {
-            wake = wake.min(next_stats);
-        }
-        let sleep = Duration::from_millis(wake.saturating_sub(now).max(1));
-        tokio::select! {
-            d = done_rx.recv() => {
-                if let Some(d) = d {
-                    w.on_done(d)?;
-                    while let Ok(d) = done_rx.try_recv() {
-                        w.on_done(d)?;
-                    }
-                }
-            }
-            () = tokio::time::sleep(sleep) => {}
-            _ = sigint.recv() => { if stopping { forced = true; break; } stopping = true; w.stopping = true; }
-            _ = sigterm.recv() => { if stopping { forced = true; break; } stopping = true; w.stopping = true; }
-            _ = sighup.recv() => { w.reload(); }
-            b = jobs_rx.recv() => {
-                jobs_running = false;
-                if let Some(b) = b.filter(|b| !b.contains("\0failed")) {
-                    apply_busy(&mut w, b);
-                }
-            }
-        }
-    }
-    let now = w.clock.mono_ms();
-    let wall = w.clock.wall();
-    for sum in w.sched.take_finished() {
-        w.stats.add(&sum);
-    }
-    if !w.opts.stats_every.is_zero()
-        && !w.core.closed()
-        && let Some(rec) = w.stats_record(now, wall)
-    {
-        w.core.feed(&rec)?;
-    }
-    // Closing stdin ends each resident probe; the workers close their sessions.
-    let mut handles: Vec<_> = w
-        .nodes
-        .iter_mut()
-        .filter_map(|n| {
-            n.tx = None;
-            n.handle.take()
         })
-        .collect();
-    handles.append(&mut w.closing);
-    let budget = if forced { 1 } else { 5 };
-    let _ = tokio::time::timeout(Duration::from_secs(budget), async {
-        for h in handles {
-            let _ = h.await;
-        }
-    })
-    .await;
-    w.core.finish()?;
-    w.core.flush_state(wall);
-    w.core.draw()?;
-    w.core.close_state()?;
-    Ok(Exit::Ok)
+        .await;
+    }
 }
 
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn check_activity<W: Write>(w: &mut Live<'_, W>) {
+fn check_activity(w: &mut Live<'_>) {
     let Some(f) = w.cluster.activity.file.clone() else {
         return;
     };
     let active = crate::activity::file_active(
         &f,
         w.cluster.activity.file_fresh,
-        std::time::SystemTime::now(),
+        w.clock.wall().to_system_time(),
     );
     if active && !w.file_active {
         tracing::info!("activity file {} is fresh: jobs running", f.display());
@@ -1110,7 +1010,7 @@ fn check_activity<W: Write>(w: &mut Live<'_, W>) {
     w.file_active = active;
 }
 
-fn apply_busy<W: Write>(w: &mut Live<'_, W>, busy: HashSet<String>) {
+fn apply_busy(w: &mut Live<'_>, busy: HashSet<String>) {
     for name in busy.difference(&w.busy) {
         if let Some(&i) = w.by_name.get(name) {
             tracing::info!(node = %name, "job started");
@@ -1140,58 +1040,13 @@ fn raise_fd_limit() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
-    fn forgotten_rows_are_used_again() {
-        let mut core = Core::new(Vec::new(), None, None, 10, false, false);
-        core.node("a");
-        for i in 0..50 {
-            let name = format!("n{i}");
-            core.node(&name);
-            core.forget(&name);
-        }
-        assert_eq!(core.rows(), 2);
-        assert!(core.view("a").is_some());
-        assert!(core.view("n49").is_none());
-    }
-
-    #[test]
-    fn unreachable_sample_has_cause_and_no_sections() {
-        let l = unreachable_line("n1", Timestamp(0), &PollError::Ssh("refused".into()));
-        let v: Value = serde_json::from_str(&l).unwrap();
-        assert_eq!(v["kind"], "sample");
-        assert_eq!(v["unreachable"]["cause"], "ssh");
-        assert_eq!(v["unreachable"]["message"], "refused");
-        assert!(v.get("gpu").is_none() && v.get("host").is_none());
-        let o = classify(&v, 10);
-        assert!(o.degraded && o.failed && !o.active);
-    }
-
-    #[test]
-    fn replies_are_checked_and_renamed_to_the_configured_node() {
-        let ok = r#"{"v":1,"kind":"sample","ts":"2026-11-28T00:00:00Z","node":"localhost","x":1}"#;
-        let v: Value = serde_json::from_str(&accept_reply("gpu-7", ok).unwrap()).unwrap();
-        assert_eq!(v["node"], "gpu-7");
-        assert_eq!(v["x"], 1);
-        assert!(accept_reply("n", "not json").is_err());
-        let stats = r#"{"v":1,"kind":"stats","ts":"2026-11-28T00:00:00Z","node":"n"}"#;
-        assert!(accept_reply("n", stats).unwrap_err().contains("stats"));
-        let future = r#"{"v":9,"kind":"sample","ts":"2026-11-28T00:00:00Z","node":"n"}"#;
-        assert!(accept_reply("n", future).is_err());
-    }
-
-    #[test]
-    fn training_or_busy_gpus_mean_active() {
-        let idle = json!({"gpu":{"status":"ok","devices":[{"index":0,"utilization_pct":3}]},
-                          "processes":{"training":[]}});
-        assert!(!classify(&idle, 10).active);
-        let busy = json!({"gpu":{"status":"ok","devices":[{"index":0,"utilization_pct":95}]}});
-        assert!(classify(&busy, 10).active);
-        let training =
-            json!({"processes":{"training":[{"pid":1,"command":"python","matched_by":"nvml"}]}});
-        assert!(classify(&training, 10).active);
-        let lost = json!({"gpu":{"status":"ok","devices":[{"index":0,"state":"lost"}]}});
-        assert!(classify(&lost, 10).degraded);
+    fn a_tick_record_is_a_header_with_the_tool() {
+        let l = tick_line(Timestamp(1_795_000_000_000));
+        let h = ugro_types::parse_header(&l).unwrap();
+        assert_eq!((h.kind, h.node.as_ref()), (Kind::Tick, "*"));
+        assert_eq!(ugro_types::stage::peek_kind(&l), Some(Kind::Tick));
+        assert!(l.contains(r#""tool":"ugro-watch""#), "{l}");
     }
 }

@@ -7,84 +7,22 @@
 //! defaults). Within a cycle each node waits for its phase, a fixed offset derived from a hash
 //! of its name, so polls spread over `spread × base` instead of bursting. A node is never
 //! dispatched while its previous poll is in flight. A node whose breaker is open is held until
-//! its trial is due. At most `limit` polls are in flight; the limit halves after a cycle in
-//! which more than a tenth of the polls timed out (the observer or its network is saturated),
-//! never below a quarter of the configured value, and grows back by an eighth per clean cycle.
-//! A few hung nodes therefore do not shrink it: they are the nodes' problem, not ours.
+//! its trial is due.
+//!
+//! Fairness under faults. Nodes that are due go out in the order they fell due (their due time,
+//! never their place in the cluster file), so a node waiting for a slot is served before one
+//! that became due later. A node whose last poll timed out is a *suspect*: suspects together
+//! hold at most a quarter of the slots (at least one), so hung nodes, wherever they are listed,
+//! cannot take the slots healthy nodes need; a suspect waiting for a suspect slot is polled late
+//! rather than a healthy node. At most `limit` polls are in flight; the limit halves after a
+//! cycle in which more than a tenth of the polls of non-suspect nodes timed out (fresh timeouts:
+//! the observer or its network is saturated), never below a quarter of the configured value,
+//! and grows back by an eighth per cycle without fresh timeouts. Nodes that hang poll after
+//! poll are the nodes' problem, not ours: their timeouts do not keep the limit down.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
 
-use ugro_types::Timestamp;
-
-/// Time as the scheduler sees it.
-pub trait Clock: Send + Sync {
-    /// Monotonic milliseconds since an arbitrary start.
-    fn mono_ms(&self) -> u64;
-    /// Wall-clock time for records.
-    fn wall(&self) -> Timestamp;
-}
-
-/// The real clock.
-#[derive(Debug, Clone)]
-pub struct SystemClock {
-    start: Instant,
-}
-
-impl Default for SystemClock {
-    fn default() -> Self {
-        SystemClock {
-            start: Instant::now(),
-        }
-    }
-}
-
-impl Clock for SystemClock {
-    fn mono_ms(&self) -> u64 {
-        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-    fn wall(&self) -> Timestamp {
-        Timestamp::now()
-    }
-}
-
-/// A clock that moves only when told to.
-#[derive(Debug, Default)]
-pub struct FakeClock {
-    now: std::sync::atomic::AtomicU64,
-    wall0: i64,
-}
-
-impl FakeClock {
-    /// Starts at monotonic 0 and wall time `wall0`.
-    pub fn new(wall0: Timestamp) -> Self {
-        FakeClock {
-            now: 0.into(),
-            wall0: wall0.millis(),
-        }
-    }
-    /// Moves time forward.
-    pub fn advance(&self, d: Duration) {
-        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        self.now.fetch_add(ms, std::sync::atomic::Ordering::Relaxed);
-    }
-    /// Sets monotonic time (never backwards).
-    pub fn set(&self, ms: u64) {
-        self.now.fetch_max(ms, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-impl Clock for FakeClock {
-    fn mono_ms(&self) -> u64 {
-        self.now.load(std::sync::atomic::Ordering::Relaxed)
-    }
-    fn wall(&self) -> Timestamp {
-        Timestamp(
-            self.wall0
-                .saturating_add(i64::try_from(self.mono_ms()).unwrap_or(i64::MAX)),
-        )
-    }
-}
+pub use crate::clock::{Clock, FakeClock, TokioClock};
 
 /// Scheduler settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -132,6 +70,10 @@ pub struct CycleSummary {
     pub failures: u64,
     /// Polls that timed out.
     pub timeouts: u64,
+    /// Polls of suspects (nodes whose previous poll had timed out).
+    pub suspect_polls: u64,
+    /// Timeouts among them.
+    pub suspect_timeouts: u64,
     /// From the first dispatch to the last completion, ms (0 for an empty cycle).
     pub duration_ms: u64,
 }
@@ -146,6 +88,12 @@ struct NodeSched {
     removed: bool,
     polls: u64,
     urgent: bool,
+    /// The last poll timed out.
+    suspect: bool,
+    /// The poll in flight was dispatched while the node was a suspect.
+    dispatched_suspect: bool,
+    /// The cycle of the last finished poll.
+    polled_in: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -166,6 +114,7 @@ pub struct Scheduler {
     cycle_start: u64,
     nodes: Vec<NodeSched>,
     in_flight: usize,
+    suspects_in_flight: usize,
     limit: usize,
     open: VecDeque<CycleAcc>,
     finished: Vec<CycleSummary>,
@@ -192,6 +141,7 @@ impl Scheduler {
             cycle_start: 0,
             nodes: Vec::new(),
             in_flight: 0,
+            suspects_in_flight: 0,
             limit,
             open: VecDeque::new(),
             finished: Vec::new(),
@@ -211,6 +161,9 @@ impl Scheduler {
             removed: false,
             polls: 0,
             urgent: false,
+            suspect: false,
+            dispatched_suspect: false,
+            polled_in: 0,
         };
         if let Some(i) = self.nodes.iter().position(|n| n.removed && !n.in_flight) {
             self.nodes[i] = node;
@@ -303,6 +256,21 @@ impl Scheduler {
         }
     }
 
+    /// The scorer's verdict on a node's latest sample, which arrives after its poll finished:
+    /// a node that is not healthy goes back to the base interval at once (next poll one base
+    /// interval after its last). A healthy verdict changes nothing until the next poll.
+    pub fn set_degraded(&mut self, idx: usize, degraded: bool) {
+        let Some(n) = self.nodes.get_mut(idx) else {
+            return;
+        };
+        if degraded && n.mult > 1 {
+            n.mult = 1;
+            if !n.in_flight {
+                n.next_cycle = n.next_cycle.min(n.polled_in + 1);
+            }
+        }
+    }
+
     /// Whether a node currently runs at the base interval.
     pub fn is_base(&self, idx: usize) -> bool {
         self.nodes.get(idx).is_some_and(|n| n.mult == 1)
@@ -356,9 +324,11 @@ impl Scheduler {
             if let Some(first) = acc.first {
                 sum.duration_ms = acc.last.saturating_sub(first);
             }
-            if sum.polls > 0 && sum.timeouts * 10 > sum.polls {
+            let fresh_polls = sum.polls - sum.suspect_polls;
+            let fresh_timeouts = sum.timeouts - sum.suspect_timeouts;
+            if fresh_polls > 0 && fresh_timeouts * 10 > fresh_polls {
                 self.limit = (self.limit / 2).max(self.conf.min_limit());
-            } else if sum.polls > 0 && sum.timeouts == 0 && self.limit < self.conf.concurrency {
+            } else if sum.polls > 0 && fresh_timeouts == 0 && self.limit < self.conf.concurrency {
                 self.limit = (self.limit + (self.limit / 8).max(1)).min(self.conf.concurrency);
             }
             self.finished.push(sum);
@@ -370,60 +340,94 @@ impl Scheduler {
         std::mem::take(&mut self.finished)
     }
 
-    /// Nodes to poll now. Each is marked in flight until [`Scheduler::done`].
+    /// Suspects (nodes whose last poll timed out) in flight.
+    pub fn suspects_in_flight(&self) -> usize {
+        self.suspects_in_flight
+    }
+
+    /// Slots suspects may hold together.
+    fn suspect_cap(&self) -> usize {
+        (self.limit / 4).max(1)
+    }
+
+    /// When a node that is not in flight falls due (monotonic ms): an overdue node keeps the
+    /// time it fell due, an activated one is due at once, a held one not before its hold ends.
+    fn due_at(&self, n: &NodeSched, now: u64) -> u64 {
+        let base = self.conf.base_ms.max(1);
+        let at = if n.urgent && n.next_cycle <= self.cycle {
+            now
+        } else if n.next_cycle < self.cycle {
+            (self.cycle_start + n.phase_ms).saturating_sub((self.cycle - n.next_cycle) * base)
+        } else {
+            self.cycle_start + (n.next_cycle - self.cycle) * base + n.phase_ms
+        };
+        n.hold_until.map_or(at, |h| at.max(h))
+    }
+
+    /// Nodes to poll now, earliest due first. Each is marked in flight until
+    /// [`Scheduler::done`].
     pub fn due(&mut self, now: u64) -> Vec<usize> {
         if !self.started {
             self.started = true;
             self.cycle_start = now;
         }
         self.roll(now);
-        let mut out = Vec::new();
+        let mut ready: Vec<(u64, usize)> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| !n.removed && !n.in_flight && n.next_cycle <= self.cycle)
+            .map(|(i, n)| (self.due_at(n, now), i))
+            .filter(|(at, _)| *at <= now)
+            .collect();
+        ready.sort_unstable();
+        let cap = self.suspect_cap();
         let cycle = self.cycle;
-        let start = self.cycle_start;
-        for (i, n) in self.nodes.iter_mut().enumerate() {
+        let mut out = Vec::new();
+        for (_, i) in ready {
             if self.in_flight >= self.limit {
                 break;
             }
-            if n.removed || n.in_flight || n.next_cycle > cycle {
-                continue;
-            }
-            if n.hold_until.is_some_and(|h| now < h) {
-                continue;
-            }
-            // An overdue node (from an earlier cycle) goes now; a node due in this cycle
-            // waits for its phase.
-            if n.next_cycle == cycle && !n.urgent && now < start + n.phase_ms {
+            let n = &mut self.nodes[i];
+            if n.suspect && self.suspects_in_flight >= cap {
                 continue;
             }
             n.urgent = false;
             n.in_flight = true;
+            n.dispatched_suspect = n.suspect;
             n.next_cycle = cycle;
             n.polls += 1;
             self.in_flight += 1;
+            self.suspects_in_flight += usize::from(n.suspect);
             out.push(i);
         }
         if !out.is_empty() {
-            let acc = match self.open.back_mut().filter(|a| a.sum.cycle == cycle) {
-                Some(a) => a,
-                None => {
-                    self.open.push_back(CycleAcc {
-                        sum: CycleSummary {
-                            cycle,
-                            ..CycleSummary::default()
-                        },
-                        ..CycleAcc::default()
-                    });
-                    let Some(a) = self.open.back_mut() else {
-                        return out;
-                    };
-                    a
-                }
-            };
-            acc.sum.polls += out.len() as u64;
-            acc.open += out.len() as u64;
+            let polls = out.len() as u64;
+            let suspects = out
+                .iter()
+                .filter(|i| self.nodes[**i].dispatched_suspect)
+                .count() as u64;
+            let acc = self.acc(cycle);
+            acc.sum.polls += polls;
+            acc.sum.suspect_polls += suspects;
+            acc.open += polls;
             acc.first.get_or_insert(now);
         }
         out
+    }
+
+    fn acc(&mut self, cycle: u64) -> &mut CycleAcc {
+        if self.open.back().is_none_or(|a| a.sum.cycle != cycle) {
+            self.open.push_back(CycleAcc {
+                sum: CycleSummary {
+                    cycle,
+                    ..CycleSummary::default()
+                },
+                ..CycleAcc::default()
+            });
+        }
+        let last = self.open.len() - 1;
+        &mut self.open[last]
     }
 
     /// A poll dispatched by [`Scheduler::due`] finished.
@@ -437,7 +441,13 @@ impl Scheduler {
         }
         n.in_flight = false;
         self.in_flight = self.in_flight.saturating_sub(1);
+        let was_suspect = n.dispatched_suspect;
+        if was_suspect {
+            self.suspects_in_flight = self.suspects_in_flight.saturating_sub(1);
+        }
+        n.suspect = outcome.timed_out;
         let polled_in = n.next_cycle;
+        n.polled_in = polled_in;
         n.mult = if outcome.active || outcome.degraded {
             1
         } else {
@@ -449,35 +459,30 @@ impl Scheduler {
             acc.last = acc.last.max(now);
             acc.sum.failures += u64::from(outcome.failed);
             acc.sum.timeouts += u64::from(outcome.timed_out);
+            if was_suspect {
+                acc.sum.suspect_timeouts += u64::from(outcome.timed_out);
+            }
         }
         self.settle();
     }
 
     /// When [`Scheduler::due`] may next have something to do (monotonic ms). Completions
-    /// also wake the caller, so a full concurrency limit waits for them.
+    /// also wake the caller, so a full concurrency limit (or suspect share) waits for them.
     pub fn next_wake(&self, now: u64) -> u64 {
-        let base = self.conf.base_ms.max(1);
-        let next_cycle_at = self.cycle_start + base;
         if !self.started {
             return now;
         }
+        let next_cycle_at = self.cycle_start + self.conf.base_ms.max(1);
         if self.in_flight >= self.limit {
             return next_cycle_at;
         }
-        let mut wake = next_cycle_at;
-        for n in &self.nodes {
-            if n.removed || n.in_flight {
-                continue;
-            }
-            let at = if n.next_cycle < self.cycle || (n.urgent && n.next_cycle == self.cycle) {
-                now
-            } else {
-                self.cycle_start + (n.next_cycle - self.cycle) * base + n.phase_ms
-            };
-            let at = n.hold_until.map_or(at, |h| at.max(h));
-            wake = wake.min(at);
-        }
-        wake.max(now)
+        let suspects_full = self.suspects_in_flight >= self.suspect_cap();
+        self.nodes
+            .iter()
+            .filter(|n| !(n.removed || n.in_flight || (n.suspect && suspects_full)))
+            .map(|n| self.due_at(n, now))
+            .fold(next_cycle_at, u64::min)
+            .max(now)
     }
 }
 
@@ -765,11 +770,125 @@ mod tests {
     }
 
     #[test]
-    fn fake_clock_moves_only_when_told() {
-        let c = FakeClock::new(Timestamp(1_000));
-        assert_eq!(c.mono_ms(), 0);
-        c.advance(Duration::from_secs(2));
-        assert_eq!(c.mono_ms(), 2_000);
-        assert_eq!(c.wall(), Timestamp(3_000));
+    fn due_nodes_go_in_the_order_they_fell_due_not_their_list_order() {
+        let mut s = Scheduler::new(SchedConf {
+            spread: 0.0,
+            ..conf(1)
+        });
+        let b = s.add("b");
+        let a = s.add("a");
+        let active = Outcome {
+            active: true,
+            ..Outcome::default()
+        };
+        assert_eq!(s.due(0), vec![b]);
+        // b's poll outlasts the interval; a has waited since t = 0.
+        s.done(b, active, 6_000);
+        assert_eq!(s.due(6_000), vec![a], "the node waiting longest goes first");
+        s.done(a, active, 6_100);
+        assert_eq!(s.due(6_100), vec![b]);
+    }
+
+    #[test]
+    fn suspects_hold_at_most_a_quarter_of_the_slots() {
+        let mut s = Scheduler::new(SchedConf {
+            spread: 0.0,
+            ..conf(8)
+        });
+        let nodes: Vec<usize> = (0..16).map(|i| s.add(&format!("n{i:02}"))).collect();
+        let hung = |i: usize| i < 8;
+        let mut now = 0;
+        // First cycle: nobody is a suspect yet; the hung half time out.
+        while s.polls_of(nodes[15]) == 0 {
+            for i in s.due(now) {
+                s.done(
+                    i,
+                    Outcome {
+                        active: true,
+                        timed_out: hung(i),
+                        failed: hung(i),
+                        ..Outcome::default()
+                    },
+                    now + 10,
+                );
+            }
+            now += 10;
+        }
+        now = 5_000;
+        let got = s.due(now);
+        let suspects = got.iter().filter(|i| hung(**i)).count();
+        assert!(
+            suspects <= (s.limit() / 4).max(1),
+            "{suspects} suspects of {got:?}"
+        );
+        assert_eq!(s.suspects_in_flight(), suspects);
+        assert_eq!(got.len() - suspects, (s.limit() - suspects).min(8));
+    }
+
+    #[test]
+    fn nodes_that_keep_hanging_do_not_keep_the_limit_down() {
+        let mut s = Scheduler::new(conf(64));
+        for i in 0..200 {
+            s.add(&format!("n{i:03}"));
+        }
+        // 30 nodes (15 %) time out at every poll, after the 3 s timeout.
+        let mut pending: Vec<(u64, usize)> = Vec::new();
+        let mut limits = Vec::new();
+        let mut now = 0;
+        while now < 120_000 {
+            pending.sort_unstable();
+            while pending.first().is_some_and(|p| p.0 <= now) {
+                let (t, i) = pending.remove(0);
+                let hung = i < 30;
+                let o = Outcome {
+                    active: true,
+                    timed_out: hung,
+                    failed: hung,
+                    ..Outcome::default()
+                };
+                s.done(i, o, t);
+            }
+            for i in s.due(now) {
+                pending.push((now + if i < 30 { 3_000 } else { 50 }, i));
+            }
+            limits.push(s.limit());
+            now += 50;
+        }
+        assert!(
+            limits.contains(&32),
+            "the first cycle's fresh timeouts halve it"
+        );
+        assert_eq!(s.limit(), 64, "and it recovers");
+    }
+
+    #[test]
+    fn a_late_unhealthy_verdict_brings_a_backed_off_node_back_to_the_base_interval() {
+        let mut s = Scheduler::new(SchedConf {
+            spread: 0.0,
+            ..conf(64)
+        });
+        let a = s.add("a");
+        simulate(&mut s, 200_000, 50, |_, _| Outcome::default());
+        assert_eq!(s.interval_ms(a), 60_000);
+        // Polled at t = 200 000 + …: the scorer's verdict on that sample comes a moment later.
+        let mut now = 200_000;
+        let polled = loop {
+            if let Some(i) = s.due(now).first().copied() {
+                s.done(i, Outcome::default(), now + 50);
+                break now;
+            }
+            now += 100;
+        };
+        s.set_degraded(a, true);
+        assert_eq!(s.interval_ms(a), 5_000);
+        let mut next = polled + 100;
+        while s.due(next).is_empty() {
+            next += 100;
+        }
+        assert!(
+            next - polled <= 5_100,
+            "next poll {} ms later",
+            next - polled
+        );
     }
 }

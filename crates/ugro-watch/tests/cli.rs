@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
@@ -89,8 +88,9 @@ fn hung_probe_times_out_without_holding_up_the_others() {
     let samples: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "sample").collect();
     for n in ["a", "b", "c"] {
         let s: Vec<&&Value> = samples.iter().filter(|r| r["node"] == n).collect();
-        // Polled every cycle though "hung" never answers (its timeout spans two cycles).
-        assert!(s.len() >= 3, "{n}: {}", s.len());
+        // Polled though "hung" never answers (its timeout spans two cycles). Exact counts
+        // and schedules are checked under paused time (tests/paused.rs).
+        assert!(s.len() >= 2, "{n}: {}", s.len());
         assert!(s.iter().all(|r| r.get("unreachable").is_none()));
     }
     let hung: Vec<&&Value> = samples.iter().filter(|r| r["node"] == "hung").collect();
@@ -105,58 +105,6 @@ fn hung_probe_times_out_without_holding_up_the_others() {
         let first = recs.iter().position(|r| r["node"] == n).unwrap();
         assert!(first < first_timeout, "{n} waited for the hung node");
     }
-}
-
-#[test]
-fn a_thousand_simulated_nodes_with_five_percent_hanging() {
-    let d = tempfile::tempdir().unwrap();
-    let mut y = format!(
-        "intervals: {{base: 4s, max: 4s, spread: 0.3}}\ntimeout: 2s\nconcurrency: 1000\n\
-         transport: {{command: {}}}\nnodes:\n",
-        fake("'0.05'")
-    );
-    for i in 0..1000 {
-        y.push_str(&format!("  - name: sim-{i:04}\n"));
-        if i % 20 == 7 {
-            y.push_str(&format!(
-                "    transport: {{command: {}}}\n",
-                fake("'0', hang")
-            ));
-        }
-    }
-    write(d.path(), "c.yaml", &y);
-    let out = watch(
-        d.path(),
-        &["-c", "c.yaml", "--cycles", "2", "--stats-every", "1h"],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let recs = records(&out.stdout);
-    let mut ok: HashMap<String, usize> = HashMap::new();
-    let mut timeouts: HashMap<String, usize> = HashMap::new();
-    for r in recs.iter().filter(|r| r["kind"] == "sample") {
-        let n = r["node"].as_str().unwrap().to_owned();
-        if r["unreachable"]["cause"] == "timeout" {
-            *timeouts.entry(n).or_default() += 1;
-        } else {
-            assert!(r.get("unreachable").is_none(), "{r}");
-            *ok.entry(n).or_default() += 1;
-        }
-    }
-    assert_eq!(ok.len(), 950, "nodes that answered");
-    // Once per cycle: the hanging nodes did not hold the others back.
-    assert!(ok.values().all(|c| *c <= 2));
-    let answers: usize = ok.values().sum();
-    assert!(answers >= 1_900, "{answers} answers in two cycles");
-    assert_eq!(timeouts.len(), 50, "hanging nodes");
-    assert!(timeouts.keys().all(|n| !ok.contains_key(n)));
-    let stats: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "stats").collect();
-    let last = stats.last().expect("final stats record");
-    assert_eq!(last["nodes"], 1000);
-    assert!(last["timeouts"].as_u64().unwrap() >= 50);
 }
 
 #[test]
@@ -340,7 +288,10 @@ fn local_mode_polls_this_machine_through_the_real_probe() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let recs = records(&out.stdout);
+    let recs: Vec<Value> = records(&out.stdout)
+        .into_iter()
+        .filter(|r| r["kind"] != "tick")
+        .collect();
     assert!(!recs.is_empty());
     for r in &recs {
         assert_eq!(r["kind"], "sample");
@@ -628,4 +579,38 @@ fn expected_gpus_reaches_a_command_transport_probe() {
     assert!(s.get("unreachable").is_none(), "{s}");
     assert_eq!(s["gpu"]["devices"].as_array().map(Vec::len), Some(8), "{s}");
     assert_eq!(s["gpu"]["expected"], 4, "{s}");
+}
+
+#[test]
+fn replay_reports_a_line_a_stage_rejects_with_its_number_and_exits_65() {
+    let d = tempfile::tempdir().unwrap();
+    let good = |s: u32| {
+        format!(
+            r#"{{"v":1,"kind":"sample","ts":"2026-11-28T00:00:{s:02}.000Z","node":"n1","gpu":{{"status":"ok","devices":[{{"index":0,"state":"ok"}}]}}}}"#
+        )
+    };
+    // A valid header over an invalid sample: only ugro-score can tell.
+    let bad = r#"{"v":1,"kind":"sample","ts":"2026-11-28T00:00:01.000Z","node":"n1","gpu":7}"#;
+    write(
+        d.path(),
+        "rec.jsonl",
+        &format!("{}\n{bad}\n\n{}\n", good(0), good(2)),
+    );
+    let out = watch(d.path(), &["--replay", "rec.jsonl", "--pipeline"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{err}");
+    assert!(err.contains("ugro-score: line 2:"), "{err}");
+    // Raw mode scores too (for the views and the state directory): the same line is bad
+    // there, reported, and left out.
+    let out = watch(d.path(), &["--replay", "rec.jsonl", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(65));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ugro-watch: line 2:"));
+    assert_eq!(records(&out.stdout).len(), 2);
+    // --strict stops at the bad line.
+    let out = watch(
+        d.path(),
+        &["--replay", "rec.jsonl", "--pipeline", "--strict"],
+    );
+    assert_eq!(out.status.code(), Some(65));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"));
 }

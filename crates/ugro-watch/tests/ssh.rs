@@ -103,6 +103,51 @@ fn eight_nodes_are_polled_over_ssh_through_a_deployed_probe() {
 }
 
 #[test]
+fn a_hundred_character_tmpdir_still_reaches_ssh_nodes() {
+    let Some(_) = ready() else { return };
+    let fleet = SshFleet::start(2);
+    let dir = fleet.dir.path();
+    // A TMPDIR of exactly 100 characters (today's limit for a control socket under it is 49).
+    let mut long = dir.join("t");
+    while long.as_os_str().len() < 100 {
+        long.push("x".repeat((100 - long.as_os_str().len() - 1).clamp(1, 40)));
+    }
+    assert_eq!(long.as_os_str().len(), 100, "{long:?}");
+    std::fs::create_dir_all(&long).unwrap();
+    let yaml = fleet.cluster_yaml(
+        "intervals: {base: 300ms, max: 300ms}\n",
+        &[
+            "--gpu-fixture",
+            gpu_fixture("h200x8-idle.json").to_str().unwrap(),
+        ],
+    );
+    std::fs::write(dir.join("cluster.yaml"), yaml).unwrap();
+    let out = std::process::Command::new(watch_bin())
+        .args(["-c", "cluster.yaml", "--cycles", "3", "--stats-every", "0"])
+        .env("TMPDIR", &long)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recs = records(&out.stdout);
+    for n in ["node-0", "node-1"] {
+        let s: Vec<&Value> = recs
+            .iter()
+            .filter(|r| r["kind"] == "sample" && r["node"] == n)
+            .collect();
+        assert!(!s.is_empty(), "{n}: no sample");
+        assert!(
+            s.iter().all(|r| r.get("unreachable").is_none()),
+            "{n}: {s:?}"
+        );
+    }
+}
+
+#[test]
 fn unknown_host_key_is_refused_unless_new_keys_are_accepted() {
     let Some(_) = ready() else { return };
     let fleet = SshFleet::start(2);

@@ -582,3 +582,40 @@ fn slurm_drain_gets_the_resolve_of_a_drained_node_even_while_cluster_degraded_in
         .collect();
     assert_eq!(resolved, [("n1".to_owned(), AlertStatus::Resolved)]);
 }
+
+#[test]
+fn watcher_stats_fire_and_resolve_watcher_state_unwritable() {
+    let stats = |s: i64, bad: bool| {
+        format!(
+            r#"{{"v":1,"kind":"stats","ts":"{}","node":"*","tool":"ugro-watch","probes":3,"state_unwritable":{bad},"state_error":"st/nodes/a.json: No space left on device (os error 28)"}}"#,
+            ts(s)
+        )
+    };
+    let mut h = H::new(cfg(QUICK));
+    assert!(h.feed(&stats(0, false)).is_empty());
+    assert!(h.feed(&stats(10, true)).is_empty());
+    let n = h.at(40);
+    assert_eq!(
+        names(&n),
+        [("WatcherStateUnwritable".into(), "firing".into())]
+    );
+    let a = &n[0].alerts[0];
+    assert_eq!(a.labels["severity"], "warning");
+    assert!(a.annotations["description"].contains("No space left"));
+    assert!(
+        h.feed(&stats(50, true)).is_empty(),
+        "still firing, not again"
+    );
+    h.feed(&stats(60, false));
+    assert_eq!(
+        names(&h.at(400)),
+        [("WatcherStateUnwritable".into(), "resolved".into())]
+    );
+    // Stats of other tools (no state_unwritable) change nothing.
+    let other = format!(
+        r#"{{"v":1,"kind":"stats","ts":"{}","node":"*","tool":"ugro-score","lines":5}}"#,
+        ts(500)
+    );
+    assert!(h.feed(&other).is_empty());
+    assert_eq!(h.e.alerts().count(), 0);
+}

@@ -326,16 +326,16 @@ fn a_full_queue_drops_the_notification_that_does_not_fit_and_counts_it() {
     );
 }
 
+/// A stage with the stdout receiver, group_wait 30 s, and the host clock at T0.
+fn stdout_stage(dir: &Path) -> AlertStage {
+    let yaml = "route:\n  receiver: stdout\n  group_wait: 30s\n";
+    stage(dir, yaml, &Fake::default()).with_clock(|| Timestamp(T0))
+}
+
 #[test]
 fn a_record_far_ahead_of_the_host_clock_is_rejected_and_moves_no_clock() {
     let dir = tempfile::tempdir().unwrap();
-    let net = Fake::default();
-    let mut st = stage(
-        dir.path(),
-        "route:\n  receiver: stdout\n  group_wait: 30s\n",
-        &net,
-    )
-    .with_clock(|| Timestamp(T0));
+    let mut st = stdout_stage(dir.path());
     let mut out = Vec::new();
     let mut emit = |b: &[u8]| {
         out.push(serde_json::from_slice::<serde_json::Value>(b).unwrap());
@@ -353,6 +353,31 @@ fn a_record_far_ahead_of_the_host_clock_is_rejected_and_moves_no_clock() {
     st.process(&line("n1", 31, "critical"), &mut emit).unwrap();
     assert_eq!(out.len(), 1, "group_wait runs on the records' own time");
     assert_eq!(out[0]["labels"]["alertname"], "NodeCritical");
+}
+
+#[test]
+fn a_tick_runs_the_timers_and_one_from_the_future_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut st = stdout_stage(dir.path());
+    let tick = |s: i64| {
+        format!(
+            r#"{{"v":1,"kind":"tick","ts":"{}","node":"*","tool":"ugro-watch"}}"#,
+            Timestamp(T0 + s * 1000)
+        )
+    };
+    let mut out = Vec::new();
+    let mut emit = |b: &[u8]| {
+        out.push(serde_json::from_slice::<serde_json::Value>(b).unwrap());
+        Ok(())
+    };
+    ugro_types::stage::step(&mut st, &line("n1", 0, "critical"), &mut emit).unwrap();
+    let far = ugro_types::stage::step(&mut st, &tick(7200), &mut emit);
+    assert!(matches!(far, Err(StageError::Reject(_))), "{far:?}");
+    assert_eq!(st.engine().now(), Timestamp(T0), "clock moved");
+    ugro_types::stage::step(&mut st, &tick(29), &mut emit).unwrap();
+    ugro_types::stage::step(&mut st, &tick(30), &mut emit).unwrap();
+    assert_eq!(out.len(), 1, "group_wait ran out on the tick, not before");
+    assert_eq!(out[0]["ts"], Timestamp(T0 + 30_000).to_string());
 }
 
 #[test]

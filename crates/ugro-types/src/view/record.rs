@@ -210,6 +210,25 @@ pub struct FleetView<'a> {
     pub message: Option<Text<'a>>,
 }
 
+/// What ugro-watch's `stats` records say about its own state: whether it can be written
+/// (ugro-alert's WatcherStateUnwritable). Absent in other tools' stats.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct WatcherStateView<'a> {
+    /// The state directory or a state file cannot be written.
+    #[serde(default)]
+    pub state_unwritable: Option<bool>,
+    /// The failure, for people.
+    #[serde(default, borrow)]
+    pub state_error: Option<Text<'a>>,
+}
+
+impl<'a> WatcherStateView<'a> {
+    /// Reads the fields of a `stats` line whose header [`RecordView`] has already checked.
+    pub fn parse(line: &'a str) -> Result<Self, RecordError> {
+        Ok(serde_json::from_str(line)?)
+    }
+}
+
 impl<'a> TransitionView<'a> {
     /// Reads the body of a line whose header [`RecordView`] has already checked.
     pub fn parse(line: &'a str) -> Result<Self, RecordError> {

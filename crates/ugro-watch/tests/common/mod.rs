@@ -1,6 +1,6 @@
 //! Test helpers: real sshd instances on loopback, the fake probe, locating built binaries,
 //! and reading a running watcher's output.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -241,10 +241,12 @@ impl SshFleet {
         }
     }
 
-    /// A cluster file for the fleet; `extra` is appended to the top level.
+    /// A cluster file for the fleet; `extra` is appended to the top level. The connect timeout
+    /// is generous: eight sessions that connect and upload a debug probe at once on a loaded
+    /// runner can take several seconds, and a stopped sshd refuses at once anyway.
     pub fn cluster_yaml(&self, extra: &str, probe_args: &[&str]) -> String {
         let mut y = format!(
-            "ssh:\n  identity_file: {}\n  known_hosts: {}\n  connect_timeout: 3s\n",
+            "ssh:\n  identity_file: {}\n  known_hosts: {}\n  connect_timeout: 15s\n",
             self.key.display(),
             self.known_hosts.display()
         );
