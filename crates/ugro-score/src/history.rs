@@ -18,33 +18,63 @@ pub(crate) const MAX_XID_EVENTS: usize = 256;
 pub(crate) const MAX_BOOTS: usize = 16;
 /// GPUs kept per node (least recently seen dropped).
 pub(crate) const MAX_GPUS: usize = 64;
+/// Readings kept per counter series: a quarter window apart, one older, the newest.
+pub(crate) const COUNTER_POINTS: usize = 6;
+/// Readings kept of the temperature: an eighth of the window apart, one older, the newest.
+pub(crate) const TEMPERATURE_POINTS: usize = 11;
 
-/// A downsampled series of `(ms, value)` readings: a reading closer than `spacing` to the one
-/// before the newest replaces the newest, so the newest point is always the latest reading and
-/// the series spans its window with a handful of points. At most one point older than the
-/// window is kept, as the base of a rate when samples are sparse.
+/// A downsampled series of `(ms, value)` readings, at most `N`: a reading closer than
+/// `spacing` to the one before the newest replaces the newest, so the newest point is always the
+/// latest reading and the series spans its window with a handful of points. At most one point
+/// older than the window is kept, as the base of a rate when samples are sparse. The points are
+/// held inline, so a GPU's history is one block of memory: a fleet's history is touched on every
+/// sample, and scattered allocations would cost a cache miss each.
 ///
-/// Every reading kept is a whole number (a counter, whole °C). In the state file a series is
-/// one flat array, `[t0, v0, dt1, v1, …]` (the first time in ms since the epoch, then each
-/// point's ms after the one before): a tenth of the size of the pairs.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct Series(Vec<(i64, f64)>);
+/// Every reading is a whole number (a counter, whole °C). In the state file a series is one flat
+/// array, `[t0, v0, dt1, v1, …]` (the first time in ms since the epoch, then each point's ms
+/// after the one before): a tenth of the size of the pairs.
+#[derive(Clone, Copy)]
+pub(crate) struct Series<const N: usize> {
+    len: usize,
+    pts: [(i64, i64); N],
+}
 
-impl Serialize for Series {
+impl<const N: usize> Default for Series<N> {
+    fn default() -> Self {
+        Series {
+            len: 0,
+            pts: [(0, 0); N],
+        }
+    }
+}
+
+impl<const N: usize> PartialEq for Series<N> {
+    fn eq(&self, other: &Self) -> bool {
+        self.raw() == other.raw()
+    }
+}
+
+impl<const N: usize> std::fmt::Debug for Series<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.raw()).finish()
+    }
+}
+
+impl<const N: usize> Serialize for Series<N> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeSeq;
-        let mut seq = s.serialize_seq(Some(self.0.len() * 2))?;
+        let mut seq = s.serialize_seq(Some(self.len * 2))?;
         let mut prev = 0;
-        for (i, &(t, v)) in self.0.iter().enumerate() {
+        for (i, &(t, v)) in self.raw().iter().enumerate() {
             seq.serialize_element(&if i == 0 { t } else { t - prev })?;
-            seq.serialize_element(&(v.round() as i64))?;
+            seq.serialize_element(&v)?;
             prev = t;
         }
         seq.end()
     }
 }
 
-impl<'de> Deserialize<'de> for Series {
+impl<'de, const N: usize> Deserialize<'de> for Series<N> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let flat: Vec<i64> = Vec::deserialize(d)?;
         if !flat.len().is_multiple_of(2) {
@@ -52,57 +82,73 @@ impl<'de> Deserialize<'de> for Series {
                 "a series has an odd number of numbers",
             ));
         }
+        let mut s = Series::default();
         let mut t = 0;
-        let pts = flat
-            .chunks_exact(2)
-            .enumerate()
-            .map(|(i, p)| {
-                t = if i == 0 { p[0] } else { t + p[0] };
-                (t, p[1] as f64)
-            })
-            .collect();
-        Ok(Series(pts))
+        for (i, p) in flat.chunks_exact(2).enumerate() {
+            t = if i == 0 { p[0] } else { t + p[0] };
+            // A file from a build that kept more points: the newest N.
+            s.append(t, p[1]);
+        }
+        Ok(s)
     }
 }
 
-impl Series {
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_empty()
+impl<const N: usize> Series<N> {
+    fn raw(&self) -> &[(i64, i64)] {
+        &self.pts[..self.len]
     }
 
-    pub(crate) fn points(&self) -> &[(i64, f64)] {
-        &self.0
+    fn append(&mut self, t: i64, v: i64) {
+        if self.len == N {
+            self.pts.copy_within(1.., 0);
+            self.len -= 1;
+        }
+        self.pts[self.len] = (t, v);
+        self.len += 1;
+    }
+
+    fn drop_front(&mut self, k: usize) {
+        self.pts.copy_within(k..self.len, 0);
+        self.len -= k;
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The points, oldest first, values as floating point for the arithmetic.
+    pub(crate) fn points(&self) -> impl ExactSizeIterator<Item = (i64, f64)> + Clone + '_ {
+        self.raw().iter().map(|&(t, v)| (t, v as f64))
     }
 
     pub(crate) fn first(&self) -> Option<(i64, f64)> {
-        self.0.first().copied()
+        self.points().next()
     }
 
     pub(crate) fn last(&self) -> Option<(i64, f64)> {
-        self.0.last().copied()
+        self.raw().last().map(|&(t, v)| (t, v as f64))
     }
 
     pub(crate) fn clear(&mut self) {
-        self.0.clear();
+        self.len = 0;
     }
 
-    /// Adds the reading `v` at `t` (ms); see the type's docs for `spacing` and `window` (ms).
-    pub(crate) fn push(&mut self, t: i64, v: f64, spacing: i64, window: i64, cap: usize) {
-        let n = self.0.len();
-        match self.0.get(n.wrapping_sub(2)) {
-            Some(&(prev, _)) if n >= 2 && t - prev < spacing => self.0[n - 1] = (t, v),
-            _ => self.0.push((t, v)),
+    /// Adds the reading `v` (a whole number) at `t` (ms); see the type's docs for `spacing` and
+    /// `window` (ms).
+    pub(crate) fn push(&mut self, t: i64, v: f64, spacing: i64, window: i64) {
+        let v = v.round() as i64;
+        let n = self.len;
+        if n >= 2 && t - self.pts[n - 2].0 < spacing {
+            self.pts[n - 1] = (t, v);
+        } else {
+            self.append(t, v);
         }
         // Only the front can be older than the window: drop it while the next one is too (the
         // common case, the second point inside the window, costs one comparison).
         let start = t - window;
-        if self.0.get(1).is_some_and(|p| p.0 < start) {
-            let old = self.0.iter().skip(1).take_while(|p| p.0 < start).count();
-            self.0.drain(..old);
-        }
-        if self.0.len() > cap {
-            let excess = self.0.len() - cap;
-            self.0.drain(..excess);
+        if self.len >= 2 && self.pts[1].0 < start {
+            let old = self.raw()[1..].iter().take_while(|p| p.0 < start).count();
+            self.drop_front(old);
         }
     }
 }
@@ -144,16 +190,16 @@ pub(crate) struct GpuHistory {
     pub(crate) seen: i64,
     /// PCIe replay counter.
     #[serde(default, skip_serializing_if = "Series::is_empty")]
-    pub(crate) replay: Series,
+    pub(crate) replay: Series<COUNTER_POINTS>,
     /// Corrected volatile ECC errors.
     #[serde(default, skip_serializing_if = "Series::is_empty")]
-    pub(crate) ecc: Series,
+    pub(crate) ecc: Series<COUNTER_POINTS>,
     /// Rows remapped for correctable errors.
     #[serde(default, skip_serializing_if = "Series::is_empty")]
-    pub(crate) remap: Series,
+    pub(crate) remap: Series<COUNTER_POINTS>,
     /// Temperature, °C.
     #[serde(default, skip_serializing_if = "Series::is_empty")]
-    pub(crate) temp: Series,
+    pub(crate) temp: Series<TEMPERATURE_POINTS>,
     /// XID events, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) xids: Vec<XidEvent>,
@@ -307,47 +353,53 @@ mod tests {
 
     #[test]
     fn a_series_keeps_the_newest_reading_and_spans_its_window_with_few_points() {
-        let mut s = Series::default();
+        let mut s = Series::<16>::default();
         // Every 5 s for 20 minutes, spacing 1 min, window 10 min.
         for i in 0..=240 {
-            s.push(i * 5_000, i as f64, 60_000, 600_000, 16);
+            s.push(i * 5_000, i as f64, 60_000, 600_000);
         }
-        let p = s.points();
+        let p: Vec<(i64, f64)> = s.points().collect();
         assert_eq!(s.last(), Some((1_200_000, 240.0)), "newest is the latest");
         // One a minute in the window, one older as the base, the newest.
         assert!(p.len() <= 13, "{} points", p.len());
-        let first = s.first().unwrap().0;
         assert!(
-            first <= 1_200_000 - 600_000,
+            p[0].0 <= 1_200_000 - 600_000,
             "one point at or past the window"
         );
         assert!(
             p[1].0 >= 1_200_000 - 600_000,
             "only one older than the window"
         );
+        // Full: the oldest goes.
+        let mut small = Series::<3>::default();
+        for i in 0..5 {
+            small.push(i * 100, i as f64, 1, 1_000_000);
+        }
+        let p: Vec<i64> = small.points().map(|p| p.0).collect();
+        assert_eq!(p, [200, 300, 400]);
     }
 
     #[test]
     fn a_series_is_saved_as_one_delta_encoded_array() {
-        let mut s = Series::default();
+        let mut s = Series::<8>::default();
         for (t, v) in [
             (1_800_000_000_000, 61.0),
             (1_800_000_060_000, 62.0),
             (1_800_000_120_000, 62.0),
         ] {
-            s.push(t, v, 1, 1_000_000, 8);
+            s.push(t, v, 1, 1_000_000);
         }
         let text = serde_json::to_string(&s).unwrap();
         assert_eq!(text, "[1800000000000,61,60000,62,60000,62]");
-        assert_eq!(serde_json::from_str::<Series>(&text).unwrap(), s);
-        assert!(serde_json::from_str::<Series>("[1,2,3]").is_err());
+        assert_eq!(serde_json::from_str::<Series<8>>(&text).unwrap(), s);
+        assert!(serde_json::from_str::<Series<8>>("[1,2,3]").is_err());
     }
 
     #[test]
     fn boots_are_numbered_in_order_and_a_new_one_restarts_volatile_counters() {
         let mut n = NodeHistory::default();
         n.set_boot("a");
-        n.gpu(0, "GPU-1").replay.push(0, 5.0, 1, 10, 4);
+        n.gpu(0, "GPU-1").replay.push(0, 5.0, 1, 10);
         n.set_boot("a");
         assert!(!n.gpus[0].1.replay.is_empty());
         n.set_boot("b");

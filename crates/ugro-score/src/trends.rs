@@ -12,7 +12,7 @@ use ugro_types::view::GpuView;
 use ugro_types::{Action, Component, Reason, ReasonCode};
 
 use crate::config::ScoreConfig;
-use crate::history::{GpuHistory, Series};
+use crate::history::{COUNTER_POINTS, GpuHistory, Series};
 use crate::policy::XidSeverity;
 use crate::scorer::{ReasonExt, reason};
 
@@ -36,7 +36,7 @@ fn round2(x: f64) -> f64 {
 /// Adds a counter reading and returns its growth and span (ms) from the oldest reading kept,
 /// when that span is at least `min_span`. A counter that went down restarted: a new baseline.
 fn counter_growth(
-    s: &mut Series,
+    s: &mut Series<COUNTER_POINTS>,
     now: i64,
     v: u64,
     window: Duration,
@@ -47,7 +47,7 @@ fn counter_growth(
         s.clear();
     }
     let w = ms(window).max(1);
-    s.push(now, v, (w / 4).max(1), w, 6);
+    s.push(now, v, (w / 4).max(1), w);
     let (t0, v0) = s.first()?;
     let span = now - t0;
     (span > 0 && span >= ms(min_span)).then_some((v - v0, span))
@@ -241,11 +241,11 @@ fn remap_growth(
 }
 
 /// Least-squares slope of `(ms, value)` points, per minute.
-fn slope_per_minute(points: &[(i64, f64)]) -> Option<f64> {
-    let n = points.len() as f64;
-    let t0 = points.first()?.0;
+fn slope_per_minute(points: impl Iterator<Item = (i64, f64)> + Clone) -> Option<f64> {
+    let n = points.clone().count() as f64;
+    let t0 = points.clone().next()?.0;
     let (mut st, mut sv, mut stt, mut stv) = (0.0, 0.0, 0.0, 0.0);
-    for &(t, v) in points {
+    for (t, v) in points {
         let x = (t - t0) as f64 / MINUTE;
         st += x;
         sv += v;
@@ -271,15 +271,12 @@ fn temperature(
     if h.temp.last().is_some_and(|(last, _)| last > now) {
         h.temp.clear();
     }
-    h.temp.push(now, temp, (w / 8).max(1), w, 11);
-    // At most the first point is older than the window; no allocation on the hot path.
-    let all = h.temp.points();
-    let pts = match all.first() {
-        Some(p) if p.0 < now - w => &all[1..],
-        _ => all,
-    };
-    let span = pts.first().map_or(0, |p| now - p.0);
-    if pts.len() < 3 || span < ms(t.temperature_min_span) {
+    h.temp.push(now, temp, (w / 8).max(1), w);
+    // At most the first point is older than the window.
+    let skip = usize::from(h.temp.first().is_some_and(|p| p.0 < now - w));
+    let pts = h.temp.points().skip(skip);
+    let span = pts.clone().next().map_or(0, |p| now - p.0);
+    if pts.clone().count() < 3 || span < ms(t.temperature_min_span) {
         return;
     }
     let Some(slope) = slope_per_minute(pts) else {
@@ -370,7 +367,7 @@ mod tests {
         let pts: Vec<(i64, f64)> = (0..5)
             .map(|i| (i * 60_000, 50.0 + 2.0 * i as f64))
             .collect();
-        assert!((slope_per_minute(&pts).unwrap() - 2.0).abs() < 1e-9);
-        assert_eq!(slope_per_minute(&pts[..1]), None);
+        assert!((slope_per_minute(pts.iter().copied()).unwrap() - 2.0).abs() < 1e-9);
+        assert_eq!(slope_per_minute(pts[..1].iter().copied()), None);
     }
 }
