@@ -1,6 +1,7 @@
 //! `ugro-probe | ugro-score` for what issue 16 added: the driver's recovery action from NVML's
 //! field 230, XIDs whose message carries the verdict, the same kernel record seen by two probe
-//! runs (counted once with `--state`), and a GPU that vanishes between cron runs.
+//! runs (counted once with `--state`), probe processes restarted under one scorer (counted once
+//! in the stream), and a GPU that vanishes between cron runs.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is the failure report
 
 use std::path::Path;
@@ -199,4 +200,39 @@ fn a_gpu_gone_since_the_last_cron_run_is_critical_without_expected_gpus() {
         "{}",
         sc.summary
     );
+}
+
+#[test]
+fn a_probe_restarted_mid_stream_repeats_no_event_to_the_scorer() {
+    let d = tempfile::tempdir().unwrap();
+    let kmsg = d.path().join("kmsg");
+    let k = kmsg.to_string_lossy().into_owned();
+    let args = ["--kmsg-file", &k, "--boot-id", BOOT, "--expect-gpus", "8"];
+    // XID 94 is a warning that escalates to fatal at three events in 10 minutes: counting the
+    // repeats of each probe process would make it fatal on the third sample.
+    let xid94 = |seq| record(seq, "18", 94, "pid=7, name=python, Contained: SM (0x1)");
+    let mut log = xid94(10);
+    let mut stream = Vec::new();
+    for grow in [None, Some(11), None, Some(12)] {
+        // Each sample comes from a new probe process: the log grew, or the probe restarted.
+        if let Some(seq) = grow {
+            log.push_str(&xid94(seq));
+        }
+        std::fs::write(&kmsg, &log).unwrap();
+        stream.extend(probe_fixture(d.path(), "h200x8-busy.json", &args));
+    }
+    let out = run_tool("ugro-score", &[], &stream);
+    assert!(out.status.success());
+    let verdicts: Vec<(ReasonCode, Action)> = serde_json::Deserializer::from_slice(&out.stdout)
+        .into_iter::<Sample>()
+        .map(|s| {
+            let s = s.unwrap();
+            let on0 = |r: &&ugro_types::Reason| r.gpu == Some(0) && r.message.contains("XID 94");
+            let r = score(&s).reasons.iter().find(on0).unwrap();
+            (r.code.clone(), r.action)
+        })
+        .collect();
+    let warning = (ReasonCode::XidWarning, Action::RestartApp);
+    let fatal = (ReasonCode::XidFatal, Action::ResetGpu);
+    assert_eq!(verdicts, [warning.clone(), warning.clone(), warning, fatal]);
 }
