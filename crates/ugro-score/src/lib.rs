@@ -138,12 +138,13 @@ With --state FILE (a bare --state: $XDG_STATE_HOME/ugro/score.json, else \
 it) it is read at the start and written at the end (and every \
 history.persist_interval, 30s, in a long run, by a writer thread); the file is locked for the \
 run (a second run waits), replaced atomically, mode 0600, format ugro-score version 1 \
-(ugro-watch --pipeline keeps it as STATE_DIR/score.json, else \
-~/.local/state/ugro/watch-score.json); a \
+(ugro-watch keeps it as STATE_DIR/score.json; without --state-dir, --pipeline keeps it in \
+~/.local/state/ugro/watch-score.json and raw mode in memory); a \
 corrupt or foreign file exits 78 and is left untouched (--reset-state starts over). Bounds: \
 max_tracked_nodes nodes (least recently seen dropped), nodes and GPUs not seen for \
-history.max_age (7d, record time) forgotten, per GPU at most 256 XID events and a dozen \
-readings per series, per node 64 GPUs and 16 boots: about 3 KB per 8-GPU node.
+history.max_age (7d, record time) forgotten, per GPU at most 256 XID events, 6 readings \
+per counter and 11 of the temperature, per node 64 GPUs and 16 boots: about 3 KB per 8-GPU \
+node.
 
 CONFIGURATION. -c FILE (or UGRO_SCORE_CONFIG) is YAML; every key is optional and \
 crates/ugro-score/score.example.yaml lists them with their defaults. Flags override the file.
