@@ -10,7 +10,7 @@
 #     with the pipe's reader on the same CPU;
 #   - jq computing the equivalent weighted score (the jq program below; JQ=0 skips it);
 #   - with BASELINE=PATH, another ugro-score binary (an earlier build) on the same input, without
-#     and with --state (new file, then full).
+#     and with --state (new file, then full) when that build has it.
 # Each tool is pinned to CPU 0 when taskset is available. Wall time and, where /usr/bin/time is
 # installed, the tool's own CPU time are shown: on a shared, loaded machine the lines per
 # CPU-second are the stable figure (the load average is printed with the input). The input has
@@ -144,8 +144,11 @@ echo "input: $N lines over $NODES nodes, 8 GPUs each, $(awk -v b="$bytes" -v n="
 run cat null cat
 if [ -n "${BASELINE:-}" ]; then
     run baseline null "$BASELINE"
-    run "baseline --state new" null "$BASELINE" --state "$tmp/base-state.json"
-    run "baseline --state full" null "$BASELINE" --state "$tmp/base-state.json"
+    # A build from before --state (main before issue 16) has the stateless row only.
+    if "$BASELINE" --help | grep -q -- '--state'; then
+        run "baseline --state new" null "$BASELINE" --state "$tmp/base-state.json"
+        run "baseline --state full" null "$BASELINE" --state "$tmp/base-state.json"
+    fi
 fi
 run ugro-score null "$target/release/ugro-score"
 run "--state new" null "$target/release/ugro-score" --state "$tmp/score-state.json"
@@ -158,6 +161,7 @@ echo "target >= 100000 lines/s on one core, with --state (per CPU-second where t
 keys=("ugro-score null" "--state new null" "--state full null")
 [ -n "${BASELINE:-}" ] && keys=("baseline null" "baseline --state new null" "baseline --state full null" "${keys[@]}")
 for k in "${keys[@]}"; do
+    [ -n "${rate[$k]:-}" ] || continue
     printf '  %-22s %10s lines/s %10s lines/cpu-s\n' "$k" "${rate[$k]}" "${cpurate[$k]:-?}"
 done
 ratio() { # label u j
