@@ -630,26 +630,20 @@ fn raw_mode_keeps_the_scorers_history_in_the_state_dir_across_restarts() {
     };
     write(d.path(), "eight.jsonl", &line(0, 8));
     write(d.path(), "seven.jsonl", &line(30, 7));
-    let state = |node: &str| -> Value {
-        serde_json::from_slice(&std::fs::read(d.path().join("st/nodes").join(node)).unwrap())
-            .unwrap()
+    // One watcher process over `file`: n1's state file after it.
+    let replay = |file: &str| -> Value {
+        let out = watch(d.path(), &["--replay", file, "--state-dir", "st"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&std::fs::read(d.path().join("st/nodes/n1.json")).unwrap()).unwrap()
     };
-    let out = watch(d.path(), &["--replay", "eight.jsonl", "--state-dir", "st"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let n1 = state("n1.json");
+    let n1 = replay("eight.jsonl");
     assert_eq!(n1["state"], "healthy", "{n1}");
     // A new watcher process: only the history in st/score.json knows n1 had eight GPUs.
-    let out = watch(d.path(), &["--replay", "seven.jsonl", "--state-dir", "st"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let n1 = state("n1.json");
+    let n1 = replay("seven.jsonl");
     assert_eq!(n1["state"], "critical", "{n1}");
     assert!(n1.to_string().contains("gpu_missing_since_seen"), "{n1}");
     let saved: Value =
