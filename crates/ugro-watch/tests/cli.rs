@@ -23,6 +23,8 @@ fn watch(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(watch_bin())
         .args(args)
         .current_dir(dir)
+        // Default state files (no --state-dir) in the test's directory, not the user's.
+        .env("XDG_STATE_HOME", dir.join("xdg-state"))
         .output()
         .unwrap()
 }
