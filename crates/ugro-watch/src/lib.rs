@@ -124,7 +124,9 @@ period), with --state-dir state_queue, state_writes, state_write_failures, state
 then state_unwritable (true or false) and state_error (the failure, while unwritable), \
 rss_kb. --state-dir keeps, per node, the latest sample, score, breaker state, last alert and \
 a bounded history (nodes/<node>.json), plus fleet.json and stats.json, each replaced \
-atomically; directories are mode 0700, files 0600.
+atomically, and the scorer's history (score.json: XID windows, the GPU count, rates; see \
+ugro-score --state), so a restarted watcher still knows them, with or without --pipeline; \
+directories are mode 0700, files 0600.
 
 Faults of this host: when the state directory or the breaker's or alert's state file cannot be \
 written (disk full, read-only, removed), polling and alerting go on. The failure is logged, \
@@ -450,7 +452,7 @@ pub fn setup(cli: &Cli, cluster: &Cluster) -> Result<monitor::Setup, Error> {
     let stages = if cli.pipeline {
         pipeline::build(cli, cluster, state_dir.as_deref(), &counters)?
     } else {
-        pipeline::scorer(cli, cluster)?
+        pipeline::scorer(cli, cluster, state_dir.as_deref())?
     };
     let tee = match &cli.tee {
         None => None,
