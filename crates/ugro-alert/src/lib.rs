@@ -18,7 +18,9 @@ use ugro_types::stage::StageError;
 pub mod config;
 pub mod deliver;
 pub mod engine;
+pub mod flap;
 pub mod matcher;
+pub mod pending;
 pub mod rules;
 pub mod stage;
 

@@ -68,8 +68,10 @@ pub enum AlertName {
     GpuXidFatal,
     /// Non-fatal XID.
     GpuXid,
-    /// Remapped rows pending or failed.
+    /// Row remapping failed: the GPU needs hardware service.
     GpuRowRemapFailure,
+    /// Row remapping pending: a GPU reset applies it.
+    GpuRowRemapPending,
     /// ECC errors.
     GpuEccErrors,
     /// Temperature.
@@ -82,6 +84,8 @@ pub enum AlertName {
     GpuLost,
     /// ugro-watch cannot write its state directory or state files.
     WatcherStateUnwritable,
+    /// The node changes state too often (Nagios flap detection); its other alerts wait.
+    NodeFlapping,
 }
 
 impl AlertName {
@@ -98,12 +102,85 @@ impl AlertName {
             AlertName::GpuXidFatal => "GpuXidFatal",
             AlertName::GpuXid => "GpuXid",
             AlertName::GpuRowRemapFailure => "GpuRowRemapFailure",
+            AlertName::GpuRowRemapPending => "GpuRowRemapPending",
             AlertName::GpuEccErrors => "GpuEccErrors",
             AlertName::GpuThermal => "GpuThermal",
             AlertName::GpuThrottled => "GpuThrottled",
             AlertName::GpuPcieDegraded => "GpuPcieDegraded",
             AlertName::GpuLost => "GpuLost",
             AlertName::WatcherStateUnwritable => "WatcherStateUnwritable",
+            AlertName::NodeFlapping => "NodeFlapping",
+        }
+    }
+
+    /// Every name, in declaration order.
+    pub const ALL: [AlertName; 18] = [
+        AlertName::NodeCritical,
+        AlertName::NodeDegraded,
+        AlertName::NodeDataMissing,
+        AlertName::NodeUnreachable,
+        AlertName::NodeCircuitOpen,
+        AlertName::ClusterDegraded,
+        AlertName::Watchdog,
+        AlertName::GpuXidFatal,
+        AlertName::GpuXid,
+        AlertName::GpuRowRemapFailure,
+        AlertName::GpuRowRemapPending,
+        AlertName::GpuEccErrors,
+        AlertName::GpuThermal,
+        AlertName::GpuThrottled,
+        AlertName::GpuPcieDegraded,
+        AlertName::GpuLost,
+        AlertName::WatcherStateUnwritable,
+        AlertName::NodeFlapping,
+    ];
+
+    /// The name for an `alertname` label value.
+    pub fn parse(s: &str) -> Option<AlertName> {
+        AlertName::ALL.into_iter().find(|n| n.as_str() == s)
+    }
+
+    /// Alerts raised from a node's samples, whose timing (`for`, `keep_firing_for`) comes
+    /// from `alert_rules`. The others follow events (breaker transitions, fleet records,
+    /// flap detection, ugro-watch's stats) and fire when those say so.
+    pub fn from_samples(self) -> bool {
+        !matches!(
+            self,
+            AlertName::NodeCircuitOpen
+                | AlertName::ClusterDegraded
+                | AlertName::Watchdog
+                | AlertName::NodeFlapping
+        )
+    }
+
+    /// The condition this alert is one severity of: NodeDegraded and NodeCritical are the
+    /// node's state, so a node going from degraded to critical keeps the time it has been
+    /// unhealthy (its `for` is not started again).
+    pub fn family(self) -> AlertName {
+        match self {
+            AlertName::NodeDegraded => AlertName::NodeCritical,
+            n => n,
+        }
+    }
+
+    /// The built-in `for`: hard faults (a GPU lost, a fatal XID, uncorrected ECC errors, a
+    /// failed row remap, a critical node) fire on their second sample in a row, so a single
+    /// sample never pages; an unreachable node and soft conditions (degraded, thermal,
+    /// throttling, PCIe, warning XIDs, missing data) on their third, so a two-sample network
+    /// blip or temperature spike does not either. Event alerts fire at once.
+    pub fn default_for(self) -> u32 {
+        match self {
+            AlertName::NodeCritical
+            | AlertName::GpuXidFatal
+            | AlertName::GpuLost
+            | AlertName::GpuEccErrors
+            | AlertName::GpuRowRemapFailure
+            | AlertName::WatcherStateUnwritable => 2,
+            AlertName::NodeCircuitOpen
+            | AlertName::ClusterDegraded
+            | AlertName::Watchdog
+            | AlertName::NodeFlapping => 0,
+            _ => 3,
         }
     }
 }
@@ -117,6 +194,7 @@ pub fn catalog(code: &ReasonCode, component: Option<Component>, fatal: bool) -> 
         ReasonFamily::Unreachable => None,
         ReasonFamily::Xid if fatal => Some(AlertName::GpuXidFatal),
         ReasonFamily::Xid => Some(AlertName::GpuXid),
+        ReasonFamily::RowRemap if is_pending(code) => Some(AlertName::GpuRowRemapPending),
         ReasonFamily::RowRemap => Some(AlertName::GpuRowRemapFailure),
         ReasonFamily::Ecc => Some(AlertName::GpuEccErrors),
         ReasonFamily::Thermal if gpu => Some(AlertName::GpuThermal),
@@ -128,6 +206,13 @@ pub fn catalog(code: &ReasonCode, component: Option<Component>, fatal: bool) -> 
         | ReasonFamily::Pcie
         | ReasonFamily::Missing => None,
     }
+}
+
+/// A pending row remap (a reset applies it) apart from a failed one (hardware service):
+/// `row_remap_pending`, or a newer scorer's row-remap code that says `pending`.
+fn is_pending(code: &ReasonCode) -> bool {
+    matches!(code, ReasonCode::RowRemapPending)
+        || matches!(code, ReasonCode::Other(s) if s.to_ascii_lowercase().contains("pending"))
 }
 
 /// Severity label values.
@@ -189,6 +274,22 @@ pub fn wants_for(score: &ScoreView<'_>, out: &mut Vec<Want>) {
         }
     }
     out.sort_unstable();
+}
+
+/// Whether an XID alert of `gpu` holds on a sample whose score no longer has the XID (it
+/// left the probe's lookback): it does while the node is degraded or critical and the score
+/// still has a reason for that GPU, or says GPUs are missing (a GPU that fell off the bus
+/// may not be listed at all). So GpuXidFatal stays beside GpuLost until the GPU is back.
+pub fn xid_holds(score: &ScoreView<'_>, gpu: Option<u32>) -> bool {
+    if !matches!(score.state, HealthState::Degraded | HealthState::Critical) {
+        return false;
+    }
+    score.reasons.iter().any(|r| {
+        (gpu.is_some() && r.gpu == gpu)
+            || (r.gpu.is_none()
+                && r.component == Some(Component::Gpu)
+                && r.code.family() == Some(ReasonFamily::Missing))
+    })
 }
 
 /// Annotations for a condition raised by a sample.
@@ -326,7 +427,11 @@ mod tests {
             });
         }
         if has("remap") {
-            return Some(AlertName::GpuRowRemapFailure);
+            return Some(if has("pending") {
+                AlertName::GpuRowRemapPending
+            } else {
+                AlertName::GpuRowRemapFailure
+            });
         }
         if has("ecc") {
             return Some(AlertName::GpuEccErrors);

@@ -25,7 +25,16 @@ fn unreachable(node: &str, s: i64) -> String {
     )
 }
 
+/// Timing off (every condition fires on its first sample, no flap detection): these tests
+/// are about routing, grouping and delivery; the timing tests use [`timed`].
+const UNTIMED: &str = "alert_rules: {'*': {for: 0}}\nflap_detection: {enabled: false}\n";
+
 fn cfg(yaml: &str) -> AlertConfig {
+    timed(&format!("{UNTIMED}{yaml}"))
+}
+
+/// A configuration with the built-in timing (`for`, flap detection).
+fn timed(yaml: &str) -> AlertConfig {
     AlertConfig::from_str(Path::new("t.yaml"), yaml).unwrap()
 }
 
@@ -67,8 +76,7 @@ fn names(ns: &[Notification]) -> Vec<(String, String)> {
     v
 }
 
-const QUICK: &str =
-    "route:\n  receiver: stdout\n  group_wait: 30s\n  group_interval: 5m\n  repeat_interval: 4h\n";
+const QUICK: &str = "route:\n  receiver: stdout\n  group_by: [alertname]\n  resolved_at_once: false\n  group_wait: 30s\n  group_interval: 5m\n  repeat_interval: 4h\n";
 
 #[test]
 fn critical_fires_after_group_wait_and_clears_on_healthy_sample() {
@@ -347,8 +355,8 @@ fn routing_tree_splits_receivers_and_send_resolved_false_drops_resolved() {
     let mut rs: Vec<_> = n.iter().map(|n| n.receiver.as_str()).collect();
     rs.sort();
     assert_eq!(rs, ["all", "pager"]);
-    h.feed(&sample("n1", 10, "healthy", ""));
-    let n = h.at(301);
+    // All of the group resolved: notified at once (resolved_at_once), not at group_interval.
+    let n = h.feed(&sample("n1", 10, "healthy", ""));
     let rs: Vec<_> = n.iter().map(|n| n.receiver.as_str()).collect();
     assert_eq!(rs, ["all"], "pager has send_resolved: false");
 }
