@@ -313,6 +313,9 @@ impl Breaker {
 
         match state {
             BreakerState::Disabled => {}
+            // A recovery is evidence the alert stage needs to resolve within a poll, not
+            // at the next trial (the breaker still decides: it stays open until then).
+            BreakerState::Open if counted && outcome == Outcome::Success => {}
             BreakerState::ForcedOpen | BreakerState::Open => {
                 if !self.cfg.pass_open {
                     self.node_mut(node)?.held += 1;
