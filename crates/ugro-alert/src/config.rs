@@ -454,8 +454,8 @@ pub struct Route {
     pub matchers: Vec<Matcher>,
     /// Keep matching siblings after a match.
     pub cont: bool,
-    /// A group whose alerts have all resolved is notified at once, not at its next
-    /// group_interval (false: Alertmanager's behaviour).
+    /// A group whose alerts have all resolved, or that a NodeFlapping joined, is notified
+    /// at once, not at its next group_interval (false: Alertmanager's behaviour).
     pub resolved_at_once: bool,
     /// Children.
     pub routes: Vec<Route>,

@@ -567,7 +567,10 @@ impl Engine {
         if let Some(b) = &self.cfg.global.runbook_url {
             a.insert("runbook_url".into(), rules::runbook_url(b, "NodeFlapping"));
         }
+        let fp = fingerprint(&l);
         self.fire(l, a, now);
+        // It replaces the node's per-state pages, so it is not held for group_interval.
+        self.due_now(fp, false, now);
     }
 
     fn transition(&mut self, node: &str, t: &TransitionView<'_>, now: Timestamp) {
@@ -815,6 +818,12 @@ impl Engine {
     /// A group (of a `resolved_at_once` route) whose alerts have all resolved is due now: a
     /// recovery is not held for group_interval.
     fn flush_if_all_resolved(&mut self, fp: u64, now: Timestamp) {
+        self.due_now(fp, true, now);
+    }
+
+    /// Groups of `fp` on `resolved_at_once` routes are due now (`all_resolved`: only those
+    /// whose alerts have all resolved).
+    fn due_now(&mut self, fp: u64, all_resolved: bool, now: Timestamp) {
         let Some(e) = self.st.alerts.get(&fp) else {
             return;
         };
@@ -822,10 +831,10 @@ impl Engine {
             let Some(g) = self.st.groups.get(key) else {
                 continue;
             };
-            let all = g
-                .alerts
-                .iter()
-                .all(|a| self.st.alerts.get(a).is_none_or(|x| x.ends_at.is_some()));
+            let all = !all_resolved
+                || g.alerts
+                    .iter()
+                    .all(|a| self.st.alerts.get(a).is_none_or(|x| x.ends_at.is_some()));
             if g.resolved_at_once && all && g.next_flush > now {
                 if let Some(g) = self.st.groups.get_mut(key) {
                     g.next_flush = now;
