@@ -1218,10 +1218,10 @@ mod tests {
         assert_eq!(t(AlertName::GpuThermal).keep_firing_for, Hold::Samples(2));
         assert_eq!(t(AlertName::NodeUnreachable).hold, Hold::Samples(4));
         let d = AlertConfig::default();
-        assert_eq!(d.rules.timing(AlertName::GpuLost).hold, Hold::Samples(2));
+        assert_eq!(d.rules.timing(AlertName::GpuLost).hold, Hold::Samples(3));
         assert_eq!(
             d.rules.timing(AlertName::NodeDegraded).hold,
-            Hold::Samples(3)
+            Hold::Samples(4)
         );
     }
 

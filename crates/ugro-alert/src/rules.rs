@@ -150,6 +150,7 @@ impl AlertName {
                 | AlertName::ClusterDegraded
                 | AlertName::Watchdog
                 | AlertName::NodeFlapping
+                | AlertName::WatcherStateUnwritable
         )
     }
 
@@ -163,11 +164,13 @@ impl AlertName {
         }
     }
 
-    /// The built-in `for`: hard faults (a GPU lost, a fatal XID, uncorrected ECC errors, a
-    /// failed row remap, a critical node) fire on their second sample in a row, so a single
-    /// sample never pages; an unreachable node and soft conditions (degraded, thermal,
-    /// throttling, PCIe, warning XIDs, missing data) on their third, so a two-sample network
-    /// blip or temperature spike does not either. Event alerts fire at once.
+    /// The built-in `for`, in samples in a row. Hard faults (a critical node, a GPU lost, a
+    /// fatal XID, uncorrected ECC errors, a failed row remap, an unreachable node) fire on
+    /// their third sample, two polls after they start, so neither a one-sample blip nor a
+    /// two-sample burst pages; soft conditions (degraded, thermal, throttling, PCIe, warning
+    /// XIDs, a pending row remap, missing data) on their fourth, three
+    /// polls after they start, so a three-sample spike does not either. Event alerts fire at
+    /// once.
     pub fn default_for(self) -> u32 {
         match self {
             AlertName::NodeCritical
@@ -175,12 +178,13 @@ impl AlertName {
             | AlertName::GpuLost
             | AlertName::GpuEccErrors
             | AlertName::GpuRowRemapFailure
-            | AlertName::WatcherStateUnwritable => 2,
+            | AlertName::NodeUnreachable => 3,
             AlertName::NodeCircuitOpen
             | AlertName::ClusterDegraded
             | AlertName::Watchdog
-            | AlertName::NodeFlapping => 0,
-            _ => 3,
+            | AlertName::NodeFlapping
+            | AlertName::WatcherStateUnwritable => 0,
+            _ => 4,
         }
     }
 }

@@ -41,9 +41,10 @@ fn successive_cron_runs_keep_pending_state_notify_once_then_resolve() {
         );
         out
     };
-    // One bad sample is pending (for: 2 samples), kept in the state file, not paged.
+    // Bad samples are pending (for: 3 samples), kept in the state file, not paged.
     let run1 = cron(0, "critical", XID);
     assert!(alerts(&run1).is_empty(), "a single sample never pages");
+    assert!(alerts(&cron(15, "critical", XID)).is_empty(), "nor two");
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&state).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
@@ -54,7 +55,7 @@ fn successive_cron_runs_keep_pending_state_notify_once_then_resolve() {
             ("GpuXidFatal".into(), "gpu-01".into(), "firing".into()),
             ("NodeCritical".into(), "gpu-01".into(), "firing".into())
         ],
-        "the second sample in a row, in the next run, fires"
+        "the third sample in a row, in its own run, fires"
     );
     let rec = &records(&run2)[0];
     let labels: ugro_types::LabelSet = serde_json::from_value(rec["labels"].clone()).unwrap();
@@ -80,11 +81,13 @@ fn cron_runs_of_one_poll_each_skip_blips_like_a_stream() {
     let dir = tempfile::tempdir().unwrap();
     let st = dir.path().join("alert.json");
     let t = Timestamp(1_795_000_000_000);
-    // n1: a one-sample blip; n2: a two-sample degraded burst; both below their `for`.
+    // n1: a one-sample blip then a two-sample burst; n2: a three-sample degraded spike; all
+    // below their `for`.
     let polls = [
         ("critical", "healthy"),
         ("healthy", "degraded"),
-        ("healthy", "degraded"),
+        ("critical", "degraded"),
+        ("critical", "degraded"),
         ("healthy", "healthy"),
     ];
     for (i, (a, b)) in polls.iter().enumerate() {
@@ -113,12 +116,10 @@ fn bad_lines_are_reported_counted_and_skipped() {
         "not json\n{}\n{}\n{}\n",
         r#"{"v":1,"kind":"sample","ts":"2026-11-28T00:00:00Z","node":"n1"}"#,
         r#"{"v":1,"kind":"stats","ts":"2026-11-28T00:00:00Z","node":"n1","tool":"x","to":5}"#,
-        // Two polls in a row: NodeCritical's `for`.
-        [
-            sample("n2", t, "critical", ""),
-            sample("n2", secs(t, 30), "critical", "")
-        ]
-        .join("\n")
+        // Three polls in a row: NodeCritical's `for`.
+        [0, 30, 60]
+            .map(|s| sample("n2", secs(t, s), "critical", ""))
+            .join("\n")
     );
     let out = run(&["--state", st.to_str().unwrap()], &input, &[]);
     assert_eq!(out.status.code(), Some(65));
@@ -205,6 +206,7 @@ fn a_record_from_the_future_is_a_bad_line_and_the_next_run_is_unaffected() {
             future,
             sample("gpu-01", t, "critical", ""),
             sample("gpu-01", secs(t, 30), "critical", ""),
+            sample("gpu-01", secs(t, 60), "critical", ""),
         ]
         .join("\n"),
         &[],

@@ -712,8 +712,8 @@ fn hard_faults_page_within_three_polls_and_resolve_on_the_first_healthy_poll() {
     assert_eq!(
         pages(&mut h, &polls),
         [
-            "1 GpuXidFatal firing",
-            "1 NodeCritical firing",
+            "2 GpuXidFatal firing",
+            "2 NodeCritical firing",
             "2 NodeUnreachable firing",
             "4 GpuXidFatal resolved",
             "4 NodeCritical resolved",
@@ -734,7 +734,7 @@ fn a_node_failing_after_another_was_paged_is_paged_at_once_not_at_group_interval
         .collect();
     assert_eq!(
         pages(&mut h, &polls),
-        ["1 NodeCritical firing", "3 NodeCritical firing"]
+        ["2 NodeCritical firing", "4 NodeCritical firing"]
     );
 }
 
@@ -764,9 +764,9 @@ fn a_fatal_xid_stays_firing_while_its_gpu_is_lost_and_resolves_when_it_is_back()
         .map(|i| {
             let s = i * POLL;
             vec![match i {
-                0 | 1 => sample("n1", s, "critical", &format!("{XID},{GPU_LOST}")),
+                0..=2 => sample("n1", s, "critical", &format!("{XID},{GPU_LOST}")),
                 // The XID left the probe's lookback; the GPU is still lost.
-                2..=5 => sample("n1", s, "critical", GPU_LOST),
+                3..=5 => sample("n1", s, "critical", GPU_LOST),
                 _ => sample("n1", s, "healthy", ""),
             }]
         })
@@ -774,9 +774,9 @@ fn a_fatal_xid_stays_firing_while_its_gpu_is_lost_and_resolves_when_it_is_back()
     assert_eq!(
         pages(&mut h, &polls),
         [
-            "1 GpuLost firing",
-            "1 GpuXidFatal firing",
-            "1 NodeCritical firing",
+            "2 GpuLost firing",
+            "2 GpuXidFatal firing",
+            "2 NodeCritical firing",
             "6 GpuLost resolved",
             "6 GpuXidFatal resolved",
             "6 NodeCritical resolved",
@@ -787,10 +787,10 @@ fn a_fatal_xid_stays_firing_while_its_gpu_is_lost_and_resolves_when_it_is_back()
 #[test]
 fn a_flapping_node_pages_one_node_flapping_and_nothing_else_until_it_settles() {
     let mut h = H::new(timed(""));
-    // Degraded for 3 polls (its `for`), healthy for 2, eight times; then healthy.
+    // Degraded for 4 polls (its `for`), healthy for 2, seven times; then healthy.
     let polls: Vec<Vec<String>> = (0..80)
         .map(|i| {
-            let bad = i < 40 && i % 5 < 3;
+            let bad = i < 42 && i % 6 < 4;
             vec![sample(
                 "n1",
                 i * POLL,
@@ -846,7 +846,7 @@ fn mixed_trace() -> Vec<Vec<String>> {
             out.push(sample("blip", s, &st, &r));
             let (st, r) = pick(i % 23 < 2, "degraded", "");
             out.push(sample("burst", s, &st, &r));
-            let (st, r) = pick(i < 60 && i % 5 < 3, "degraded", "");
+            let (st, r) = pick(i < 60 && i % 6 < 4, "degraded", "");
             out.push(sample("flap", s, &st, &r));
             match i {
                 40..=42 => out.push(if i == 42 {

@@ -133,13 +133,15 @@ fn a_recovery_while_open_passes_annotated_open_and_the_wait_goes_on() {
     let out = feed(
         &mut b,
         &[
+            sample("n1", 90, "critical"),
             sample("n1", 100, "healthy"),
             sample("n1", 110, "critical"),
             sample("n1", 120, "degraded"),
         ],
     );
-    // The alert stage sees the recovery at once; the failure in between is still held.
-    assert_eq!(kinds(&out), ["s:open", "s:open"]);
+    // A failure is held; the alert stage sees the recovery at once, and a new failure after
+    // it (evidence of a new fault), until the trial.
+    assert_eq!(kinds(&out), ["s:open", "s:open", "s:open"]);
     assert_eq!(out[0]["breaker"]["next_trial_at"], json!(at(320)));
     assert_eq!(b.data().nodes["n1"].state, BreakerState::Open);
     assert_eq!(b.data().nodes["n1"].held, 1);
