@@ -63,7 +63,7 @@ impl Timing {
     pub fn builtin(name: AlertName) -> Timing {
         Timing {
             hold: Hold::Samples(name.default_for()),
-            keep_firing_for: Hold::Samples(0),
+            keep_firing_for: Hold::Samples(name.default_keep_firing_for()),
         }
     }
 }

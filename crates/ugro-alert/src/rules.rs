@@ -187,6 +187,18 @@ impl AlertName {
             _ => 4,
         }
     }
+
+    /// The built-in `keep_firing_for`, in clear samples (hysteresis): a soft condition
+    /// resolves on its third clear sample in a row, a hard fault on its second, so a node that
+    /// comes and goes is one page, not one per return, and a recovery still resolves within 2
+    /// polls.
+    pub fn default_keep_firing_for(self) -> u32 {
+        match self.default_for() {
+            0 => 0,
+            3 => 1,
+            _ => 2,
+        }
+    }
 }
 
 /// The catalog entry for a score reason, if it has its own alert. Matched by the code's

@@ -65,13 +65,17 @@ fn successive_cron_runs_keep_pending_state_notify_once_then_resolve() {
         alerts(&cron(300, "critical", XID)).is_empty(),
         "no repeat within repeat_interval"
     );
+    assert!(
+        alerts(&cron(600, "healthy", "")).is_empty(),
+        "keep_firing_for: 1 sample"
+    );
     assert_eq!(
-        alerts(&cron(600, "healthy", "")),
+        alerts(&cron(630, "healthy", "")),
         [
             ("GpuXidFatal".into(), "gpu-01".into(), "resolved".into()),
             ("NodeCritical".into(), "gpu-01".into(), "resolved".into())
         ],
-        "the first healthy sample resolves, in its own run"
+        "the second healthy sample in a row (keep_firing_for: 1) resolves, in its own run"
     );
     assert!(alerts(&cron(900, "healthy", "")).is_empty());
 }
@@ -222,10 +226,13 @@ fn a_record_from_the_future_is_a_bad_line_and_the_next_run_is_unaffected() {
         alerts(&run1),
         [("NodeCritical".into(), "gpu-01".into(), "firing".into())]
     );
-    // Record time was not dragged to 2100: the node's recovery five minutes later resolves.
+    // Record time was not dragged to 2100: the node's recovery five minutes later resolves
+    // (on its second healthy sample, keep_firing_for).
     let run2 = run(
         &["--state", st],
-        &sample("gpu-01", secs(t, 300), "healthy", ""),
+        &[300, 330]
+            .map(|s| sample("gpu-01", secs(t, s), "healthy", ""))
+            .join("\n"),
         &[],
     );
     assert!(

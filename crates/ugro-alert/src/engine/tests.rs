@@ -27,7 +27,8 @@ fn unreachable(node: &str, s: i64) -> String {
 
 /// Timing off (every condition fires on its first sample, no flap detection): these tests
 /// are about routing, grouping and delivery; the timing tests use [`timed`].
-const UNTIMED: &str = "alert_rules: {'*': {for: 0}}\nflap_detection: {enabled: false}\n";
+const UNTIMED: &str =
+    "alert_rules: {'*': {for: 0, keep_firing_for: 0}}\nflap_detection: {enabled: false}\n";
 
 fn cfg(yaml: &str) -> AlertConfig {
     timed(&format!("{UNTIMED}{yaml}"))
@@ -691,7 +692,7 @@ fn one_sample_blips_and_two_sample_bursts_never_page_by_default() {
 }
 
 #[test]
-fn hard_faults_page_within_three_polls_and_resolve_on_the_first_healthy_poll() {
+fn hard_faults_page_within_three_polls_and_resolve_on_the_second_healthy_poll() {
     let mut h = H::new(timed(""));
     let polls: Vec<Vec<String>> = (0..6)
         .map(|i| {
@@ -715,9 +716,9 @@ fn hard_faults_page_within_three_polls_and_resolve_on_the_first_healthy_poll() {
             "2 GpuXidFatal firing",
             "2 NodeCritical firing",
             "2 NodeUnreachable firing",
-            "4 GpuXidFatal resolved",
-            "4 NodeCritical resolved",
-            "4 NodeUnreachable resolved",
+            "5 GpuXidFatal resolved",
+            "5 NodeCritical resolved",
+            "5 NodeUnreachable resolved",
         ]
     );
 }
@@ -739,7 +740,7 @@ fn a_node_failing_after_another_was_paged_is_paged_at_once_not_at_group_interval
 }
 
 #[test]
-fn a_recovery_passed_by_an_open_breaker_resolves_at_once_and_the_circuit_alert_stays() {
+fn a_recovery_passed_by_an_open_breaker_resolves_within_two_polls_and_the_circuit_alert_stays() {
     let mut h = H::new(timed(""));
     let mut polls: Vec<Vec<String>> = (0..3).map(|i| vec![unreachable("n1", i * POLL)]).collect();
     // The breaker opened on the third failure: that record passes annotated open.
@@ -747,12 +748,13 @@ fn a_recovery_passed_by_an_open_breaker_resolves_at_once_and_the_circuit_alert_s
     // Held records (the breaker's) do not reach the stage; the recovery does, still open.
     polls.push(vec![]);
     polls.push(vec![open_breaker(&sample("n1", 4 * POLL, "healthy", ""))]);
+    polls.push(vec![open_breaker(&sample("n1", 5 * POLL, "healthy", ""))]);
     assert_eq!(
         pages(&mut h, &polls),
         [
             "2 NodeCircuitOpen firing",
             "2 NodeUnreachable firing",
-            "4 NodeUnreachable resolved",
+            "5 NodeUnreachable resolved",
         ]
     );
 }
@@ -777,9 +779,9 @@ fn a_fatal_xid_stays_firing_while_its_gpu_is_lost_and_resolves_when_it_is_back()
             "2 GpuLost firing",
             "2 GpuXidFatal firing",
             "2 NodeCritical firing",
-            "6 GpuLost resolved",
-            "6 GpuXidFatal resolved",
-            "6 NodeCritical resolved",
+            "7 GpuLost resolved",
+            "7 GpuXidFatal resolved",
+            "7 NodeCritical resolved",
         ]
     );
 }
@@ -787,10 +789,11 @@ fn a_fatal_xid_stays_firing_while_its_gpu_is_lost_and_resolves_when_it_is_back()
 #[test]
 fn a_flapping_node_pages_one_node_flapping_and_nothing_else_until_it_settles() {
     let mut h = H::new(timed(""));
-    // Degraded for 4 polls (its `for`), healthy for 2, seven times; then healthy.
+    // Degraded for 5 polls (past its `for`), healthy for 3 (past its keep_firing_for), six
+    // times; then healthy.
     let polls: Vec<Vec<String>> = (0..80)
         .map(|i| {
-            let bad = i < 42 && i % 6 < 4;
+            let bad = i < 48 && i % 8 < 5;
             vec![sample(
                 "n1",
                 i * POLL,
@@ -846,7 +849,7 @@ fn mixed_trace() -> Vec<Vec<String>> {
             out.push(sample("blip", s, &st, &r));
             let (st, r) = pick(i % 23 < 2, "degraded", "");
             out.push(sample("burst", s, &st, &r));
-            let (st, r) = pick(i < 60 && i % 6 < 4, "degraded", "");
+            let (st, r) = pick(i < 64 && i % 8 < 5, "degraded", "");
             out.push(sample("flap", s, &st, &r));
             match i {
                 40..=42 => out.push(if i == 42 {

@@ -132,8 +132,9 @@ fn hooks(names: &[&str], delivery: &str) -> String {
 
 fn stage(dir: &Path, yaml: &str, net: &Fake) -> AlertStage {
     // Every condition fires on its first sample: these tests are about delivery.
-    let yaml =
-        format!("alert_rules: {{'*': {{for: 0}}}}\nflap_detection: {{enabled: false}}\n{yaml}");
+    let yaml = format!(
+        "alert_rules: {{'*': {{for: 0, keep_firing_for: 0}}}}\nflap_detection: {{enabled: false}}\n{yaml}"
+    );
     let cfg = AlertConfig::from_str(Path::new("a.yaml"), &yaml).unwrap();
     AlertStage::with_transport(cfg, &dir.join("s.json"), Box::new(net.clone())).unwrap()
 }

@@ -213,6 +213,8 @@ pub fn succeeded(out: &Output) -> String {
 pub fn write_config(path: &Path, yaml: &str) {
     write(
         path,
-        &format!("alert_rules: {{'*': {{for: 0}}}}\nflap_detection: {{enabled: false}}\n{yaml}"),
+        &format!(
+            "alert_rules: {{'*': {{for: 0, keep_firing_for: 0}}}}\nflap_detection: {{enabled: false}}\n{yaml}"
+        ),
     );
 }
