@@ -84,7 +84,9 @@ critical, unreachable, as its active alerts say), the weighted share of state ch
 for the oldest to 1.25 for the newest); at high_threshold (20 %) the node is flapping: one \
 NodeFlapping, notified at once, and its other alerts stay as they are (no per-state pages) \
 until the share falls to low_threshold (5 %); then they catch up with its state and \
-NodeFlapping resolves. flap_detection: {enabled: false} turns it off.
+NodeFlapping resolves. flap_detection: {enabled: false} turns it off. Keep NodeUnreachable's and NodeCritical's `for` at or below \
+ugro-breaker's failure_threshold (both 3 by default): the records an open breaker holds back \
+never reach this stage, so a longer `for` would wait for the breaker's trial.
 
 LIFECYCLE: Alertmanager semantics and names: route.group_by (default [node, severity]: one \
 group per node and severity, so a node failing is never held behind another node's \
