@@ -15,7 +15,8 @@ fn failing_receiver() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("alert.yaml"),
-        "route:\n  receiver: fail\nreceivers:\n  - name: fail\n    exec:\n      \
+        // One sample: it fires at once (no `for`), so the receiver is tried.
+        "alert_rules: {'*': {for: 0}}\nroute:\n  receiver: fail\nreceivers:\n  - name: fail\n    exec:\n      \
          command: [/bin/false]\ndelivery:\n  backoff: 10ms\n",
     )
     .unwrap();

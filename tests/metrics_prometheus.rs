@@ -531,10 +531,12 @@ fn make_fleet(work: &Path, dirs: &[PathBuf; 2]) -> Made {
     let passed = tool("ugro-breaker", &["--state", br.to_str().unwrap()], &scored);
     let cfg = work.join("alert.yaml");
     // Inhibition off, so that every condition ugro-alert raises is in its output (the
-    // Prometheus rules raise them all too; Alertmanager does the inhibiting).
+    // Prometheus rules raise them all too; Alertmanager does the inhibiting). Timing off: the
+    // fleet is one sample per node, and this compares conditions, not `for` (tested in
+    // ugro-alert's engine tests).
     std::fs::write(
         &cfg,
-        "global:\n  builtin_inhibit_rules: false\n  watchdog: true\n",
+        "global:\n  builtin_inhibit_rules: false\n  watchdog: true\nalert_rules: {'*': {for: 0, keep_firing_for: 0}}\nflap_detection: {enabled: false}\n",
     )
     .unwrap();
     let al = work.join("alert-state.json");

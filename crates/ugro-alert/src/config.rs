@@ -10,7 +10,10 @@ use serde::Deserialize;
 use ugro_support::config::{ConfigError, parse_yaml};
 use ugro_types::{LabelSet, Timestamp};
 
+use crate::flap::FlapConfig;
 use crate::matcher::{Matcher, SilenceMatcher, valid_label_name, valid_label_value};
+use crate::pending::{Hold, Timing};
+use crate::rules::AlertName;
 
 fn d(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -32,6 +35,71 @@ struct RawConfig {
     inhibit_rules: Vec<RawInhibit>,
     #[serde(default)]
     silences_file: Option<PathBuf>,
+    #[serde(default)]
+    alert_rules: BTreeMap<String, RawRule>,
+    #[serde(default)]
+    flap_detection: RawFlap,
+}
+
+/// `alert_rules.<AlertName>`: the rule's timing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    #[serde(rename = "for")]
+    hold: Option<RawHold>,
+    keep_firing_for: Option<RawHold>,
+}
+
+/// `for: 3` (samples in a row), `for: 3 samples`, or `for: 30s` (record time).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawHold {
+    Samples(u32),
+    Text(String),
+}
+
+impl RawHold {
+    fn parse(self) -> Result<Hold, String> {
+        let text = match self {
+            RawHold::Samples(n) => return Ok(Hold::Samples(n)),
+            RawHold::Text(t) => t,
+        };
+        let t = text.trim();
+        if let Some(n) = t
+            .strip_suffix("samples")
+            .or_else(|| t.strip_suffix("sample"))
+        {
+            return n
+                .trim()
+                .parse()
+                .map(Hold::Samples)
+                .map_err(|_| format!("{text:?}: a whole number of samples"));
+        }
+        humantime::parse_duration(t)
+            .map(Hold::Time)
+            .map_err(|e| format!("{text:?}: {e} (a number of samples, or a duration like 30s)"))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawFlap {
+    enabled: bool,
+    samples: usize,
+    low_threshold: f64,
+    high_threshold: f64,
+}
+
+impl Default for RawFlap {
+    fn default() -> Self {
+        let d = FlapConfig::default();
+        RawFlap {
+            enabled: d.enabled,
+            samples: d.samples,
+            low_threshold: d.low_threshold,
+            high_threshold: d.high_threshold,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,6 +193,8 @@ struct RawRoute {
     matchers: Vec<String>,
     #[serde(default, rename = "continue")]
     cont: bool,
+    #[serde(default)]
+    resolved_at_once: Option<bool>,
     #[serde(default)]
     routes: Vec<RawRoute>,
 }
@@ -384,6 +454,9 @@ pub struct Route {
     pub matchers: Vec<Matcher>,
     /// Keep matching siblings after a match.
     pub cont: bool,
+    /// A group whose alerts have all resolved, or that a NodeFlapping joined, is notified
+    /// at once, not at its next group_interval (false: Alertmanager's behaviour).
+    pub resolved_at_once: bool,
     /// Children.
     pub routes: Vec<Route>,
     /// Alertmanager-style route key (`{}/{severity="critical"}`).
@@ -471,6 +544,28 @@ pub struct AlertConfig {
     pub silences: Vec<Silence>,
     /// Where the silences came from; a long run re-reads the file when it changes.
     pub silences_path: Option<PathBuf>,
+    /// Each alert rule's `for` and `keep_firing_for`.
+    pub rules: Rules,
+    /// Flap detection.
+    pub flap: FlapConfig,
+}
+
+/// The timing of every alert rule: the built-in one ([`AlertName::default_for`]), under
+/// `alert_rules."*"`, under the alert's own entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rules([Timing; AlertName::ALL.len()]);
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules(AlertName::ALL.map(Timing::builtin))
+    }
+}
+
+impl Rules {
+    /// The timing of `name`.
+    pub fn timing(&self, name: AlertName) -> Timing {
+        self.0[name as usize]
+    }
 }
 
 impl Default for AlertConfig {
@@ -494,21 +589,27 @@ impl Default for AlertConfig {
                 inhibit_rules: Vec::new(),
                 silences: Vec::new(),
                 silences_path: None,
+                rules: Rules::default(),
+                flap: FlapConfig::default(),
             }
         })
     }
 }
 
+/// The root route's defaults: one group per node and severity, notified as soon as an alert
+/// fires (the `for` of each rule already keeps blips out, and a pending ClusterDegraded holds
+/// node alerts back in a fleet-wide event), and at once when all its alerts resolved.
 fn default_route() -> Route {
     Route {
         receiver: "stdout".into(),
-        group_by: vec!["alertname".into()],
+        group_by: vec!["node".into(), "severity".into()],
         group_by_all: false,
-        group_wait: d(30),
+        group_wait: d(0),
         group_interval: d(300),
         repeat_interval: d(4 * 3600),
         matchers: Vec::new(),
         cont: false,
+        resolved_at_once: true,
         routes: Vec::new(),
         key: "{}".into(),
     }
@@ -881,6 +982,8 @@ fn build(
         None => Vec::new(),
     };
 
+    let rules = build_rules(raw.alert_rules, &inv)?;
+    let flap = build_flap(&raw.flap_detection, &inv)?;
     Ok(AlertConfig {
         global: global(raw.global, external),
         delivery: delivery(raw.delivery),
@@ -889,6 +992,82 @@ fn build(
         inhibit_rules,
         silences,
         silences_path,
+        rules,
+        flap,
+    })
+}
+
+/// `alert_rules`: `"*"` first, then each alert's own entry over it.
+fn build_rules(
+    raw: BTreeMap<String, RawRule>,
+    inv: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<Rules, ConfigError> {
+    let mut rules = Rules::default();
+    let mut raw = raw;
+    let star = raw.remove("*");
+    let mut apply = |names: &[AlertName], r: RawRule, field: &str| -> Result<(), ConfigError> {
+        let hold = r.hold.map(RawHold::parse).transpose();
+        let hold = hold.map_err(|e| inv(&format!("{field}.for"), e))?;
+        let keep = r.keep_firing_for.map(RawHold::parse).transpose();
+        let keep = keep.map_err(|e| inv(&format!("{field}.keep_firing_for"), e))?;
+        for n in names {
+            let t = &mut rules.0[*n as usize];
+            t.hold = hold.unwrap_or(t.hold);
+            t.keep_firing_for = keep.unwrap_or(t.keep_firing_for);
+        }
+        Ok(())
+    };
+    let timed: Vec<AlertName> = AlertName::ALL
+        .into_iter()
+        .filter(|n| n.from_samples())
+        .collect();
+    if let Some(r) = star {
+        apply(&timed, r, "alert_rules.*")?;
+    }
+    for (name, r) in raw {
+        let field = format!("alert_rules.{name}");
+        let Some(n) = AlertName::parse(&name) else {
+            let known: Vec<&str> = timed.iter().map(|n| n.as_str()).collect();
+            return Err(inv(
+                &field,
+                format!("unknown alert {name:?} (known: *, {})", known.join(", ")),
+            ));
+        };
+        if !n.from_samples() {
+            return Err(inv(
+                &field,
+                format!(
+                    "{name} follows events (breaker, fleet, flap detection), not samples; it has no for"
+                ),
+            ));
+        }
+        apply(&[n], r, &field)?;
+    }
+    Ok(rules)
+}
+
+fn build_flap(
+    f: &RawFlap,
+    inv: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<FlapConfig, ConfigError> {
+    if !(3..=1000).contains(&f.samples) {
+        return Err(inv(
+            "flap_detection.samples",
+            "must be between 3 and 1000".into(),
+        ));
+    }
+    let pct = |v: f64| (0.0..=100.0).contains(&v);
+    if !(pct(f.low_threshold) && pct(f.high_threshold) && f.low_threshold < f.high_threshold) {
+        return Err(inv(
+            "flap_detection.low_threshold",
+            "thresholds are percentages with low_threshold < high_threshold".into(),
+        ));
+    }
+    Ok(FlapConfig {
+        enabled: f.enabled,
+        samples: f.samples,
+        low_threshold: f.low_threshold,
+        high_threshold: f.high_threshold,
     })
 }
 
@@ -984,6 +1163,7 @@ fn build_route(
         repeat_interval,
         matchers,
         cont: raw.cont,
+        resolved_at_once: raw.resolved_at_once.unwrap_or(parent.resolved_at_once),
         routes: Vec::new(),
         key: key.clone(),
     };
@@ -1018,13 +1198,57 @@ mod tests {
     }
 
     #[test]
-    fn defaults_route_everything_to_stdout_with_alertmanager_timers() {
+    fn defaults_route_everything_to_stdout_one_group_per_node_and_severity_at_once() {
         let c = AlertConfig::default();
         assert_eq!(c.route.receiver, "stdout");
-        assert_eq!(c.route.group_wait, d(30));
+        assert_eq!(c.route.group_by, ["node", "severity"]);
+        assert_eq!(c.route.group_wait, d(0));
         assert_eq!(c.route.group_interval, d(300));
         assert_eq!(c.route.repeat_interval, d(14_400));
+        assert!(c.route.resolved_at_once);
         assert!(c.global.flush_on_exit);
+    }
+
+    #[test]
+    fn alert_rules_take_samples_or_durations_with_star_under_each_name() {
+        let c = cfg("alert_rules:\n  '*': {for: 0}\n  GpuThermal: {for: 30s, keep_firing_for: 2 samples}\n  NodeUnreachable: {for: 4}\n").unwrap();
+        let t = |n| c.rules.timing(n);
+        assert_eq!(t(AlertName::NodeDegraded).hold, Hold::Samples(0));
+        assert_eq!(t(AlertName::GpuThermal).hold, Hold::Time(d(30)));
+        assert_eq!(t(AlertName::GpuThermal).keep_firing_for, Hold::Samples(2));
+        assert_eq!(t(AlertName::NodeUnreachable).hold, Hold::Samples(4));
+        let d = AlertConfig::default();
+        assert_eq!(d.rules.timing(AlertName::GpuLost).hold, Hold::Samples(3));
+        assert_eq!(
+            d.rules.timing(AlertName::NodeDegraded).hold,
+            Hold::Samples(4)
+        );
+    }
+
+    #[test]
+    fn alert_rules_refuse_unknown_names_event_alerts_and_bad_durations() {
+        let e = cfg("alert_rules:\n  NodeOnFire: {for: 2}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("alert_rules.NodeOnFire") && e.contains("unknown alert"),
+            "{e}"
+        );
+        let e = cfg("alert_rules:\n  ClusterDegraded: {for: 2}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("follows events"), "{e}");
+        let e = cfg("alert_rules:\n  GpuLost: {for: soon}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("alert.yaml:2:") && e.contains("GpuLost.for"),
+            "{e}"
+        );
+        let e = cfg("flap_detection: {low_threshold: 30, high_threshold: 20}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("flap_detection"), "{e}");
     }
 
     #[test]

@@ -12,9 +12,11 @@ use ugro_types::{
 };
 
 use crate::config::{AlertConfig, InhibitRule, ReceiverKind, Route};
+use crate::flap::Flap;
 use crate::matcher::{Matcher, Op, all_match};
+use crate::pending::{self, Change, Cond};
 use crate::rules::{self, AlertName, Input, Want};
-use ugro_types::view::{FleetView, RecordView, TransitionView, WatcherStateView};
+use ugro_types::view::{FleetView, RecordView, ScoreView, TransitionView, WatcherStateView};
 
 /// nflog entries older than this are forgotten (Alertmanager's default retention).
 const NFLOG_RETENTION: Duration = Duration::from_secs(120 * 3600);
@@ -63,6 +65,13 @@ pub struct Group {
     pub group_interval_ms: u64,
     /// repeat_interval, ms.
     pub repeat_interval_ms: u64,
+    /// A notification of it went out (else everything in it was muted so far: it is flushed
+    /// again as soon as an inhibiting alert resolves, not a group_interval later).
+    #[serde(default)]
+    pub notified: bool,
+    /// Flushed at once when all its alerts resolved (the route's `resolved_at_once`).
+    #[serde(default)]
+    pub resolved_at_once: bool,
 }
 
 /// What was last notified for a group and receiver (Alertmanager's nflog entry).
@@ -78,11 +87,23 @@ pub struct NflogEntry {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct NodeTrack {
+    /// Its conditions, pending or active (`for`, `keep_firing_for`).
+    #[serde(default)]
+    conds: Vec<Cond>,
+    /// State files of version 1 kept the firing conditions here; adopted as active ones.
+    #[serde(default, skip_serializing)]
     wants: Vec<Want>,
     last_ts: Timestamp,
+    /// Its latest sample is not healthy (the cluster share ClusterDegraded waits on).
     bad: bool,
+    /// A node-level alert of it is active (the cluster share ClusterDegraded fires on).
+    #[serde(default)]
+    confirmed: bool,
     counted: bool,
     circuit_open: bool,
+    /// Flap detection.
+    #[serde(default)]
+    flap: Flap,
 }
 
 /// Everything that survives between runs.
@@ -94,6 +115,15 @@ pub struct EngineState {
     nodes: HashMap<String, NodeTrack>,
     known: u32,
     bad: u32,
+    #[serde(default)]
+    confirmed: u32,
+    /// More than the cluster share is unhealthy (or ClusterDegraded fires): node alerts the
+    /// built-in ClusterDegraded rule covers are held back while it decides.
+    #[serde(default)]
+    cluster_hold: bool,
+    /// When the next sweep is due (persisted, so cron runs sweep when a stream would).
+    #[serde(default)]
+    next_sweep: Timestamp,
     fleet_at: Option<Timestamp>,
     fleet_message: Option<String>,
     now: Timestamp,
@@ -158,8 +188,12 @@ pub struct Engine {
     st: EngineState,
     inhibit: Vec<InhibitRule>,
     next_due: Timestamp,
-    next_sweep: Timestamp,
     scratch: Vec<Want>,
+    changes: Vec<Change>,
+    /// An inhibiting alert resolved: groups never notified are flushed again.
+    rearm: bool,
+    /// Index in `inhibit` of the built-in ClusterDegraded rule.
+    cluster_rule: Option<usize>,
     has_am: bool,
     dirty_am: bool,
     next_am: Timestamp,
@@ -181,6 +215,26 @@ fn after(t: Timestamp, ms: u64) -> Timestamp {
     t.add(Duration::from_millis(ms))
 }
 
+/// The labels of an alert.
+fn labels_of(
+    cfg: &AlertConfig,
+    name: AlertName,
+    node: Option<&str>,
+    gpu: Option<u32>,
+    sev: &str,
+) -> LabelSet {
+    let mut l = cfg.global.external_labels.clone();
+    l.insert("alertname".into(), name.as_str().into());
+    if let Some(n) = node {
+        l.insert("node".into(), n.into());
+    }
+    if let Some(g) = gpu {
+        l.insert("gpu".into(), g.to_string());
+    }
+    l.insert("severity".into(), sev.into());
+    l
+}
+
 fn builtin_rules() -> Vec<InhibitRule> {
     let m = |n: &str, op: Op, v: &str| Matcher::new(n, op, v).ok();
     let mut out = Vec::new();
@@ -200,7 +254,7 @@ fn builtin_rules() -> Vec<InhibitRule> {
         m(
             "alertname",
             Op::Re,
-            "NodeDegraded|NodeCritical|NodeUnreachable|NodeDataMissing|NodeCircuitOpen",
+            "NodeDegraded|NodeCritical|NodeUnreachable|NodeDataMissing|NodeCircuitOpen|NodeFlapping",
         ),
     ) {
         out.push(InhibitRule {
@@ -216,9 +270,17 @@ impl Engine {
     /// An engine over `state` (from the state file, or default).
     pub fn new(cfg: AlertConfig, st: EngineState) -> Engine {
         let mut inhibit = Vec::new();
+        let mut cluster_rule = None;
         if cfg.global.builtin_inhibit_rules {
             inhibit.extend(builtin_rules());
+            cluster_rule = inhibit.iter().position(|r| {
+                r.source
+                    .iter()
+                    .any(|m| m.to_string() == "alertname=\"ClusterDegraded\"")
+            });
         }
+        let mut st = st;
+        adopt_version_1(&mut st);
         inhibit.extend(cfg.inhibit_rules.iter().cloned());
         let has_am = cfg.has_alertmanager();
         let mut e = Engine {
@@ -226,8 +288,10 @@ impl Engine {
             st,
             inhibit,
             next_due: Timestamp(i64::MAX),
-            next_sweep: Timestamp(i64::MIN),
             scratch: Vec::new(),
+            changes: Vec::new(),
+            rearm: false,
+            cluster_rule,
             has_am,
             dirty_am: false,
             next_am: Timestamp(i64::MIN),
@@ -277,16 +341,7 @@ impl Engine {
     }
 
     fn labels(&self, name: AlertName, node: Option<&str>, gpu: Option<u32>, sev: &str) -> LabelSet {
-        let mut l = self.cfg.global.external_labels.clone();
-        l.insert("alertname".into(), name.as_str().into());
-        if let Some(n) = node {
-            l.insert("node".into(), n.into());
-        }
-        if let Some(g) = gpu {
-            l.insert("gpu".into(), g.to_string());
-        }
-        l.insert("severity".into(), sev.into());
-        l
+        labels_of(&self.cfg, name, node, gpu, sev)
     }
 
     /// Applies one parsed record at its time and runs the timers that are due.
@@ -341,21 +396,13 @@ impl Engine {
             return;
         };
         let unreachable = rec.unreachable || score.has_reason(&ReasonCode::NodeUnreachable);
-        let mut wants = std::mem::take(&mut self.scratch);
-        let track = self.st.nodes.get(node);
-        if unreachable || score.state == HealthState::Unknown {
-            // No data: what the node had stays as it was (inhibited while unreachable), and the
-            // missing data is an alert of its own.
-            wants.clear();
-            if let Some(t) = track {
-                wants.extend(t.wants.iter().filter(|w| {
-                    !matches!(
-                        w.name,
-                        AlertName::NodeUnreachable | AlertName::NodeDataMissing
-                    )
-                }));
-            }
-            wants.push(Want {
+        // No data: what the node had stays as it was (inhibited while unreachable), and the
+        // missing data is a condition of its own.
+        let no_data = unreachable || score.state == HealthState::Unknown;
+        let mut present = std::mem::take(&mut self.scratch);
+        if no_data {
+            present.clear();
+            present.push(Want {
                 name: if unreachable {
                     AlertName::NodeUnreachable
                 } else {
@@ -364,68 +411,166 @@ impl Engine {
                 gpu: None,
                 critical: unreachable,
             });
-            wants.sort_unstable();
         } else {
-            rules::wants_for(score, &mut wants);
+            rules::wants_for(score, &mut present);
         }
-        let bad = score.state != HealthState::Healthy || unreachable;
-        let same = track.is_some_and(|t| t.wants == wants);
-        if !same {
-            let old = track.map(|t| t.wants.clone()).unwrap_or_default();
-            for w in old.iter().filter(|w| !wants.contains(w)) {
-                let l = self.labels(w.name, Some(node), w.gpu, w.severity());
-                self.resolve(fingerprint(&l), now);
-            }
-            let runbook = self.cfg.global.runbook_url.clone();
-            for w in &wants {
-                let l = self.labels(w.name, Some(node), w.gpu, w.severity());
-                let a = rules::sample_annotations(w, node, Some(score), runbook.as_deref());
-                self.fire(l, a, now);
-            }
-        } else if !self.cfg.global.resolve_timeout.is_zero() {
-            for w in &wants {
-                let l = self.labels(w.name, Some(node), w.gpu, w.severity());
-                if let Some(e) = self.st.alerts.get_mut(&fingerprint(&l)) {
-                    e.updated_at = now;
-                }
-            }
+        if !self.st.nodes.contains_key(node) {
+            self.st.nodes.insert(node.to_owned(), NodeTrack::default());
         }
-        let t = match self.st.nodes.get_mut(node) {
-            Some(t) => t,
-            None => self.st.nodes.entry(node.to_owned()).or_default(),
+        let mut changes = std::mem::take(&mut self.changes);
+        changes.clear();
+        let (flap_change, confirmed) = {
+            let cfg = &self.cfg;
+            let Some(t) = self.st.nodes.get_mut(node) else {
+                return;
+            };
+            if !no_data {
+                hold_xids(&t.conds, score, &mut present);
+            }
+            let frozen = |w: &Want| {
+                no_data
+                    && !matches!(
+                        w.name,
+                        AlertName::NodeUnreachable | AlertName::NodeDataMissing
+                    )
+            };
+            pending::update(&mut t.conds, &present, frozen, |n| cfg.rules.timing(n), now);
+            let hard = pending::hard_state(&t.conds);
+            let flap = if cfg.flap.enabled {
+                t.flap.record(hard, &cfg.flap)
+            } else {
+                None
+            };
+            pending::reconcile(&mut t.conds, t.flap.flapping, &mut changes);
+            (flap, hard != b'O')
         };
-        if !same {
-            t.wants.clear();
-            t.wants.extend_from_slice(&wants);
+        self.apply(node, score, &changes, now);
+        self.changes = changes;
+        if let Some(on) = flap_change {
+            self.flapping(node, on, now);
         }
-        t.last_ts = now;
-        let (was_counted, was_bad) = (t.counted, t.bad);
-        t.counted = true;
-        t.bad = bad;
+        if !self.cfg.global.resolve_timeout.is_zero() {
+            self.confirm(node, &present, now);
+        }
+        self.scratch = present;
+        let bad = score.state != HealthState::Healthy || unreachable;
+        self.count(node, bad, confirmed, now);
         // Half-open is a trial, not a recovery: only closed (or no breaker) resolves it.
         let breaker_open = rec.breaker.as_ref().and_then(|b| match b.state {
             BreakerState::Open | BreakerState::ForcedOpen => Some(true),
             BreakerState::HalfOpen => None,
             _ => Some(false),
         });
-        self.scratch = wants;
-        if !was_counted {
-            self.st.known += 1;
-        }
-        if (was_counted && was_bad) != bad || !was_counted {
-            if was_counted && was_bad {
-                self.st.bad -= 1;
-            }
-            if bad {
-                self.st.bad += 1;
-            }
-            self.cluster(now);
-        }
         match breaker_open {
             Some(false) => self.circuit(node, false, None, now),
             Some(true) => self.circuit(node, true, None, now),
             None => {}
         }
+    }
+
+    /// Fires and resolves what a node's conditions changed.
+    fn apply(&mut self, node: &str, score: &ScoreView<'_>, changes: &[Change], now: Timestamp) {
+        let runbook = self.cfg.global.runbook_url.clone();
+        for c in changes {
+            match *c {
+                Change::Resolve(w) => {
+                    let l = self.labels(w.name, Some(node), w.gpu, w.severity());
+                    self.resolve(fingerprint(&l), now);
+                }
+                Change::Fire(w) => {
+                    let l = self.labels(w.name, Some(node), w.gpu, w.severity());
+                    let a = rules::sample_annotations(&w, node, Some(score), runbook.as_deref());
+                    self.fire(l, a, now);
+                }
+            }
+        }
+    }
+
+    /// `resolve_timeout`: a sample that still asks for a firing alert confirms it.
+    fn confirm(&mut self, node: &str, present: &[Want], now: Timestamp) {
+        let Some(t) = self.st.nodes.get(node) else {
+            return;
+        };
+        let fired: Vec<Want> = t
+            .conds
+            .iter()
+            .filter_map(|c| c.fired)
+            .filter(|f| {
+                present
+                    .iter()
+                    .any(|p| p.name.family() == f.name.family() && p.gpu == f.gpu)
+            })
+            .collect();
+        for w in fired {
+            let l = self.labels(w.name, Some(node), w.gpu, w.severity());
+            if let Some(e) = self.st.alerts.get_mut(&fingerprint(&l)) {
+                e.updated_at = now;
+            }
+        }
+    }
+
+    /// Keeps the cluster counts (nodes seen, unhealthy, with a node alert active) in step
+    /// with a node's latest sample.
+    fn count(&mut self, node: &str, bad: bool, confirmed: bool, now: Timestamp) {
+        let Some(t) = self.st.nodes.get_mut(node) else {
+            return;
+        };
+        t.last_ts = now;
+        let (was_counted, was_bad, was_confirmed) = (t.counted, t.bad, t.confirmed);
+        t.counted = true;
+        t.bad = bad;
+        t.confirmed = confirmed;
+        if was_counted && was_bad == bad && was_confirmed == confirmed {
+            return;
+        }
+        if was_counted {
+            self.st.bad -= u32::from(was_bad);
+            self.st.confirmed -= u32::from(was_confirmed);
+        } else {
+            self.st.known += 1;
+        }
+        self.st.bad += u32::from(bad);
+        self.st.confirmed += u32::from(confirmed);
+        self.cluster(now);
+    }
+
+    /// NodeFlapping follows the node's flap detection.
+    fn flapping(&mut self, node: &str, on: bool, now: Timestamp) {
+        let l = self.labels(AlertName::NodeFlapping, Some(node), None, rules::WARNING);
+        if !on {
+            self.resolve(fingerprint(&l), now);
+            return;
+        }
+        let f = &self.cfg.flap;
+        let (n, low, high) = (f.samples, f.low_threshold, f.high_threshold);
+        let (pct, history) = self
+            .st
+            .nodes
+            .get(node)
+            .map(|t| (t.flap.percent(n), t.flap.history.clone()))
+            .unwrap_or_default();
+        let mut a = BTreeMap::new();
+        a.insert(
+            "summary".into(),
+            format!("{node} is flapping: {pct:.0}% state changes over its last {n} samples"),
+        );
+        a.insert(
+            "description".into(),
+            format!(
+                "{pct:.1}% >= {high}%; its other alerts stay as they are until it falls to {low}% (states, oldest first: {history}; O ok, W degraded, C critical, U unreachable or no data)"
+            ),
+        );
+        a.insert(
+            "action".into(),
+            ugro_types::Action::CheckHost.as_str().into(),
+        );
+        if let Some(b) = &self.cfg.global.runbook_url {
+            a.insert("runbook_url".into(), rules::runbook_url(b, "NodeFlapping"));
+        }
+        let fp = fingerprint(&l);
+        self.fire(l, a, now);
+        // It replaces the node's per-state pages, so it is not held for group_interval.
+        self.due_now(fp, false, now);
     }
 
     fn transition(&mut self, node: &str, t: &TransitionView<'_>, now: Timestamp) {
@@ -539,73 +684,86 @@ impl Engine {
         }
     }
 
-    fn cluster_condition(&self, now: Timestamp) -> bool {
+    /// ClusterDegraded: fires when more than the cluster share of the nodes seen have a
+    /// node alert active (their `for` held), or on a fleet record; while more than the share
+    /// are merely unhealthy it is pending, and the node alerts it covers are held back, so a
+    /// fleet-wide event pages once. Resolves when neither share is exceeded any more.
+    fn cluster(&mut self, now: Timestamp) {
         let g = &self.cfg.global;
-        let share = self.st.known >= g.cluster_min_nodes.max(1)
-            && f64::from(self.st.bad) > g.cluster_degraded_share * f64::from(self.st.known);
+        let known = self.st.known;
+        let enough = known >= g.cluster_min_nodes.max(1);
+        let share = g.cluster_degraded_share;
+        let over = |n: u32| enough && f64::from(n) > share * f64::from(known);
         let fleet = self
             .st
             .fleet_at
             .is_some_and(|t| now.since(t) <= g.cluster_window);
-        share || fleet
-    }
-
-    fn cluster(&mut self, now: Timestamp) {
+        let (unhealthy, confirmed) = (over(self.st.bad), over(self.st.confirmed));
         let l = self.labels(AlertName::ClusterDegraded, None, None, rules::CRITICAL);
         let fp = fingerprint(&l);
-        let firing = self.st.alerts.get(&fp).is_some_and(|e| e.ends_at.is_none());
-        let want = self.cluster_condition(now);
-        if want && !firing {
-            let mut a = BTreeMap::new();
-            let fleet = self
-                .st
-                .fleet_at
-                .is_some_and(|t| now.since(t) <= self.cfg.global.cluster_window);
-            let desc = if fleet {
-                self.st.fleet_message.clone().unwrap_or_default()
-            } else {
-                let mut bad: Vec<&str> = self
-                    .st
-                    .nodes
-                    .iter()
-                    .filter(|(_, t)| t.counted && t.bad)
-                    .map(|(n, _)| n.as_str())
-                    .collect();
-                bad.sort_unstable();
-                let more = bad.len().saturating_sub(20);
-                bad.truncate(20);
-                format!(
-                    "{} of {} nodes seen in the last {} are unhealthy: {}{}",
-                    self.st.bad,
-                    self.st.known,
-                    humantime::format_duration(self.cfg.global.cluster_window),
-                    bad.join(", "),
-                    if more > 0 {
-                        format!(" and {more} more")
-                    } else {
-                        String::new()
-                    }
-                )
-            };
-            a.insert(
-                "summary".into(),
-                format!(
-                    "cluster degraded: {} of {} nodes unhealthy",
-                    self.st.bad, self.st.known
-                ),
-            );
-            a.insert("description".into(), desc);
-            a.insert("action".into(), "check_network".into());
-            if let Some(b) = &self.cfg.global.runbook_url {
-                a.insert(
-                    "runbook_url".into(),
-                    rules::runbook_url(b, "ClusterDegraded"),
-                );
-            }
+        let mut firing = self.st.alerts.get(&fp).is_some_and(|e| e.ends_at.is_none());
+        if (confirmed || fleet) && !firing {
+            let a = self.cluster_annotations(fleet);
             self.fire(l, a, now);
-        } else if !want && firing {
+            firing = true;
+        } else if firing && !(unhealthy || confirmed || fleet) {
             self.resolve(fp, now);
+            firing = false;
         }
+        let hold = firing || unhealthy;
+        if self.st.cluster_hold && !hold {
+            self.rearm = true;
+        }
+        if self.st.cluster_hold != hold {
+            self.st.cluster_hold = hold;
+            self.changed = true;
+        }
+    }
+
+    fn cluster_annotations(&self, fleet: bool) -> BTreeMap<String, String> {
+        let mut a = BTreeMap::new();
+        let desc = if fleet {
+            self.st.fleet_message.clone().unwrap_or_default()
+        } else {
+            let mut bad: Vec<&str> = self
+                .st
+                .nodes
+                .iter()
+                .filter(|(_, t)| t.counted && t.bad)
+                .map(|(n, _)| n.as_str())
+                .collect();
+            bad.sort_unstable();
+            let more = bad.len().saturating_sub(20);
+            bad.truncate(20);
+            format!(
+                "{} of {} nodes seen in the last {} are unhealthy: {}{}",
+                self.st.bad,
+                self.st.known,
+                humantime::format_duration(self.cfg.global.cluster_window),
+                bad.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            )
+        };
+        a.insert(
+            "summary".into(),
+            format!(
+                "cluster degraded: {} of {} nodes unhealthy",
+                self.st.bad, self.st.known
+            ),
+        );
+        a.insert("description".into(), desc);
+        a.insert("action".into(), "check_network".into());
+        if let Some(b) = &self.cfg.global.runbook_url {
+            a.insert(
+                "runbook_url".into(),
+                rules::runbook_url(b, "ClusterDegraded"),
+            );
+        }
+        a
     }
 
     fn fire(&mut self, labels: LabelSet, annotations: BTreeMap<String, String>, now: Timestamp) {
@@ -649,8 +807,40 @@ impl Engine {
             e.am_version += 1;
             self.dirty_am = true;
             self.changed = true;
+            let source = self.inhibit.iter().any(|r| all_match(&r.source, &e.labels));
             // A resolved alert is (re)inserted into its groups like Alertmanager does.
             self.route(fp, now);
+            self.rearm |= source;
+            self.flush_if_all_resolved(fp, now);
+        }
+    }
+
+    /// A group (of a `resolved_at_once` route) whose alerts have all resolved is due now: a
+    /// recovery is not held for group_interval.
+    fn flush_if_all_resolved(&mut self, fp: u64, now: Timestamp) {
+        self.due_now(fp, true, now);
+    }
+
+    /// Groups of `fp` on `resolved_at_once` routes are due now (`all_resolved`: only those
+    /// whose alerts have all resolved).
+    fn due_now(&mut self, fp: u64, all_resolved: bool, now: Timestamp) {
+        let Some(e) = self.st.alerts.get(&fp) else {
+            return;
+        };
+        for key in &e.groups {
+            let Some(g) = self.st.groups.get(key) else {
+                continue;
+            };
+            let all = !all_resolved
+                || g.alerts
+                    .iter()
+                    .all(|a| self.st.alerts.get(a).is_none_or(|x| x.ends_at.is_some()));
+            if g.resolved_at_once && all && g.next_flush > now {
+                if let Some(g) = self.st.groups.get_mut(key) {
+                    g.next_flush = now;
+                }
+                self.next_due = self.next_due.min(now);
+            }
         }
     }
 
@@ -693,6 +883,8 @@ impl Engine {
                 pending: true,
                 group_interval_ms: ms(r.group_interval),
                 repeat_interval_ms: ms(r.repeat_interval),
+                notified: false,
+                resolved_at_once: r.resolved_at_once,
             });
             g.alerts.insert(fp);
             if g.next_flush < self.next_due {
@@ -715,9 +907,12 @@ impl Engine {
             self.st.now = now;
         }
         let now = self.st.now;
-        if now >= self.next_sweep {
-            self.next_sweep = now.add(SWEEP_EVERY);
+        if now >= self.st.next_sweep {
+            self.st.next_sweep = now.add(SWEEP_EVERY);
             self.sweep(now);
+        }
+        if std::mem::take(&mut self.rearm) {
+            self.rearm_muted(now);
         }
         if now >= self.next_due {
             self.flush(now, false, out);
@@ -728,22 +923,39 @@ impl Engine {
         }
     }
 
+    /// Groups that never notified anything because all their alerts were muted are due at
+    /// once when an inhibiting alert resolved (or a pending ClusterDegraded gave up), instead
+    /// of a group_interval later.
+    fn rearm_muted(&mut self, now: Timestamp) {
+        let mut any = false;
+        for g in self.st.groups.values_mut() {
+            if !g.notified && !g.pending && g.next_flush > now {
+                g.next_flush = now;
+                any = true;
+            }
+        }
+        if any {
+            self.next_due = self.next_due.min(now);
+        }
+    }
+
     /// End of input: with `flush_on_exit`, group_wait counts as elapsed for groups never
     /// notified; groups already notified keep their group_interval / repeat_interval timers
-    /// (they are in the state file, so a later run fires them on schedule).
+    /// (they are in the state file, so a later run fires them on schedule). Nothing else
+    /// happens here that a stream would not do at this record time, so with a group_wait of
+    /// 0 (the default) a cron run per poll notifies exactly what one long stream does.
     pub fn finish(&mut self, out: &mut Out) {
         let now = self.st.now;
-        self.sweep(now);
         let all = self.cfg.global.flush_on_exit;
         self.flush(now, all, out);
         if self.has_am {
             self.am_pass(now, out);
         }
-        let cutoff = now.sub(NFLOG_RETENTION);
-        self.st.nflog.retain(|_, e| e.ts >= cutoff);
     }
 
     fn sweep(&mut self, now: Timestamp) {
+        let cutoff = now.sub(NFLOG_RETENTION);
+        self.st.nflog.retain(|_, e| e.ts >= cutoff);
         // Nodes silent for longer than the window no longer count towards the cluster share.
         let window = self.cfg.global.cluster_window;
         let mut dropped = false;
@@ -751,9 +963,8 @@ impl Engine {
             if t.counted && now.since(t.last_ts) > window {
                 t.counted = false;
                 self.st.known -= 1;
-                if t.bad {
-                    self.st.bad -= 1;
-                }
+                self.st.bad -= u32::from(t.bad);
+                self.st.confirmed -= u32::from(t.confirmed);
                 dropped = true;
             }
         }
@@ -790,9 +1001,17 @@ impl Engine {
                     self.changed = true;
                 }
                 self.route(fp, now);
-                // Forget the condition so the node's next bad sample fires it again.
-                if let Some(t) = node.and_then(|n| self.st.nodes.get_mut(&n)) {
-                    t.wants.clear();
+                // Forget the condition so the node's next bad sample counts it again.
+                let cfg = &self.cfg;
+                if let Some(n) = node
+                    && let Some(t) = self.st.nodes.get_mut(&n)
+                {
+                    t.conds.retain(|c| {
+                        c.fired.is_none_or(|w| {
+                            fingerprint(&labels_of(cfg, w.name, Some(&n), w.gpu, w.severity()))
+                                != fp
+                        })
+                    });
                 }
             }
         }
@@ -837,7 +1056,8 @@ impl Engine {
     }
 
     fn inhibit_sources(&self) -> Vec<HashSet<Vec<String>>> {
-        self.inhibit
+        let mut sources: Vec<HashSet<Vec<String>>> = self
+            .inhibit
             .iter()
             .map(|r| {
                 self.st
@@ -852,7 +1072,14 @@ impl Engine {
                     })
                     .collect()
             })
-            .collect()
+            .collect();
+        // A pending ClusterDegraded holds back what a firing one would inhibit.
+        if self.st.cluster_hold
+            && let Some(s) = self.cluster_rule.and_then(|i| sources.get_mut(i))
+        {
+            s.insert(Vec::new());
+        }
+        sources
     }
 
     fn flush(&mut self, now: Timestamp, all: bool, out: &mut Out) {
@@ -967,6 +1194,9 @@ impl Engine {
                     },
                 );
                 self.changed = true;
+                if let Some(g) = self.st.groups.get_mut(key) {
+                    g.notified = true;
+                }
             }
         }
         // Resolved alerts leave the group once flushed, notified or not (Alertmanager's
@@ -1061,6 +1291,31 @@ impl Engine {
         a.receiver = Some(receiver.to_owned());
         a.group_key = Some(key.to_owned());
         a
+    }
+}
+
+/// XID alerts whose XID left the sample hold while their GPU is still bad
+/// ([`rules::xid_holds`]).
+fn hold_xids(conds: &[Cond], score: &ScoreView<'_>, present: &mut Vec<Want>) {
+    for c in conds {
+        let xid = matches!(c.want.name, AlertName::GpuXidFatal | AlertName::GpuXid);
+        let here = present
+            .iter()
+            .any(|p| p.name == c.want.name && p.gpu == c.want.gpu);
+        if xid && !here && (c.active || c.samples > 0) && rules::xid_holds(score, c.want.gpu) {
+            present.push(c.want);
+        }
+    }
+}
+
+/// A version 1 state kept the conditions that fired as `wants`: they become active
+/// conditions that fire, so the next sample that lacks them resolves them.
+fn adopt_version_1(st: &mut EngineState) {
+    let now = st.now;
+    for t in st.nodes.values_mut() {
+        if t.conds.is_empty() {
+            t.conds = t.wants.drain(..).map(|w| Cond::adopted(w, now)).collect();
+        }
     }
 }
 

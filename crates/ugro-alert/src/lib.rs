@@ -18,7 +18,9 @@ use ugro_types::stage::StageError;
 pub mod config;
 pub mod deliver;
 pub mod engine;
+pub mod flap;
 pub mod matcher;
+pub mod pending;
 pub mod rules;
 pub mod stage;
 
@@ -34,31 +36,64 @@ stats, error, tick, unknown) are consumed, not echoed; a tick runs the timers to
 ALERTS (labels: alertname, node, gpu where it applies, severity, plus global.external_labels; \
 annotations: summary, description, action, runbook_url = global.runbook_url/<alertname>):
   NodeCritical (critical) / NodeDegraded (warning): the node's score state.
-  GpuXidFatal, GpuXid, GpuRowRemapFailure, GpuEccErrors, GpuThermal, GpuThrottled, \
-GpuPcieDegraded, GpuLost: one per GPU and family, from score reasons whose code contains \
-xid, remap, ecc, temp/thermal, throttl/slowdown, pcie, lost/missing; raised only while the \
-node is degraded or critical; severity critical if the reason is fatal or the node critical.
+  GpuXidFatal, GpuXid, GpuRowRemapFailure, GpuRowRemapPending, GpuEccErrors, GpuThermal, \
+GpuThrottled, GpuPcieDegraded, GpuLost: one per GPU and family, from score reasons whose code \
+contains xid, remap, ecc, temp/thermal, throttl/slowdown, pcie, lost/missing; raised only \
+while the node is degraded or critical; severity critical if the reason is fatal or the node \
+critical. GpuRowRemapPending (row_remap_pending: a GPU reset applies it) is apart from \
+GpuRowRemapFailure (hardware service). An XID alert stays firing after its XID left the \
+probe's lookback while the node is degraded or critical with a reason for that GPU, or with \
+GPUs missing (a GPU that fell off the bus): GpuXidFatal resolves with GpuLost, when the GPU \
+is back.
   NodeUnreachable (critical): an unreachable sample. It inhibits that node's other alerts \
 (except NodeCircuitOpen); alerts the node had stay as they were until it reports again.
   NodeDataMissing (warning): state unknown on a reachable node.
   NodeCircuitOpen (info): breaker open/forced_open (transition or breaker annotation); \
 resolved when the breaker closes (half_open is a trial and keeps it firing).
   ClusterDegraded (critical): a fleet record (for cluster_window), or more than \
-cluster_degraded_share (0.5) of the nodes seen within cluster_window (5m) unhealthy, with at \
-least cluster_min_nodes (4) known (unhealthy: degraded, critical, unknown or unreachable). It \
-inhibits NodeDegraded/NodeCritical/NodeUnreachable/\
-NodeDataMissing/NodeCircuitOpen, so one alert replaces N; GPU hardware alerts still go out.
+cluster_degraded_share (0.5) of the nodes seen within cluster_window (5m) with a node alert \
+active (after its `for`), with at least cluster_min_nodes (4) known. While more than the share \
+are merely unhealthy (degraded, critical, unknown or unreachable) it is pending and holds back \
+the node alerts it would inhibit, so a fleet-wide event pages once. It inhibits \
+NodeDegraded/NodeCritical/NodeUnreachable/NodeDataMissing/NodeCircuitOpen/NodeFlapping, so one \
+alert replaces N; GPU hardware alerts still go out.
+  NodeFlapping (warning): flap detection (see TIMING).
   Watchdog (severity none): always firing when global.watchdog is true.
   WatcherStateUnwritable (warning): a ugro-watch stats record with state_unwritable: true \
 (its state directory or state files cannot be written; description: the failure); resolved \
 by one with false.
-A condition that clears in the node's next sample resolves its alert. A recovery is the \
-resolved notification of the original alert (its labels, severity included, are its identity \
+A recovery is the resolved notification of the original alert (its labels, severity included, are its identity \
 and do not change). global.resolve_timeout (default 0 = off) resolves alerts no record \
 confirmed for that long.
 
-LIFECYCLE: Alertmanager semantics and names: route.group_by (default [alertname]), \
-group_wait 30s, group_interval 5m, repeat_interval 4h, send_resolved true; the notification \
+TIMING (alert_rules, flap_detection; the state of each condition is in --state, so one cron \
+run per poll notifies byte for byte what one stream of the same records does): each alert \
+raised from samples is pending until its condition has held for its rule's `for` (Prometheus \
+semantics), a number of samples in a row (`for: 3`, `for: 3 samples`) or record time (`for: \
+90s`), and, once firing, resolves when it has been clear for its keep_firing_for (hysteresis). \
+Built in: NodeCritical, GpuXidFatal, GpuLost, GpuEccErrors, GpuRowRemapFailure and \
+NodeUnreachable for: 3, keep_firing_for: 1 (a one-sample blip or two-sample burst never pages; \
+a hard fault pages 2 polls after it starts; the second clear sample resolves); the other \
+sample alerts for: 4, keep_firing_for: 2. NodeDegraded and NodeCritical are one condition, so \
+the time a node was degraded counts towards critical. Set them with alert_rules: {\"*\": {for: \
+N}, GpuThermal: {for: 2m, keep_firing_for: 1}}; event alerts (NodeCircuitOpen, \
+ClusterDegraded, Watchdog, NodeFlapping, WatcherStateUnwritable) have no `for`. Samples of an \
+unreachable or data-less node leave its other conditions as they were. Flap detection as \
+Nagios Core does it: the node's last flap_detection.samples (21) states (ok, degraded, \
+critical, unreachable, as its active alerts say), the weighted share of state changes (0.75 \
+for the oldest to 1.25 for the newest); at high_threshold (20 %) the node is flapping: one \
+NodeFlapping, notified at once, and its other alerts stay as they are (no per-state pages) \
+until the share falls to low_threshold (5 %); then they catch up with its state and \
+NodeFlapping resolves. flap_detection: {enabled: false} turns it off. Keep NodeUnreachable's and NodeCritical's `for` at or below \
+ugro-breaker's failure_threshold (both 3 by default): the records an open breaker holds back \
+never reach this stage, so a longer `for` would wait for the breaker's trial.
+
+LIFECYCLE: Alertmanager semantics and names: route.group_by (default [node, severity]: one \
+group per node and severity, so a node failing is never held behind another node's \
+group_interval, and ClusterDegraded, which has no node label, is one group of its own), \
+group_wait 0s (the `for` keeps blips out), group_interval 5m, repeat_interval 4h, send_resolved \
+true, resolved_at_once true (a group whose alerts have all resolved is notified at once, not \
+at its next group_interval; false: Alertmanager's behaviour); the notification \
 log (firing/resolved fingerprint sets per group and receiver) decides like Alertmanager's \
 DedupStage. Time is record time (`ts`); the one exception: a record stamped more than \
 global.max_clock_skew (5m; 0s turns the check off) ahead of this host's clock is rejected as \

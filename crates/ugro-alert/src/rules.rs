@@ -68,8 +68,10 @@ pub enum AlertName {
     GpuXidFatal,
     /// Non-fatal XID.
     GpuXid,
-    /// Remapped rows pending or failed.
+    /// Row remapping failed: the GPU needs hardware service.
     GpuRowRemapFailure,
+    /// Row remapping pending: a GPU reset applies it.
+    GpuRowRemapPending,
     /// ECC errors.
     GpuEccErrors,
     /// Temperature.
@@ -82,6 +84,8 @@ pub enum AlertName {
     GpuLost,
     /// ugro-watch cannot write its state directory or state files.
     WatcherStateUnwritable,
+    /// The node changes state too often (Nagios flap detection); its other alerts wait.
+    NodeFlapping,
 }
 
 impl AlertName {
@@ -98,12 +102,101 @@ impl AlertName {
             AlertName::GpuXidFatal => "GpuXidFatal",
             AlertName::GpuXid => "GpuXid",
             AlertName::GpuRowRemapFailure => "GpuRowRemapFailure",
+            AlertName::GpuRowRemapPending => "GpuRowRemapPending",
             AlertName::GpuEccErrors => "GpuEccErrors",
             AlertName::GpuThermal => "GpuThermal",
             AlertName::GpuThrottled => "GpuThrottled",
             AlertName::GpuPcieDegraded => "GpuPcieDegraded",
             AlertName::GpuLost => "GpuLost",
             AlertName::WatcherStateUnwritable => "WatcherStateUnwritable",
+            AlertName::NodeFlapping => "NodeFlapping",
+        }
+    }
+
+    /// Every name, in declaration order.
+    pub const ALL: [AlertName; 18] = [
+        AlertName::NodeCritical,
+        AlertName::NodeDegraded,
+        AlertName::NodeDataMissing,
+        AlertName::NodeUnreachable,
+        AlertName::NodeCircuitOpen,
+        AlertName::ClusterDegraded,
+        AlertName::Watchdog,
+        AlertName::GpuXidFatal,
+        AlertName::GpuXid,
+        AlertName::GpuRowRemapFailure,
+        AlertName::GpuRowRemapPending,
+        AlertName::GpuEccErrors,
+        AlertName::GpuThermal,
+        AlertName::GpuThrottled,
+        AlertName::GpuPcieDegraded,
+        AlertName::GpuLost,
+        AlertName::WatcherStateUnwritable,
+        AlertName::NodeFlapping,
+    ];
+
+    /// The name for an `alertname` label value.
+    pub fn parse(s: &str) -> Option<AlertName> {
+        AlertName::ALL.into_iter().find(|n| n.as_str() == s)
+    }
+
+    /// Alerts raised from a node's samples, whose timing (`for`, `keep_firing_for`) comes
+    /// from `alert_rules`. The others follow events (breaker transitions, fleet records,
+    /// flap detection, ugro-watch's stats) and fire when those say so.
+    pub fn from_samples(self) -> bool {
+        !matches!(
+            self,
+            AlertName::NodeCircuitOpen
+                | AlertName::ClusterDegraded
+                | AlertName::Watchdog
+                | AlertName::NodeFlapping
+                | AlertName::WatcherStateUnwritable
+        )
+    }
+
+    /// The condition this alert is one severity of: NodeDegraded and NodeCritical are the
+    /// node's state, so a node going from degraded to critical keeps the time it has been
+    /// unhealthy (its `for` is not started again).
+    pub fn family(self) -> AlertName {
+        match self {
+            AlertName::NodeDegraded => AlertName::NodeCritical,
+            n => n,
+        }
+    }
+
+    /// The built-in `for`, in samples in a row. Hard faults (a critical node, a GPU lost, a
+    /// fatal XID, uncorrected ECC errors, a failed row remap, an unreachable node) fire on
+    /// their third sample, two polls after they start, so neither a one-sample blip nor a
+    /// two-sample burst pages; soft conditions (degraded, thermal, throttling, PCIe, warning
+    /// XIDs, a pending row remap, missing data) on their fourth, three
+    /// polls after they start, so a three-sample spike does not either. Event alerts fire at
+    /// once.
+    pub fn default_for(self) -> u32 {
+        match self {
+            AlertName::NodeCritical
+            | AlertName::GpuXidFatal
+            | AlertName::GpuLost
+            | AlertName::GpuEccErrors
+            | AlertName::GpuRowRemapFailure
+            | AlertName::NodeUnreachable => 3,
+            AlertName::NodeCircuitOpen
+            | AlertName::ClusterDegraded
+            | AlertName::Watchdog
+            | AlertName::NodeFlapping
+            | AlertName::WatcherStateUnwritable => 0,
+            _ => 4,
+        }
+    }
+
+    /// The built-in `keep_firing_for`, in clear samples (hysteresis): a soft condition
+    /// resolves on its third clear sample in a row, a hard fault on its second, so a node that
+    /// comes and goes is one page, not one per return, and a recovery still resolves within 2
+    /// polls.
+    pub fn default_keep_firing_for(self) -> u32 {
+        match self.default_for() {
+            0 => 0,
+            3 => 1,
+            _ => 2,
         }
     }
 }
@@ -117,6 +210,7 @@ pub fn catalog(code: &ReasonCode, component: Option<Component>, fatal: bool) -> 
         ReasonFamily::Unreachable => None,
         ReasonFamily::Xid if fatal => Some(AlertName::GpuXidFatal),
         ReasonFamily::Xid => Some(AlertName::GpuXid),
+        ReasonFamily::RowRemap if is_pending(code) => Some(AlertName::GpuRowRemapPending),
         ReasonFamily::RowRemap => Some(AlertName::GpuRowRemapFailure),
         ReasonFamily::Ecc => Some(AlertName::GpuEccErrors),
         ReasonFamily::Thermal if gpu => Some(AlertName::GpuThermal),
@@ -128,6 +222,13 @@ pub fn catalog(code: &ReasonCode, component: Option<Component>, fatal: bool) -> 
         | ReasonFamily::Pcie
         | ReasonFamily::Missing => None,
     }
+}
+
+/// A pending row remap (a reset applies it) apart from a failed one (hardware service):
+/// `row_remap_pending`, or a newer scorer's row-remap code that says `pending`.
+fn is_pending(code: &ReasonCode) -> bool {
+    matches!(code, ReasonCode::RowRemapPending)
+        || matches!(code, ReasonCode::Other(s) if s.to_ascii_lowercase().contains("pending"))
 }
 
 /// Severity label values.
@@ -189,6 +290,22 @@ pub fn wants_for(score: &ScoreView<'_>, out: &mut Vec<Want>) {
         }
     }
     out.sort_unstable();
+}
+
+/// Whether an XID alert of `gpu` holds on a sample whose score no longer has the XID (it
+/// left the probe's lookback): it does while the node is degraded or critical and the score
+/// still has a reason for that GPU, or says GPUs are missing (a GPU that fell off the bus
+/// may not be listed at all). So GpuXidFatal stays beside GpuLost until the GPU is back.
+pub fn xid_holds(score: &ScoreView<'_>, gpu: Option<u32>) -> bool {
+    if !matches!(score.state, HealthState::Degraded | HealthState::Critical) {
+        return false;
+    }
+    score.reasons.iter().any(|r| {
+        (gpu.is_some() && r.gpu == gpu)
+            || (r.gpu.is_none()
+                && r.component == Some(Component::Gpu)
+                && r.code.family() == Some(ReasonFamily::Missing))
+    })
 }
 
 /// Annotations for a condition raised by a sample.
@@ -326,7 +443,11 @@ mod tests {
             });
         }
         if has("remap") {
-            return Some(AlertName::GpuRowRemapFailure);
+            return Some(if has("pending") {
+                AlertName::GpuRowRemapPending
+            } else {
+                AlertName::GpuRowRemapFailure
+            });
         }
         if has("ecc") {
             return Some(AlertName::GpuEccErrors);

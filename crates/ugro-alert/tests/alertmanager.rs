@@ -92,7 +92,7 @@ fn alerts_reach_alertmanager_with_its_fingerprints_and_resolve() {
         return;
     };
     let cfg = dir.path().join("alert.yaml");
-    write(
+    write_config(
         &cfg,
         &format!(
             "global:\n  external_labels: {{cluster: test}}\nroute:\n  receiver: am\nreceivers:\n  - name: am\n    alertmanager:\n      urls: [\"http://127.0.0.1:{port}\"]\n      resend_interval: 1m\n"
@@ -184,7 +184,7 @@ fn a_resolve_sent_during_an_alertmanager_outage_is_delivered_by_the_next_run() {
         "--state",
         state.to_str().unwrap(),
     ];
-    write(&cfg, &conf(port));
+    write_config(&cfg, &conf(port));
     let out = run(
         &args,
         &sample("gpu-07", Timestamp::now(), "critical", ""),
@@ -198,7 +198,7 @@ fn a_resolve_sent_during_an_alertmanager_outage_is_delivered_by_the_next_run() {
     assert_eq!(active(port).len(), 1);
 
     // Alertmanager unreachable while the node recovers.
-    write(&cfg, &conf(dead));
+    write_config(&cfg, &conf(dead));
     let out = run(
         &args,
         &sample("gpu-07", Timestamp::now(), "healthy", ""),
@@ -208,7 +208,7 @@ fn a_resolve_sent_during_an_alertmanager_outage_is_delivered_by_the_next_run() {
     assert!(err.contains("not delivered"), "{err}");
     assert_eq!(active(port).len(), 1);
 
-    write(&cfg, &conf(port));
+    write_config(&cfg, &conf(port));
     let out = run(
         &args,
         &sample("gpu-07", Timestamp::now(), "healthy", ""),
@@ -328,7 +328,7 @@ fn a_clustered_instance_that_missed_a_resolve_gets_it_and_pages_no_firing_after_
     }
     let relay = Relay::start(web[1]);
     let cfg = dir.path().join("alert.yaml");
-    write(
+    write_config(
         &cfg,
         &format!(
             "route:\n  receiver: am\nreceivers:\n  - name: am\n    alertmanager:\n      urls: [\"http://127.0.0.1:{}\", \"http://127.0.0.1:{}\"]\n      resend_interval: 1m\ndelivery: {{timeout: 2s}}\n",

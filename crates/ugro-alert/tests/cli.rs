@@ -23,57 +23,92 @@ fn alerts(out: &std::process::Output) -> Vec<(String, String, String)> {
 }
 
 #[test]
-fn successive_cron_runs_notify_once_then_resolve() {
+fn successive_cron_runs_keep_pending_state_notify_once_then_resolve() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("alert.json");
     let st = state.to_str().unwrap();
     let t = Timestamp(1_795_000_000_000);
-    let run1 = run(&["--state", st], &sample("gpu-01", t, "critical", XID), &[]);
-    assert!(
-        run1.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run1.stderr)
-    );
-    assert_eq!(
-        alerts(&run1),
-        [
-            ("GpuXidFatal".into(), "gpu-01".into(), "firing".into()),
-            ("NodeCritical".into(), "gpu-01".into(), "firing".into())
-        ]
-    );
-    let rec = &records(&run1)[0];
-    let labels: ugro_types::LabelSet = serde_json::from_value(rec["labels"].clone()).unwrap();
-    assert_eq!(rec["fingerprint"], ugro_types::fingerprint_hex(&labels));
+    let cron = |s: i64, state: &str, reasons: &str| {
+        let out = run(
+            &["--state", st],
+            &sample("gpu-01", secs(t, s), state, reasons),
+            &[],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    // Bad samples are pending (for: 3 samples), kept in the state file, not paged.
+    let run1 = cron(0, "critical", XID);
+    assert!(alerts(&run1).is_empty(), "a single sample never pages");
+    assert!(alerts(&cron(15, "critical", XID)).is_empty(), "nor two");
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&state).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
-
-    let run2 = run(
-        &["--state", st],
-        &sample("gpu-01", secs(t, 300), "critical", XID),
-        &[],
+    let run2 = cron(30, "critical", XID);
+    assert_eq!(
+        alerts(&run2),
+        [
+            ("GpuXidFatal".into(), "gpu-01".into(), "firing".into()),
+            ("NodeCritical".into(), "gpu-01".into(), "firing".into())
+        ],
+        "the third sample in a row, in its own run, fires"
     );
-    assert!(run2.status.success());
-    assert!(alerts(&run2).is_empty(), "no repeat within repeat_interval");
+    let rec = &records(&run2)[0];
+    let labels: ugro_types::LabelSet = serde_json::from_value(rec["labels"].clone()).unwrap();
+    assert_eq!(rec["fingerprint"], ugro_types::fingerprint_hex(&labels));
 
-    let run3 = run(
-        &["--state", st],
-        &sample("gpu-01", secs(t, 600), "healthy", ""),
-        &[],
+    assert!(
+        alerts(&cron(300, "critical", XID)).is_empty(),
+        "no repeat within repeat_interval"
+    );
+    assert!(
+        alerts(&cron(600, "healthy", "")).is_empty(),
+        "keep_firing_for: 1 sample"
     );
     assert_eq!(
-        alerts(&run3),
+        alerts(&cron(630, "healthy", "")),
         [
             ("GpuXidFatal".into(), "gpu-01".into(), "resolved".into()),
             ("NodeCritical".into(), "gpu-01".into(), "resolved".into())
-        ]
+        ],
+        "the second healthy sample in a row (keep_firing_for: 1) resolves, in its own run"
     );
-    let run4 = run(
-        &["--state", st],
-        &sample("gpu-01", secs(t, 900), "healthy", ""),
-        &[],
-    );
-    assert!(alerts(&run4).is_empty());
+    assert!(alerts(&cron(900, "healthy", "")).is_empty());
+}
+
+#[test]
+fn cron_runs_of_one_poll_each_skip_blips_like_a_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = dir.path().join("alert.json");
+    let t = Timestamp(1_795_000_000_000);
+    // n1: a one-sample blip then a two-sample burst; n2: a three-sample degraded spike; all
+    // below their `for`.
+    let polls = [
+        ("critical", "healthy"),
+        ("healthy", "degraded"),
+        ("critical", "degraded"),
+        ("critical", "degraded"),
+        ("healthy", "healthy"),
+    ];
+    for (i, (a, b)) in polls.iter().enumerate() {
+        let s = i as i64 * 30;
+        let input = format!(
+            "{}\n{}\n",
+            sample("n1", secs(t, s), a, ""),
+            sample("n2", secs(t, s), b, "")
+        );
+        let out = run(&["--state", st.to_str().unwrap()], &input, &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(alerts(&out).is_empty(), "poll {i}: {:?}", alerts(&out));
+    }
 }
 
 #[test]
@@ -85,7 +120,10 @@ fn bad_lines_are_reported_counted_and_skipped() {
         "not json\n{}\n{}\n{}\n",
         r#"{"v":1,"kind":"sample","ts":"2026-11-28T00:00:00Z","node":"n1"}"#,
         r#"{"v":1,"kind":"stats","ts":"2026-11-28T00:00:00Z","node":"n1","tool":"x","to":5}"#,
-        sample("n2", t, "critical", "")
+        // Three polls in a row: NodeCritical's `for`.
+        [0, 30, 60]
+            .map(|s| sample("n2", secs(t, s), "critical", ""))
+            .join("\n")
     );
     let out = run(&["--state", st.to_str().unwrap()], &input, &[]);
     assert_eq!(out.status.code(), Some(65));
@@ -168,7 +206,13 @@ fn a_record_from_the_future_is_a_bad_line_and_the_next_run_is_unaffected() {
     );
     let run1 = run(
         &["--state", st],
-        &[future, sample("gpu-01", t, "critical", "")].join("\n"),
+        &[
+            future,
+            sample("gpu-01", t, "critical", ""),
+            sample("gpu-01", secs(t, 30), "critical", ""),
+            sample("gpu-01", secs(t, 60), "critical", ""),
+        ]
+        .join("\n"),
         &[],
     );
     assert_eq!(run1.status.code(), Some(65));
@@ -182,10 +226,13 @@ fn a_record_from_the_future_is_a_bad_line_and_the_next_run_is_unaffected() {
         alerts(&run1),
         [("NodeCritical".into(), "gpu-01".into(), "firing".into())]
     );
-    // Record time was not dragged to 2100: the node's recovery five minutes later resolves.
+    // Record time was not dragged to 2100: the node's recovery five minutes later resolves
+    // (on its second healthy sample, keep_firing_for).
     let run2 = run(
         &["--state", st],
-        &sample("gpu-01", secs(t, 300), "healthy", ""),
+        &[300, 330]
+            .map(|s| sample("gpu-01", secs(t, s), "healthy", ""))
+            .join("\n"),
         &[],
     );
     assert!(

@@ -34,10 +34,10 @@ fn exec_receiver_gets_configured_argv_and_data_never_reaches_a_shell() {
         "-rf",
         "a b;c`touch /tmp/ugro-pwned`",
     ];
-    write(
+    write_config(
         &cfg,
         &format!(
-            "route:\n  receiver: x\nreceivers:\n  - name: x\n    exec:\n      command: {}\n      timeout: 5s\n      env: [UGRO_TEST_PASSED]\n",
+            "route:\n  receiver: x\n  group_by: [alertname]\nreceivers:\n  - name: x\n    exec:\n      command: {}\n      timeout: 5s\n      env: [UGRO_TEST_PASSED]\n",
             serde_json::to_string(&argv).unwrap()
         ),
     );
@@ -123,7 +123,7 @@ fn exec_receiver_is_killed_at_its_timeout_and_retried_from_the_spool() {
     );
     make_executable(&script);
     let cfg = dir.path().join("alert.yaml");
-    write(
+    write_config(
         &cfg,
         &format!(
             "route:\n  receiver: x\nreceivers:\n  - name: x\n    exec:\n      command: [{}]\n      timeout: 200ms\ndelivery:\n  attempts: 2\n  backoff: 10ms\n",
@@ -205,7 +205,7 @@ fn leaves_no_process(body: &str, timeout: &str) {
     );
     make_executable(&script);
     let cfg = dir.path().join("alert.yaml");
-    write(
+    write_config(
         &cfg,
         &format!(
             "route:\n  receiver: x\nreceivers:\n  - name: x\n    exec:\n      command: [{}]\n      timeout: {timeout}\ndelivery: {{attempts: 1}}\n",

@@ -74,7 +74,7 @@ fn cfg(dir: &Path) -> String {
 
 fn cfg_with(dir: &Path, slurm: &str) -> String {
     let cfg = dir.join("alert.yaml");
-    write(
+    write_config(
         &cfg,
         &format!(
             "global:\n  cluster_min_nodes: 100\nroute:\n  receiver: drain\n  group_by: [node]\nreceivers:\n  - name: drain\n    slurm_drain: {{{slurm}}}\n"
@@ -292,7 +292,7 @@ fn a_node_it_drained_is_resumed_even_while_its_alerts_are_silenced() {
     let silences = dir.path().join("silences.yaml");
     write(&silences, "[]\n");
     let cfg = dir.path().join("alert.yaml");
-    write(
+    write_config(
         &cfg,
         &format!(
             "silences_file: {}\nglobal:\n  cluster_min_nodes: 100\nroute:\n  receiver: drain\n  group_by: [node]\nreceivers:\n  - name: drain\n    slurm_drain: {{timeout: 5s}}\n",
@@ -367,7 +367,7 @@ fn a_silenced_critical_node_is_neither_drained_nor_resumed() {
         ),
     );
     let cfg = dir.path().join("alert.yaml");
-    write(
+    write_config(
         &cfg,
         &format!(
             "silences_file: {}\nglobal:\n  cluster_min_nodes: 100\nroute:\n  receiver: drain\n  group_by: [node]\nreceivers:\n  - name: drain\n    slurm_drain: {{timeout: 5s}}\n",

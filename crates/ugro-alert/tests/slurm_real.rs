@@ -13,7 +13,7 @@ use ugro_types::Timestamp;
 /// stderr.
 fn alert(dir: &std::path::Path, c: &SlurmCluster, lines: &[String]) -> String {
     let cfg = dir.join("alert.yaml");
-    write(
+    write_config(
         &cfg,
         "global:\n  cluster_min_nodes: 100\nroute:\n  receiver: drain\n  group_by: [node]\nreceivers:\n  - name: drain\n    slurm_drain: {timeout: 10s, scontrol: /usr/bin/scontrol, env: [SLURM_CONF]}\n",
     );

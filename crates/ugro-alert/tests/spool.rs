@@ -52,7 +52,7 @@ fn concurrently(dir: &Path, input: impl Fn(usize) -> String, url: &str) {
 #[test]
 fn four_concurrent_runs_sharing_a_spool_lose_nothing_and_send_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
-    write(
+    write_config(
         &dir.path().join("alert.yaml"),
         "global: {cluster_min_nodes: 100000}\nroute:\n  receiver: hook\n  group_by: [node]\nreceivers:\n  - name: hook\n    webhook: {url_env: HOOK_URL}\ndelivery: {attempts: 1, spool_max_entries: 100000, spool_retry_interval: 1h, budget: 5m}\n",
     );

@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{make_executable, write};
+use common::{make_executable, write, write_config};
 use ugro_types::{Alert, AlertStatus, LabelSet, Timestamp};
 
 struct Setup {
@@ -34,7 +34,7 @@ fn setup() -> Setup {
     );
     make_executable(&script);
     let cfg = dir.path().join("alert.yaml");
-    write(
+    write_config(
         &cfg,
         &format!(
             "route:\n  receiver: x\nreceivers:\n  - name: x\n    exec:\n      command: [{:?}]\n      timeout: 5s\n",

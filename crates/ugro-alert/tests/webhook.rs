@@ -13,7 +13,7 @@ fn webhook_outage_loses_nothing_and_delivers_once() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let cfg = dir.path().join("alert.yaml");
-    write(
+    write_config(
         &cfg,
         "route:\n  receiver: hook\n  group_by: [alertname]\nreceivers:\n  - name: hook\n    webhook:\n      url_env: HOOK_URL\ndelivery:\n  timeout: 1s\n  attempts: 2\n  backoff: 10ms\n",
     );
@@ -125,7 +125,7 @@ fn webhook_outage_loses_nothing_and_delivers_once() {
 
 fn hook_args(dir: &std::path::Path, delivery: &str) -> (Vec<String>, std::path::PathBuf) {
     let cfg = dir.join("alert.yaml");
-    write(
+    write_config(
         &cfg,
         &format!(
             "global: {{cluster_min_nodes: 1000}}\nroute:\n  receiver: hook\n  group_by: [node]\nreceivers:\n  - name: hook\n    webhook:\n      url_env: HOOK_URL\ndelivery: {delivery}\n"
@@ -230,7 +230,7 @@ fn slack_receiver_posts_an_incoming_webhook_message_from_a_url_in_a_file() {
         &format!("http://127.0.0.1:{port}/services/T000/B000/secret\n"),
     );
     let cfg = dir.path().join("alert.yaml");
-    write(
+    write_config(
         &cfg,
         &format!(
             "route:\n  receiver: chat\n  group_by: [alertname]\nreceivers:\n  - name: chat\n    slack:\n      url_file: {}\n      channel: '#gpu-ops'\n",

@@ -55,6 +55,10 @@ pub struct NodeState {
     /// Records held back while open, over the life of the state file.
     #[serde(default)]
     pub held: u64,
+    /// Open, and a record since it opened counted as a success: its records pass until the
+    /// next trial, so the alert stage sees the recovery and a new fault after it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recovered: bool,
 }
 
 impl NodeState {
@@ -71,6 +75,7 @@ impl NodeState {
             since: None,
             trips: VecDeque::new(),
             held: 0,
+            recovered: false,
         }
     }
 
@@ -313,6 +318,12 @@ impl Breaker {
 
         match state {
             BreakerState::Disabled => {}
+            // A recovery is evidence the alert stage needs to resolve within a poll, not
+            // at the next trial (the breaker still decides: it stays open until then).
+            BreakerState::Open if counted && outcome == Outcome::Success => {
+                self.node_mut(node)?.recovered = true;
+            }
+            BreakerState::Open if self.node_mut(node)?.recovered => {}
             BreakerState::ForcedOpen | BreakerState::Open => {
                 if !self.cfg.pass_open {
                     self.node_mut(node)?.held += 1;
@@ -495,6 +506,7 @@ impl Breaker {
         let from = n.state;
         let until = ts.add(Duration::from_millis(open_for_ms));
         n.state = BreakerState::Open;
+        n.recovered = false;
         n.open_for_ms = open_for_ms;
         n.next_trial_at = Some(until);
         n.half_open_successes = 0;

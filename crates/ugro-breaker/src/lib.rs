@@ -38,7 +38,9 @@ or ignore). Records of other kinds pass through unchanged; a sample without a sc
 States. closed: records pass, annotated with `breaker` {state, consecutive_failures, \
 next_trial_at}; failure_threshold (3) consecutive failures open the breaker. open: the node's \
 records are held back (counted in the state file; --pass-open annotates and passes them \
-instead) for wait_duration_in_open_state (5m). The first record of the node at or after that \
+instead) for wait_duration_in_open_state (5m), from the first that counts as a success on: those \
+pass, annotated open, so that ugro-alert resolves the node's conditions within a poll of its \
+recovery and sees a new fault after it; they do not end the wait. The first record of the node at or after that \
 time moves it to half_open (a transition with reason wait_elapsed, `at` = the end of the wait) \
 and is the trial: permitted_number_of_calls_in_half_open_state (1) successes close it, one \
 failure reopens it with the open time multiplied by exponential_backoff_multiplier (2) up to \

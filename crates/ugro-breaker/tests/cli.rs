@@ -98,9 +98,14 @@ fn counts_carry_over_between_invocations() {
     assert_eq!(r.out[0]["consecutive_failures"], 3);
     assert_eq!(r.out[1]["breaker"]["state"], "open");
 
-    // Third run: still open, so the record is held; after the wait, the trial closes it.
-    let r = run(breaker(&state), &lines(&[sample("n1", 180, "healthy")]));
+    // Third run: still open, so a failure is held; a recovery passes, still open (evidence
+    // for the alert stage), and the wait goes on; after it, the trial closes it.
+    let r = run(breaker(&state), &lines(&[sample("n1", 150, "critical")]));
     assert!(r.out.is_empty(), "{:?}", r.out);
+    let r = run(breaker(&state), &lines(&[sample("n1", 180, "healthy")]));
+    assert_eq!(r.out.len(), 1, "{:?}", r.out);
+    assert_eq!(r.out[0]["kind"], "sample");
+    assert_eq!(r.out[0]["breaker"]["state"], "open");
     let r = run(breaker(&state), &lines(&[sample("n1", 420, "healthy")]));
     let reasons: Vec<&str> = r.out.iter().filter_map(|v| v["reason"].as_str()).collect();
     assert_eq!(reasons, ["wait_elapsed", "trial_succeeded"]);

@@ -25,7 +25,17 @@ fn unreachable(node: &str, s: i64) -> String {
     )
 }
 
+/// Timing off (every condition fires on its first sample, no flap detection): these tests
+/// are about routing, grouping and delivery; the timing tests use [`timed`].
+const UNTIMED: &str =
+    "alert_rules: {'*': {for: 0, keep_firing_for: 0}}\nflap_detection: {enabled: false}\n";
+
 fn cfg(yaml: &str) -> AlertConfig {
+    timed(&format!("{UNTIMED}{yaml}"))
+}
+
+/// A configuration with the built-in timing (`for`, flap detection).
+fn timed(yaml: &str) -> AlertConfig {
     AlertConfig::from_str(Path::new("t.yaml"), yaml).unwrap()
 }
 
@@ -67,8 +77,7 @@ fn names(ns: &[Notification]) -> Vec<(String, String)> {
     v
 }
 
-const QUICK: &str =
-    "route:\n  receiver: stdout\n  group_wait: 30s\n  group_interval: 5m\n  repeat_interval: 4h\n";
+const QUICK: &str = "route:\n  receiver: stdout\n  group_by: [alertname]\n  resolved_at_once: false\n  group_wait: 30s\n  group_interval: 5m\n  repeat_interval: 4h\n";
 
 #[test]
 fn critical_fires_after_group_wait_and_clears_on_healthy_sample() {
@@ -347,8 +356,8 @@ fn routing_tree_splits_receivers_and_send_resolved_false_drops_resolved() {
     let mut rs: Vec<_> = n.iter().map(|n| n.receiver.as_str()).collect();
     rs.sort();
     assert_eq!(rs, ["all", "pager"]);
-    h.feed(&sample("n1", 10, "healthy", ""));
-    let n = h.at(301);
+    // All of the group resolved: notified at once (resolved_at_once), not at group_interval.
+    let n = h.feed(&sample("n1", 10, "healthy", ""));
     let rs: Vec<_> = n.iter().map(|n| n.receiver.as_str()).collect();
     assert_eq!(rs, ["all"], "pager has send_resolved: false");
 }
@@ -618,4 +627,285 @@ fn watcher_stats_fire_and_resolve_watcher_state_unwritable() {
     );
     assert!(h.feed(&other).is_empty());
     assert_eq!(h.e.alerts().count(), 0);
+}
+
+// ---- Timing with the default configuration (`for`, routing, flap detection) ----
+
+/// One poll every 30 s.
+const POLL: i64 = 30;
+
+const GPU_LOST: &str = r#"{"code":"gpu_lost","component":"gpu","gpu":3,"deduction":100,"fatal":true,"action":"reset_gpu","message":"GPU 3 lost"}"#;
+
+fn open_breaker(line: &str) -> String {
+    let b = r#""breaker":{"state":"open","consecutive_failures":3,"next_trial_at":"2026-11-18T00:00:00Z"},"#;
+    line.replacen("\"score\":", &format!("{b}\"score\":"), 1)
+}
+
+/// What each poll paged: `"poll Name status"`, per alert, in poll order.
+fn pages(h: &mut H, polls: &[Vec<String>]) -> Vec<String> {
+    let mut got = Vec::new();
+    for (i, lines) in polls.iter().enumerate() {
+        for l in lines {
+            for (n, s) in names(&h.feed(l)) {
+                got.push(format!("{i} {n} {s}"));
+            }
+        }
+    }
+    for (n, s) in names(&h.finish()) {
+        got.push(format!("end {n} {s}"));
+    }
+    got
+}
+
+#[test]
+fn one_sample_blips_and_two_sample_bursts_never_page_by_default() {
+    let mut h = H::new(timed(""));
+    let polls: Vec<Vec<String>> = (0..8)
+        .map(|i| {
+            let s = i * POLL;
+            vec![
+                sample(
+                    "n1",
+                    s,
+                    if i == 1 { "critical" } else { "healthy" },
+                    if i == 1 { XID } else { "" },
+                ),
+                if (1..3).contains(&i) {
+                    unreachable("n2", s)
+                } else {
+                    sample("n2", s, "healthy", "")
+                },
+                sample(
+                    "n3",
+                    s,
+                    if (4..6).contains(&i) {
+                        "degraded"
+                    } else {
+                        "healthy"
+                    },
+                    "",
+                ),
+            ]
+        })
+        .collect();
+    assert_eq!(pages(&mut h, &polls), Vec::<String>::new());
+}
+
+#[test]
+fn hard_faults_page_within_three_polls_and_resolve_on_the_second_healthy_poll() {
+    let mut h = H::new(timed(""));
+    let polls: Vec<Vec<String>> = (0..6)
+        .map(|i| {
+            let s = i * POLL;
+            let n1 = if i < 4 {
+                sample("n1", s, "critical", XID)
+            } else {
+                sample("n1", s, "healthy", "")
+            };
+            let n2 = if i < 4 {
+                unreachable("n2", s)
+            } else {
+                sample("n2", s, "healthy", "")
+            };
+            vec![n1, n2]
+        })
+        .collect();
+    assert_eq!(
+        pages(&mut h, &polls),
+        [
+            "2 GpuXidFatal firing",
+            "2 NodeCritical firing",
+            "2 NodeUnreachable firing",
+            "5 GpuXidFatal resolved",
+            "5 NodeCritical resolved",
+            "5 NodeUnreachable resolved",
+        ]
+    );
+}
+
+#[test]
+fn a_node_failing_after_another_was_paged_is_paged_at_once_not_at_group_interval() {
+    let mut h = H::new(timed(""));
+    let polls: Vec<Vec<String>> = (0..6)
+        .map(|i| {
+            let s = i * POLL;
+            let n2 = if i >= 2 { "critical" } else { "healthy" };
+            vec![sample("n1", s, "critical", ""), sample("n2", s, n2, "")]
+        })
+        .collect();
+    assert_eq!(
+        pages(&mut h, &polls),
+        ["2 NodeCritical firing", "4 NodeCritical firing"]
+    );
+}
+
+#[test]
+fn a_recovery_passed_by_an_open_breaker_resolves_within_two_polls_and_the_circuit_alert_stays() {
+    let mut h = H::new(timed(""));
+    let mut polls: Vec<Vec<String>> = (0..3).map(|i| vec![unreachable("n1", i * POLL)]).collect();
+    // The breaker opened on the third failure: that record passes annotated open.
+    polls[2] = vec![open_breaker(&unreachable("n1", 2 * POLL))];
+    // Held records (the breaker's) do not reach the stage; the recovery does, still open.
+    polls.push(vec![]);
+    polls.push(vec![open_breaker(&sample("n1", 4 * POLL, "healthy", ""))]);
+    polls.push(vec![open_breaker(&sample("n1", 5 * POLL, "healthy", ""))]);
+    assert_eq!(
+        pages(&mut h, &polls),
+        [
+            "2 NodeCircuitOpen firing",
+            "2 NodeUnreachable firing",
+            "5 NodeUnreachable resolved",
+        ]
+    );
+}
+
+#[test]
+fn a_fatal_xid_stays_firing_while_its_gpu_is_lost_and_resolves_when_it_is_back() {
+    let mut h = H::new(timed(""));
+    let polls: Vec<Vec<String>> = (0..8)
+        .map(|i| {
+            let s = i * POLL;
+            vec![match i {
+                0..=2 => sample("n1", s, "critical", &format!("{XID},{GPU_LOST}")),
+                // The XID left the probe's lookback; the GPU is still lost.
+                3..=5 => sample("n1", s, "critical", GPU_LOST),
+                _ => sample("n1", s, "healthy", ""),
+            }]
+        })
+        .collect();
+    assert_eq!(
+        pages(&mut h, &polls),
+        [
+            "2 GpuLost firing",
+            "2 GpuXidFatal firing",
+            "2 NodeCritical firing",
+            "7 GpuLost resolved",
+            "7 GpuXidFatal resolved",
+            "7 NodeCritical resolved",
+        ]
+    );
+}
+
+#[test]
+fn a_flapping_node_pages_one_node_flapping_and_nothing_else_until_it_settles() {
+    let mut h = H::new(timed(""));
+    // Degraded for 5 polls (past its `for`), healthy for 3 (past its keep_firing_for), six
+    // times; then healthy.
+    let polls: Vec<Vec<String>> = (0..80)
+        .map(|i| {
+            let bad = i < 48 && i % 8 < 5;
+            vec![sample(
+                "n1",
+                i * POLL,
+                if bad { "degraded" } else { "healthy" },
+                "",
+            )]
+        })
+        .collect();
+    let got = pages(&mut h, &polls);
+    let poll = |p: &String| p.split(' ').next().unwrap().to_owned();
+    let on = got.iter().position(|p| p.contains("NodeFlapping firing"));
+    let off = got.iter().position(|p| p.contains("NodeFlapping resolved"));
+    let (Some(on), Some(off)) = (on, off) else {
+        panic!("one NodeFlapping, fired and resolved: {got:?}");
+    };
+    assert_eq!(got.iter().filter(|p| p.contains("NodeFlapping")).count(), 2);
+    // Between its page and its resolve nothing is paged: the node's alerts stay as they were.
+    let (p_on, p_off) = (poll(&got[on]), poll(&got[off]));
+    assert!(
+        got[on..=off]
+            .iter()
+            .all(|p| poll(p) == p_on || poll(p) == p_off),
+        "{got:?}"
+    );
+    let before = got[..on]
+        .iter()
+        .filter(|p| p.contains("firing") && poll(p) != p_on)
+        .count();
+    assert!(before <= 2, "pages before flapping was detected: {got:?}");
+    assert!(
+        got[off..].iter().all(|p| p.ends_with("resolved")),
+        "everything resolved once settled: {got:?}"
+    );
+}
+
+/// A labelled trace of a few nodes: faults, blips, bursts, a flapping node, an outage
+/// under an open breaker.
+fn mixed_trace() -> Vec<Vec<String>> {
+    (0..120)
+        .map(|i| {
+            let s = i * POLL;
+            let pick = |bad: bool, state: &str, r: &str| {
+                if bad {
+                    (state.to_owned(), r.to_owned())
+                } else {
+                    ("healthy".into(), String::new())
+                }
+            };
+            let mut out = Vec::new();
+            let (st, r) = pick((10..30).contains(&i), "critical", XID);
+            out.push(sample("fault", s, &st, &r));
+            let (st, r) = pick(i % 17 == 3, "critical", XID);
+            out.push(sample("blip", s, &st, &r));
+            let (st, r) = pick(i % 23 < 2, "degraded", "");
+            out.push(sample("burst", s, &st, &r));
+            let (st, r) = pick(i < 64 && i % 8 < 5, "degraded", "");
+            out.push(sample("flap", s, &st, &r));
+            match i {
+                40..=42 => out.push(if i == 42 {
+                    open_breaker(&unreachable("down", s))
+                } else {
+                    unreachable("down", s)
+                }),
+                43..=50 => {}
+                51..=55 => out.push(open_breaker(&sample("down", s, "healthy", ""))),
+                _ => out.push(sample("down", s, "healthy", "")),
+            }
+            out
+        })
+        .collect()
+}
+
+#[test]
+fn one_cron_run_per_poll_writes_byte_for_byte_what_one_stream_writes() {
+    let trace = mixed_trace();
+    let c = timed("");
+    let json = |ns: &[Notification]| {
+        ns.iter()
+            .map(|n| serde_json::to_string(n).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let mut stream = Engine::new(c.clone(), EngineState::default());
+    let mut from_stream = Vec::new();
+    for lines in &trace {
+        for l in lines {
+            let mut out = Out::default();
+            stream.observe(&Input::parse(l).unwrap(), &mut out);
+            from_stream.extend(json(&out.notifications));
+        }
+    }
+    let mut out = Out::default();
+    stream.finish(&mut out);
+    from_stream.extend(json(&out.notifications));
+
+    let mut file = serde_json::to_string(&EngineState::default()).unwrap();
+    let mut from_cron = Vec::new();
+    for lines in &trace {
+        let st: EngineState = serde_json::from_str(&file).unwrap();
+        let mut run = Engine::new(c.clone(), st);
+        let mut out = Out::default();
+        for l in lines {
+            run.observe(&Input::parse(l).unwrap(), &mut out);
+        }
+        run.finish(&mut out);
+        from_cron.extend(json(&out.notifications));
+        file = serde_json::to_string(run.state()).unwrap();
+    }
+    assert!(from_stream.len() >= 6, "the trace pages: {from_stream:#?}");
+    assert_eq!(from_cron, from_stream);
+    let text = from_stream.join("\n");
+    assert!(
+        !text.contains("\"blip\"") && !text.contains("\"burst\""),
+        "{text}"
+    );
 }

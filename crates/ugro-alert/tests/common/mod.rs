@@ -206,3 +206,15 @@ pub fn succeeded(out: &Output) -> String {
     assert!(out.status.success(), "{err}");
     err
 }
+
+/// Writes an ugro-alert configuration in which every condition fires on its first sample
+/// and flap detection is off: the tests using it are about delivery, and feed one sample per
+/// fault. The timing itself (`for`, flapping) is tested in the engine's tests and cli.rs.
+pub fn write_config(path: &Path, yaml: &str) {
+    write(
+        path,
+        &format!(
+            "alert_rules: {{'*': {{for: 0, keep_firing_for: 0}}}}\nflap_detection: {{enabled: false}}\n{yaml}"
+        ),
+    );
+}

@@ -104,7 +104,7 @@ fn three_strikes_trip_and_hold_back_until_the_wait_ends() {
     let mut out = trip(&mut b, "n1", 0);
     out.extend(feed(
         &mut b,
-        &[sample("n1", 100, "healthy"), sample("n2", 100, "healthy")],
+        &[sample("n1", 100, "critical"), sample("n2", 100, "healthy")],
     ));
     assert_eq!(
         kinds(&out),
@@ -124,6 +124,32 @@ fn three_strikes_trip_and_hold_back_until_the_wait_ends() {
     assert_eq!(out[3]["breaker"]["next_trial_at"], json!(at(320)));
     assert_eq!(b.counters().held, 1);
     assert_eq!(b.data().nodes["n1"].held, 1);
+}
+
+#[test]
+fn a_recovery_while_open_passes_annotated_open_and_the_wait_goes_on() {
+    let mut b = brk(no_guard(), BreakerData::default());
+    trip(&mut b, "n1", 0);
+    let out = feed(
+        &mut b,
+        &[
+            sample("n1", 90, "critical"),
+            sample("n1", 100, "healthy"),
+            sample("n1", 110, "critical"),
+            sample("n1", 120, "degraded"),
+        ],
+    );
+    // A failure is held; the alert stage sees the recovery at once, and a new failure after
+    // it (evidence of a new fault), until the trial.
+    assert_eq!(kinds(&out), ["s:open", "s:open", "s:open"]);
+    assert_eq!(out[0]["breaker"]["next_trial_at"], json!(at(320)));
+    assert_eq!(b.data().nodes["n1"].state, BreakerState::Open);
+    assert_eq!(b.data().nodes["n1"].held, 1);
+    let out = feed(&mut b, &[sample("n1", 330, "healthy")]);
+    assert_eq!(
+        kinds(&out),
+        ["open->half_open", "half_open->closed", "s:closed"]
+    );
 }
 
 #[test]
