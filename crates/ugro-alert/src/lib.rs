@@ -179,6 +179,9 @@ pub struct Cli {
     /// Stop at the first bad input line.
     #[arg(long)]
     pub strict: bool,
+
+    #[command(flatten)]
+    pub kinds: ugro_support::cli::KindsArg,
 }
 
 /// The clap command, for man pages.
@@ -252,7 +255,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     let mut out = RecordWriter::new(std::io::stdout().lock());
     match ugro_types::stage::run(
         "ugro-alert",
-        cli.strict,
+        cli.kinds.options(cli.strict),
         BufReader::new(stdin.lock()),
         &mut out,
         &mut stage,

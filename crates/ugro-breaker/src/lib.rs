@@ -140,6 +140,9 @@ pub struct Cli {
     /// Stop at the first bad input line instead of reporting and skipping it.
     #[arg(long)]
     pub strict: bool,
+
+    #[command(flatten)]
+    pub kinds: ugro_support::cli::KindsArg,
 }
 
 /// Operator commands. Those that change a node apply directly when no run holds the state
@@ -272,7 +275,13 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         None => {
             let mut stage = BreakerStage::open(cfg, &state)?;
             let input = BufReader::with_capacity(1 << 16, io::stdin().lock());
-            let r = ugro_types::stage::run("ugro-breaker", cli.strict, input, &mut out, &mut stage);
+            let r = ugro_types::stage::run(
+                "ugro-breaker",
+                cli.kinds.options(cli.strict),
+                input,
+                &mut out,
+                &mut stage,
+            );
             return match r {
                 Ok(exit) => Ok(exit.into()),
                 // Closed stdout: stop quietly; dropping the stage still saves the state.

@@ -181,6 +181,9 @@ pub struct Cli {
     /// Stop at the first bad input line.
     #[arg(long)]
     pub strict: bool,
+
+    #[command(flatten)]
+    pub kinds: ugro_support::cli::KindsArg,
 }
 
 /// The clap command, for man pages.
@@ -283,7 +286,7 @@ fn check(cli: Cli) -> Result<ExitCode, Error> {
         )?;
         stage::run_counted(
             TOOL,
-            cli.strict,
+            cli.kinds.options(cli.strict),
             input,
             &mut out,
             &mut scorer,
@@ -368,7 +371,14 @@ fn run_prometheus(
         sink: sink.clone(),
     };
     let mut none = RecordWriter::new(io::sink());
-    let result = stage::run_counted(TOOL, cli.strict, input, &mut none, &mut stage, reader_bad);
+    let result = stage::run_counted(
+        TOOL,
+        cli.kinds.options(cli.strict),
+        input,
+        &mut none,
+        &mut stage,
+        reader_bad,
+    );
     match sink.borrow_mut().failed.take() {
         Some(ugro_support::output::EmitError::Write(WriteError::Closed)) => Ok(Exit::Ok),
         Some(e) => {

@@ -536,7 +536,10 @@ mod tests {
         let mut r = LineReader::new(&input[..], "t", false).with_max_line(100);
         assert_eq!(r.next_line().unwrap(), Some((1, "{\"a\":1}")));
         assert_eq!(r.next_line().unwrap(), Some((3, "{\"b\":2}")));
-        assert_eq!(r.next_line().unwrap().map(|(n, l)| (n, l.len())), Some((4, 36)));
+        assert_eq!(
+            r.next_line().unwrap().map(|(n, l)| (n, l.len())),
+            Some((4, 36))
+        );
         assert_eq!(r.next_line().unwrap(), None);
         assert_eq!(r.rejected(), 1);
         // With a lower limit the last line, without its newline, is overlong too.

@@ -274,6 +274,9 @@ pub struct Cli {
     #[arg(long)]
     pub strict: bool,
 
+    #[command(flatten)]
+    pub kinds: ugro_support::cli::KindsArg,
+
     /// Check the cluster file, print the nodes as JSON lines, and exit.
     #[arg(long)]
     pub check: bool,
@@ -386,7 +389,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     }
     let setup = setup(&cli, &cluster)?;
     if let Some(path) = &cli.replay {
-        return replay(setup, path, cli.strict);
+        return replay(setup, path, cli.kinds.options(cli.strict));
     }
     let opts = monitor::LiveOpts {
         cycles: cli.cycles,
@@ -586,7 +589,11 @@ fn check(c: &Cluster) -> Result<ExitCode, Error> {
 
 /// `--replay`: the recorded stream through the pipeline's processor, driven by the filters'
 /// own run loop (line numbers, bad lines, `--strict`, exit 65).
-fn replay(setup: monitor::Setup, path: &std::path::Path, strict: bool) -> Result<ExitCode, Error> {
+fn replay(
+    setup: monitor::Setup,
+    path: &std::path::Path,
+    opts: ugro_types::stage::Options,
+) -> Result<ExitCode, Error> {
     let input: Box<dyn std::io::BufRead> = if path.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
     } else {
@@ -604,7 +611,7 @@ fn replay(setup: monitor::Setup, path: &std::path::Path, strict: bool) -> Result
     };
     let views = view::Views::new(setup.history, setup.state_dir.is_some());
     let stages = match setup.stages {
-        pipeline::Stages::Chain(c, t) => pipeline::Stages::Chain(c.strict(strict), t),
+        pipeline::Stages::Chain(c, t) => pipeline::Stages::Chain(c.strict(opts.strict), t),
         s => s,
     };
     let mut p = pipeline::Processor::new(
@@ -616,7 +623,7 @@ fn replay(setup: monitor::Setup, path: &std::path::Path, strict: bool) -> Result
     );
     // The processor writes its own output; the run loop's writer stays unused.
     let mut unused = ugro_types::io::RecordWriter::new(std::io::sink());
-    let r = ugro_types::stage::run("ugro-watch", strict, input, &mut unused, &mut p);
+    let r = ugro_types::stage::run("ugro-watch", opts, input, &mut unused, &mut p);
     drop(p);
     let closed = persister.map_or(Ok(()), persist::Persister::close);
     let exit = r.map_err(Error::Stage)?;
