@@ -295,6 +295,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             let data: BreakerData =
                 ugro_support::state::read_snapshot(&state, STATE_FORMAT, STATE_VERSION)?
                     .unwrap_or_default();
+            ugro_support::state::check_nodes(&state, data.nodes.keys().map(String::as_str))?;
             let text = status::render(&data, &cfg, &state, Timestamp::now(), format);
             return match out.write_text(&text) {
                 Ok(()) | Err(WriteError::Closed) => Ok(ExitCode::SUCCESS),
