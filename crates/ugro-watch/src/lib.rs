@@ -19,6 +19,7 @@ pub mod clock;
 pub mod config;
 pub mod link;
 pub mod monitor;
+pub mod node_file;
 pub mod persist;
 pub mod pipeline;
 pub mod poll;
@@ -123,8 +124,9 @@ once per tick), stage_state_failures (failed writes of the breaker's or alert's 
 period), with --state-dir state_queue, state_writes, state_write_failures, state_superseded, \
 then state_unwritable (true or false) and state_error (the failure, while unwritable), \
 rss_kb. --state-dir keeps, per node, the latest sample, score, breaker state, last alert and \
-a bounded history (nodes/<node>.json), plus fleet.json and stats.json, each replaced \
-atomically; directories are mode 0700, files 0600.
+a bounded history (nodes/<node>.json; a name longer than 200 bytes is cut to 180 and followed by \
+~ and 16 hex digits of its SHA-256, so the file name fits 255 bytes), plus fleet.json and \
+stats.json, each replaced atomically; directories are mode 0700, files 0600.
 
 Faults of this host: when the state directory or the breaker's or alert's state file cannot be \
 written (disk full, read-only, removed), polling and alerting go on. The failure is logged, \
