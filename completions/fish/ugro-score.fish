@@ -12,5 +12,6 @@ dcgm\t'ugro\'s names, and dcgm-exporter\'s names and labels for the GPU readings
 complete -c ugro-score -s o -l output -d 'With --format prometheus: write the exposition to FILE instead of standard output, replaced atomically (temp file in the same directory, mode 0644, rename) each time it is rewritten: for node_exporter\'s textfile collector' -r -F
 complete -c ugro-score -s e -l exit-status -d 'Exit with the Monitoring Plugins status of the worst state seen (0-3), in JSON mode too'
 complete -c ugro-score -l strict -d 'Stop at the first bad input line'
+complete -c ugro-score -l pass-unknown-kinds -d 'Pass records of kinds this build does not know (a site\'s own kinds) through instead of rejecting them as bad lines. Without it a typo such as "Sample" or "sample " is a bad line (exit 65), never a sample that goes unscored and unalerted'
 complete -c ugro-score -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ugro-score -s V -l version -d 'Print version'

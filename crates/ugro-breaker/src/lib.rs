@@ -33,7 +33,9 @@ Counting. A sample whose score.state is critical is a failure, healthy is a succ
 counts as a success, unknown because the node was unreachable (the sample has `unreachable`) as \
 a failure, and unknown for any other reason (missing sections) is ignored: it neither counts nor \
 resets the count. All three are configurable (degraded, unreachable, unknown: failure, success \
-or ignore). Records of other kinds pass through unchanged; a sample without a score is rejected.
+or ignore). Records of other kinds pass through unchanged (a kind this build does not know only with \
+--pass-unknown-kinds; otherwise it is a bad line); a sample without a score, or a record naming a \
+member twice, is rejected.
 
 States. closed: records pass, annotated with `breaker` {state, consecutive_failures, \
 next_trial_at}; failure_threshold (3) consecutive failures open the breaker. open: the node's \

@@ -39,8 +39,10 @@ pub use scorer::{Scorer, combine_gpus};
 const TOOL: &str = "ugro-score";
 
 const LONG_ABOUT: &str = "\
-Reads JSON lines (ugro records) and scores every kind=sample record; other kinds pass through \
-unchanged. The default output is the input record with a `score` object added (every other \
+Reads JSON lines (ugro records) and scores every kind=sample record; records of the other kinds \
+pass through unchanged, a kind this build does not know (a typo such as Sample) is a bad line \
+unless --pass-unknown-kinds. A record naming a member twice, or with more than 256 GPUs, is a bad \
+line (limits in ugro(7)). The default output is the input record with a `score` object added (every other \
 field is kept as it was, in its order; an existing `score` is replaced). Only the fields the score reads \
 are checked: a sample whose header (v, kind, ts, node) or scored fields have the wrong type is \
 rejected; fields ugro-score does not read pass through unexamined.
