@@ -374,3 +374,33 @@ fn state_paths_that_are_fifos_or_directories_exit_78_in_breaker_and_alert() {
         }
     }
 }
+
+#[test]
+fn an_alert_state_file_naming_a_bad_node_is_refused_with_78_and_left_untouched() {
+    let d = tempfile::tempdir().unwrap();
+    let state = d.path().join("alert.json");
+    let spool = d.path().join("spool");
+    let args = [
+        "--state",
+        state.to_str().unwrap(),
+        "--spool-dir",
+        spool.to_str().unwrap(),
+    ];
+    let line = format!("{}\n", scored(&good_samples(1))[0]);
+    assert!(
+        run_tool("ugro-alert", &args, line.as_bytes())
+            .status
+            .success()
+    );
+    let good = std::fs::read_to_string(&state).unwrap();
+    assert!(good.contains("\"gpu-00\""), "{good}");
+    for evil in ["../../etc/passwd", "$(reboot)"] {
+        let bad = good.replace("\"gpu-00\"", &format!("{evil:?}"));
+        std::fs::write(&state, &bad).unwrap();
+        let out = run_tool("ugro-alert", &args, line.as_bytes());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{evil}: {stderr}");
+        assert!(stderr.contains("invalid node name"), "{stderr}");
+        assert_eq!(std::fs::read_to_string(&state).unwrap(), bad);
+    }
+}
