@@ -127,10 +127,11 @@ impl BreakerConfig {
             return Ok(BreakerConfig::default());
         };
         let (cfg, text): (BreakerConfig, String) = load_yaml(path)?;
-        cfg.validate()
-            .map_err(|(field, msg)| ConfigError::invalid(path, &text, field, msg))?;
+        // Each value in its range first, then the relations between them.
         cfg.check_ranges()
             .map_err(|(field, msg)| ConfigError::invalid(path, &text, &field, msg))?;
+        cfg.validate()
+            .map_err(|(field, msg)| ConfigError::invalid(path, &text, field, msg))?;
         Ok(cfg)
     }
 
