@@ -80,13 +80,13 @@ impl Timestamp {
             return Ok(t);
         }
         // RFC 3339's time-secfrac is "." 1*DIGIT; humantime lets "00:00:00.Z" through.
-        if let Some(i) = s.find('.') {
-            if !s[i + 1..].starts_with(|c: char| c.is_ascii_digit()) {
-                return Err(TimestampError {
-                    value: s.to_owned(),
-                    cause: "a fraction of a second needs at least one digit after the '.'".into(),
-                });
-            }
+        if let Some(i) = s.find('.')
+            && !s[i + 1..].starts_with(|c: char| c.is_ascii_digit())
+        {
+            return Err(TimestampError {
+                value: s.to_owned(),
+                cause: "a fraction of a second needs at least one digit after the '.'".into(),
+            });
         }
         // RFC 3339 allows lower-case t and z; humantime does not.
         let upper = s.to_ascii_uppercase();
