@@ -13,6 +13,7 @@
 #
 #   scripts/bench-pipe.sh              # N=200000
 #   N=50000 BASELINE_DIR=/tmp/main-release scripts/bench-pipe.sh
+#   NO_BUILD=1 N=30000 scripts/bench-pipe.sh
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,9 +23,11 @@ target=${CARGO_TARGET_DIR:-$root/target}
 rel=$target/release
 
 command -v jq >/dev/null || { echo "bench-pipe: jq is required (apt-get install jq)" >&2; exit 69; }
-echo "building the release binaries..." >&2
-cargo build --release -q -p ugro-score -p ugro-breaker -p ugro-alert -p ugro-probe --bins \
-    --example gen_samples
+if [ -z "${NO_BUILD:-}" ]; then # NO_BUILD=1: use the release binaries already built
+    echo "building the release binaries..." >&2
+    cargo build --release -q -p ugro-score -p ugro-breaker -p ugro-alert -p ugro-probe --bins \
+        --example gen_samples
+fi
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

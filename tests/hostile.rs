@@ -346,7 +346,7 @@ fn hostile_configuration_files_exit_78_naming_file_line_and_field_in_every_tool(
 }
 
 #[test]
-fn state_paths_that_are_fifos_or_directories_exit_78_in_breaker_and_alert() {
+fn state_paths_that_are_fifos_or_directories_exit_78_before_any_open_in_breaker_and_alert() {
     let d = tempfile::tempdir().unwrap();
     let fifo = d.path().join("fifo.json");
     assert!(
@@ -361,8 +361,11 @@ fn state_paths_that_are_fifos_or_directories_exit_78_in_breaker_and_alert() {
     let spool = d.path().join("spool");
     for state in [&fifo, &dir] {
         let s = state.to_str().unwrap();
+        // A run, and the breaker's status and operator commands, which open the state too.
         for (tool, args) in [
             ("ugro-breaker", vec!["--state", s]),
+            ("ugro-breaker", vec!["--state", s, "status"]),
+            ("ugro-breaker", vec!["--state", s, "reset", "n1"]),
             (
                 "ugro-alert",
                 vec!["--state", s, "--spool-dir", spool.to_str().unwrap()],
@@ -370,7 +373,8 @@ fn state_paths_that_are_fifos_or_directories_exit_78_in_breaker_and_alert() {
         ] {
             let out = run_tool(tool, &args, b"");
             let stderr = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(78), "{tool} {s}: {stderr}");
+            assert_eq!(out.status.code(), Some(78), "{tool} {args:?}: {stderr}");
+            assert!(stderr.contains("regular file"), "{tool} {args:?}: {stderr}");
         }
     }
 }

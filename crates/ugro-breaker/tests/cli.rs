@@ -580,27 +580,6 @@ fn every_entry(state: &Path) -> Vec<(Vec<&'static str>, i32, String)> {
 }
 
 #[test]
-fn a_fifo_or_directory_as_state_is_refused_with_78_before_any_open() {
-    let d = tempfile::tempdir().unwrap();
-    let fifo = d.path().join("fifo.json");
-    assert!(
-        std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
-    let dir = d.path().join("dir.json");
-    std::fs::create_dir(&dir).unwrap();
-    for state in [&fifo, &dir] {
-        for (args, code, stderr) in every_entry(state) {
-            assert_eq!(code, 78, "{state:?} {args:?}: {stderr}");
-            assert!(stderr.contains("regular file"), "{stderr}");
-        }
-    }
-}
-
-#[test]
 fn node_names_in_a_state_file_are_checked_on_load() {
     let d = tempfile::tempdir().unwrap();
     let state = d.path().join("breaker.json");
