@@ -7,5 +7,6 @@ complete -c ugro-alert -l no-flush-on-exit -d 'At end of input, wait for group_w
 complete -c ugro-alert -l reset-state -d 'Delete the state file (under its lock) before starting'
 complete -c ugro-alert -l check-config -d 'Validate the configuration (and silences) and exit'
 complete -c ugro-alert -l strict -d 'Stop at the first bad input line'
+complete -c ugro-alert -l pass-unknown-kinds -d 'Pass records of kinds this build does not know (a site\'s own kinds) through instead of rejecting them as bad lines. Without it a typo such as "Sample" or "sample " is a bad line (exit 65), never a sample that goes unscored and unalerted'
 complete -c ugro-alert -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ugro-alert -s V -l version -d 'Print version'

@@ -14,5 +14,6 @@ complete -c ugro-score -l state -d 'Keep the history the rules need (rates, tren
 complete -c ugro-score -s e -l exit-status -d 'Exit with the Monitoring Plugins status of the worst state seen (0-3), in JSON mode too'
 complete -c ugro-score -l strict -d 'Stop at the first bad input line'
 complete -c ugro-score -l reset-state -d 'Start the --state file over (it is removed under its lock first)'
+complete -c ugro-score -l pass-unknown-kinds -d 'Pass records of kinds this build does not know (a site\'s own kinds) through instead of rejecting them as bad lines. Without it a typo such as "Sample" or "sample " is a bad line (exit 65), never a sample that goes unscored and unalerted'
 complete -c ugro-score -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ugro-score -s V -l version -d 'Print version'

@@ -2,6 +2,8 @@
 //! the silences file. Parsed with `ugro_support::config`, so every error names the file, the
 //! line and the field.
 
+mod ranges;
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -744,6 +746,7 @@ fn build(
     base: Option<&Path>,
 ) -> Result<AlertConfig, ConfigError> {
     let inv = |field: &str, msg: String| ConfigError::invalid(path, text, field, msg);
+    ranges::check(&raw).map_err(|(f, m)| inv(&f, m))?;
     let g = &raw.global;
     if !(g.cluster_degraded_share > 0.0 && g.cluster_degraded_share <= 1.0) {
         return Err(inv(

@@ -31,7 +31,7 @@ const LONG_ABOUT: &str = "\
 Reads ugro records on stdin (scored samples from ugro-score, passed-through samples, \
 transitions and fleet verdicts from ugro-breaker) and writes kind=alert records on stdout for \
 the stdout receiver. Other receivers deliver as side effects. Records of other kinds (alert, \
-stats, error, tick, unknown) are consumed, not echoed; a tick runs the timers to its time. A sample without `score` is rejected.
+stats, error, tick; unknown kinds with --pass-unknown-kinds, otherwise bad lines) are consumed, not echoed; a tick runs the timers to its time. A sample without `score` is rejected.
 
 ALERTS (labels: alertname, node, gpu where it applies, severity, plus global.external_labels; \
 annotations: summary, description, action, runbook_url = global.runbook_url/<alertname>):
@@ -214,6 +214,9 @@ pub struct Cli {
     /// Stop at the first bad input line.
     #[arg(long)]
     pub strict: bool,
+
+    #[command(flatten)]
+    pub kinds: ugro_support::cli::KindsArg,
 }
 
 /// The clap command, for man pages.
@@ -287,7 +290,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     let mut out = RecordWriter::new(std::io::stdout().lock());
     match ugro_types::stage::run(
         "ugro-alert",
-        cli.strict,
+        cli.kinds.options(cli.strict),
         BufReader::new(stdin.lock()),
         &mut out,
         &mut stage,

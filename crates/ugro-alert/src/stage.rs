@@ -66,6 +66,7 @@ impl AlertStage {
     ) -> Result<AlertStage, Error> {
         let lock = StateLock::acquire(state)?;
         let st: EngineState = lock.read(STATE_FORMAT, STATE_VERSION)?.unwrap_or_default();
+        ugro_support::state::check_nodes(lock.path(), st.node_names())?;
         let dir = spool_dir(&cfg, state);
         let origin = std::path::absolute(state)
             .unwrap_or_else(|_| state.to_owned())

@@ -100,7 +100,9 @@ pub fn enqueue(state: &Path, node: &str, op: Operation, ts: Timestamp) -> Result
 }
 
 /// Takes every pending command out of the journal of `state` (oldest first). A line that
-/// does not parse is logged and dropped.
+/// does not parse (bad JSON, bad UTF-8, an unknown command or node name) is dropped, and the
+/// journal as it was is kept aside as `<state>.ops.corrupt` for the operator: a damaged
+/// journal never blocks a run, `--reset-state` included.
 pub fn take(state: &Path) -> Result<Vec<(String, Operation, Timestamp)>, StateError> {
     let path = journal_path(state);
     // The common case, checked without any lock: nothing queued.
@@ -111,27 +113,90 @@ pub fn take(state: &Path) -> Result<Vec<(String, Operation, Timestamp)>, StateEr
     let lock = open_rw(&lock_path)?;
     lock.lock().map_err(io_err(&lock_path))?;
     let mut f = open_rw(&path)?;
-    let mut text = String::new();
-    f.read_to_string(&mut text).map_err(io_err(&path))?;
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).map_err(io_err(&path))?;
     f.set_len(0).map_err(io_err(&path))?;
     f.rewind().map_err(io_err(&path))?;
     f.sync_all().map_err(io_err(&path))?;
     let mut out = Vec::new();
-    for l in text.lines().filter(|l| !l.trim().is_empty()) {
-        match serde_json::from_str::<QueuedOp>(l) {
-            Ok(q) => match parse_op(&q.op) {
-                Some(op) if ugro_types::validate_node(&q.node).is_ok() => {
-                    out.push((q.node, op, q.ts));
-                }
-                _ => tracing::warn!("{}: dropped queued command {l}", path.display()),
-            },
-            Err(e) => tracing::warn!("{}: dropped queued command {l}: {e}", path.display()),
+    let mut dropped = 0;
+    for (n, l) in bytes.split(|&b| b == b'\n').enumerate() {
+        if l.trim_ascii().is_empty() {
+            continue;
+        }
+        match parse_line(l) {
+            Ok(q) => out.push(q),
+            Err(e) => {
+                dropped += 1;
+                tracing::warn!("{}:{}: dropped queued command: {e}", path.display(), n + 1);
+            }
         }
     }
+    if dropped > 0 {
+        quarantine(&path, &bytes);
+    }
     Ok(out)
+}
+
+fn parse_line(l: &[u8]) -> Result<(String, Operation, Timestamp), String> {
+    let q = serde_json::from_slice::<QueuedOp>(l).map_err(|e| e.to_string())?;
+    let op = parse_op(&q.op).ok_or_else(|| format!("unknown command {:?}", q.op))?;
+    ugro_types::validate_node(&q.node).map_err(|e| e.to_string())?;
+    Ok((q.node, op, q.ts))
+}
+
+/// Keeps a damaged journal's bytes aside (`<journal>.corrupt`, the newest only) so the
+/// operator can see what was dropped; failing to is logged, never fatal.
+fn quarantine(path: &Path, bytes: &[u8]) {
+    let aside = with_suffix(path, ".corrupt");
+    match ugro_support::state::write_atomic(&aside, bytes) {
+        Ok(()) => tracing::warn!(
+            "{}: damaged lines dropped; the journal as it was is kept in {}",
+            path.display(),
+            aside.display()
+        ),
+        Err(e) => tracing::warn!(
+            "{}: could not keep the damaged journal: {e}",
+            path.display()
+        ),
+    }
 }
 
 /// Whether commands are waiting (cheap: one stat).
 pub fn pending(state: &Path) -> bool {
     std::fs::metadata(journal_path(state)).is_ok_and(|m| m.len() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_damaged_journal_is_kept_aside_and_its_good_lines_still_apply() {
+        let d = tempfile::tempdir().unwrap();
+        let state = d.path().join("breaker.json");
+        let ts = Timestamp::parse("2026-11-28T00:00:00Z").unwrap();
+        enqueue(&state, "gpu-01", Operation::Reset, ts).unwrap();
+        let journal = journal_path(&state);
+        let mut f = OpenOptions::new().append(true).open(&journal).unwrap();
+        f.write_all(b"{\"node\":\"\xff\"}\n{\"node\":\"../../etc/passwd\",\"op\":\"reset\",\"ts\":\"2026-11-28T00:00:00Z\"}\n")
+            .unwrap();
+        drop(f);
+        enqueue(&state, "gpu-02", Operation::Forget, ts).unwrap();
+        let got = take(&state).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                ("gpu-01".to_owned(), Operation::Reset, ts),
+                ("gpu-02".to_owned(), Operation::Forget, ts)
+            ]
+        );
+        assert!(!pending(&state), "the journal is emptied");
+        let aside = std::fs::read(with_suffix(&journal, ".corrupt")).unwrap();
+        assert!(
+            aside.windows(1).any(|w| w == b"\xff"),
+            "the damaged bytes are kept"
+        );
+        assert!(take(&state).unwrap().is_empty());
+    }
 }

@@ -51,8 +51,10 @@ pub use scorer::Scorer;
 const TOOL: &str = "ugro-score";
 
 const LONG_ABOUT: &str = "\
-Reads JSON lines (ugro records) and scores every kind=sample record; other kinds pass through \
-unchanged. The default output is the input record with a `score` object added (every other \
+Reads JSON lines (ugro records) and scores every kind=sample record; records of the other kinds \
+pass through unchanged, a kind this build does not know (a typo such as Sample) is a bad line \
+unless --pass-unknown-kinds. A record naming a member twice, or with more than 256 GPUs, is a bad \
+line (limits in ugro(7)). The default output is the input record with a `score` object added (every other \
 field is kept as it was, in its order; an existing `score` is replaced). Only the fields the score reads \
 are checked: a sample whose header (v, kind, ts, node) or scored fields have the wrong type is \
 rejected; fields ugro-score does not read pass through unexamined.
@@ -262,6 +264,9 @@ pub struct Cli {
     /// Start the --state file over (it is removed under its lock first).
     #[arg(long = "reset-state", requires = "state")]
     pub reset_state: bool,
+
+    #[command(flatten)]
+    pub kinds: ugro_support::cli::KindsArg,
 }
 
 /// The clap command, for man pages.
@@ -379,7 +384,7 @@ fn check(cli: Cli) -> Result<ExitCode, Error> {
         )?;
         stage::run_counted(
             TOOL,
-            cli.strict,
+            cli.kinds.options(cli.strict),
             input,
             &mut out,
             &mut scorer,
@@ -475,7 +480,14 @@ fn run_prometheus(
         sink: sink.clone(),
     };
     let mut none = RecordWriter::new(io::sink());
-    let result = stage::run_counted(TOOL, cli.strict, input, &mut none, &mut stage, reader_bad);
+    let result = stage::run_counted(
+        TOOL,
+        cli.kinds.options(cli.strict),
+        input,
+        &mut none,
+        &mut stage,
+        reader_bad,
+    );
     match sink.borrow_mut().failed.take() {
         Some(ugro_support::output::EmitError::Write(WriteError::Closed)) => Ok(Exit::Ok),
         Some(e) => {
