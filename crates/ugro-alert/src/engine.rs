@@ -1093,5 +1093,8 @@ fn needs_update(
 }
 
 mod am;
+mod remedy;
 #[cfg(test)]
 mod tests;
+
+pub use remedy::RemedyAlert;

@@ -19,6 +19,7 @@ pub mod config;
 pub mod deliver;
 pub mod engine;
 pub mod matcher;
+pub mod remedy;
 pub mod rules;
 pub mod stage;
 
@@ -154,7 +155,7 @@ pub struct Cli {
     /// $XDG_STATE_HOME/ugro/alert.json, else ~/.local/state/ugro/alert.json, else
     /// $TMPDIR/ugro-UID/alert.json (refused with status 78 unless that directory is the
     /// user's own, mode 0700).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub state: Option<PathBuf>,
     /// Silences file (YAML or JSON list, Alertmanager's silence shape); replaces
     /// silences_file.
@@ -179,6 +180,9 @@ pub struct Cli {
     /// Stop at the first bad input line.
     #[arg(long)]
     pub strict: bool,
+    /// An operator command for remediation instead of a run.
+    #[command(subcommand)]
+    pub command: Option<remedy::cli::Cmd>,
 }
 
 /// The clap command, for man pages.
@@ -226,6 +230,13 @@ pub fn default_state() -> Result<PathBuf, StateError> {
 
 /// Runs the tool.
 pub fn run(cli: Cli) -> Result<ExitCode, Error> {
+    if let Some(cmd) = &cli.command {
+        let state = match &cli.state {
+            Some(s) => s.clone(),
+            None => default_state()?,
+        };
+        return Ok(remedy::cli::run(cmd, &state)?);
+    }
     let mut cfg = AlertConfig::load(cli.config.as_deref())?;
     if let Some(s) = &cli.silences {
         cfg.load_silences(s)?;

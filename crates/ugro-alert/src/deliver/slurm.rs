@@ -141,6 +141,9 @@ pub struct Slurm<'a> {
     pub inherit: &'a [String],
     /// How it is run.
     pub transport: &'a dyn Transport,
+    /// Resume nodes whose critical alerts resolved; false with remediation, which resumes a
+    /// node only after verifying it (`crate::remedy`).
+    pub resumes: bool,
 }
 
 /// One node of a notification: whether a critical alert of it fires, and the alert that says
@@ -305,6 +308,9 @@ impl Slurm<'_> {
                 format!("Reason={}", drain_reason(node, a)),
             ])
         } else if !state.contains("DRAIN") {
+            None
+        } else if !self.resumes {
+            tracing::debug!("slurm_drain: {node} recovered: remediation verifies and resumes it");
             None
         } else if !st.reason.starts_with("ugro:") {
             note(&format!(
