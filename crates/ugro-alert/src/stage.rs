@@ -235,6 +235,13 @@ impl AlertStage {
     /// run does not start it again), and the alerts they raise join this run's delivery.
     fn finish_remedy(&mut self, emit: &mut Emit<'_>) -> Result<(), StageError> {
         let now = self.engine.now();
+        if self.remedy.is_none() {
+            return Ok(());
+        }
+        // This run's drains land first, so that remediation sees the nodes as Slurm has them
+        // now rather than racing the receiver.
+        self.dispatcher
+            .wait_idle(self.engine.config().delivery.budget);
         let Some(r) = self.remedy.as_mut() else {
             return Ok(());
         };

@@ -20,6 +20,10 @@ pub struct BudgetState {
     /// When it tripped; None while armed.
     #[serde(default)]
     pub tripped: Option<Timestamp>,
+    /// Nodes held when an operator re-armed it: they no longer count (the operator has seen
+    /// them), so the reset lets new drains in at once.
+    #[serde(default)]
+    pub forgiven: BTreeSet<String>,
 }
 
 /// Whether a node may be drained.
@@ -42,7 +46,11 @@ impl BudgetState {
     /// Nodes that count against the budget at `now`: those held now and those drained within
     /// the window.
     pub fn used(&self, cfg: &BudgetConfig, held: &BTreeSet<String>, now: Timestamp) -> usize {
-        let mut nodes: BTreeSet<&str> = held.iter().map(String::as_str).collect();
+        let mut nodes: BTreeSet<&str> = held
+            .iter()
+            .filter(|n| !self.forgiven.contains(*n))
+            .map(String::as_str)
+            .collect();
         for (n, t) in &self.drains {
             if now.since(*t) <= cfg.window {
                 nodes.insert(n);
@@ -61,6 +69,7 @@ impl BudgetState {
         now: Timestamp,
     ) -> Verdict {
         self.drains.retain(|(_, t)| now.since(*t) <= cfg.window);
+        self.forgiven.retain(|n| held.contains(n));
         if !cfg.enabled {
             self.drains.push((node.to_owned(), now));
             return Verdict::Drain;
@@ -78,10 +87,12 @@ impl BudgetState {
         Verdict::Drain
     }
 
-    /// Re-arms it (the operator's `budget reset`): the window starts empty.
-    pub fn reset(&mut self) {
+    /// Re-arms it (the operator's `budget reset`): the window starts empty and the nodes
+    /// `held` now stop counting.
+    pub fn reset(&mut self, held: &BTreeSet<String>) {
         self.tripped = None;
         self.drains.clear();
+        self.forgiven = held.clone();
     }
 }
 
@@ -110,10 +121,20 @@ mod tests {
             b.admit(&c, "c", &held, 10, Timestamp(1)),
             Verdict::Trips { used: 2, cap: 2 }
         );
-        held.clear();
-        assert_eq!(b.admit(&c, "d", &held, 10, Timestamp(10_000_000)), Verdict::Exhausted);
-        b.reset();
-        assert_eq!(b.admit(&c, "d", &held, 10, Timestamp(10_000_001)), Verdict::Drain);
+        assert_eq!(
+            b.admit(&c, "d", &held, 10, Timestamp(2)),
+            Verdict::Exhausted
+        );
+        // Reset while a and b are still held: they no longer count.
+        b.reset(&held);
+        assert_eq!(b.admit(&c, "d", &held, 10, Timestamp(3)), Verdict::Drain);
+        held.insert("d".into());
+        assert_eq!(b.admit(&c, "e", &held, 10, Timestamp(4)), Verdict::Drain);
+        held.insert("e".into());
+        assert!(matches!(
+            b.admit(&c, "f", &held, 10, Timestamp(5)),
+            Verdict::Trips { used: 2, cap: 2 }
+        ));
     }
 
     #[test]

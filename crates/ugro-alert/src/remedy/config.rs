@@ -211,7 +211,11 @@ fn template(argv: Vec<String>, field: &str) -> Result<Template, (String, String)
     Ok(Template { argv })
 }
 
-fn positive(v: Option<Duration>, default: Duration, field: &str) -> Result<Duration, (String, String)> {
+fn positive(
+    v: Option<Duration>,
+    default: Duration,
+    field: &str,
+) -> Result<Duration, (String, String)> {
     match v {
         Some(x) if x.is_zero() => Err((field.to_owned(), "must be positive".into())),
         Some(x) => Ok(x),
@@ -249,7 +253,11 @@ pub(crate) fn build(raw: RawRemedy) -> Result<Option<RemedyConfig>, (String, Str
             c.actions.insert(action, t);
         }
         c.timeout = positive(r.timeout, c.timeout, "remediation.timeout")?;
-        c.poll_interval = positive(r.poll_interval, c.poll_interval, "remediation.poll_interval")?;
+        c.poll_interval = positive(
+            r.poll_interval,
+            c.poll_interval,
+            "remediation.poll_interval",
+        )?;
         // Zero is allowed here: retry at the next poll.
         c.retry_after = r.retry_after.unwrap_or(c.retry_after);
         c.parallel = match r.parallel {
@@ -274,14 +282,21 @@ pub(crate) fn build(raw: RawRemedy) -> Result<Option<RemedyConfig>, (String, Str
             Some(n) => n,
             None => c.failures,
         };
-        c.failure_window = positive(e.failure_window, c.failure_window, "escalate.failure_window")?;
+        c.failure_window = positive(
+            e.failure_window,
+            c.failure_window,
+            "escalate.failure_window",
+        )?;
         c.recurrences = match e.recurrences {
             Some(0) => return Err(("escalate.recurrences".into(), "must be at least 1".into())),
             Some(n) => n,
             None => c.recurrences,
         };
-        c.recurrence_window =
-            positive(e.recurrence_window, c.recurrence_window, "escalate.recurrence_window")?;
+        c.recurrence_window = positive(
+            e.recurrence_window,
+            c.recurrence_window,
+            "escalate.recurrence_window",
+        )?;
     }
     if let Some(b) = raw.budget {
         c.budget.enabled = b.enabled.unwrap_or(true);

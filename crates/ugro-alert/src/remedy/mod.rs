@@ -139,6 +139,11 @@ pub struct RemedyState {
     /// Nodes seen in samples (the budget's share is of these).
     #[serde(default)]
     pub known: BTreeSet<String>,
+    /// Nodes the budget kept from being drained, with the alert that asked: drained when the
+    /// budget is re-armed if still critical (the engine does not notify an unchanged group
+    /// again before repeat_interval).
+    #[serde(default)]
+    pub refused: BTreeMap<String, Alert>,
 }
 
 /// An operator's command, through the journal beside the state file.
@@ -275,12 +280,13 @@ impl Remedy {
             inherit: env.clone(),
             transport,
         };
-        let pool = Pool::start(runner, rc.parallel, cfg.delivery.queue_size.max(1)).map_err(
-            |source| StateError::Io {
-                path: state_path(alert_state),
-                source,
-            },
-        )?;
+        let pool =
+            Pool::start(runner, rc.parallel, cfg.delivery.queue_size.max(1)).map_err(|source| {
+                StateError::Io {
+                    path: state_path(alert_state),
+                    source,
+                }
+            })?;
         Ok(Some(Remedy {
             cfg: (**rc).clone(),
             receiver: name.clone(),
@@ -344,6 +350,7 @@ impl Remedy {
             }
             if !self.take(node, a, now) {
                 refused.insert(node.clone());
+                self.st.refused.insert(node.clone(), a.clone());
             }
         }
         if !self.act {
@@ -372,10 +379,10 @@ impl Remedy {
     /// Holds `node` for alert `a` if the budget lets it; false when it does not.
     fn take(&mut self, node: &str, a: &Alert, now: Timestamp) -> bool {
         let held: BTreeSet<String> = self.st.held.keys().cloned().collect();
-        let verdict =
-            self.st
-                .budget
-                .admit(&self.cfg.budget, node, &held, self.st.known.len(), now);
+        let verdict = self
+            .st
+            .budget
+            .admit(&self.cfg.budget, node, &held, self.st.known.len(), now);
         self.changed = true;
         match verdict {
             Verdict::Drain => {}
@@ -480,6 +487,10 @@ impl Remedy {
             self.st.known.insert(node.to_owned());
             self.changed = true;
         }
+        let critical = rec.score.as_ref().map(|s| s.state) == Some(HealthState::Critical);
+        if !critical && self.st.refused.remove(node).is_some() {
+            self.changed = true;
+        }
         let Some(h) = self.st.held.get_mut(node) else {
             return;
         };
@@ -499,7 +510,7 @@ impl Remedy {
     /// Takes operator commands and outcomes, then starts what is due at `now`.
     pub fn advance(&mut self, now: Timestamp) {
         if journal::pending(self.lock.path()) {
-            self.commands();
+            self.commands(now);
         }
         for (node, o) in self.pool.outcomes() {
             self.outcome(&node, o, now);
@@ -540,7 +551,7 @@ impl Remedy {
         }
     }
 
-    fn commands(&mut self) {
+    fn commands(&mut self, now: Timestamp) {
         let cmds = match journal::take::<Command>(self.lock.path()) {
             Ok(c) => c,
             Err(e) => {
@@ -553,7 +564,8 @@ impl Remedy {
             match c {
                 Command::BudgetReset => {
                     note("remedy: quarantine budget re-armed (budget reset)");
-                    self.st.budget.reset();
+                    let held: BTreeSet<String> = self.st.held.keys().cloned().collect();
+                    self.st.budget.reset(&held);
                     self.alerts.push(RemedyAlert {
                         name: BUDGET_EXHAUSTED,
                         node: None,
@@ -561,6 +573,7 @@ impl Remedy {
                         firing: false,
                         annotations: BTreeMap::new(),
                     });
+                    self.drain_refused(now);
                 }
                 Command::Release { node } => {
                     if self.st.held.remove(&node).is_some() {
@@ -572,6 +585,25 @@ impl Remedy {
                     self.resolve_needs_service(&node);
                 }
             }
+        }
+    }
+
+    /// After a reset: the nodes the budget spared that are still critical are drained now,
+    /// as far as the budget lets them.
+    fn drain_refused(&mut self, now: Timestamp) {
+        for (node, a) in std::mem::take(&mut self.st.refused) {
+            if self.st.held.contains_key(&node) || !self.take(&node, &a, now) {
+                continue;
+            }
+            let reason = drain_reason(&node, &a);
+            if !self.act {
+                note(&format!(
+                    "slurm_drain dry run (use --act): would drain {node}: {reason}"
+                ));
+                continue;
+            }
+            note(&format!("remedy: {node} drained after the budget reset"));
+            self.submit(&node, now, Job::Reason(reason));
         }
     }
 
@@ -593,7 +625,12 @@ impl Remedy {
         ok
     }
 
-    fn values<'a>(&self, node: &'a str, h: &'a Held, gpu: &'a str) -> [(&'a str, Option<&'a str>); 4] {
+    fn values<'a>(
+        &self,
+        node: &'a str,
+        h: &'a Held,
+        gpu: &'a str,
+    ) -> [(&'a str, Option<&'a str>); 4] {
         [
             ("node", Some(node)),
             ("gpu", h.gpu.map(|_| gpu)),
@@ -776,10 +813,17 @@ impl Remedy {
         hist.remediations.push((now, h.fault.clone()));
         hist.last_run = Some(rec);
         if !ok {
-            self.failed(node, now, format!("remediation {} failed ({brief})", h.action.as_str()));
+            self.failed(
+                node,
+                now,
+                format!("remediation {} failed ({brief})", h.action.as_str()),
+            );
             return;
         }
-        note(&format!("remedy: {node}: {} ran ({brief}); verifying", h.action.as_str()));
+        note(&format!(
+            "remedy: {node}: {} ran ({brief}); verifying",
+            h.action.as_str()
+        ));
         self.set_phase(
             node,
             Phase::Verifying {
@@ -849,11 +893,7 @@ impl Remedy {
             let now = h.since;
             self.submit(node, now, Job::Reason(reason));
         }
-        let last = self
-            .st
-            .history
-            .get(node)
-            .and_then(|x| x.last_run.as_ref());
+        let last = self.st.history.get(node).and_then(|x| x.last_run.as_ref());
         let mut desc = why.clone();
         if let Some(r) = last {
             desc.push_str(&format!(
@@ -864,7 +904,10 @@ impl Remedy {
             ));
         }
         let mut ann = BTreeMap::new();
-        ann.insert("summary".into(), format!("{node} needs service: {}", h.fault));
+        ann.insert(
+            "summary".into(),
+            format!("{node} needs service: {}", h.fault),
+        );
         ann.insert("description".into(), desc);
         ann.insert("action".into(), Action::HardwareInspection.as_str().into());
         if let Some(r) = last {

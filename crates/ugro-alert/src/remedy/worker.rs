@@ -205,7 +205,9 @@ impl Runner {
     fn run(&self, t: &Task) -> Outcome {
         let r = match &t.job {
             Job::Remediate { argv, reason } => self.remediate(&t.node, t.ts, argv, reason),
-            Job::Reason(reason) => self.set_reason(&t.node, reason).map(|()| Outcome::ReasonSet),
+            Job::Reason(reason) => self
+                .set_reason(&t.node, reason)
+                .map(|()| Outcome::ReasonSet),
             Job::Resume { check } => self.resume(&t.node, t.ts, check.as_deref()),
         };
         r.unwrap_or_else(Outcome::Error)
@@ -253,7 +255,10 @@ impl Runner {
         let st = self.show(node)?;
         let state = st.state.to_ascii_uppercase();
         Ok(if !state.contains("DRAIN") {
-            Err(Outcome::NotReady(format!("not drained (State={})", st.state)))
+            Err(Outcome::NotReady(format!(
+                "not drained (State={})",
+                st.state
+            )))
         } else if !st.reason.starts_with("ugro:") {
             Err(Outcome::Released(format!(
                 "drained by someone else (Reason={})",
