@@ -148,7 +148,7 @@ pub struct Slurm<'a> {
 
 /// One node of a notification: whether a critical alert of it fires, and the alert that says
 /// why (the most specific: one with an XID, else one with a GPU, else the first).
-fn nodes_of(n: &Notification) -> Vec<(&str, bool, &Alert)> {
+pub(crate) fn nodes_of(n: &Notification) -> Vec<(&str, bool, &Alert)> {
     let rank =
         |a: &Alert| u8::from(xid_of(a).is_some()) * 2 + u8::from(a.labels.contains_key("gpu"));
     let mut nodes: Vec<(&str, bool, &Alert)> = Vec::new();

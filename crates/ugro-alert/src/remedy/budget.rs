@@ -46,6 +46,15 @@ impl BudgetState {
     /// Nodes that count against the budget at `now`: those held now and those drained within
     /// the window.
     pub fn used(&self, cfg: &BudgetConfig, held: &BTreeSet<String>, now: Timestamp) -> usize {
+        self.counted(cfg, held, now).len()
+    }
+
+    fn counted<'a>(
+        &'a self,
+        cfg: &BudgetConfig,
+        held: &'a BTreeSet<String>,
+        now: Timestamp,
+    ) -> BTreeSet<&'a str> {
         let mut nodes: BTreeSet<&str> = held
             .iter()
             .filter(|n| !self.forgiven.contains(*n))
@@ -56,7 +65,7 @@ impl BudgetState {
                 nodes.insert(n);
             }
         }
-        nodes.len()
+        nodes
     }
 
     /// Decides for `node` (not held now) with `known` nodes known, and records a drain.
@@ -77,7 +86,10 @@ impl BudgetState {
         if self.tripped.is_some() {
             return Verdict::Exhausted;
         }
-        let used = self.used(cfg, held, now);
+        // A node drained again within the window takes no second place.
+        let mut counted = self.counted(cfg, held, now);
+        counted.remove(node);
+        let used = counted.len();
         let cap = cfg.cap(known);
         if used + 1 > cap {
             self.tripped = Some(now);
@@ -143,6 +155,11 @@ mod tests {
         let mut b = BudgetState::default();
         let held = BTreeSet::new();
         assert_eq!(b.admit(&c, "a", &held, 10, Timestamp(0)), Verdict::Drain);
+        assert_eq!(
+            b.admit(&c, "a", &held, 10, Timestamp(1)),
+            Verdict::Drain,
+            "the same node again takes no second place"
+        );
         // 5 minutes later the drain of a (resumed since) no longer counts.
         let later = Timestamp(301_000);
         assert_eq!(b.admit(&c, "b", &held, 10, later), Verdict::Drain);

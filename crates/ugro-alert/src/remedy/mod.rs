@@ -179,6 +179,11 @@ pub struct Remedy {
     noted: BTreeSet<String>,
     alerts: Vec<RemedyAlert>,
     changed: bool,
+    /// PCI bus ids per GPU from each node's last critical sample, for `{pci_bus_id}` when
+    /// the node is taken (its drain is decided after the sample).
+    bus_ids: BTreeMap<String, BTreeMap<u32, String>>,
+    /// In [`Remedy::finish`]: the receiver's drains have been delivered.
+    finishing: bool,
     /// The longest a job may take.
     longest: Duration,
 }
@@ -222,14 +227,17 @@ struct Device {
     pci_bus_id: Option<String>,
 }
 
-/// The PCI bus id of GPU `gpu` in a sample line.
-fn pci_bus_id(line: &str, gpu: u32) -> Option<String> {
-    let d: Devices = serde_json::from_str(line).ok()?;
-    d.gpu?
-        .devices
+/// The PCI bus ids of the GPUs in a sample line, by index.
+fn bus_ids(line: &str) -> BTreeMap<u32, String> {
+    let Ok(d) = serde_json::from_str::<Devices>(line) else {
+        return BTreeMap::new();
+    };
+    d.gpu
+        .map(|g| g.devices)
+        .unwrap_or_default()
         .into_iter()
-        .find(|d| d.index == gpu)?
-        .pci_bus_id
+        .filter_map(|d| Some((d.index, d.pci_bus_id?)))
+        .collect()
 }
 
 impl Remedy {
@@ -298,6 +306,8 @@ impl Remedy {
             noted: BTreeSet::new(),
             alerts: Vec::new(),
             changed: false,
+            bus_ids: BTreeMap::new(),
+            finishing: false,
             longest,
         }))
     }
@@ -337,20 +347,20 @@ impl Remedy {
     pub fn admit(&mut self, n: &mut Notification, now: Timestamp) {
         let mut refused: BTreeSet<String> = BTreeSet::new();
         let mut firing: BTreeSet<String> = BTreeSet::new();
-        for a in n.alerts.iter().filter(|a| is_critical(a)) {
-            let Some(node) = a.labels.get("node") else {
-                continue;
-            };
-            if a.status != AlertStatus::Firing {
-                continue;
-            }
+        // The alert the receiver would name in its reason (the most specific one).
+        let nodes: Vec<(String, Alert)> = crate::deliver::slurm::nodes_of(n)
+            .into_iter()
+            .filter(|(_, f, _)| *f)
+            .map(|(node, _, a)| (node.to_owned(), a.clone()))
+            .collect();
+        for (node, a) in nodes {
             firing.insert(node.clone());
-            if self.st.held.contains_key(node) || refused.contains(node) {
+            if self.st.held.contains_key(&node) {
                 continue;
             }
-            if !self.take(node, a, now) {
+            if !self.take(&node, &a, now) {
                 refused.insert(node.clone());
-                self.st.refused.insert(node.clone(), a.clone());
+                self.st.refused.insert(node, a);
             }
         }
         if !self.act {
@@ -415,13 +425,14 @@ impl Remedy {
                 s => config::action_of(s),
             })
             .unwrap_or(Action::None);
-        let gpu = a.labels.get("gpu").and_then(|g| g.parse().ok());
+        let gpu: Option<u32> = a.labels.get("gpu").and_then(|g| g.parse().ok());
+        let pci_bus_id = gpu.and_then(|g| self.bus_ids.get(node)?.get(&g).cloned());
         let mut h = Held {
             phase: Phase::Waiting { next: now },
             fault,
             action,
             gpu,
-            pci_bus_id: None,
+            pci_bus_id,
             since: now,
         };
         if let Some(why) = self.recurred(node, &h.fault, now) {
@@ -491,13 +502,18 @@ impl Remedy {
         if !critical && self.st.refused.remove(node).is_some() {
             self.changed = true;
         }
+        // Only critical samples can lead to a drain; parsing their devices is rare work.
+        if critical {
+            self.bus_ids.insert(node.to_owned(), bus_ids(line));
+        }
         let Some(h) = self.st.held.get_mut(node) else {
             return;
         };
         if h.pci_bus_id.is_none()
             && let Some(g) = h.gpu
+            && let Some(id) = self.bus_ids.get(node).and_then(|m| m.get(&g))
         {
-            h.pci_bus_id = pci_bus_id(line, g);
+            h.pci_bus_id = Some(id.clone());
         }
         if let Phase::Verifying { healthy, .. } = &mut h.phase {
             let ok = !rec.unreachable
@@ -515,12 +531,16 @@ impl Remedy {
         for (node, o) in self.pool.outcomes() {
             self.outcome(&node, o, now);
         }
+        // A node taken at this very time was only just handed to the receiver to drain: it is
+        // looked at from the next tick (or the end of the run, once drains are delivered), not
+        // raced.
+        let fresh = |h: &Held| h.since == now && matches!(h.phase, Phase::Waiting { .. });
         let due: Vec<String> = self
             .st
             .held
-            .keys()
-            .filter(|n| !self.in_flight.contains(*n))
-            .cloned()
+            .iter()
+            .filter(|(n, h)| !self.in_flight.contains(*n) && (self.finishing || !fresh(h)))
+            .map(|(n, _)| n.clone())
             .collect();
         for node in due {
             self.step(&node, now);
@@ -532,6 +552,7 @@ impl Remedy {
     /// run walked away from would be started again by the next one.
     pub fn finish(&mut self, now: Timestamp) {
         let deadline = Instant::now() + self.longest;
+        self.finishing = true;
         loop {
             self.advance(now);
             if self.in_flight.is_empty() {
