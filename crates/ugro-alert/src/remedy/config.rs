@@ -321,6 +321,42 @@ pub(crate) fn build(raw: RawRemedy) -> Result<Option<RemedyConfig>, (String, Str
 mod tests {
     use super::*;
 
+    fn load(slurm: &str) -> Result<crate::AlertConfig, String> {
+        let yaml = format!(
+            "route:\n  receiver: d\nreceivers:\n  - name: d\n    slurm_drain:\n{slurm}"
+        );
+        crate::AlertConfig::from_str(std::path::Path::new("a.yaml"), &yaml).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn bad_remediation_settings_name_the_file_line_field_and_cause() {
+        let e = load("      remediation:\n        actions:\n          reset_gpu: [ssh, \"{host}\"]\n")
+            .unwrap_err();
+        assert!(e.contains("a.yaml") && e.contains("remediation.actions.reset_gpu"), "{e}");
+        assert!(e.contains("unknown placeholder {host}"), "{e}");
+        let e = load("      remediation:\n        actions:\n          reseat: [x]\n").unwrap_err();
+        assert!(e.contains("\"reseat\" is not an action"), "{e}");
+        let e = load("      budget: {max_nodes: 2}\n").unwrap_err();
+        assert!(e.contains("slurm_drain.budget") && e.contains("needs a remediation"), "{e}");
+        let e = load("      remediation: {}\n      verify: {healthy_polls: 0}\n").unwrap_err();
+        assert!(e.contains("verify.healthy_polls"), "{e}");
+    }
+
+    #[test]
+    fn remediation_settings_default_from_the_peers() {
+        let c = load("      remediation:\n        actions:\n          reboot: [ipmitool, power, cycle, \"{node}\"]\n")
+            .unwrap();
+        let r = c.receivers.values().find_map(|r| match &r.kind {
+            crate::config::ReceiverKind::SlurmDrain { remedy, .. } => remedy.clone(),
+            _ => None,
+        });
+        let r = r.unwrap();
+        assert_eq!(r.actions[&Action::Reboot].argv[3], "{node}");
+        assert_eq!((r.failures, r.recurrences, r.healthy_polls), (2, 2, 3));
+        assert_eq!(r.budget.cap(100), 50);
+        assert!(load("      act: true\n").is_ok(), "no remediation: none");
+    }
+
     #[test]
     fn the_budget_is_the_smaller_limit_and_never_zero() {
         let b = BudgetConfig::default();
