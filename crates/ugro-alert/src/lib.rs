@@ -109,6 +109,19 @@ reported once and not retried, and never holds back another node; a failure to r
 slurmctld is retried for the nodes still to do. Dry run (prints on stderr) unless act: true or \
 --act. Route slurm_drain with group_by: [node].
 
+REMEDIATION (slurm_drain with a remediation: section; README \"Slurm: remediation\"): ugro holds \
+each node it drains; once Slurm says it is drained with our reason and no job, it runs \
+remediation.actions.<recommended action> (argv, no shell; {node} {gpu} {pci_bus_id} {action}; \
+timeout 10m; output tail kept in <state>.remedy), then resumes it after verify.healthy_polls (3) \
+healthy polls in a row and verify.check (exit 0); the receiver itself no longer resumes. A \
+failure keeps it drained with the reason updated and is retried after retry_after (10m); \
+escalate.failures (2) within failure_window (7d), or a fault back after recurrences (2) \
+remediations within recurrence_window (24h), or the action hardware_inspection: Reason=ugro: \
+needs service: ..., alert NodeNeedsService (critical), until `ugro-alert release NODE`. \
+budget (max_percent 50 of the nodes seen, max_nodes, window 5m): the node that would go past it \
+is not drained, QuarantineBudgetExhausted fires once, and nothing more is drained or remediated \
+until `ugro-alert budget reset`. Nothing runs without --act.
+
 DELIVERY: the stage never waits on delivery. Each receiver other than stdout has its own worker \
 thread (Alertmanager: one per instance) behind a queue of delivery.queue_size (1024) \
 notifications; a newer notification of a group replaces a queued or spooled older one (it \
