@@ -26,6 +26,26 @@ fn tick(ts: Timestamp) -> String {
     format!(r#"{{"v":1,"kind":"tick","ts":"{ts}","node":"*"}}"#)
 }
 
+/// Writes one poll a second of wall time.
+struct Feeder {
+    stdin: std::process::ChildStdin,
+    t0: Timestamp,
+    /// Polls written so far.
+    poll: usize,
+}
+
+impl Feeder {
+    /// Writes poll `self.poll` and waits a second; its index.
+    fn feed(&mut self, state: &str) -> usize {
+        let ts = Timestamp(self.t0.0 + self.poll as i64 * 1000);
+        writeln!(self.stdin, "{}\n{}", sample(ts, state), tick(ts)).unwrap();
+        self.stdin.flush().unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        self.poll += 1;
+        self.poll - 1
+    }
+}
+
 #[derive(Debug, Default)]
 struct Episode {
     drain: Option<usize>,
@@ -64,16 +84,10 @@ fn main() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut stdin = alert.stdin.take().unwrap();
-    let t0 = Timestamp(1_795_000_000_000);
-    let mut poll = 0usize;
-    let mut feed = |state: &str| -> usize {
-        let ts = Timestamp(t0.0 + poll as i64 * 1000);
-        writeln!(stdin, "{}\n{}", sample(ts, state), tick(ts)).unwrap();
-        stdin.flush().unwrap();
-        std::thread::sleep(Duration::from_secs(1));
-        poll += 1;
-        poll - 1
+    let mut f = Feeder {
+        stdin: alert.stdin.take().unwrap(),
+        t0: Timestamp(1_795_000_000_000),
+        poll: 0,
     };
     let remediations = || {
         std::fs::read_to_string(&calls)
@@ -84,8 +98,8 @@ fn main() {
     let mut episodes = Vec::new();
     for e in 0..EPISODES {
         let job = c.submit("n1", true);
-        feed("healthy");
-        let fault = feed("critical");
+        f.feed("healthy");
+        let fault = f.feed("critical");
         let mut ep = Episode::default();
         let mut cancelled_at = None;
         let mut healthy = 0;
@@ -93,30 +107,30 @@ fn main() {
         for _ in 0..60 {
             let n1 = c.node("n1");
             if ep.drain.is_none() && n1.drained() {
-                ep.drain = Some(poll - 1 - fault);
+                ep.drain = Some(f.poll - 1 - fault);
             }
             if let Some(d) = ep.drain
                 && cancelled_at.is_none()
-                && poll - 1 - fault >= d + 2
+                && f.poll - 1 - fault >= d + 2
             {
                 c.cancel(&job);
-                cancelled_at = Some(poll);
+                cancelled_at = Some(f.poll);
             }
             if ep.remediated.is_none() && remediations() > e {
-                ep.remediated = cancelled_at.map(|at| poll - at);
+                ep.remediated = cancelled_at.map(|at| f.poll - at);
             }
             if ep.remediated.is_some() && verified_at.is_some() && !n1.drained() {
-                ep.resumed = verified_at.map(|v| poll - 1 - v);
+                ep.resumed = verified_at.map(|v| f.poll - 1 - v);
                 break;
             }
             if ep.remediated.is_some() {
-                let p = feed("healthy");
+                let p = f.feed("healthy");
                 healthy += 1;
                 if healthy == HEALTHY_POLLS {
                     verified_at = Some(p);
                 }
             } else {
-                feed("critical");
+                f.feed("critical");
             }
         }
         println!(
@@ -129,7 +143,7 @@ fn main() {
         episodes.push(ep);
         c.wait_node("n1", "IDLE", |n| n.state == "IDLE");
     }
-    drop(stdin);
+    drop(f);
     let _ = alert.wait();
     let worst = |f: fn(&Episode) -> Option<usize>| {
         episodes
