@@ -201,7 +201,10 @@ fn down_nodes_foreign_reasons_and_needs_service_are_left_alone() {
     for (node, reason) in [
         ("n3", "hw ticket 42"),
         ("n4", "ugro: needs service: XID 79"),
-        ("n6", "ugro: remedy reset_gpu verifying: GpuXidFatal gpu=3 xid=79"),
+        (
+            "n6",
+            "ugro: remedy reset_gpu verifying: GpuXidFatal gpu=3 xid=79",
+        ),
     ] {
         c.drain(node, reason);
         set_fixture(dir.path(), node, HEALTHY);

@@ -154,10 +154,7 @@ fn main() {
     };
     println!("| figure | target | measured (per episode) |");
     println!("| --- | --- | --- |");
-    println!(
-        "| fault -> DRAIN | <= 3 polls | {} |",
-        worst(|e| e.drain)
-    );
+    println!("| fault -> DRAIN | <= 3 polls | {} |", worst(|e| e.drain));
     println!(
         "| job ended -> remediation ran | report | {} |",
         worst(|e| e.remediated)

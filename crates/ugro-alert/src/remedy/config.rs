@@ -300,10 +300,10 @@ pub(crate) fn build(raw: RawRemedy) -> Result<Option<RemedyConfig>, (String, Str
     }
     if let Some(b) = raw.budget {
         c.budget.enabled = b.enabled.unwrap_or(true);
-        if let Some(p) = b.max_percent {
-            if !(p > 0.0 && p <= 100.0) {
-                return Err(("budget.max_percent".into(), "must be in (0, 100]".into()));
-            }
+        if let Some(p) = b.max_percent
+            && !(p > 0.0 && p <= 100.0)
+        {
+            return Err(("budget.max_percent".into(), "must be in (0, 100]".into()));
         }
         if b.max_percent.is_some() || b.max_nodes.is_some() {
             c.budget.max_percent = b.max_percent;
@@ -322,22 +322,29 @@ mod tests {
     use super::*;
 
     fn load(slurm: &str) -> Result<crate::AlertConfig, String> {
-        let yaml = format!(
-            "route:\n  receiver: d\nreceivers:\n  - name: d\n    slurm_drain:\n{slurm}"
-        );
-        crate::AlertConfig::from_str(std::path::Path::new("a.yaml"), &yaml).map_err(|e| e.to_string())
+        let yaml =
+            format!("route:\n  receiver: d\nreceivers:\n  - name: d\n    slurm_drain:\n{slurm}");
+        crate::AlertConfig::from_str(std::path::Path::new("a.yaml"), &yaml)
+            .map_err(|e| e.to_string())
     }
 
     #[test]
     fn bad_remediation_settings_name_the_file_line_field_and_cause() {
-        let e = load("      remediation:\n        actions:\n          reset_gpu: [ssh, \"{host}\"]\n")
-            .unwrap_err();
-        assert!(e.contains("a.yaml") && e.contains("remediation.actions.reset_gpu"), "{e}");
+        let e =
+            load("      remediation:\n        actions:\n          reset_gpu: [ssh, \"{host}\"]\n")
+                .unwrap_err();
+        assert!(
+            e.contains("a.yaml") && e.contains("remediation.actions.reset_gpu"),
+            "{e}"
+        );
         assert!(e.contains("unknown placeholder {host}"), "{e}");
         let e = load("      remediation:\n        actions:\n          reseat: [x]\n").unwrap_err();
         assert!(e.contains("\"reseat\" is not an action"), "{e}");
         let e = load("      budget: {max_nodes: 2}\n").unwrap_err();
-        assert!(e.contains("slurm_drain.budget") && e.contains("needs a remediation"), "{e}");
+        assert!(
+            e.contains("slurm_drain.budget") && e.contains("needs a remediation"),
+            "{e}"
+        );
         let e = load("      remediation: {}\n      verify: {healthy_polls: 0}\n").unwrap_err();
         assert!(e.contains("verify.healthy_polls"), "{e}");
     }
