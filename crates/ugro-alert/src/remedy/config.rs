@@ -223,6 +223,14 @@ fn positive(
     }
 }
 
+fn at_least_one(v: Option<u32>, default: u32, field: &str) -> Result<u32, (String, String)> {
+    match v {
+        Some(0) => Err((field.to_owned(), "must be at least 1".into())),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    }
+}
+
 /// Validates the sections; an error is (field under `slurm_drain.`, why). None without a
 /// `remediation:` section: the receiver then drains and resumes as before.
 pub(crate) fn build(raw: RawRemedy) -> Result<Option<RemedyConfig>, (String, String)> {
@@ -267,31 +275,19 @@ pub(crate) fn build(raw: RawRemedy) -> Result<Option<RemedyConfig>, (String, Str
         };
     }
     if let Some(v) = raw.verify {
-        c.healthy_polls = match v.healthy_polls {
-            Some(0) => return Err(("verify.healthy_polls".into(), "must be at least 1".into())),
-            Some(n) => n,
-            None => c.healthy_polls,
-        };
+        c.healthy_polls = at_least_one(v.healthy_polls, c.healthy_polls, "verify.healthy_polls")?;
         c.check = v.check.map(|a| template(a, "verify.check")).transpose()?;
         c.check_timeout = positive(v.check_timeout, c.check_timeout, "verify.check_timeout")?;
         c.verify_timeout = positive(v.timeout, c.verify_timeout, "verify.timeout")?;
     }
     if let Some(e) = raw.escalate {
-        c.failures = match e.failures {
-            Some(0) => return Err(("escalate.failures".into(), "must be at least 1".into())),
-            Some(n) => n,
-            None => c.failures,
-        };
+        c.failures = at_least_one(e.failures, c.failures, "escalate.failures")?;
         c.failure_window = positive(
             e.failure_window,
             c.failure_window,
             "escalate.failure_window",
         )?;
-        c.recurrences = match e.recurrences {
-            Some(0) => return Err(("escalate.recurrences".into(), "must be at least 1".into())),
-            Some(n) => n,
-            None => c.recurrences,
-        };
+        c.recurrences = at_least_one(e.recurrences, c.recurrences, "escalate.recurrences")?;
         c.recurrence_window = positive(
             e.recurrence_window,
             c.recurrence_window,
