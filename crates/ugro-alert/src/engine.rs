@@ -1356,5 +1356,8 @@ fn needs_update(
 }
 
 mod am;
+mod remedy;
 #[cfg(test)]
 mod tests;
+
+pub use remedy::RemedyAlert;

@@ -3,12 +3,10 @@
 //! under a small lock of its own and exits; the lock holder applies the pending lines on its
 //! next record or tick (and a run that opens the state applies what is left).
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use ugro_support::journal;
 use ugro_support::state::StateError;
 use ugro_types::Timestamp;
 
@@ -27,31 +25,7 @@ pub struct QueuedOp {
 
 /// The journal beside `state`.
 pub fn journal_path(state: &Path) -> PathBuf {
-    with_suffix(state, ".ops")
-}
-
-fn with_suffix(state: &Path, suffix: &str) -> PathBuf {
-    let mut s = state.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
-}
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
-    move |source| StateError::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
-
-fn open_rw(path: &Path) -> Result<File, StateError> {
-    OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io_err(path))
+    journal::journal_path(state)
 }
 
 /// The wire name of an operation.
@@ -78,25 +52,12 @@ fn parse_op(s: &str) -> Option<Operation> {
 
 /// Appends one command to the journal of `state`.
 pub fn enqueue(state: &Path, node: &str, op: Operation, ts: Timestamp) -> Result<(), StateError> {
-    let path = journal_path(state);
-    let lock_path = with_suffix(&path, ".lock");
-    let lock = open_rw(&lock_path)?;
-    lock.lock().map_err(io_err(&lock_path))?;
     let q = QueuedOp {
         node: node.to_owned(),
         op: op_name(op).to_owned(),
         ts,
     };
-    let mut line = serde_json::to_vec(&q).map_err(|e| io_err(&path)(e.into()))?;
-    line.push(b'\n');
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io_err(&path))?;
-    f.write_all(&line).map_err(io_err(&path))?;
-    f.sync_all().map_err(io_err(&path))
+    journal::enqueue(state, &q)
 }
 
 /// Takes every pending command out of the journal of `state` (oldest first). A line that
@@ -104,72 +65,23 @@ pub fn enqueue(state: &Path, node: &str, op: Operation, ts: Timestamp) -> Result
 /// journal as it was is kept aside as `<state>.ops.corrupt` for the operator: a damaged
 /// journal never blocks a run, `--reset-state` included.
 pub fn take(state: &Path) -> Result<Vec<(String, Operation, Timestamp)>, StateError> {
-    let path = journal_path(state);
-    // The common case, checked without any lock: nothing queued.
-    if std::fs::metadata(&path).map_or(true, |m| m.len() == 0) {
-        return Ok(Vec::new());
-    }
-    let lock_path = with_suffix(&path, ".lock");
-    let lock = open_rw(&lock_path)?;
-    lock.lock().map_err(io_err(&lock_path))?;
-    let mut f = open_rw(&path)?;
-    let mut bytes = Vec::new();
-    f.read_to_end(&mut bytes).map_err(io_err(&path))?;
-    f.set_len(0).map_err(io_err(&path))?;
-    f.rewind().map_err(io_err(&path))?;
-    f.sync_all().map_err(io_err(&path))?;
-    let mut out = Vec::new();
-    let mut dropped = 0;
-    for (n, l) in bytes.split(|&b| b == b'\n').enumerate() {
-        if l.trim_ascii().is_empty() {
-            continue;
-        }
-        match parse_line(l) {
-            Ok(q) => out.push(q),
-            Err(e) => {
-                dropped += 1;
-                tracing::warn!("{}:{}: dropped queued command: {e}", path.display(), n + 1);
-            }
-        }
-    }
-    if dropped > 0 {
-        quarantine(&path, &bytes);
-    }
-    Ok(out)
-}
-
-fn parse_line(l: &[u8]) -> Result<(String, Operation, Timestamp), String> {
-    let q = serde_json::from_slice::<QueuedOp>(l).map_err(|e| e.to_string())?;
-    let op = parse_op(&q.op).ok_or_else(|| format!("unknown command {:?}", q.op))?;
-    ugro_types::validate_node(&q.node).map_err(|e| e.to_string())?;
-    Ok((q.node, op, q.ts))
-}
-
-/// Keeps a damaged journal's bytes aside (`<journal>.corrupt`, the newest only) so the
-/// operator can see what was dropped; failing to is logged, never fatal.
-fn quarantine(path: &Path, bytes: &[u8]) {
-    let aside = with_suffix(path, ".corrupt");
-    match ugro_support::state::write_atomic(&aside, bytes) {
-        Ok(()) => tracing::warn!(
-            "{}: damaged lines dropped; the journal as it was is kept in {}",
-            path.display(),
-            aside.display()
-        ),
-        Err(e) => tracing::warn!(
-            "{}: could not keep the damaged journal: {e}",
-            path.display()
-        ),
-    }
+    journal::take_checked(state, |q: QueuedOp| {
+        let op = parse_op(&q.op).ok_or_else(|| format!("unknown command {:?}", q.op))?;
+        ugro_types::validate_node(&q.node).map_err(|e| e.to_string())?;
+        Ok((q.node, op, q.ts))
+    })
 }
 
 /// Whether commands are waiting (cheap: one stat).
 pub fn pending(state: &Path) -> bool {
-    std::fs::metadata(journal_path(state)).is_ok_and(|m| m.len() > 0)
+    journal::pending(state)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
+    use std::io::Write;
 
     #[test]
     fn a_damaged_journal_is_kept_aside_and_its_good_lines_still_apply() {
@@ -192,7 +104,7 @@ mod tests {
             ]
         );
         assert!(!pending(&state), "the journal is emptied");
-        let aside = std::fs::read(with_suffix(&journal, ".corrupt")).unwrap();
+        let aside = std::fs::read(format!("{}.corrupt", journal.display())).unwrap();
         assert!(
             aside.windows(1).any(|w| w == b"\xff"),
             "the damaged bytes are kept"
