@@ -133,7 +133,9 @@ fn line(node: &str, i: i64, critical: bool) -> String {
 
 fn config(act: bool, extra: &str) -> String {
     format!(
-        r#"global: {{cluster_min_nodes: 1000}}
+        r#"alert_rules: {{'*': {{for: 0, keep_firing_for: 0}}}}
+flap_detection: {{enabled: false}}
+global: {{cluster_min_nodes: 1000}}
 route:
   receiver: drain
   group_by: [node]
