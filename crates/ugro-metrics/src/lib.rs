@@ -104,6 +104,16 @@ impl Renderer {
     pub fn render(&self) -> String {
         self.e.render()
     }
+
+    /// The text's length in bytes.
+    pub fn text_len(&self) -> usize {
+        self.e.text_len()
+    }
+
+    /// Writes the text without building it in one piece (see [`Exposition::write_to`]).
+    pub fn write_to(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        self.e.write_to(w)
+    }
 }
 
 /// One sample's probe readings, as `ugro-probe --format prometheus` writes them (no

@@ -364,8 +364,9 @@ fn breaker_poll_alerts_and_watcher_series() {
         queues: vec![QueueStats {
             name: "records".into(),
             depth: 5,
-            capacity: 1024,
+            capacity: Some(1024),
         }],
+        state_unwritable: Some(false),
         ..WatcherStats::default()
     });
     let text = r.render();
@@ -384,6 +385,7 @@ fn breaker_poll_alerts_and_watcher_series() {
         "ugro_watch_poll_failures_total{cause=\"timeout\"} 2",
         "ugro_watch_queue_depth{queue=\"records\"} 5",
         "ugro_watch_queue_capacity{queue=\"records\"} 1024",
+        "ugro_watch_state_unwritable 0",
     ] {
         assert!(text.lines().any(|l| l == want), "missing {want}\n{text}");
     }
