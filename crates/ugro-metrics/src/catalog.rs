@@ -243,6 +243,12 @@ catalog! {
         "Entries waiting in each of the watcher's queues (pipeline, state, delivery, metrics).";
     WATCH_QUEUE_CAPACITY: Gauge "ugro_watch_queue_capacity" ["queue"] Watcher
         "Capacity of each of the watcher's queues bounded by a count (absent for those holding one entry per node or file).";
+    WATCH_DELIVERY_QUEUE: Gauge "ugro_watch_delivery_queue_depth" ["receiver", "url"] Watcher
+        "Notifications waiting in memory for each alert receiver (url: the Alertmanager instance).";
+    WATCH_DELIVERY_SPOOLED: Gauge "ugro_watch_delivery_spooled" ["receiver", "url"] Watcher
+        "Notifications in the spool waiting for delivery or a retry.";
+    WATCH_DELIVERY: Counter "ugro_watch_delivery_notifications_total" ["receiver", "url", "outcome"] Watcher
+        "Notifications by outcome: delivered, failed (refused for good), dropped (queue or spool full), superseded (by a newer one of the group), retried (attempts that failed and will be retried).";
     WATCH_RENDER: Gauge "ugro_watch_metrics_render_duration_seconds" [] Watcher
         "How long rendering the previous /metrics body took, on the endpoint's own thread.";
     WATCH_RSS: Gauge "process_resident_memory_bytes" [] Watcher

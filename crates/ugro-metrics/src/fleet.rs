@@ -68,6 +68,29 @@ pub struct QueueStats {
     pub capacity: Option<u64>,
 }
 
+/// One alert receiver's delivery worker (ugro-alert's `ReceiverStats`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeliveryStats {
+    /// The receiver's name.
+    pub receiver: String,
+    /// The Alertmanager instance; none for other receivers.
+    pub url: Option<String>,
+    /// Notifications waiting in memory.
+    pub queue_depth: u64,
+    /// Notifications in the spool.
+    pub spooled: u64,
+    /// Accepted by the receiver.
+    pub delivered: u64,
+    /// Refused for good.
+    pub failed: u64,
+    /// Lost to a full queue or spool.
+    pub dropped: u64,
+    /// Replaced by a newer notification of the same group.
+    pub superseded: u64,
+    /// Failed attempts that will be retried.
+    pub retries: u64,
+}
+
 /// The watcher's own health. Fields it does not know are left out of the output.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct WatcherStats {
@@ -91,6 +114,8 @@ pub struct WatcherStats {
     pub state_unwritable: Option<bool>,
     /// Queues.
     pub queues: Vec<QueueStats>,
+    /// Alert delivery, per receiver (with `--pipeline`).
+    pub delivery: Vec<DeliveryStats>,
     /// How long the previous render of the endpoint's body took.
     pub render: Option<Duration>,
     /// Resident memory, bytes.
@@ -135,6 +160,26 @@ pub(crate) fn watcher(e: &mut Exposition, w: &WatcherStats) {
         e.set(&WATCH_QUEUE_DEPTH, &l, Some(q.depth as f64));
         e.set(&WATCH_QUEUE_CAPACITY, &l, count(q.capacity));
     }
+    for d in &w.delivery {
+        delivery(e, d);
+    }
     e.set(&WATCH_RENDER, &none, secs(w.render));
     e.set(&WATCH_RSS, &none, count(w.rss_bytes));
+}
+
+fn delivery(e: &mut Exposition, d: &DeliveryStats) {
+    let l = Labels::new()
+        .and("receiver", &d.receiver)
+        .and_opt("url", d.url.as_deref());
+    e.set(&WATCH_DELIVERY_QUEUE, &l, Some(d.queue_depth as f64));
+    e.set(&WATCH_DELIVERY_SPOOLED, &l, Some(d.spooled as f64));
+    for (outcome, n) in [
+        ("delivered", d.delivered),
+        ("failed", d.failed),
+        ("dropped", d.dropped),
+        ("superseded", d.superseded),
+        ("retried", d.retries),
+    ] {
+        e.set(&WATCH_DELIVERY, &l.and("outcome", outcome), Some(n as f64));
+    }
 }

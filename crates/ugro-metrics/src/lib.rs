@@ -25,7 +25,7 @@ use ugro_types::view::BreakerView;
 
 pub use catalog::{CATALOG, Kind, Metric, Source};
 pub use expo::{Exposition, Labels};
-pub use fleet::{FiringAlert, PollStats, QueueStats, WatcherStats};
+pub use fleet::{DeliveryStats, FiringAlert, PollStats, QueueStats, WatcherStats};
 pub use table::NodeTable;
 
 /// Which names to write (`--metric-names`).

@@ -367,6 +367,13 @@ fn breaker_poll_alerts_and_watcher_series() {
             capacity: Some(1024),
         }],
         state_unwritable: Some(false),
+        delivery: vec![DeliveryStats {
+            receiver: "am".into(),
+            url: Some("http://127.0.0.1:9093".into()),
+            queue_depth: 2,
+            delivered: 7,
+            ..DeliveryStats::default()
+        }],
         ..WatcherStats::default()
     });
     let text = r.render();
@@ -386,6 +393,9 @@ fn breaker_poll_alerts_and_watcher_series() {
         "ugro_watch_queue_depth{queue=\"records\"} 5",
         "ugro_watch_queue_capacity{queue=\"records\"} 1024",
         "ugro_watch_state_unwritable 0",
+        "ugro_watch_delivery_queue_depth{receiver=\"am\",url=\"http://127.0.0.1:9093\"} 2",
+        "ugro_watch_delivery_notifications_total{receiver=\"am\",url=\"http://127.0.0.1:9093\",outcome=\"delivered\"} 7",
+        "ugro_watch_delivery_notifications_total{receiver=\"am\",url=\"http://127.0.0.1:9093\",outcome=\"dropped\"} 0",
     ] {
         assert!(text.lines().any(|l| l == want), "missing {want}\n{text}");
     }

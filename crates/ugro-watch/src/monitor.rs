@@ -1038,6 +1038,7 @@ impl<'a> Live<'a> {
             superseded: Some(self.feed.superseded),
             state_unwritable: Some(self.state_error().is_some()),
             queues: self.queue_stats(),
+            delivery: self.delivery_stats(),
             ..ugro_metrics::WatcherStats::default()
         }
     }
@@ -1064,6 +1065,26 @@ impl<'a> Live<'a> {
             out.push(q("delivery", depth, None));
         }
         out
+    }
+
+    /// The alert stage's delivery workers, as the pipeline last reported them.
+    fn delivery_stats(&self) -> Vec<ugro_metrics::DeliveryStats> {
+        let Ok(d) = self.counters.delivery.lock() else {
+            return Vec::new();
+        };
+        d.iter()
+            .map(|r| ugro_metrics::DeliveryStats {
+                receiver: r.receiver.clone(),
+                url: r.instance.clone(),
+                queue_depth: r.queue_depth as u64,
+                spooled: r.spooled as u64,
+                delivered: r.delivered,
+                failed: r.failed,
+                dropped: r.dropped,
+                superseded: r.superseded,
+                retries: r.retries,
+            })
+            .collect()
     }
 
     fn footer(&self) -> String {
