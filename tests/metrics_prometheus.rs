@@ -321,6 +321,36 @@ fn rules_pass_promtool_check_and_their_unit_tests() {
     }
 }
 
+/// Every dashboard query (Grafana's variables filled in) as a recording rule, for promtool's
+/// PromQL parser: a query that does not parse fails here with promtool's message.
+#[test]
+fn every_dashboard_query_passes_promtool_check_rules() {
+    let mut rules = Vec::new();
+    for (name, d) in dashboards() {
+        for (i, (title, expr)) in expressions(&d).into_iter().enumerate() {
+            let record = format!(
+                "dashboard:{}:{i}",
+                name.trim_end_matches(".json").replace('-', "_")
+            );
+            rules.push(
+                serde_json::json!({"record": record, "expr": fill(&expr, "gpu-a"),
+                "labels": {"panel": title}}),
+            );
+        }
+    }
+    assert!(rules.len() > 40, "{}", rules.len());
+    let file = serde_json::json!({"groups": [{"name": "dashboards", "rules": rules}]});
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("dashboards.rules.yml"),
+        serde_norway::to_string(&file).unwrap(),
+    )
+    .unwrap();
+    if let Some(said) = promtool(&["check", "rules", "dashboards.rules.yml"], d.path()) {
+        assert!(said.contains("SUCCESS"), "{said}");
+    }
+}
+
 #[test]
 fn the_alertmanager_example_passes_amtool_check_config() {
     let dir = root().join("contrib/alertmanager");

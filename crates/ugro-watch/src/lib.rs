@@ -129,6 +129,28 @@ rss_kb. --state-dir keeps, per node, the latest sample, score, breaker state, la
 a bounded history (nodes/<node>.json), plus fleet.json and stats.json, each replaced \
 atomically; directories are mode 0700, files 0600.
 
+Fleet endpoint: --listen ADDR serves, over HTTP/1.1 without TLS or authentication, /metrics \
+(Prometheus text format 0.0.4, the names of contrib/README.md: every node's probe readings, \
+score, components, state, reasons, action, breaker state, last poll time, poll duration, poll \
+failures and unreachable cause; the firing alerts; the watcher's nodes, cycle time, polls, \
+failures by cause, worst poll lateness since the previous render, polls in flight and the \
+concurrency limit, queue depths and capacities, alert delivery per receiver, render time and \
+RSS) and /healthz (JSON; 200 while healthy, else 503 with status loop_stalled when the loop \
+has not run for 5 ticks and at least 10s, polling_stalled when no cycle finished in twice the \
+base interval plus the timeout beyond that, or state_unwritable). ADDR is IP:PORT, \
+[IPv6]:PORT, localhost:PORT or a bare PORT (127.0.0.1); an address other than loopback is \
+refused unless --listen-non-loopback. The endpoint is a consumer of the watcher's records and \
+never on the polling path: the pipeline and the loop leave the newest sample, breaker state, \
+poll figures and alert state per node and fingerprint in a mailbox (bounded by the fleet, \
+never waits); a metrics thread applies it and renders at most once per --metrics-cache (1s; \
+scrapes in between get the same body, scrapes during a render wait for it), keeping the body \
+gzip-compressed (it is served as is to clients that accept gzip, inflated on the fly to the \
+others); a server thread answers at most 32 connections at once, one request each, headers \
+within 10s and the whole response within 60s, so a stalled scraper holds only its own \
+connection. Both threads run at nice 10 where allowed. A node removed by a reload leaves the \
+body with its alerts. A node exposed both here and by a node_exporter textfile is counted \
+twice by the contrib rules: use one source per node.
+
 Faults of this host: when the state directory or the breaker's or alert's state file cannot be \
 written (disk full, read-only, removed), polling and alerting go on. The failure is logged, \
 becomes an `error` record and a stats record with state_unwritable: true (which ugro-alert \
