@@ -59,13 +59,13 @@ cluster() { # $1: log directory
 rss_of() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 # Gaps between consecutive requests at each node, after each node's first 3 (start-up):
-# "late polls / polls, worst gap".
+# "late polls, polls, worst gap".
 lateness() {
   for f in "$1"/*; do
     awk 'NR > 3 && prev { print $1 - prev } { prev = $1 }' "$f"
   done | awk -v lim="$(echo "$INTERVAL * 1.1" | bc -l)" \
     '{ n++; if ($1 > lim) late++; if ($1 > w) w = $1 }
-     END { printf "%d / %d %.3f\n", late, n, w }'
+     END { printf "%d %d %.3f\n", late, n, w }'
 }
 
 # $1: name, $2: scrape (true/false). Leaves $work/$1.{late,rss,scrapes}.
@@ -76,7 +76,7 @@ run() {
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   "$watch" -c "$work/$1.yaml" --cycles "$cycles" --stats-every 1h --listen "127.0.0.1:$port" \
     > /dev/null 2> "$work/$1.err" &
-  local pid=$! peak=0 i=0
+  local pid=$! peak=0 i=0 up=false
   : > "$work/$1.scrapes"
   while kill -0 "$pid" 2>/dev/null; do
     if $2; then
@@ -89,8 +89,9 @@ run() {
       got=$(curl -s "${enc[@]}" -o "$work/body" --max-time 30 \
         -w '%{time_total} %{size_download} %{http_code}' "http://127.0.0.1:$port/metrics" \
         2>/dev/null || true)
-      # A scrape refused because the run just ended is not a failure.
-      if [ "${got##* }" = 200 ] || kill -0 "$pid" 2>/dev/null; then
+      # Scrapes refused before the endpoint listens or after the run ended are not failures.
+      [ "${got##* }" = 200 ] && up=true
+      if $up && { [ "${got##* }" = 200 ] || kill -0 "$pid" 2>/dev/null; }; then
         echo "$got $(stat -c %s "$work/body" 2>/dev/null || echo 0) ${#enc[@]}" >> "$work/$1.scrapes"
       fi
       [ "${got##* }" = 200 ] && cp "$work/body" "$work/last-body"
