@@ -1,23 +1,36 @@
 #!/usr/bin/env bash
-# Benchmark ugro-score: N realistic 8-GPU sample lines (default 200 000) through the release
-# binary, side by side in one run with jq computing the equivalent weighted score
-# (the jq program below) and with cat (the I/O floor). Each tool is pinned to CPU 0 when
-# taskset is available; each writes to /dev/null, and ugro-score once more into a pipe, as in a
-# pipeline (it flushes every record, per the contract), with the pipe's reader on the same CPU. Wall time and, where /usr/bin/time is
-# installed, the tool's own CPU time are shown: on a shared machine the CPU figures are the
-# stable ones. The input has ~4.8 KB lines: the schema's 8 GPU records alone are ~3.8 KB.
+# Benchmark ugro-score: N realistic 8-GPU sample lines (default 200 000, over NODES=1000 nodes,
+# one sample per node every 30 s) through the release binary, side by side in one run:
+#   - cat (the I/O floor);
+#   - ugro-score without --state (history in the process only);
+#   - ugro-score --state FILE on a new file, and again on the file that run left (a cron run
+#     with a full history: every node and GPU already known, the file read at the start and
+#     written at the end, its size printed);
+#   - ugro-score into a pipe, as in a pipeline (it flushes every record, per the contract),
+#     with the pipe's reader on the same CPU;
+#   - jq computing the equivalent weighted score (the jq program below; JQ=0 skips it);
+#   - with BASELINE=PATH, another ugro-score binary (an earlier build) on the same input, without
+#     and with --state (new file, then full) when that build has it.
+# Each tool is pinned to CPU 0 when taskset is available. Wall time and, where /usr/bin/time is
+# installed, the tool's own CPU time are shown: on a shared, loaded machine the lines per
+# CPU-second are the stable figure (the load average is printed with the input). The input has
+# ~5.4 KB lines: the eight GPU records alone are ~4.3 KB, with the fields the history rules read
+# (replay and corrected-ECC counters, remapped rows, recovery action, PCI GPU count, boot id).
 #
-#   scripts/bench-score.sh            # N=200000
-#   N=50000 scripts/bench-score.sh
+#   scripts/bench-score.sh            # N=200000 NODES=1000
+#   N=50000 JQ=0 scripts/bench-score.sh
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 N=${N:-200000}
-NODES=${NODES:-2000}
+NODES=${NODES:-1000}
+JQ=${JQ:-1}
 target=${CARGO_TARGET_DIR:-$root/target}
 
-command -v jq >/dev/null || { echo "bench-score: jq is required (apt-get install jq)" >&2; exit 69; }
+if [ "$JQ" = 1 ]; then
+    command -v jq >/dev/null || { echo "bench-score: jq is required (apt-get install jq; JQ=0 skips it)" >&2; exit 69; }
+fi
 
 echo "building release ugro-score and the sample generator..." >&2
 cargo build --release -q -p ugro-score --bin ugro-score --example gen_samples
@@ -127,21 +140,45 @@ run() {
                  printf "\n" }'
 }
 
-echo "input: $N lines, 8 GPUs each, $(awk -v b="$bytes" -v n="$N" 'BEGIN { printf "%.0f", b / n }') bytes/line on average, $((bytes / 1000000)) MB; pinned: ${pin[*]:-no}; load: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "input: $N lines over $NODES nodes, 8 GPUs each, $(awk -v b="$bytes" -v n="$N" 'BEGIN { printf "%.0f", b / n }') bytes/line on average, $((bytes / 1000000)) MB; pinned: ${pin[*]:-no}; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 run cat null cat
+if [ -n "${BASELINE:-}" ]; then
+    run baseline null "$BASELINE"
+    # A build from before --state (main before issue 16) has the stateless row only.
+    if "$BASELINE" --help | grep -q -- '--state'; then
+        run "baseline --state new" null "$BASELINE" --state "$tmp/base-state.json"
+        run "baseline --state full" null "$BASELINE" --state "$tmp/base-state.json"
+    fi
+fi
 run ugro-score null "$target/release/ugro-score"
+run "--state new" null "$target/release/ugro-score" --state "$tmp/score-state.json"
+state_bytes=$(stat -c %s "$tmp/score-state.json")
+run "--state full" null "$target/release/ugro-score" --state "$tmp/score-state.json"
 # ugro-score flushes every record (the pipeline contract), so a pipe costs it a write per line.
 run ugro-score pipe "$target/release/ugro-score"
-run jq null jq -c -f "$tmp/score.jq"
+echo "state file after a run: $state_bytes bytes for $NODES nodes ($((state_bytes / NODES)) bytes per 8-GPU node)"
+echo "target >= 100000 lines/s on one core, with --state (per CPU-second where the machine is shared):"
+keys=("ugro-score null" "--state new null" "--state full null")
+[ -n "${BASELINE:-}" ] && keys=("baseline null" "baseline --state new null" "baseline --state full null" "${keys[@]}")
+for k in "${keys[@]}"; do
+    [ -n "${rate[$k]:-}" ] || continue
+    printf '  %-22s %10s lines/s %10s lines/cpu-s\n' "$k" "${rate[$k]}" "${cpurate[$k]:-?}"
+done
 ratio() { # label u j
     awk -v l="$1" -v u="$2" -v j="$3" 'BEGIN { if (j > 0) printf "  %-34s %6.1fx\n", l, u / j }'
 }
-echo "ugro-score / jq (target >= 25x; target >= 100000 lines/s on one core):"
-ratio "wall time, both to /dev/null" "${rate[ugro-score null]}" "${rate[jq null]}"
-ratio "wall time, ugro-score into a pipe" "${rate[ugro-score pipe]}" "${rate[jq null]}"
-if $have_time; then
-    ratio "CPU time, both to /dev/null" "${cpurate[ugro-score null]}" "${cpurate[jq null]}"
-    ratio "CPU time, ugro-score into a pipe" "${cpurate[ugro-score pipe]}" "${cpurate[jq null]}"
+if [ "$JQ" = 1 ]; then
+    run jq null jq -c -f "$tmp/score.jq"
+    echo "ugro-score / jq (target >= 25x):"
+    ratio "wall time, both to /dev/null" "${rate[ugro-score null]}" "${rate[jq null]}"
+    ratio "wall time, ugro-score into a pipe" "${rate[ugro-score pipe]}" "${rate[jq null]}"
+    if $have_time; then
+        ratio "CPU time, both to /dev/null" "${cpurate[ugro-score null]}" "${cpurate[jq null]}"
+        ratio "CPU time, ugro-score into a pipe" "${cpurate[ugro-score pipe]}" "${cpurate[jq null]}"
+    fi
+else
+    echo "jq skipped (JQ=0)"
+    exit 0
 fi
 
 # The two must agree on the verdicts they are being compared on.

@@ -209,7 +209,7 @@ fn assert_pipeline_keeps_state(what: &str, out: &Output, state: &Path) {
         serde_json::from_str::<ugro_types::Alert>(line)
             .unwrap_or_else(|e| panic!("{what}: not an alert record ({e}): {line}"));
     }
-    for file in ["probe-cpu.json", "breaker.json", "alert.json"] {
+    for file in ["probe-cpu.json", "score.json", "breaker.json", "alert.json"] {
         assert!(
             state.join("ugro").join(file).is_file(),
             "{what}: no ugro/{file}"

@@ -3,28 +3,13 @@
 //! machine's real ones.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is the failure report
 
-use std::process::Command;
-
 use serde_json::Value;
-use ugro_e2e::{bin, gpu_fixture, records, run_tool};
+use ugro_e2e::{probe_fixture, records, run_tool};
 
 fn probe_then_score(probe_args: &[&str], fixture_name: &str) -> Value {
     let state = tempfile::tempdir().unwrap();
-    let probe = Command::new(bin("ugro-probe"))
-        .arg("--gpu-fixture")
-        .arg(gpu_fixture(fixture_name))
-        .arg("--cpu-state-file")
-        .arg(state.path().join("cpu.json"))
-        .args(["--node", "gpu-node-1"])
-        .args(probe_args)
-        .output()
-        .unwrap();
-    assert!(
-        probe.status.success(),
-        "probe: {}",
-        String::from_utf8_lossy(&probe.stderr)
-    );
-    let out = run_tool("ugro-score", &[], &probe.stdout);
+    let probe = probe_fixture(state.path(), fixture_name, probe_args);
+    let out = run_tool("ugro-score", &[], &probe);
     let mut r = records(&out.stdout);
     assert_eq!(
         r.len(),

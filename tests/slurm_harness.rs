@@ -91,8 +91,15 @@ fn dropping_a_cluster_leaves_no_process_behind() {
     };
     let conf = c.conf().to_owned();
     c.submit("n1", true);
-    let before = processes_using(&conf);
     // munged, slurmctld (and its slurmscriptd), slurmd, slurmstepd, the job's shell and sleep.
+    // squeue says RUNNING before slurmstepd has forked the job's shell, so wait for it to
+    // appear rather than count at once (on a loaded runner the count was 5).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut before = processes_using(&conf);
+    while before.len() < 6 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        before = processes_using(&conf);
+    }
     assert!(before.len() >= 6, "{before:?}");
     drop(c);
     assert_eq!(processes_using(&conf), Vec::<i32>::new());

@@ -65,6 +65,26 @@ pub fn gpu_fixture(name: &str) -> PathBuf {
     root().join("crates/ugro-probe/fixtures").join(name)
 }
 
+/// `ugro-probe --gpu-fixture FIXTURE` as node `gpu-node-1`, its CPU reading kept in
+/// `state_dir`, with `args`: the sample it wrote (the run must succeed).
+pub fn probe_fixture(state_dir: &Path, fixture: &str, args: &[&str]) -> Vec<u8> {
+    let probe = std::process::Command::new(bin("ugro-probe"))
+        .arg("--gpu-fixture")
+        .arg(gpu_fixture(fixture))
+        .arg("--cpu-state-file")
+        .arg(state_dir.join("cpu.json"))
+        .args(["--node", "gpu-node-1"])
+        .args(args)
+        .output()
+        .expect("run ugro-probe");
+    assert!(
+        probe.status.success(),
+        "probe: {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    probe.stdout
+}
+
 /// Runs workspace binary `tool` with `args` and `input` on stdin. The input is written from
 /// another thread, so a tool that writes before it has read everything cannot deadlock, and one
 /// that stops reading early is not this helper's failure.

@@ -10,7 +10,9 @@ prometheus\t'Prometheus text: the latest scored sample of every node, rewritten 
 complete -c ugro-score -l metric-names -d 'Names in Prometheus output: ugro\'s own, or dcgm = ugro\'s plus dcgm-exporter\'s names and labels for the GPU readings both have' -r -f -a "ugro\t'ugro\'s own names only'
 dcgm\t'ugro\'s names, and dcgm-exporter\'s names and labels for the GPU readings both have'"
 complete -c ugro-score -s o -l output -d 'With --format prometheus: write the exposition to FILE instead of standard output, replaced atomically (temp file in the same directory, mode 0644, rename) each time it is rewritten: for node_exporter\'s textfile collector' -r -F
+complete -c ugro-score -l state -d 'Keep the history the rules need (rates, trends, XID windows, reboots, GPU counts) in FILE between runs: locked for the run, rewritten atomically (mode 0600) at the end. Without FILE: $XDG_STATE_HOME/ugro/score.json, else ~/.local/state/ugro/score.json' -r -F
 complete -c ugro-score -s e -l exit-status -d 'Exit with the Monitoring Plugins status of the worst state seen (0-3), in JSON mode too'
 complete -c ugro-score -l strict -d 'Stop at the first bad input line'
+complete -c ugro-score -l reset-state -d 'Start the --state file over (it is removed under its lock first)'
 complete -c ugro-score -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ugro-score -s V -l version -d 'Print version'

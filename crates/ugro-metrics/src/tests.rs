@@ -44,6 +44,8 @@ fn reason(code: ReasonCode, gpu: Option<u32>, points: f64, fatal: bool, action: 
         threshold: None,
         deduction: points,
         fatal,
+        predicted: false,
+        window: None,
         action,
         message: "m".into(),
     }

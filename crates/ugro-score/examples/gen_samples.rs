@@ -1,21 +1,24 @@
-//! Writes N realistic 8-GPU sample lines (about 2.8 KB each) for scripts/bench-score.sh.
+//! Writes N realistic 8-GPU sample lines (about 5.4 KB each) for scripts/bench-score.sh.
 //!
-//! Each GPU carries the fields the score reads (about 270 bytes), which gives the issue's
-//! ~2.8 KB per 8-GPU line; a full probe line with names, processes and `absent` maps is about
-//! twice that, and costs proportionally more to parse.
+//! Each GPU carries the fields the score reads (about 530 bytes); a full probe line with
+//! names, processes and `absent` maps is about 8 KB, and costs proportionally more to parse.
 //!
 //! The readings follow the real H200 node in `fixtures/` (700 W limit, PCIe gen 5 x16, 141 GB)
 //! with deterministic variation: most nodes are busy and healthy, a few per hundred carry a
-//! hardware slowdown, a pending row remap, an XID or a full disk, so every rule path runs.
+//! hardware slowdown, a pending row remap, an XID or a full disk, so every rule path runs. Each
+//! node keeps its workload and each GPU its temperature (with a degree of jitter) from sample
+//! to sample, and carries the counters the trend rules read (replays, corrected ECC, remapped
+//! rows), the recovery action, the PCI GPU count and a boot id, as a real stream does: the
+//! history rules run on every GPU without firing on noise.
 //!
-//! Usage: `gen_samples [N] [NODES]` (defaults 200000 and 2000).
+//! Usage: `gen_samples [N] [NODES]` (defaults 200000 and 1000).
 
 use std::io::{self, BufWriter, Write};
 
 use ugro_types::{
     CollectorRun, Disk, Ecc, Gpu, GpuSection, GpuStatus, HostSection, IbPort, Interface,
-    NetworkSection, Pcie, Peer, ProcessSection, RemappedRows, Sample, Timestamp, TrainingProcess,
-    Xid,
+    NetworkSection, Pcie, Peer, ProcessSection, RecoveryAction, RemappedRows, Sample, Timestamp,
+    TrainingProcess, Xid,
 };
 
 /// xorshift64*: deterministic, no dependency.
@@ -37,6 +40,9 @@ impl Rng {
 
 fn gpu(rng: &mut Rng, node: u64, i: u32, busy: bool, trouble: u64) -> Gpu {
     let util = if busy { 90 + rng.below(10) as u32 } else { 0 };
+    // A GPU's own temperature, steady for its workload, plus a degree of jitter.
+    let base = (node * 8 + u64::from(i)) % 16;
+    let temp = if busy { 56 + base } else { 33 + base / 2 } + rng.below(2);
     let power = if busy {
         600.0 + rng.below(1000) as f64 / 10.0
     } else {
@@ -44,7 +50,7 @@ fn gpu(rng: &mut Rng, node: u64, i: u32, busy: bool, trouble: u64) -> Gpu {
     };
     let mut throttle = vec![if busy { "sw_power_cap" } else { "gpu_idle" }.to_owned()];
     let mut remapped = RemappedRows {
-        correctable: None,
+        correctable: Some(0),
         uncorrectable: None,
         pending: Some(false),
         failure: Some(false),
@@ -80,22 +86,19 @@ fn gpu(rng: &mut Rng, node: u64, i: u32, busy: bool, trouble: u64) -> Gpu {
         utilization_pct: Some(util),
         memory_used_bytes: Some(if busy { 120_000_000_000 } else { 0 } + rng.below(1 << 30)),
         memory_total_bytes: Some(150_754_820_096),
-        temperature_c: Some(if busy {
-            55 + rng.below(20)
-        } else {
-            33 + rng.below(8)
-        } as u32),
+        temperature_c: Some(temp as u32),
         power_w: Some(power),
         power_limit_w: Some(700.0),
         throttle_reasons: Some(throttle),
         ecc: Some(Ecc {
             enabled: None,
-            corrected_volatile: None,
+            corrected_volatile: Some(0),
             uncorrected_volatile: Some(0),
             corrected_aggregate: None,
             uncorrected_aggregate: Some(0),
         }),
         remapped_rows: Some(remapped),
+        recovery_action: Some(RecoveryAction::None),
         pcie: Some(Pcie {
             generation: Some(5),
             max_gen: Some(5),
@@ -110,7 +113,8 @@ fn gpu(rng: &mut Rng, node: u64, i: u32, busy: bool, trouble: u64) -> Gpu {
 
 fn sample(rng: &mut Rng, n: u64, nodes: u64) -> Sample {
     let node = n % nodes;
-    let busy = rng.below(10) < 8;
+    // Eight nodes in ten run a job, and keep running it.
+    let busy = node % 10 < 8;
     // One node-sample in 25 has something wrong on GPU 3 (or a full disk).
     let trouble = if rng.below(25) == 0 { rng.below(5) } else { 9 };
     let ts = Timestamp(1_795_000_000_000 + (n / nodes) as i64 * 30_000 + node as i64);
@@ -120,7 +124,7 @@ fn sample(rng: &mut Rng, n: u64, nodes: u64) -> Sample {
         reason: None,
         expected: Some(8),
         found: Some(8),
-        pci_devices: None,
+        pci_devices: Some(8),
         driver_version: Some("580.159.04".into()),
         cuda_version: Some("13.0".into()),
         source: None,
@@ -139,6 +143,7 @@ fn sample(rng: &mut Rng, n: u64, nodes: u64) -> Sample {
         load: Some([40.5, 38.2, 37.9]),
         memory_total_bytes: Some(2_164_000_000_000),
         memory_available_bytes: Some(1_500_000_000_000 + rng.below(1 << 36)),
+        boot_id: Some(format!("{node:08x}-7d1b-4c5e-9a8f-1b2c3d4e5f60")),
         disks: vec![Disk {
             mount: "/".into(),
             fstype: Some("ext4".into()),
@@ -205,7 +210,7 @@ fn main() -> io::Result<()> {
     let nodes: u64 = args
         .next()
         .and_then(|a| a.parse().ok())
-        .unwrap_or(2000)
+        .unwrap_or(1000)
         .max(1);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());

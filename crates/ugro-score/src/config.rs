@@ -2,6 +2,7 @@
 //! (`-c FILE`), then flags on top.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use ugro_support::config::{ConfigError, load_yaml};
@@ -160,15 +161,26 @@ pub struct GpuRules {
     pub remap_pending_deduction: f64,
     /// Deduction for uncorrected ECC errors counted over the board's life (volatile ones are fatal).
     pub ecc_aggregate_deduction: f64,
+    /// Corrected ECC errors since the driver loaded at or above which `ecc_corrected_volatile`
+    /// costs `ecc_corrected_warn_deduction`.
+    pub ecc_corrected_warn: u64,
+    /// Deduction at `ecc_corrected_warn`.
+    pub ecc_corrected_warn_deduction: f64,
+    /// Corrected ECC errors at or above which the deduction is `ecc_corrected_high_deduction`
+    /// and the action hardware_inspection.
+    pub ecc_corrected_high: u64,
+    /// Deduction at `ecc_corrected_high`.
+    pub ecc_corrected_high_deduction: f64,
+    /// Deduction for a recovery action of drain_p2p (the others are hard fails).
+    pub recovery_drain_p2p_deduction: f64,
     /// Deduction for a busy GPU's PCIe link below its max generation.
     pub pcie_gen_deduction: f64,
     /// Deduction for a busy GPU's PCIe link below its max width.
     pub pcie_width_deduction: f64,
-    /// Deduction for any growth of the PCIe replay counter since the node's previous sample.
+    /// Deduction for growth of the PCIe replay counter since the node's previous sample, below
+    /// DCGM's rate limit.
     pub replay_growth_deduction: f64,
-    /// Growth at or above which the replay deduction is `replay_high_deduction`.
-    pub replay_high_growth: u64,
-    /// Deduction for high replay growth.
+    /// Deduction for a replay rate above DCGM's limit (`pcie_replay_rate`, see `trends`).
     pub replay_high_deduction: f64,
     /// Weight of the worst GPU in the GPU component: `worst_weight * min + (1 - worst_weight) * mean`.
     /// 1.0 makes the component the worst GPU's score.
@@ -190,12 +202,116 @@ impl Default for GpuRules {
             sw_power_cap_idle_deduction: 5.0,
             remap_pending_deduction: 70.0,
             ecc_aggregate_deduction: 5.0,
+            ecc_corrected_warn: 1_000,
+            ecc_corrected_warn_deduction: 10.0,
+            ecc_corrected_high: 100_000,
+            ecc_corrected_high_deduction: 35.0,
+            recovery_drain_p2p_deduction: 40.0,
             pcie_gen_deduction: 35.0,
             pcie_width_deduction: 35.0,
             replay_growth_deduction: 10.0,
-            replay_high_growth: 100,
             replay_high_deduction: 25.0,
             worst_weight: 0.8,
+        }
+    }
+}
+
+/// How history is kept (see `crate::history`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryRules {
+    /// A node or GPU not seen for this long (record time, against the newest sample) is
+    /// forgotten when the state is saved.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// A node showing fewer GPUs than the most it showed within this window is critical
+    /// (`gpu_missing_since_seen`).
+    #[serde(with = "humantime_serde")]
+    pub gpu_count_window: Duration,
+    /// How often (wall clock) a long run hands the state to its writer thread.
+    #[serde(with = "humantime_serde")]
+    pub persist_interval: Duration,
+}
+
+impl Default for HistoryRules {
+    fn default() -> Self {
+        HistoryRules {
+            max_age: Duration::from_secs(7 * 86_400),
+            gpu_count_window: Duration::from_secs(7 * 86_400),
+            persist_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Trend (predictive) rules: each is a reason with `predicted: true`. A rate is the growth
+/// from the oldest reading kept within its window to this sample, and needs readings at least
+/// the rule's `min_span` apart: a GPU's first sample reports none.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrendRules {
+    /// Points each predicted reason takes (pcie_replay_rate uses gpu.replay_high_deduction).
+    pub deduction: f64,
+    /// Corrected ECC errors per hour above which `ecc_corrected_rate` applies.
+    pub ecc_corrected_per_hour: f64,
+    /// Window of the corrected-ECC rate.
+    #[serde(with = "humantime_serde")]
+    pub ecc_window: Duration,
+    /// Shortest span the corrected-ECC rate is taken over.
+    #[serde(with = "humantime_serde")]
+    pub ecc_min_span: Duration,
+    /// DCGM's PCIe replay limit per lane and minute by link generation (Gen1 first):
+    /// 10^-12 replays per bit at the lane's rate, ceil(limit x lanes) per minute.
+    pub replay_per_lane_per_minute: Vec<f64>,
+    /// Window of the replay rate.
+    #[serde(with = "humantime_serde")]
+    pub replay_window: Duration,
+    /// Shortest span the replay rate is taken over (DCGM: one minute).
+    #[serde(with = "humantime_serde")]
+    pub replay_min_span: Duration,
+    /// New correctable remapped rows within `remap_window` at or above which
+    /// `row_remap_correctable_growth` applies.
+    pub remap_growth: u64,
+    /// Window of the remapped-row growth.
+    #[serde(with = "humantime_serde")]
+    pub remap_window: Duration,
+    /// Window of the temperature slope.
+    #[serde(with = "humantime_serde")]
+    pub temperature_window: Duration,
+    /// Shortest span the slope is fitted over (at least three readings).
+    #[serde(with = "humantime_serde")]
+    pub temperature_min_span: Duration,
+    /// A slope that reaches the slowdown temperature within this is `gpu_temperature_rising`.
+    #[serde(with = "humantime_serde")]
+    pub temperature_horizon: Duration,
+    /// ...and only when it rose at least this much over the span (noise is not a trend).
+    pub temperature_min_rise_c: f64,
+    /// Window of the XID rate.
+    #[serde(with = "humantime_serde")]
+    pub xid_window: Duration,
+    /// XID events (not application ones) per hour at or above which `xid_rate` applies.
+    pub xid_per_hour: f64,
+}
+
+impl Default for TrendRules {
+    fn default() -> Self {
+        let min = |m: u64| Duration::from_secs(m * 60);
+        TrendRules {
+            deduction: 10.0,
+            ecc_corrected_per_hour: 100.0,
+            ecc_window: min(60),
+            ecc_min_span: min(5),
+            // DcgmHealthWatch.cpp (GetExpectedPcieReplayRate): Gen1..Gen6.
+            replay_per_lane_per_minute: vec![0.15, 0.3, 0.48, 0.96, 1.92, 3.84],
+            replay_window: min(10),
+            replay_min_span: min(1),
+            remap_growth: 1,
+            remap_window: min(24 * 60),
+            temperature_window: min(15),
+            temperature_min_span: min(5),
+            temperature_horizon: min(10),
+            temperature_min_rise_c: 3.0,
+            xid_window: min(60),
+            xid_per_hour: 6.0,
         }
     }
 }
@@ -338,6 +454,8 @@ struct ConfigFile {
     system: SystemRules,
     network: NetworkRules,
     process: ProcessRules,
+    history: HistoryRules,
+    trends: TrendRules,
     xid_policy: Option<PathBuf>,
     max_tracked_nodes: Option<usize>,
 }
@@ -359,6 +477,10 @@ pub struct ScoreConfig {
     pub network: NetworkRules,
     /// Process rules.
     pub process: ProcessRules,
+    /// How history is kept.
+    pub history: HistoryRules,
+    /// Trend (predictive) rules.
+    pub trends: TrendRules,
     /// The merged XID policy.
     pub policy: XidPolicy,
     /// Nodes whose history (replay counters, XID events) the scorer keeps at most.
@@ -375,6 +497,8 @@ impl Default for ScoreConfig {
             system: SystemRules::default(),
             network: NetworkRules::default(),
             process: ProcessRules::default(),
+            history: HistoryRules::default(),
+            trends: TrendRules::default(),
             policy: shipped_policy(),
             max_tracked_nodes: 100_000,
         }
@@ -425,6 +549,8 @@ impl ScoreConfig {
             system: file.system,
             network: file.network,
             process: file.process,
+            history: file.history,
+            trends: file.trends,
             policy,
             max_tracked_nodes: file.max_tracked_nodes.unwrap_or(100_000).max(1),
         })

@@ -18,11 +18,14 @@ use ugro_types::stage::{self, StageError};
 use ugro_types::{Exit, HealthState, PluginStatus};
 
 pub mod config;
+mod gpu;
+mod history;
 pub mod output;
 pub mod policy;
 pub mod prom;
 mod scorer;
 mod stage_impl;
+pub mod state;
 #[cfg(test)]
 #[allow(
     clippy::unwrap_used,
@@ -30,11 +33,20 @@ mod stage_impl;
     clippy::field_reassign_with_default
 )]
 mod tests;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests_history;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests_policy;
+mod trends;
+mod xid;
 
 pub use config::{ScoreConfig, Weights};
+pub use gpu::combine_gpus;
 pub use output::Format;
 pub use policy::{XidPolicy, XidSeverity};
-pub use scorer::{Scorer, combine_gpus};
+pub use scorer::Scorer;
 
 const TOOL: &str = "ugro-score";
 
@@ -60,15 +72,33 @@ GPUS. Each GPU scores on its own (temperature margin to its slowdown temperature
 configured default; power over its limit; hw_slowdown / hw_thermal_slowdown / \
 hw_power_brake_slowdown (one deduction together), sw_thermal_slowdown; sw_power_cap costs \
 nothing on a busy GPU (utilisation at or above gpu.busy_utilization_pct, default 50) and a \
-little on an idle one; uncorrected ECC; row remap pending (action reboot) or failed; PCIe gen \
+little on an idle one; uncorrected ECC; corrected ECC since driver load (1 000: 10 points; \
+100 000: 35 and hardware_inspection); row remap pending (action reboot) or failed; PCIe gen \
 or width below its max while busy; PCIe replay counter growth since the node's previous \
-sample; XIDs per the XID policy). The GPU component is 0.8 x the worst GPU + 0.2 x the mean \
-(gpu.worst_weight), so one dead GPU of eight gives a GPU component of 17.5, not 87.5, and the \
-node is at least degraded. A GPU that is expected but missing counts as a GPU scoring 0.
+sample; the driver's recovery_action; XIDs per the XID policy; the trends below). The GPU \
+component is 0.8 x the worst GPU + 0.2 x the mean (gpu.worst_weight), so one dead GPU of eight \
+gives a GPU component of 17.5, not 87.5, and the node is at least degraded. A GPU that is \
+expected but missing counts as a GPU scoring 0.
+
+DRIVER VERDICT. recovery_action (NVML field 230, as DCGM's driver watch reads it) is \
+gpu_recovery_action: gpu_reset and drain_and_reset (action reset_gpu) and node_reboot (reboot) \
+are hard fails; drain_p2p takes 40 points (restart_app: stop the jobs using peer-to-peer, the \
+driver then re-evaluates), so the node is degraded. Values this build does not name are judged \
+by their number in newer NVML headers: unknown_5 (recover the IMEX domain) 40 points, \
+check_network; unknown_6 (PCIe bus reset) and unknown_7 (system reboot) hard fails; others 40 \
+points, check_host.
+
+GPU COUNT. More NVIDIA GPUs on the PCI bus (gpu.pci_devices) than NVML sees is \
+gpu_missing_from_nvml (a hard fail, reboot; gpud's check); with gpu.status absent it says the \
+driver is broken on a GPU node. Without expected_gpus, fewer GPUs than the most this node \
+showed within history.gpu_count_window (7d) is gpu_missing_since_seen (a hard fail, reboot); \
+each missing GPU counts as a GPU scoring 0.
 
 HARD FAILS. These make the state critical whatever the total (reason.fatal = true): a fatal \
 XID, a GPU lost or unreadable (device state lost/error), gpu.status failed (NVML broken), \
-gpu.status missing (fewer GPUs than expected), row-remap failure, uncorrected volatile ECC > 0.
+gpu.status missing (fewer GPUs than expected), fewer GPUs than on the PCI bus or than the \
+node's recent maximum, a recovery action of gpu_reset, node_reboot or drain_and_reset, \
+row-remap failure, uncorrected volatile ECC > 0.
 
 UNKNOWN. The state is unknown (no total) when the data the score needs is missing: the node \
 was unreachable (reason node_unreachable, action check_network), or a required section is \
@@ -77,17 +107,58 @@ Optional sections (network, processes) that are absent leave their component out
 total is taken over the remaining weights. A hard fail wins over unknown: a node with a dead \
 GPU is critical even if its host section is missing. Nothing is healthy by default.
 
-HISTORY. Replay-counter growth and XID count-in-window escalation compare with earlier \
-samples of the same node and GPU (by UUID), in this process only, using record times (an XID without a kernel time cannot be told from its repeats in later samples, so it counts only within its own sample): the \
-first sample of a GPU costs nothing; a sample older than the node's last one is scored \
-without history. At most max_tracked_nodes nodes are remembered (least recently seen dropped).
+TRENDS (PREDICTED). Reasons with predicted: true, their rate in value, the limit in threshold \
+and the span measured over in window, so alerting can route them apart from present faults \
+(10 points each, trends.deduction): ecc_corrected_rate (corrected ECC per hour above 100 over \
+up to 1h, hardware_inspection); pcie_replay_rate (replays per minute above DCGM's limit, \
+ceil(per-lane rate x lanes) for the link's current gen and width: 0.15, 0.3, 0.48, 0.96, 1.92, \
+3.84 per lane for Gen1-6, so 31 for Gen5 x16; measured over 1-10 minutes; 25 points, \
+hardware_inspection; below the limit growth is pcie_replay_growth); \
+row_remap_correctable_growth (a new correctable remapped row within 24h, \
+hardware_inspection); gpu_temperature_rising (a least-squares slope over 5-15 minutes of at \
+least three readings that rose 3 C or more and reaches the slowdown temperature within 10 \
+minutes; value is the minutes left; check_host); xid_rate (6 or more non-application XID events \
+per hour on one GPU, check_host). A rate needs two readings at least its minimum span apart: \
+the first sample of a GPU, the first after a counter went down or the node's boot id changed, \
+and a sample older than the node's last report no rate and cost nothing; the count rules \
+(corrected ECC, replay growth) still apply to them.
+
+HISTORY. Rates, trends, XID windows and the rules below compare with earlier samples of the \
+same node and GPU (by UUID) using record times. An XID event counts once: by its identity \
+(boot_id, seq) when the probe gives one, whichever probe process, restarted probe or run \
+reported it; else by its kernel time; an XID with neither counts only within its own sample. \
+The same fatal XID on the same GPU again within 24h is xid_recurring (hardware_inspection); \
+the same XID (whose action is reset_gpu or reboot) seen again 2 or more reboots (boot ids) \
+after its first sighting within 7d is xid_after_reboots (hardware_inspection), as gpud does; \
+both are in the XID policy (recurrence, reboots). Without --state the history lives in this \
+process only: a cron run that scores one sample per node has no rates, trends, windows, \
+recurrence, reboots or GPU count history, and a one-shot XID counts only within its sample. \
+With --state FILE (a bare --state: $XDG_STATE_HOME/ugro/score.json, else \
+~/.local/state/ugro/score.json, as ugro-breaker's default; the cron and systemd pipelines use \
+it) it is read at the start and written at the end (and every \
+history.persist_interval, 30s, in a long run, by a writer thread); the file is locked for the \
+run (a second run waits), replaced atomically, mode 0600, format ugro-score version 1 \
+(ugro-watch keeps it as STATE_DIR/score.json; without --state-dir, --pipeline keeps it in \
+~/.local/state/ugro/watch-score.json and raw mode in memory); a \
+corrupt or foreign file exits 78 and is left untouched (--reset-state starts over). Bounds: \
+max_tracked_nodes nodes (least recently seen dropped), nodes and GPUs not seen for \
+history.max_age (7d, record time) forgotten, per GPU at most 256 XID events, 6 readings \
+per counter and 11 of the temperature, per node 64 GPUs and 16 boots: about 3 KB per 8-GPU \
+node.
 
 CONFIGURATION. -c FILE (or UGRO_SCORE_CONFIG) is YAML; every key is optional and \
 crates/ugro-score/score.example.yaml lists them with their defaults. Flags override the file.
 
-XID POLICY. A YAML data file (meaning, severity fatal/warning/application, action, optional \
-deduction and `escalate: {count, window}`) is built in; --xid-policy FILE (or xid_policy: in \
-the config) is merged over it entry by entry, field by field.
+XID POLICY. A YAML data file is built in (version 2, checked entry by entry against NVIDIA's \
+Xid catalog for Ampere and newer, revision of 2025-10-29, cited in the file): meaning, the \
+catalog bucket, severity fatal/warning/application, action, optional deduction, \
+`escalate: {count, window}`, `message_rules` (the first whose `word` or `contains` matches the \
+event's message gives its verdict: NVLink 5 XIDs 144-150 by the driver's Fatal/Nonfatal, XID \
+154 by the recovery action it changes to), `defer_to_remapped_rows` (XIDs 63 and 64 are not \
+scored on GPUs that report row remapping; the remapped-rows readings decide, as in gpud) and \
+`reboot_threshold`. --xid-policy FILE (or xid_policy: in the config) is merged over it entry \
+by entry, field by field; a site entry that states severity or action is final (it replaces \
+the shipped message rules and deferral for that XID).
 
 OUTPUT AND EXIT STATUS. --format json (default): exit 0, or 65 when any line was rejected \
 (each reported as `ugro-score: line N: cause`, good lines still scored). --format nagios \
@@ -181,6 +252,16 @@ pub struct Cli {
     /// Stop at the first bad input line.
     #[arg(long)]
     pub strict: bool,
+
+    /// Keep the history the rules need (rates, trends, XID windows, reboots, GPU counts) in
+    /// FILE between runs: locked for the run, rewritten atomically (mode 0600) at the end.
+    /// Without FILE: $XDG_STATE_HOME/ugro/score.json, else ~/.local/state/ugro/score.json.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<Option<PathBuf>>,
+
+    /// Start the --state file over (it is removed under its lock first).
+    #[arg(long = "reset-state", requires = "state")]
+    pub reset_state: bool,
 }
 
 /// The clap command, for man pages.
@@ -208,6 +289,9 @@ pub enum Error {
     /// Reading, writing or a stage failure.
     #[error(transparent)]
     Stage(#[from] StageError),
+    /// The --state file is unusable.
+    #[error(transparent)]
+    State(ugro_support::state::StateError),
     /// The Prometheus exposition could not be written.
     #[error(transparent)]
     Prometheus(#[from] ugro_support::output::EmitError),
@@ -220,6 +304,7 @@ impl ugro_types::ToolError for Error {
             Error::Flag(_) => Exit::Config,
             Error::Input { .. } => Exit::NoInput,
             Error::Stage(e) => e.exit(),
+            Error::State(e) => e.exit(),
             Error::Prometheus(e) => e.exit(),
         }
     }
@@ -270,11 +355,22 @@ fn check(cli: Cli) -> Result<ExitCode, Error> {
         ));
     }
     let plugin_mode = cli.exit_status || cli.format == Format::Nagios;
-    let mut scorer = Scorer::with_format(cfg, cli.format);
+    let mut scorer = match state_file(&cli).map_err(Error::State)? {
+        Some(path) => {
+            if cli.reset_state {
+                ugro_support::state::reset(&path).map_err(Error::State)?;
+            }
+            Scorer::with_state(cfg, cli.format, &path).map_err(Error::State)?
+        }
+        None => Scorer::with_format(cfg, cli.format),
+    };
     let mut out = RecordWriter::new(io::stdout().lock());
     let mut reader_bad = 0;
     let result = if cli.format == Format::Prometheus {
-        run_prometheus(&cli, &mut scorer, &mut reader_bad)
+        let r = run_prometheus(&cli, &mut scorer, &mut reader_bad);
+        // The exposition stage does not finish the scorer: its history is saved here.
+        scorer.save_state().map_err(Error::State)?;
+        r
     } else {
         let input = open_input(
             &cli,
@@ -315,6 +411,17 @@ fn check(cli: Cli) -> Result<ExitCode, Error> {
         worst = Some(output::worse(worst, HealthState::Unknown));
     }
     Ok(worst.unwrap_or(HealthState::Unknown).plugin_status().into())
+}
+
+/// The --state file: the one named, or the default one for a bare `--state`.
+fn state_file(cli: &Cli) -> Result<Option<PathBuf>, ugro_support::state::StateError> {
+    match &cli.state {
+        Some(None) => Ok(Some(
+            ugro_support::state::default_state_dir()?.join("score.json"),
+        )),
+        Some(Some(p)) => Ok(Some(p.clone())),
+        None => Ok(None),
+    }
 }
 
 /// The input file (or stdin), wrapped by `file` or `stdin`.

@@ -24,7 +24,27 @@ impl Scorer {
     }
 }
 
+fn state_error(e: ugro_support::state::StateError) -> StageError {
+    StageError::Fatal {
+        exit: e.exit(),
+        message: e.to_string(),
+    }
+}
+
 impl Stage for Scorer {
+    fn tick(
+        &mut self,
+        _now: ugro_types::Timestamp,
+        _emit: &mut Emit<'_>,
+    ) -> Result<(), StageError> {
+        self.offer_state();
+        Ok(())
+    }
+
+    fn finish(&mut self, _emit: &mut Emit<'_>) -> Result<(), StageError> {
+        self.save_state().map_err(state_error)
+    }
+
     fn process(&mut self, line: &str, emit: &mut Emit<'_>) -> Result<(), StageError> {
         // The typed parse is the fast path; only when it fails is the header looked at, to
         // tell a record of another kind (passed through) from a broken sample (rejected).
@@ -44,6 +64,10 @@ impl Stage for Scorer {
         }
         let score = self.score_view(&sample);
         self.samples += 1;
+        // A clock read per 64 samples is enough to pace the state snapshots.
+        if self.samples.is_multiple_of(64) {
+            self.offer_state();
+        }
         self.worst = Some(worse(self.worst, score.state));
         match self.format {
             Format::Json | Format::Prometheus => {

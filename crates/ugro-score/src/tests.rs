@@ -267,7 +267,7 @@ fn xid(code: u32, ts: Option<Timestamp>) -> Xid {
 
 #[test]
 fn fatal_xids_of_the_catalog_force_critical() {
-    for code in [48, 64, 74, 79, 95, 119, 120, 140, 143] {
+    for code in [46, 48, 62, 74, 79, 95, 109, 119, 120, 140, 143] {
         let mut s = busy();
         gpu0(&mut s).xids = vec![xid(code, None)];
         let sc = score(&s);
@@ -279,8 +279,32 @@ fn fatal_xids_of_the_catalog_force_critical() {
 }
 
 #[test]
+fn xids_63_and_64_defer_to_the_remapped_rows_on_gpus_that_report_them() {
+    for code in [63, 64] {
+        let mut s = busy();
+        assert!(
+            gpu0(&mut s).remapped_rows.is_some(),
+            "the H200 reports row remapping"
+        );
+        gpu0(&mut s).xids = vec![xid(code, None)];
+        let sc = score(&s);
+        assert!(sc.reasons.is_empty(), "xid {code}: {:?}", codes(&sc));
+        // A GPU without row remapping (page retirement): the XID itself decides.
+        gpu0(&mut s).remapped_rows = None;
+        let sc = score(&s);
+        assert_eq!(sc.action, Action::ResetGpu, "xid {code}");
+        let want = if code == 64 {
+            HealthState::Critical
+        } else {
+            HealthState::Healthy
+        };
+        assert_eq!(sc.state, want, "xid {code}");
+    }
+}
+
+#[test]
 fn application_xids_recommend_a_restart_and_cost_little() {
-    for code in [13, 31, 43, 45] {
+    for code in [13, 31, 45] {
         let mut s = busy();
         gpu0(&mut s).xids = vec![xid(code, None), xid(code, None)];
         let sc = score(&s);

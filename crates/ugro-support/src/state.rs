@@ -215,17 +215,27 @@ impl StateLock {
         version: u32,
         data: &T,
     ) -> Result<(), StateError> {
-        let env = Envelope {
-            format: format.to_owned(),
-            version,
-            data,
-        };
-        let bytes = serde_json::to_vec(&env).map_err(|e| StateError::Io {
-            path: self.path.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        write_atomic(&self.path, &bytes)
+        write_atomic(&self.path, &encode(&self.path, format, version, data)?)
     }
+}
+
+/// The bytes [`StateLock::write`] writes for `data`: for a holder of the lock that hands the
+/// writing (and its fsync) to another thread, which then calls [`write_atomic`].
+pub fn encode<T: Serialize>(
+    path: &Path,
+    format: &str,
+    version: u32,
+    data: &T,
+) -> Result<Vec<u8>, StateError> {
+    let env = Envelope {
+        format: format.to_owned(),
+        version,
+        data,
+    };
+    serde_json::to_vec(&env).map_err(|e| StateError::Io {
+        path: path.to_owned(),
+        source: std::io::Error::other(e),
+    })
 }
 
 /// Reads a state file without taking its lock: writers replace the file by rename, so a

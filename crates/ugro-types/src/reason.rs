@@ -147,10 +147,18 @@ reason_codes! {
     GpuNone = "gpu_none";
     /// A GPU is lost (fallen off the bus).
     GpuLost = "gpu_lost" in Missing;
+    /// Fewer GPUs than this node has shown within its recent history.
+    GpuMissingSinceSeen = "gpu_missing_since_seen" in Missing;
+    /// More NVIDIA GPUs on the PCI bus than NVML sees.
+    GpuMissingFromNvml = "gpu_missing_from_nvml" in Missing;
+    /// The driver's own recovery verdict (NVML's GPU recovery action) asks for something.
+    GpuRecoveryAction = "gpu_recovery_action";
     /// NVML cannot query a GPU.
     GpuError = "gpu_error";
     /// GPU temperature close to its slowdown threshold.
     GpuTemperatureHigh = "gpu_temperature_high" in Thermal;
+    /// Predicted: the temperature's slope reaches the slowdown threshold soon.
+    GpuTemperatureRising = "gpu_temperature_rising" in Thermal;
     /// Power draw above the limit.
     GpuPowerOverLimit = "gpu_power_over_limit";
     /// Hardware clock slowdown.
@@ -163,22 +171,37 @@ reason_codes! {
     EccUncorrectedVolatile = "ecc_uncorrected_volatile" in Ecc;
     /// Uncorrected aggregate ECC errors.
     EccUncorrectedAggregate = "ecc_uncorrected_aggregate" in Ecc;
+    /// Many corrected ECC errors since the driver loaded.
+    EccCorrectedVolatile = "ecc_corrected_volatile" in Ecc;
+    /// Predicted: corrected ECC errors per hour above the limit.
+    EccCorrectedRate = "ecc_corrected_rate" in Ecc;
     /// Row remapping failed.
     RowRemapFailure = "row_remap_failure" in RowRemap;
     /// Row remapping pending (reset needed).
     RowRemapPending = "row_remap_pending" in RowRemap;
+    /// Predicted: rows remapped for correctable errors are growing.
+    RowRemapCorrectableGrowth = "row_remap_correctable_growth" in RowRemap;
     /// PCIe generation below its maximum under load.
     PcieGenLow = "pcie_gen_low" in Pcie;
     /// PCIe width below its maximum under load.
     PcieWidthLow = "pcie_width_low" in Pcie;
-    /// PCIe replay counter growing.
+    /// PCIe replay counter growing, below DCGM's rate limit.
     PcieReplayGrowth = "pcie_replay_growth" in Pcie;
+    /// Predicted: PCIe replays per minute above DCGM's limit for the link's generation and
+    /// width.
+    PcieReplayRate = "pcie_replay_rate" in Pcie;
     /// A fatal XID.
     XidFatal = "xid_fatal" in Xid;
     /// A warning XID.
     XidWarning = "xid_warning" in Xid;
     /// An application XID.
     XidApplication = "xid_application" in Xid;
+    /// The same fatal XID on the same GPU again within the recurrence window.
+    XidRecurring = "xid_recurring" in Xid;
+    /// The same XID on the same GPU again after the policy's number of reboots.
+    XidAfterReboots = "xid_after_reboots" in Xid;
+    /// Predicted: XID events on one GPU per hour above the limit.
+    XidRate = "xid_rate" in Xid;
     /// CPU saturated.
     CpuSaturated = "cpu_saturated";
     /// Available memory low.

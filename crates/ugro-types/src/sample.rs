@@ -372,7 +372,14 @@ impl TryFrom<String> for RecoveryAction {
     type Error = String;
 
     fn try_from(s: String) -> Result<Self, String> {
-        Ok(match s.as_str() {
+        RecoveryAction::from_name(&s)
+    }
+}
+
+impl RecoveryAction {
+    /// The action for its wire name (`gpu_reset`, `unknown_7`).
+    pub fn from_name(s: &str) -> Result<Self, String> {
+        Ok(match s {
             "none" => RecoveryAction::None,
             "gpu_reset" => RecoveryAction::GpuReset,
             "node_reboot" => RecoveryAction::NodeReboot,

@@ -135,6 +135,14 @@ pub struct Reason {
     /// True when this reason forces the state to critical whatever the total.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fatal: bool,
+    /// True when this reason is a prediction from a trend (a rate or a slope over `window`)
+    /// rather than a fault present now, so alerting can route it apart.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub predicted: bool,
+    /// The span a rate or trend was measured over, as a humantime duration (`10m`), or the
+    /// history window a count was taken in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
     /// What to do about it.
     pub action: Action,
     /// For people.

@@ -38,7 +38,7 @@ mod text;
 
 pub use alert::AlertView;
 pub use record::{BreakerView, FleetView, RecordView, TransitionView, WatcherStateView};
-pub use sample::{GpuSectionView, GpuView, SampleView};
+pub use sample::{GpuSectionView, GpuView, SampleView, ThrottleReasons};
 pub use score::{ReasonView, ScoreHead, ScoreView};
 pub use text::Text;
 

@@ -127,7 +127,9 @@ period), with --state-dir state_queue, state_writes, state_write_failures, state
 then state_unwritable (true or false) and state_error (the failure, while unwritable), \
 rss_kb. --state-dir keeps, per node, the latest sample, score, breaker state, last alert and \
 a bounded history (nodes/<node>.json), plus fleet.json and stats.json, each replaced \
-atomically; directories are mode 0700, files 0600.
+atomically, and the scorer's history (score.json: XID windows, the GPU count, rates; see \
+ugro-score --state), so a restarted watcher still knows them, with or without --pipeline; \
+directories are mode 0700, files 0600.
 
 Fleet endpoint: --listen ADDR serves, over HTTP/1.1 without TLS or authentication, /metrics \
 (Prometheus text format 0.0.4, the names of contrib/README.md: every node's probe readings, \
@@ -498,7 +500,7 @@ pub fn setup(cli: &Cli, cluster: &Cluster) -> Result<monitor::Setup, Error> {
     let stages = if cli.pipeline {
         pipeline::build(cli, cluster, state_dir.as_deref(), &counters)?
     } else {
-        pipeline::scorer(cli, cluster)?
+        pipeline::scorer(cli, cluster, state_dir.as_deref())?
     };
     let tee = match &cli.tee {
         None => None,

@@ -149,14 +149,22 @@ impl std::fmt::Debug for Stages {
     }
 }
 
-/// The scorer alone, for raw mode.
-pub fn scorer(cli: &Cli, cluster: &Cluster) -> Result<Stages, Error> {
+/// The scorer alone, for raw mode. With a state directory its history (XID windows, the GPU
+/// count, rates) survives a restart there, as in `--pipeline`; without one it lives in memory.
+pub fn scorer(cli: &Cli, cluster: &Cluster, state_dir: Option<&Path>) -> Result<Stages, Error> {
     let path = cli
         .score_config
         .clone()
         .or_else(|| cluster.pipeline.score.clone());
     let cfg = ugro_score::ScoreConfig::load(path.as_deref()).map_err(setup("ugro-score"))?;
-    Ok(Stages::Scorer(Box::new(ugro_score::Scorer::new(cfg))))
+    let scorer = match state_dir {
+        Some(dir) => {
+            ugro_score::Scorer::with_state(cfg, ugro_score::Format::Json, &dir.join("score.json"))
+                .map_err(setup("ugro-score"))?
+        }
+        None => ugro_score::Scorer::new(cfg),
+    };
+    Ok(Stages::Scorer(Box::new(scorer)))
 }
 
 /// Builds the chain and its tap; the alert stage's delivery figures go to `counters`.
@@ -189,6 +197,10 @@ pub fn build(
         "alert.json",
         "watch-alert.json",
     )?;
+    // The scorer's history (rates, trends, XID windows) survives a watcher restart.
+    let score_state = state_file(&None, state_dir, "score.json", "watch-score.json")?;
+    let scorer = ugro_score::Scorer::with_state(score_cfg, ugro_score::Format::Json, &score_state)
+        .map_err(setup("ugro-score"))?;
     let breaker = ugro_breaker::BreakerStage::open(breaker_cfg, &breaker_state)
         .map_err(setup("ugro-breaker"))?;
     let alert =
@@ -203,12 +215,7 @@ pub fn build(
     let stages: Vec<(&'static str, Box<dyn Stage + Send>)> = vec![
         (
             "ugro-score",
-            Box::new(tee(
-                ugro_score::Scorer::new(score_cfg),
-                Tap::Score,
-                &tapped,
-                None,
-            )),
+            Box::new(tee(scorer, Tap::Score, &tapped, None)),
         ),
         (
             "ugro-breaker",
@@ -798,13 +805,20 @@ impl Stage for Processor {
 
     /// The tick record itself went through the stages (which ran their timers); this is the
     /// watcher's own once-a-tick work: state directory, table, retrying failed state files.
-    fn tick(&mut self, now: Timestamp, _emit: &mut Emit<'_>) -> Result<(), StageError> {
+    fn tick(&mut self, now: Timestamp, emit: &mut Emit<'_>) -> Result<(), StageError> {
         self.now = self.now.max(now);
+        // Raw mode: the scorer's timer (its history snapshot to the state directory).
+        if let Stages::Scorer(s) = &mut self.stages {
+            s.tick(now, emit)?;
+        }
         self.housekeeping(now)
     }
 
-    fn finish(&mut self, _emit: &mut Emit<'_>) -> Result<(), StageError> {
+    fn finish(&mut self, emit: &mut Emit<'_>) -> Result<(), StageError> {
         self.run_chain(|c, e| c.finish(e))?;
+        if let Stages::Scorer(s) = &mut self.stages {
+            s.finish(emit)?;
+        }
         let now = if self.now == Timestamp(i64::MIN) {
             Timestamp::now()
         } else {

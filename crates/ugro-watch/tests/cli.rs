@@ -23,6 +23,8 @@ fn watch(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(watch_bin())
         .args(args)
         .current_dir(dir)
+        // Default state files (no --state-dir) in the test's directory, not the user's.
+        .env("XDG_STATE_HOME", dir.join("xdg-state"))
         .output()
         .unwrap()
 }
@@ -613,4 +615,40 @@ fn replay_reports_a_line_a_stage_rejects_with_its_number_and_exits_65() {
     );
     assert_eq!(out.status.code(), Some(65));
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"));
+}
+
+#[test]
+fn raw_mode_keeps_the_scorers_history_in_the_state_dir_across_restarts() {
+    let d = tempfile::tempdir().unwrap();
+    // n1 with `gpus` GPUs at second `s` of one minute.
+    let line = |s: u32, gpus: u32| {
+        let devices: Vec<String> = (0..gpus)
+            .map(|i| format!(r#"{{"index":{i},"state":"ok","temperature_c":40}}"#))
+            .collect();
+        format!(
+            r#"{{"v":1,"kind":"sample","ts":"2026-11-28T00:01:{s:02}.000Z","node":"n1","gpu":{{"status":"ok","devices":[{}]}},"host":{{"cpus":8,"load":[1.0,1.0,1.0],"memory_total_bytes":1000000000,"memory_available_bytes":800000000}}}}"#,
+            devices.join(",")
+        ) + "\n"
+    };
+    write(d.path(), "eight.jsonl", &line(0, 8));
+    write(d.path(), "seven.jsonl", &line(30, 7));
+    // One watcher process over `file`: n1's state file after it.
+    let replay = |file: &str| -> Value {
+        let out = watch(d.path(), &["--replay", file, "--state-dir", "st"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&std::fs::read(d.path().join("st/nodes/n1.json")).unwrap()).unwrap()
+    };
+    let n1 = replay("eight.jsonl");
+    assert_eq!(n1["state"], "healthy", "{n1}");
+    // A new watcher process: only the history in st/score.json knows n1 had eight GPUs.
+    let n1 = replay("seven.jsonl");
+    assert_eq!(n1["state"], "critical", "{n1}");
+    assert!(n1.to_string().contains("gpu_missing_since_seen"), "{n1}");
+    let saved: Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("st/score.json")).unwrap()).unwrap();
+    assert_eq!(saved["format"], "ugro-score");
 }

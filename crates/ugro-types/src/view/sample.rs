@@ -15,7 +15,7 @@ use super::Text;
 use crate::record::{RecordError, check_header};
 use crate::{
     CollectorError, DeviceState, Ecc, Gpu, GpuStatus, HostSection, Kind, NetworkSection, Pcie,
-    ProcessSection, RemappedRows, Sample, Timestamp, Unreachable, Xid,
+    ProcessSection, RecoveryAction, RemappedRows, Sample, Timestamp, Unreachable, Xid,
 };
 
 /// A sample (or, on a line of another kind, its header) as a scorer reads it. The sections
@@ -71,6 +71,9 @@ pub struct GpuSectionView<'a> {
     /// GPUs found.
     #[serde(default)]
     pub found: Option<u32>,
+    /// NVIDIA display-class PCI functions counted from sysfs.
+    #[serde(default)]
+    pub pci_devices: Option<u32>,
     /// The devices.
     #[serde(default, borrow, deserialize_with = "gpu_list")]
     pub devices: Vec<GpuView<'a>>,
@@ -105,15 +108,18 @@ pub struct GpuView<'a> {
     /// Power limit, W.
     #[serde(default)]
     pub power_limit_w: Option<f64>,
-    /// Active clock throttle reasons.
-    #[serde(default, borrow)]
-    pub throttle_reasons: Option<Vec<Text<'a>>>,
+    /// Active clock throttle reasons, as a set (no allocation per GPU).
+    #[serde(default)]
+    pub throttle_reasons: Option<ThrottleReasons>,
     /// ECC counters.
     #[serde(default)]
     pub ecc: Option<Ecc>,
     /// Remapped rows.
     #[serde(default)]
     pub remapped_rows: Option<RemappedRows>,
+    /// The driver's recovery verdict (read from the line's text without allocating).
+    #[serde(default, deserialize_with = "recovery_action")]
+    pub recovery_action: Option<RecoveryAction>,
     /// PCIe link.
     #[serde(default)]
     pub pcie: Option<Pcie>,
@@ -136,12 +142,139 @@ impl<'a> GpuView<'a> {
             throttle_reasons: g
                 .throttle_reasons
                 .as_ref()
-                .map(|v| v.iter().map(|s| Text::from(s.as_str())).collect()),
+                .map(|v| ThrottleReasons::from_names(v.iter().map(String::as_str))),
             ecc: g.ecc,
             remapped_rows: g.remapped_rows,
+            recovery_action: g.recovery_action,
             pcie: g.pcie,
             xids: Cow::Borrowed(&g.xids),
         }
+    }
+}
+
+/// A GPU's clock-event (throttle) reasons as a set of NVML's names, the view's form of
+/// [`Gpu::throttle_reasons`]: read from the line without allocating. A name this build does not
+/// know (a newer probe) is counted in [`ThrottleReasons::unknown`], not kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ThrottleReasons {
+    bits: u16,
+    unknown: u16,
+}
+
+impl ThrottleReasons {
+    /// The names, in NVML's bit order (`nvmlClocksEventReason*`).
+    pub const NAMES: [&'static str; 9] = [
+        "gpu_idle",
+        "applications_clocks_setting",
+        "sw_power_cap",
+        "hw_slowdown",
+        "sync_boost",
+        "sw_thermal_slowdown",
+        "hw_thermal_slowdown",
+        "hw_power_brake_slowdown",
+        "display_clock_setting",
+    ];
+
+    /// `sw_power_cap`.
+    pub const SW_POWER_CAP: u16 = 1 << 2;
+    /// `hw_slowdown`.
+    pub const HW_SLOWDOWN: u16 = 1 << 3;
+    /// `sw_thermal_slowdown`.
+    pub const SW_THERMAL_SLOWDOWN: u16 = 1 << 5;
+    /// `hw_thermal_slowdown`.
+    pub const HW_THERMAL_SLOWDOWN: u16 = 1 << 6;
+    /// `hw_power_brake_slowdown`.
+    pub const HW_POWER_BRAKE_SLOWDOWN: u16 = 1 << 7;
+
+    /// Whether any of `bits` (the constants above, or-ed) is in the set.
+    pub fn any(self, bits: u16) -> bool {
+        self.bits & bits != 0
+    }
+
+    /// The known names among `bits` in the set, in NVML's bit order.
+    pub fn names_of(self, bits: u16) -> impl Iterator<Item = &'static str> {
+        ThrottleReasons {
+            bits: self.bits & bits,
+            unknown: 0,
+        }
+        .names()
+    }
+
+    fn bit(name: &str) -> Option<u16> {
+        Self::NAMES.iter().position(|n| *n == name).map(|i| 1 << i)
+    }
+
+    fn add(&mut self, name: &str) {
+        match Self::bit(name) {
+            Some(b) => self.bits |= b,
+            None => self.unknown = self.unknown.saturating_add(1),
+        }
+    }
+
+    /// The set of `names`.
+    pub fn from_names<'n>(names: impl IntoIterator<Item = &'n str>) -> Self {
+        let mut t = ThrottleReasons::default();
+        for n in names {
+            t.add(n);
+        }
+        t
+    }
+
+    /// Whether `name` is in the set.
+    pub fn contains(self, name: &str) -> bool {
+        Self::bit(name).is_some_and(|b| self.bits & b != 0)
+    }
+
+    /// The known names in the set, in NVML's bit order.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        Self::NAMES
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| self.bits & (1 << i) != 0)
+            .map(|(_, n)| *n)
+    }
+
+    /// Names in the line this build does not know.
+    pub fn unknown(self) -> u16 {
+        self.unknown
+    }
+}
+
+impl<'de> Deserialize<'de> for ThrottleReasons {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Name<'s>(&'s mut ThrottleReasons);
+        impl<'de> serde::de::DeserializeSeed<'de> for Name<'_> {
+            type Value = ();
+            fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+                d.deserialize_str(self)
+            }
+        }
+        impl serde::de::Visitor<'_> for Name<'_> {
+            type Value = ();
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a throttle reason name")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+                self.0.add(v);
+                Ok(())
+            }
+        }
+        struct Set;
+        impl<'de> serde::de::Visitor<'de> for Set {
+            type Value = ThrottleReasons;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of throttle reason names")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ThrottleReasons, A::Error> {
+                let mut t = ThrottleReasons::default();
+                while seq.next_element_seed(Name(&mut t))?.is_some() {}
+                Ok(t)
+            }
+        }
+        d.deserialize_seq(Set)
     }
 }
 
@@ -166,6 +299,38 @@ fn gpu_list<'de: 'a, 'a, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<GpuVie
         }
     }
     d.deserialize_seq(List(std::marker::PhantomData))
+}
+
+/// `recovery_action` borrowed as text and named, so a GPU costs no allocation for it; an
+/// unknown name rejects the line as the owned type does.
+fn recovery_action<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<RecoveryAction>, D::Error> {
+    struct Name;
+    impl serde::de::Visitor<'_> for Name {
+        type Value = RecoveryAction;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a recovery action name")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RecoveryAction, E> {
+            RecoveryAction::from_name(v).map_err(E::custom)
+        }
+    }
+    // Called only when the key is there: null is absent, a string is read in place.
+    struct Opt;
+    impl<'de> serde::de::Visitor<'de> for Opt {
+        type Value = Option<RecoveryAction>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a recovery action name or null")
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_str(Name).map(Some)
+        }
+    }
+    d.deserialize_option(Opt)
 }
 
 /// Called only when the key exists, so `"score": null` counts too.
@@ -195,6 +360,7 @@ impl<'a> SampleView<'a> {
                 reason: g.reason.as_deref().map(Text::from),
                 expected: g.expected,
                 found: g.found,
+                pci_devices: g.pci_devices,
                 devices: g.devices.iter().map(GpuView::from_gpu).collect(),
                 unattributed_xids: Cow::Borrowed(&g.unattributed_xids),
             }),
@@ -233,6 +399,7 @@ mod tests {
         assert_eq!(vg.status, sg.status);
         assert_eq!(vg.reason.as_deref(), sg.reason.as_deref());
         assert_eq!((vg.expected, vg.found), (sg.expected, sg.found));
+        assert_eq!(vg.pci_devices, sg.pci_devices);
         assert_eq!(&*vg.unattributed_xids, &sg.unattributed_xids[..]);
         assert_eq!(vg.devices.len(), sg.devices.len());
         for (d, g) in vg.devices.iter().zip(&sg.devices) {
@@ -242,19 +409,16 @@ mod tests {
             assert_eq!(d.temperature_c, g.temperature_c);
             assert_eq!(d.temperature_slowdown_c, g.temperature_slowdown_c);
             assert_eq!((d.power_w, d.power_limit_w), (g.power_w, g.power_limit_w));
-            let tr: Option<Vec<&str>> = d
+            let want = g
                 .throttle_reasons
                 .as_ref()
-                .map(|t| t.iter().map(|x| &**x).collect());
-            let want: Option<Vec<&str>> = g
-                .throttle_reasons
-                .as_ref()
-                .map(|t| t.iter().map(String::as_str).collect());
-            assert_eq!(tr, want);
+                .map(|t| ThrottleReasons::from_names(t.iter().map(String::as_str)));
+            assert_eq!(d.throttle_reasons, want);
             assert_eq!(
                 (d.ecc, d.remapped_rows, d.pcie),
                 (g.ecc, g.remapped_rows, g.pcie)
             );
+            assert_eq!(d.recovery_action, g.recovery_action);
             assert_eq!(&*d.xids, &g.xids[..]);
         }
     }
@@ -276,8 +440,44 @@ mod tests {
         assert!(matches!(v.node, Cow::Borrowed(_)));
         let d = &v.gpu.as_ref().unwrap().devices[0];
         assert!(matches!(d.uuid, Some(Text(Cow::Borrowed(_)))));
-        let tr = d.throttle_reasons.as_ref().unwrap();
-        assert!(tr.iter().all(|t| matches!(t.0, Cow::Borrowed(_))));
+    }
+
+    #[test]
+    fn throttle_reasons_read_as_a_set_and_count_names_they_do_not_know() {
+        let v = SampleView::parse(
+            r#"{"v":1,"kind":"sample","ts":"2026-11-28T00:00:00Z","node":"n","gpu":{"status":"ok","devices":[{"index":0,"throttle_reasons":["hw_thermal_slowdown","sw_power_cap","hw_slowdown","fan_brake"]}]}}"#,
+        )
+        .unwrap();
+        let t = v.gpu.unwrap().devices[0].throttle_reasons.unwrap();
+        assert!(t.contains("hw_slowdown") && t.contains("sw_power_cap"));
+        assert!(!t.contains("gpu_idle"));
+        let names: Vec<&str> = t.names().collect();
+        assert_eq!(
+            names,
+            ["sw_power_cap", "hw_slowdown", "hw_thermal_slowdown"]
+        );
+        assert_eq!(t.unknown(), 1);
+    }
+
+    #[test]
+    fn recovery_actions_read_by_name_and_a_bad_name_rejects_the_line() {
+        let line = |a: &str| {
+            format!(
+                r#"{{"v":1,"kind":"sample","ts":"2026-11-28T00:00:00Z","node":"n","gpu":{{"status":"ok","pci_devices":8,"devices":[{{"index":0,"recovery_action":"{a}"}}]}}}}"#
+            )
+        };
+        for (name, want) in [
+            ("drain_and_reset", RecoveryAction::DrainAndReset),
+            ("unknown_7", RecoveryAction::Unknown(7)),
+        ] {
+            let text = line(name);
+            let v = SampleView::parse(&text).unwrap();
+            let g = v.gpu.unwrap();
+            assert_eq!(g.pci_devices, Some(8));
+            assert_eq!(g.devices[0].recovery_action, Some(want));
+        }
+        let e = SampleView::parse(&line("reboot_please")).unwrap_err();
+        assert!(e.to_string().contains("reboot_please"), "{e}");
     }
 
     #[test]

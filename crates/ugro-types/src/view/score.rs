@@ -65,6 +65,9 @@ pub struct ReasonView<'a> {
     /// Forces the state to critical.
     #[serde(default)]
     pub fatal: bool,
+    /// A prediction from a trend, not a present fault.
+    #[serde(default)]
+    pub predicted: bool,
     /// What to do about it, as written (see [`ScoreView::action`]).
     #[serde(default, borrow)]
     pub action: Cow<'a, str>,
