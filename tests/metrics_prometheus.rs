@@ -22,9 +22,10 @@ const PROMETHEUS: &str = "/usr/bin/prometheus";
 const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
 
 /// Panels that read only what ugro-watch's endpoint serves (the watcher's health, its polls):
-/// deferred to the phase that adds `ugro-watch --listen` (issue 12). The test checks that these
-/// are exactly the panels using watcher-only families, so the list cannot grow unnoticed.
-const DEFERRED_PANELS: &[&str] = &[
+/// empty over textfiles, and checked by the test that scrapes `ugro-watch --listen`. The
+/// textfile test checks that these are exactly the panels using watcher-only families, so the
+/// list cannot grow unnoticed.
+const WATCHER_PANELS: &[&str] = &[
     "Polling cycle duration",
     "Probes per second",
     "Failed polls per second",
@@ -33,6 +34,9 @@ const DEFERRED_PANELS: &[&str] = &[
     "Watcher memory",
     "Slowest polls",
     "Oldest polls",
+    "Queue depth",
+    "Polls in flight",
+    "Alert delivery",
 ];
 
 struct Guard(Child);
@@ -313,6 +317,36 @@ fn rules_pass_promtool_check_and_their_unit_tests() {
         assert!(said.contains("SUCCESS"), "{said}");
     }
     if let Some(said) = promtool(&["test", "rules", "ugro.rules.test.yml"], &dir) {
+        assert!(said.contains("SUCCESS"), "{said}");
+    }
+}
+
+/// Every dashboard query (Grafana's variables filled in) as a recording rule, for promtool's
+/// PromQL parser: a query that does not parse fails here with promtool's message.
+#[test]
+fn every_dashboard_query_passes_promtool_check_rules() {
+    let mut rules = Vec::new();
+    for (name, d) in dashboards() {
+        for (i, (title, expr)) in expressions(&d).into_iter().enumerate() {
+            let record = format!(
+                "dashboard:{}:{i}",
+                name.trim_end_matches(".json").replace('-', "_")
+            );
+            rules.push(
+                serde_json::json!({"record": record, "expr": fill(&expr, "gpu-a"),
+                "labels": {"panel": title}}),
+            );
+        }
+    }
+    assert!(rules.len() > 40, "{}", rules.len());
+    let file = serde_json::json!({"groups": [{"name": "dashboards", "rules": rules}]});
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("dashboards.rules.yml"),
+        serde_norway::to_string(&file).unwrap(),
+    )
+    .unwrap();
+    if let Some(said) = promtool(&["check", "rules", "dashboards.rules.yml"], d.path()) {
         assert!(said.contains("SUCCESS"), "{said}");
     }
 }
@@ -634,13 +668,13 @@ fn node_exporter(dir: &Path) -> (Guard, u16) {
     (Guard(child), port)
 }
 
-fn prometheus(work: &Path, targets: &[u16]) -> (Guard, u16) {
+fn prometheus(work: &Path, job: &str, targets: &[u16]) -> (Guard, u16) {
     let port = free_port();
     let rules = root().join("contrib/prometheus/ugro.rules.yml");
     let targets: Vec<String> = targets.iter().map(|p| format!("'127.0.0.1:{p}'")).collect();
     let cfg = format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - '{}'\n\
-         scrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: [{}]\n",
+         scrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: [{}]\n",
         rules.display(),
         targets.join(", ")
     );
@@ -756,7 +790,7 @@ fn dashboards_and_rules_evaluate_against_a_real_prometheus_over_node_exporter_te
         assert!(text.contains("ugro_node_state{"), "{text}");
     }
     let ports: Vec<u16> = exporters.iter().map(|(_, p)| *p).collect();
-    let (_prom, port) = prometheus(work.path(), &ports);
+    let (_prom, port) = prometheus(work.path(), "node", &ports);
     let prom = Prom(port);
     wait_for("Prometheus ready", || {
         get_text(&format!("http://127.0.0.1:{port}/-/ready"))
@@ -773,29 +807,29 @@ fn dashboards_and_rules_evaluate_against_a_real_prometheus_over_node_exporter_te
         ready.then_some(())
     });
 
-    panels_return_series(&prom, &made);
-    rules_return_series(&prom);
+    let nodes: Vec<&str> = made.truth.keys().map(String::as_str).collect();
+    panels_return_series(&prom, &nodes, false);
+    rules_return_series(&prom, &[]);
     values_match_the_records(&prom, &made);
     prometheus_alerts_are_ugro_alerts(&prom, &made);
     dcgm_dashboard_queries_work(&prom, &made);
 }
 
-fn panels_return_series(prom: &Prom, made: &Made) {
-    let mut deferred = BTreeSet::new();
+/// Every panel's every expression returns a series (a `$node` one for at least one of
+/// `nodes`); with `watcher` false, those reading watcher-only families are left out and must
+/// be exactly [`WATCHER_PANELS`].
+fn panels_return_series(prom: &Prom, nodes: &[&str], watcher: bool) {
+    let mut skipped = BTreeSet::new();
     for (name, d) in dashboards() {
         for (title, expr) in expressions(&d) {
-            if uses_watcher_only(&expr) {
-                deferred.insert(title.clone());
+            if !watcher && uses_watcher_only(&expr) {
+                skipped.insert(title.clone());
                 continue;
             }
             // The node dashboard is for one node at a time: a panel counts as not empty when
             // it shows something for at least one node of the fleet (the recovery action only
             // exists on drivers that report it, for instance).
-            let nodes: Vec<&str> = if expr.contains("$node") {
-                made.truth.keys().map(String::as_str).collect()
-            } else {
-                vec![""]
-            };
+            let nodes: &[&str] = if expr.contains("$node") { nodes } else { &[""] };
             let hits = nodes
                 .iter()
                 .filter(|n| !prom.query(&fill(&expr, n)).is_empty())
@@ -803,11 +837,10 @@ fn panels_return_series(prom: &Prom, made: &Made) {
             assert!(hits > 0, "{name}: panel {title:?}: no series for {expr}");
         }
     }
-    let want: BTreeSet<String> = DEFERRED_PANELS.iter().map(|s| (*s).to_owned()).collect();
-    assert_eq!(
-        deferred, want,
-        "panels deferred to the ugro-watch endpoint phase"
-    );
+    if !watcher {
+        let want: BTreeSet<String> = WATCHER_PANELS.iter().map(|s| (*s).to_owned()).collect();
+        assert_eq!(skipped, want, "panels only ugro-watch --listen fills");
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -835,11 +868,15 @@ fn rules() -> Vec<Rule> {
     f.groups.into_iter().flat_map(|g| g.rules).collect()
 }
 
-fn rules_return_series(prom: &Prom) {
+/// Every rule's expression returns a series, but for the alerts in `quiet`.
+fn rules_return_series(prom: &Prom, quiet: &[&str]) {
     let rules = rules();
     assert!(rules.len() >= 20);
     for r in &rules {
         let name = r.alert.as_deref().or(r.record.as_deref()).unwrap();
+        if quiet.contains(&name) {
+            continue;
+        }
         assert!(
             !prom.query(&r.expr).is_empty(),
             "rule {name}: no series for {}",
@@ -987,4 +1024,249 @@ fn dcgm_dashboard_queries_work(prom: &Prom, made: &Made) {
         prom.query("DCGM_FI_DEV_GPU_TEMP{Hostname=\"gpu-g\"}")
             .is_empty()
     );
+}
+
+// ---- ugro-watch --listen ---------------------------------------------------------------------
+
+/// The watcher's fleet: the same fixtures as [`FLEET`] through real resident probes
+/// (`ugro-probe --serve`), a node without GPUs, and two the watcher cannot poll (the probe
+/// exits; the probe hangs). No node with old data: a watcher's samples are fresh.
+fn watch_cluster(dir: &Path) -> (PathBuf, Vec<&'static str>) {
+    let probe = bin("ugro-probe");
+    let fake = root().join("crates/ugro-watch/tests/fixtures/fake-probe.sh");
+    let mut yaml = String::from("intervals: {base: 1s, max: 1s, spread: 0}\ntimeout: 1s\nnodes:\n");
+    let mut names = Vec::new();
+    for node in FLEET
+        .iter()
+        .filter(|n| !matches!(n.name, "gpu-j" | "gpu-k"))
+    {
+        let gpu = match node.fixture {
+            Some(f) => format!("--gpu-fixture, {}", gpu_fixture(f).display()),
+            None => "--no-gpu".into(),
+        };
+        yaml += &format!(
+            "  - {{name: {}, transport: {{command: [{}, --serve, --node, '{{node}}', --no-xid, {gpu}]}}}}\n",
+            node.name,
+            probe.display()
+        );
+        names.push(node.name);
+    }
+    for (name, mode) in [("gpu-x", "exit"), ("gpu-y", "hang")] {
+        yaml += &format!(
+            "  - {{name: {name}, transport: {{command: [{}, '{{node}}', '0', {mode}]}}}}\n",
+            fake.display()
+        );
+        names.push(name);
+    }
+    let path = dir.join("cluster.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    (path, names)
+}
+
+/// `ugro-watch --pipeline --listen` over [`watch_cluster`], with the raw stream in raw.jsonl
+/// and the alert records in alerts.jsonl.
+fn watcher(work: &Path, names: &str) -> (Guard, u16, Vec<&'static str>) {
+    let (cluster, nodes) = watch_cluster(work);
+    let port = free_port();
+    let out = std::fs::File::create(work.join("alerts.jsonl")).unwrap();
+    let cfg = work.join("alert.yaml");
+    // Alert records on stdout, and the Watchdog also to a webhook (its delivery figures).
+    let hook = webhook();
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  builtin_inhibit_rules: false\n  watchdog: true\n\
+             route: {{receiver: out, group_wait: 0s, group_interval: 1s, repeat_interval: 1h,\
+             routes: [{{receiver: hook, continue: true, matchers: ['alertname=\"Watchdog\"']}}]}}\n\
+             receivers:\n  - {{name: out, stdout: {{}}}}\n\
+             \x20 - {{name: hook, webhook: {{url: 'http://127.0.0.1:{hook}/hook'}}}}\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new(bin("ugro-watch"))
+        .arg("-c")
+        .arg(&cluster)
+        .args(["--pipeline", "--format", "json", "--metric-names", names])
+        .arg("--alert-config")
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(work.join("state"))
+        .arg("--tee")
+        .arg(work.join("raw.jsonl"))
+        .arg(format!("--listen=127.0.0.1:{port}"))
+        .stdout(out)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (Guard(child), port, nodes)
+}
+
+/// A webhook receiver on loopback that answers every request 200; its port.
+fn webhook() -> u16 {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { break };
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            let mut len = 0;
+            let mut line = String::new();
+            while r.read_line(&mut line).unwrap_or(0) > 0 && line.trim_end() != "" {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let _ = r.read_exact(&mut vec![0; len]);
+            let _ =
+                c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    port
+}
+
+/// The last record of each node in a JSON-lines file the watcher is still writing (a last
+/// line without its newline yet is left out).
+fn last_by_node(path: &Path) -> BTreeMap<String, serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    let mut last = BTreeMap::new();
+    for l in complete.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        if v["kind"] == "sample" {
+            last.insert(v["node"].as_str().unwrap().to_owned(), v);
+        }
+    }
+    last
+}
+
+/// (alertname, node, gpu, severity) of the alerts the watcher's records leave firing.
+fn firing_records(path: &Path) -> BTreeSet<AlertKey> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    let mut last: BTreeMap<String, Alert> = BTreeMap::new();
+    let alerts = complete
+        .lines()
+        .filter(|l| ugro_types::parse_header(l).is_ok_and(|h| h.kind == Kind::Alert));
+    for l in alerts {
+        let a: Alert = serde_json::from_str(l).unwrap();
+        last.insert(a.fingerprint.clone(), a);
+    }
+    last.values()
+        .filter(|a| a.status == AlertStatus::Firing)
+        .map(|a| key(&a.labels))
+        .collect()
+}
+
+#[test]
+fn dashboards_and_rules_evaluate_against_a_real_prometheus_scraping_ugro_watch() {
+    if !require("prometheus", Path::new(PROMETHEUS).exists()) {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let (_watch, wport, names) = watcher(work.path(), "dcgm");
+    let url = format!("http://127.0.0.1:{wport}");
+    let health = wait_for("ugro-watch /healthz", || get(&format!("{url}/healthz")));
+    assert_eq!(health["status"], "ok", "{health}");
+    // Its body, fetched the way promtool would: ugro's names clean, DCGM's as dcgm-exporter's.
+    let body = wait_for("a body with every node", || {
+        let t = get_text(&format!("{url}/metrics"))?;
+        names
+            .iter()
+            .all(|n| t.contains(&format!("ugro_node_reachable{{node=\"{n}\"}}")))
+            .then_some(t)
+    });
+    ugro_e2e::assert_promtool_dcgm(&body);
+    let (_prom, port) = prometheus(work.path(), "watch", &[wport]);
+    let prom = Prom(port);
+    wait_for("Prometheus ready", || {
+        get_text(&format!("http://127.0.0.1:{port}/-/ready"))
+    });
+    wait_for(
+        "the watcher scraped, its rates and the rules evaluated",
+        || {
+            let ready = !prom
+                .query("rate(ugro_watch_polls_total[1m]) > 0")
+                .is_empty()
+                && !prom
+                    .query("ALERTS{alertname=\"NodeCircuitOpen\"}")
+                    .is_empty()
+                && !prom
+                    .query("ugro_node_breaker_state{state=\"open\"} == 1")
+                    .is_empty()
+                && !prom
+                    .query("rate(ugro_watch_delivery_notifications_total[1m])")
+                    .is_empty()
+                && !prom.query("ugro:nodes:count_by_state").is_empty();
+            ready.then_some(())
+        },
+    );
+    panels_return_series(&prom, &names, true);
+    // Every sample the watcher serves is fresh: nothing for the stale-data alert to fire on
+    // (the textfile test covers it).
+    rules_return_series(&prom, &["UgroMetricsStale"]);
+    watcher_values_match_its_records(&prom, work.path(), &names);
+}
+
+fn watcher_values_match_its_records(prom: &Prom, work: &Path, names: &[&str]) {
+    assert_eq!(prom.value("ugro_watch_nodes"), names.len() as f64);
+    let last = last_by_node(&work.join("raw.jsonl"));
+    // What ugro-score makes of the same samples: the state the watcher's scorer serves.
+    let raw: String = last.values().map(|v| format!("{v}\n")).collect();
+    let scored = tool("ugro-score", &[], &raw);
+    for l in scored.lines() {
+        let s: Sample = serde_json::from_str(l).unwrap();
+        let want = s.score.as_ref().unwrap().state.as_str();
+        let q = format!("ugro_node_state{{node=\"{}\"}} == 1", s.node);
+        assert_eq!(prom.query(&q)[0].metric["state"], want, "{}", s.node);
+    }
+    for n in names {
+        let s: Sample = serde_json::from_value(last[*n].clone()).unwrap();
+        let reachable = prom.value(&format!("ugro_node_reachable{{node=\"{n}\"}}"));
+        assert_eq!(reachable == 1.0, s.unreachable.is_none(), "{n}");
+        if let Some(u) = &s.unreachable {
+            let q = format!("ugro_node_unreachable{{node=\"{n}\"}} == 1");
+            assert_eq!(prom.query(&q)[0].metric["cause"], u.cause, "{n}");
+        }
+        for d in s.gpu.as_ref().map_or(&[][..], |g| &g.devices[..]) {
+            let q = format!(
+                "DCGM_FI_DEV_GPU_TEMP{{Hostname=\"{n}\", gpu=\"{}\"}}",
+                d.index
+            );
+            match d.temperature_c {
+                Some(t) => assert_eq!(prom.value(&q), f64::from(t), "{q}"),
+                None => assert!(prom.query(&q).is_empty(), "{q}"),
+            }
+        }
+    }
+    let delivered =
+        "ugro_watch_delivery_notifications_total{receiver=\"hook\", outcome=\"delivered\"}";
+    assert!(
+        prom.value(delivered) >= 1.0,
+        "the Watchdog reached the webhook"
+    );
+    let failing: f64 = prom.value("sum(ugro_watch_poll_failures_total)");
+    assert!(failing > 0.0);
+    let xid = prom.query("DCGM_FI_DEV_XID_ERRORS > 0");
+    assert_eq!(
+        (
+            xid[0].metric["Hostname"].as_str(),
+            xid[0].metric["err_code"].as_str()
+        ),
+        ("gpu-b", "79")
+    );
+    let open = prom.query("ugro_node_breaker_state{state=\"open\"} == 1");
+    assert!(open.iter().any(|s| s.metric["node"] == "gpu-b"), "{open:?}");
+    // The alerts Prometheus scraped are those the watcher's alert records leave firing (both
+    // settle within a few cycles of the fixtures' steady state).
+    wait_for("ugro_alert_firing equal to the alert records", || {
+        let scraped: BTreeSet<AlertKey> = prom
+            .query("ugro_alert_firing == 1")
+            .iter()
+            .map(|s| key(&s.metric))
+            .collect();
+        let records = firing_records(&work.join("alerts.jsonl"));
+        (scraped.len() > 5 && scraped == records).then_some(())
+    });
 }

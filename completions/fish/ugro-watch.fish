@@ -22,11 +22,16 @@ complete -c ugro-watch -l queue -d 'Capacity of the pipeline queue, in records (
 complete -c ugro-watch -l format -d 'Output format' -r -f -a "auto\t'A table on a terminal, JSON lines otherwise'
 json\t'JSON lines'
 table\t'The live table'"
+complete -c ugro-watch -l listen -d 'Serve the fleet\'s metrics (`/metrics`, Prometheus text) and the watcher\'s health (`/healthz`, JSON) over HTTP on ADDR: IP:PORT, [IPv6]:PORT, localhost:PORT, or a bare PORT (on 127.0.0.1). Only a loopback address unless --listen-non-loopback. See "Fleet endpoint"' -r
+complete -c ugro-watch -l metric-names -d 'Metric names the endpoint writes: ugro\'s own, or also dcgm-exporter\'s names and labels for the GPU readings both have (as ugro-probe and ugro-score --metric-names)' -r -f -a "ugro\t'ugro\'s own names only'
+dcgm\t'ugro\'s names, and dcgm-exporter\'s names and labels for the GPU readings both have'"
+complete -c ugro-watch -l metrics-cache -d 'How long a rendered /metrics body is served again before a scrape renders a new one' -r
 complete -c ugro-watch -l local -d 'Monitor this machine without SSH (a local resident ugro-probe); no cluster file needed'
 complete -c ugro-watch -l pipeline -d 'Run score → breaker → alert in-process and write their output instead of raw samples'
 complete -c ugro-watch -l no-deploy -d 'Do not copy ugro-probe to nodes; run probe.path as it is there'
 complete -c ugro-watch -l strict -d 'Stop --replay at the first bad line'
 complete -c ugro-watch -l pass-unknown-kinds -d 'Pass records of kinds this build does not know (a site\'s own kinds) through instead of rejecting them as bad lines. Without it a typo such as "Sample" or "sample " is a bad line (exit 65), never a sample that goes unscored and unalerted'
 complete -c ugro-watch -l check -d 'Check the cluster file, print the nodes as JSON lines, and exit'
+complete -c ugro-watch -l listen-non-loopback -d 'Allow --listen on an address other than loopback (the endpoint has no authentication or TLS, and its body names every node and GPU: put a proxy or a firewall in front)'
 complete -c ugro-watch -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ugro-watch -s V -l version -d 'Print version'

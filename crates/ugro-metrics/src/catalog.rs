@@ -231,11 +231,26 @@ catalog! {
     WATCH_FAILURES: Counter "ugro_watch_poll_failures_total" ["cause"] Watcher
         "Polls that failed, by cause (ssh, timeout, probe).";
     WATCH_LATENESS: Gauge "ugro_watch_poll_lateness_seconds" [] Watcher
-        "How late the latest poll started against its schedule.";
+        "The worst lateness, against its schedule, of a poll started since the previous render of /metrics.";
+    WATCH_IN_FLIGHT: Gauge "ugro_watch_polls_in_flight" [] Watcher "Polls in flight.";
+    WATCH_CONCURRENCY: Gauge "ugro_watch_concurrency_limit" [] Watcher
+        "The current limit on polls in flight (halves after a cycle with many timeouts, grows back).";
+    WATCH_SUPERSEDED: Counter "ugro_watch_pipeline_superseded_total" [] Watcher
+        "Samples the pipeline never saw: replaced in its backlog by a newer sample of the same node while it was behind.";
+    WATCH_STATE_UNWRITABLE: Gauge "ugro_watch_state_unwritable" [] Watcher
+        "1 while the state directory or the breaker's or alert's state file cannot be written.";
     WATCH_QUEUE_DEPTH: Gauge "ugro_watch_queue_depth" ["queue"] Watcher
-        "Records waiting in each of the watcher's bounded queues.";
+        "Entries waiting in each of the watcher's queues (pipeline, state, delivery, metrics).";
     WATCH_QUEUE_CAPACITY: Gauge "ugro_watch_queue_capacity" ["queue"] Watcher
-        "Capacity of each of the watcher's bounded queues.";
+        "Capacity of each of the watcher's queues bounded by a count (absent for those holding one entry per node or file).";
+    WATCH_DELIVERY_QUEUE: Gauge "ugro_watch_delivery_queue_depth" ["receiver", "url"] Watcher
+        "Notifications waiting in memory for each alert receiver (url: the Alertmanager instance).";
+    WATCH_DELIVERY_SPOOLED: Gauge "ugro_watch_delivery_spooled" ["receiver", "url"] Watcher
+        "Notifications in the spool waiting for delivery or a retry.";
+    WATCH_DELIVERY: Counter "ugro_watch_delivery_notifications_total" ["receiver", "url", "outcome"] Watcher
+        "Notifications by outcome: delivered, failed (refused for good), dropped (queue or spool full), superseded (by a newer one of the group), retried (attempts that failed and will be retried).";
+    WATCH_RENDER: Gauge "ugro_watch_metrics_render_duration_seconds" [] Watcher
+        "How long rendering the previous /metrics body took, on the endpoint's own thread.";
     WATCH_RSS: Gauge "process_resident_memory_bytes" [] Watcher
         "Resident memory of the watcher process.";
 

@@ -100,18 +100,39 @@ impl Exposition {
 
     /// The text.
     pub fn render(&self) -> String {
-        let size: usize = self.families.iter().map(|(_, b)| b.len() + 160).sum();
-        let mut out = String::with_capacity(size);
+        let mut out = Vec::with_capacity(self.text_len());
+        // Writing into a Vec cannot fail, and every piece written is UTF-8.
+        let _ = self.write_to(&mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// The text's length in bytes, without rendering it.
+    pub fn text_len(&self) -> usize {
+        self.families
+            .iter()
+            .map(|(m, body)| Self::header(m).len() + body.len())
+            .sum()
+    }
+
+    /// Writes the text family by family, without building it in one piece first: a fleet's
+    /// exposition is tens of megabytes, and a writer such as a gzip encoder needs no second copy.
+    pub fn write_to(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
         for (m, body) in &self.families {
-            let kind = match m.kind {
-                Kind::Gauge => "gauge",
-                Kind::Counter => "counter",
-            };
-            let _ = writeln!(out, "# HELP {} {}", m.name, m.help);
-            let _ = writeln!(out, "# TYPE {} {kind}", m.name);
-            out.push_str(body);
+            w.write_all(Self::header(m).as_bytes())?;
+            w.write_all(body.as_bytes())?;
         }
-        out
+        Ok(())
+    }
+
+    fn header(m: &Metric) -> String {
+        let kind = match m.kind {
+            Kind::Gauge => "gauge",
+            Kind::Counter => "counter",
+        };
+        let mut h = String::with_capacity(m.help.len() + 2 * m.name.len() + 24);
+        let _ = writeln!(h, "# HELP {} {}", m.name, m.help);
+        let _ = writeln!(h, "# TYPE {} {kind}", m.name);
+        h
     }
 }
 

@@ -57,15 +57,38 @@ pub struct PollStats {
     pub failures: u64,
 }
 
-/// One of the watcher's bounded queues.
+/// One of the watcher's queues.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueStats {
     /// Its name (`label` value of `queue`).
     pub name: String,
     /// Records waiting.
     pub depth: u64,
-    /// Capacity.
-    pub capacity: u64,
+    /// Capacity; none for a queue bounded by what it holds (one entry per node or file).
+    pub capacity: Option<u64>,
+}
+
+/// One alert receiver's delivery worker (ugro-alert's `ReceiverStats`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeliveryStats {
+    /// The receiver's name.
+    pub receiver: String,
+    /// The Alertmanager instance; none for other receivers.
+    pub url: Option<String>,
+    /// Notifications waiting in memory.
+    pub queue_depth: u64,
+    /// Notifications in the spool.
+    pub spooled: u64,
+    /// Accepted by the receiver.
+    pub delivered: u64,
+    /// Refused for good.
+    pub failed: u64,
+    /// Lost to a full queue or spool.
+    pub dropped: u64,
+    /// Replaced by a newer notification of the same group.
+    pub superseded: u64,
+    /// Failed attempts that will be retried.
+    pub retries: u64,
 }
 
 /// The watcher's own health. Fields it does not know are left out of the output.
@@ -79,10 +102,22 @@ pub struct WatcherStats {
     pub polls: Option<u64>,
     /// Failed polls since start, by cause (`ssh`, `timeout`, `probe`).
     pub failures: Vec<(String, u64)>,
-    /// How late the latest poll started.
+    /// The worst lateness of a poll started since the previous render.
     pub lateness: Option<Duration>,
+    /// Polls in flight.
+    pub in_flight: Option<u64>,
+    /// The current concurrency limit.
+    pub concurrency_limit: Option<u64>,
+    /// Samples replaced in the pipeline's backlog, since start.
+    pub superseded: Option<u64>,
+    /// Whether the state cannot be written.
+    pub state_unwritable: Option<bool>,
     /// Queues.
     pub queues: Vec<QueueStats>,
+    /// Alert delivery, per receiver (with `--pipeline`).
+    pub delivery: Vec<DeliveryStats>,
+    /// How long the previous render of the endpoint's body took.
+    pub render: Option<Duration>,
     /// Resident memory, bytes.
     pub rss_bytes: Option<u64>,
 }
@@ -107,17 +142,44 @@ pub(crate) fn poll(e: &mut Exposition, node: &Labels, p: &PollStats) {
 
 pub(crate) fn watcher(e: &mut Exposition, w: &WatcherStats) {
     let none = Labels::new();
-    e.set(&WATCH_NODES, &none, w.nodes.map(|n| n as f64));
-    e.set(&WATCH_CYCLE, &none, w.cycle.map(|d| d.as_secs_f64()));
-    e.set(&WATCH_POLLS, &none, w.polls.map(|n| n as f64));
+    let count = |n: Option<u64>| n.map(|n| n as f64);
+    let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
+    e.set(&WATCH_NODES, &none, count(w.nodes));
+    e.set(&WATCH_CYCLE, &none, secs(w.cycle));
+    e.set(&WATCH_POLLS, &none, count(w.polls));
     for (cause, n) in &w.failures {
         e.set(&WATCH_FAILURES, &none.and("cause", cause), Some(*n as f64));
     }
-    e.set(&WATCH_LATENESS, &none, w.lateness.map(|d| d.as_secs_f64()));
+    e.set(&WATCH_LATENESS, &none, secs(w.lateness));
+    e.set(&WATCH_IN_FLIGHT, &none, count(w.in_flight));
+    e.set(&WATCH_CONCURRENCY, &none, count(w.concurrency_limit));
+    e.set(&WATCH_SUPERSEDED, &none, count(w.superseded));
+    e.flag(&WATCH_STATE_UNWRITABLE, &none, w.state_unwritable);
     for q in &w.queues {
         let l = none.and("queue", &q.name);
         e.set(&WATCH_QUEUE_DEPTH, &l, Some(q.depth as f64));
-        e.set(&WATCH_QUEUE_CAPACITY, &l, Some(q.capacity as f64));
+        e.set(&WATCH_QUEUE_CAPACITY, &l, count(q.capacity));
     }
-    e.set(&WATCH_RSS, &none, w.rss_bytes.map(|b| b as f64));
+    for d in &w.delivery {
+        delivery(e, d);
+    }
+    e.set(&WATCH_RENDER, &none, secs(w.render));
+    e.set(&WATCH_RSS, &none, count(w.rss_bytes));
+}
+
+fn delivery(e: &mut Exposition, d: &DeliveryStats) {
+    let l = Labels::new()
+        .and("receiver", &d.receiver)
+        .and_opt("url", d.url.as_deref());
+    e.set(&WATCH_DELIVERY_QUEUE, &l, Some(d.queue_depth as f64));
+    e.set(&WATCH_DELIVERY_SPOOLED, &l, Some(d.spooled as f64));
+    for (outcome, n) in [
+        ("delivered", d.delivered),
+        ("failed", d.failed),
+        ("dropped", d.dropped),
+        ("superseded", d.superseded),
+        ("retried", d.retries),
+    ] {
+        e.set(&WATCH_DELIVERY, &l.and("outcome", outcome), Some(n as f64));
+    }
 }

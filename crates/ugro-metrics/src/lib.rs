@@ -25,7 +25,7 @@ use ugro_types::view::BreakerView;
 
 pub use catalog::{CATALOG, Kind, Metric, Source};
 pub use expo::{Exposition, Labels};
-pub use fleet::{FiringAlert, PollStats, QueueStats, WatcherStats};
+pub use fleet::{DeliveryStats, FiringAlert, PollStats, QueueStats, WatcherStats};
 pub use table::NodeTable;
 
 /// Which names to write (`--metric-names`).
@@ -103,6 +103,16 @@ impl Renderer {
     /// The text.
     pub fn render(&self) -> String {
         self.e.render()
+    }
+
+    /// The text's length in bytes.
+    pub fn text_len(&self) -> usize {
+        self.e.text_len()
+    }
+
+    /// Writes the text without building it in one piece (see [`Exposition::write_to`]).
+    pub fn write_to(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        self.e.write_to(w)
     }
 }
 

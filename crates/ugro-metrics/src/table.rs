@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use ugro_types::view::{AlertView, BreakerView, TransitionView};
-use ugro_types::{AlertStatus, Kind, RecordError, Sample, check_header, parse_header};
+use ugro_types::{Kind, RecordError, Sample, check_header, parse_header};
 
 use crate::fleet::{FiringAlert, PollStats, WatcherStats};
 use crate::{Names, NodeView, Renderer};
@@ -80,29 +80,42 @@ impl NodeTable {
 
     fn transition(&mut self, node: &str, line: &str) -> Result<bool, RecordError> {
         let t = TransitionView::parse(line)?;
-        let Some(to) = t.to else { return Ok(false) };
-        let b = BreakerView {
-            state: to,
-            consecutive_failures: t.consecutive_failures.unwrap_or(0),
-            next_trial_at: t.next_trial_at,
+        let Some(b) = breaker_after(&t) else {
+            return Ok(false);
         };
-        self.nodes.entry(node.to_owned()).or_default().breaker = Some(b);
+        self.set_breaker(node, b);
         Ok(true)
     }
 
     fn alert(&mut self, line: &str) -> Result<bool, RecordError> {
         let a = AlertView::parse(line)?;
-        match a.status {
-            AlertStatus::Firing => {
-                let f = FiringAlert::from_record(&a);
-                self.alerts
-                    .extend(f.map(|f| (a.fingerprint.to_string(), f)));
+        self.set_alert(&a.fingerprint, FiringAlert::from_record(&a));
+        Ok(true)
+    }
+
+    /// Sets a node's breaker state (from an annotation, or [`breaker_after`] a transition).
+    pub fn set_breaker(&mut self, node: &str, breaker: BreakerView) {
+        self.nodes.entry(node.to_owned()).or_default().breaker = Some(breaker);
+    }
+
+    /// Sets the alert with this fingerprint firing, or (`None`) resolved.
+    pub fn set_alert(&mut self, fingerprint: &str, firing: Option<FiringAlert>) {
+        match firing {
+            Some(f) => {
+                self.alerts.insert(fingerprint.to_owned(), f);
             }
-            AlertStatus::Resolved => {
-                self.alerts.remove(&*a.fingerprint);
+            None => {
+                self.alerts.remove(fingerprint);
             }
         }
-        Ok(true)
+    }
+
+    /// Keeps only the nodes for which `keep` holds (a watcher's reloaded node list), and the
+    /// alerts of those nodes and the fleet-wide ones.
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.nodes.retain(|n, _| keep(n));
+        self.alerts
+            .retain(|_, a| a.node.as_deref().is_none_or(&keep));
     }
 
     /// Sets a node's latest sample, and its breaker state when the record had one.
@@ -137,6 +150,11 @@ impl NodeTable {
     /// The exposition of every node (in name order), the firing alerts and, when given, the
     /// watcher's own health.
     pub fn render(&self, names: Names, watcher: Option<&WatcherStats>) -> String {
+        self.renderer(names, watcher).render()
+    }
+
+    /// The same exposition, not yet written out (see [`Renderer::write_to`]).
+    pub fn renderer(&self, names: Names, watcher: Option<&WatcherStats>) -> Renderer {
         let mut r = Renderer::new(names);
         for (node, e) in &self.nodes {
             r.node(&NodeView {
@@ -150,6 +168,15 @@ impl NodeTable {
         if let Some(w) = watcher {
             r.watcher(w);
         }
-        r.render()
+        r
     }
+}
+
+/// The breaker state a transition record leaves its node in; `None` for a record without `to`.
+pub fn breaker_after(t: &TransitionView<'_>) -> Option<BreakerView> {
+    Some(BreakerView {
+        state: t.to?,
+        consecutive_failures: t.consecutive_failures.unwrap_or(0),
+        next_trial_at: t.next_trial_at,
+    })
 }

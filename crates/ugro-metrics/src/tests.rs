@@ -366,7 +366,15 @@ fn breaker_poll_alerts_and_watcher_series() {
         queues: vec![QueueStats {
             name: "records".into(),
             depth: 5,
-            capacity: 1024,
+            capacity: Some(1024),
+        }],
+        state_unwritable: Some(false),
+        delivery: vec![DeliveryStats {
+            receiver: "am".into(),
+            url: Some("http://127.0.0.1:9093".into()),
+            queue_depth: 2,
+            delivered: 7,
+            ..DeliveryStats::default()
         }],
         ..WatcherStats::default()
     });
@@ -386,6 +394,10 @@ fn breaker_poll_alerts_and_watcher_series() {
         "ugro_watch_poll_failures_total{cause=\"timeout\"} 2",
         "ugro_watch_queue_depth{queue=\"records\"} 5",
         "ugro_watch_queue_capacity{queue=\"records\"} 1024",
+        "ugro_watch_state_unwritable 0",
+        "ugro_watch_delivery_queue_depth{receiver=\"am\",url=\"http://127.0.0.1:9093\"} 2",
+        "ugro_watch_delivery_notifications_total{receiver=\"am\",url=\"http://127.0.0.1:9093\",outcome=\"delivered\"} 7",
+        "ugro_watch_delivery_notifications_total{receiver=\"am\",url=\"http://127.0.0.1:9093\",outcome=\"dropped\"} 0",
     ] {
         assert!(text.lines().any(|l| l == want), "missing {want}\n{text}");
     }

@@ -10,13 +10,16 @@
 //! - polling ([`poll`], transports in [`link`]): one task per node;
 //! - the pipeline ([`pipeline`]): the stages on their own thread, fed by a bounded queue;
 //! - delivery: the alert stage's receivers (ugro-alert);
-//! - persistence ([`persist`]): state-directory writes on their own thread.
+//! - persistence ([`persist`]): state-directory writes on their own thread;
+//! - with `--listen`, the fleet endpoint ([`endpoint`]): `/metrics` and `/healthz`, rendered
+//!   and served on threads of their own.
 //!
 //! [`monitor`] is the live loop between them: the scheduler, the raw stream, `stats`.
 
 pub mod activity;
 pub mod clock;
 pub mod config;
+pub mod endpoint;
 pub mod link;
 pub mod monitor;
 pub mod node_file;
@@ -129,6 +132,28 @@ a bounded history (nodes/<node>.json; a name longer than 200 bytes is cut to 180
 stats.json, each replaced atomically, and the scorer's history (score.json: XID windows, the GPU \
 count, rates; see ugro-score --state), so a restarted watcher still knows them, with or without \
 --pipeline; directories are mode 0700, files 0600.
+
+Fleet endpoint: --listen ADDR serves, over HTTP/1.1 without TLS or authentication, /metrics \
+(Prometheus text format 0.0.4, the names of contrib/README.md: every node's probe readings, \
+score, components, state, reasons, action, breaker state, last poll time, poll duration, poll \
+failures and unreachable cause; the firing alerts; the watcher's nodes, cycle time, polls, \
+failures by cause, worst poll lateness since the previous render, polls in flight and the \
+concurrency limit, queue depths and capacities, alert delivery per receiver, render time and \
+RSS) and /healthz (JSON; 200 while healthy, else 503 with status loop_stalled when the loop \
+has not run for 5 ticks and at least 10s, polling_stalled when no cycle finished in twice the \
+base interval plus the timeout beyond that, or state_unwritable). ADDR is IP:PORT, \
+[IPv6]:PORT, localhost:PORT or a bare PORT (127.0.0.1); an address other than loopback is \
+refused unless --listen-non-loopback. The endpoint is a consumer of the watcher's records and \
+never on the polling path: the pipeline and the loop leave the newest sample, breaker state, \
+poll figures and alert state per node and fingerprint in a mailbox (bounded by the fleet, \
+never waits); a metrics thread applies it and renders at most once per --metrics-cache (1s; \
+scrapes in between get the same body, scrapes during a render wait for it), keeping the body \
+gzip-compressed (it is served as is to clients that accept gzip, inflated on the fly to the \
+others); a server thread answers at most 32 connections at once, one request each, headers \
+within 10s and the whole response within 60s, so a stalled scraper holds only its own \
+connection. Both threads run at nice 10 where allowed. A node removed by a reload leaves the \
+body with its alerts. A node exposed both here and by a node_exporter textfile is counted \
+twice by the contrib rules: use one source per node.
 
 Faults of this host: when the state directory or the breaker's or alert's state file cannot be \
 written (disk full, read-only, removed), polling and alerting go on. The failure is logged, \
@@ -284,6 +309,27 @@ pub struct Cli {
     /// Check the cluster file, print the nodes as JSON lines, and exit.
     #[arg(long)]
     pub check: bool,
+
+    /// Serve the fleet's metrics (`/metrics`, Prometheus text) and the watcher's health
+    /// (`/healthz`, JSON) over HTTP on ADDR: IP:PORT, [IPv6]:PORT, localhost:PORT, or a bare
+    /// PORT (on 127.0.0.1). Only a loopback address unless --listen-non-loopback. See "Fleet
+    /// endpoint".
+    #[arg(long, value_name = "ADDR", value_parser = endpoint::parse_listen, conflicts_with_all = ["replay", "check"])]
+    pub listen: Option<std::net::SocketAddr>,
+
+    /// Allow --listen on an address other than loopback (the endpoint has no authentication or
+    /// TLS, and its body names every node and GPU: put a proxy or a firewall in front).
+    #[arg(long, requires = "listen")]
+    pub listen_non_loopback: bool,
+
+    /// Metric names the endpoint writes: ugro's own, or also dcgm-exporter's names and labels
+    /// for the GPU readings both have (as ugro-probe and ugro-score --metric-names).
+    #[arg(long, value_enum, default_value_t = ugro_metrics::Names::Ugro)]
+    pub metric_names: ugro_metrics::Names,
+
+    /// How long a rendered /metrics body is served again before a scrape renders a new one.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = ugro_support::cli::parse_duration)]
+    pub metrics_cache: Duration,
 }
 
 fn parse_tick(s: &str) -> Result<Duration, String> {
@@ -391,10 +437,12 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     if cli.check {
         return check(&cluster);
     }
-    let setup = setup(&cli, &cluster)?;
+    let mut setup = setup(&cli, &cluster)?;
     if let Some(path) = &cli.replay {
         return replay(setup, path, cli.kinds.options(cli.strict));
     }
+    let endpoint = start_endpoint(&cli)?;
+    setup.metrics = endpoint.as_ref().map(endpoint::Endpoint::feed);
     let opts = monitor::LiveOpts {
         cycles: cli.cycles,
         deploy: !cli.no_deploy,
@@ -474,6 +522,7 @@ pub fn setup(cli: &Cli, cluster: &Cluster) -> Result<monitor::Setup, Error> {
         }
     };
     Ok(monitor::Setup {
+        metrics: None,
         stages,
         output: pipeline::Output {
             out: None,
@@ -486,6 +535,24 @@ pub fn setup(cli: &Cli, cluster: &Cluster) -> Result<monitor::Setup, Error> {
         queue: usize::try_from(cli.queue).unwrap_or(usize::MAX),
         counters,
     })
+}
+
+/// `--listen`: checks the address and starts serving (the address is bound before polling
+/// starts, so a port in use stops the watcher at once). The caller keeps the endpoint for the
+/// run and gives [`monitor::Setup::metrics`] its feed; dropping it stops serving.
+pub fn start_endpoint(cli: &Cli) -> Result<Option<endpoint::Endpoint>, Error> {
+    let Some(addr) = cli.listen else {
+        return Ok(None);
+    };
+    endpoint::check_listen(addr, cli.listen_non_loopback).map_err(Error::Usage)?;
+    let opts = endpoint::Options {
+        listen: addr,
+        names: cli.metric_names,
+        cache: cli.metrics_cache,
+    };
+    endpoint::Endpoint::start(&opts)
+        .map(Some)
+        .map_err(|e| Error::Unavailable(format!("--listen {addr}: {e}")))
 }
 
 /// The command-line settings that replace cluster-file values; kept for the whole run so a

@@ -91,6 +91,8 @@ impl std::fmt::Debug for Deps {
 /// Everything the pipeline thread is started with.
 #[derive(Debug)]
 pub struct Setup {
+    /// `--listen`: the fleet endpoint's feeding side (the caller keeps the endpoint).
+    pub metrics: Option<crate::endpoint::Feed>,
     /// Chain or scorer.
     pub stages: Stages,
     /// Output, table, `--tee`.
@@ -112,6 +114,8 @@ struct NodeRt {
     handle: Option<tokio::task::JoinHandle<()>>,
     sched: usize,
     replies: u64,
+    /// Failed polls since start, for the endpoint.
+    failures: u64,
     removed: bool,
     /// The scorer's state of the node's latest sample, as the pipeline reported it.
     health: Option<HealthState>,
@@ -145,6 +149,20 @@ impl StatsAcc {
     }
 }
 
+/// Counters since start, for the endpoint (`stats` records carry per-period figures).
+#[derive(Debug, Default)]
+struct Totals {
+    polls: u64,
+    ssh: u64,
+    timeout: u64,
+    probe: u64,
+    cycles: u64,
+    /// The last cycle with polls: its duration, ms.
+    last_cycle_ms: Option<u64>,
+    /// When the last cycle finished.
+    last_cycle_at: Option<std::time::Instant>,
+}
+
 /// Cumulative counters as of the last stats record, to report per-period figures.
 #[derive(Debug, Default)]
 struct Seen {
@@ -154,7 +172,8 @@ struct Seen {
     stage_failures: u64,
 }
 
-fn rss_kb() -> Option<u64> {
+/// This process's resident memory, kB.
+pub(crate) fn rss_kb() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let l = s.lines().find(|l| l.starts_with("VmRSS:"))?;
     l.split_whitespace().nth(1)?.parse().ok()
@@ -218,7 +237,10 @@ struct Live<'a> {
     /// Tasks of removed or replaced nodes still closing their links.
     closing: Vec<tokio::task::JoinHandle<()>>,
     stats: StatsAcc,
+    totals: Totals,
     seen: Seen,
+    /// `--listen`: where the endpoint learns about polls and the watcher.
+    metrics: Option<crate::endpoint::Feed>,
     busy: HashSet<String>,
     file_active: bool,
     stopping: bool,
@@ -261,6 +283,10 @@ pub async fn run(
     );
     let (fb_tx, fb_rx) = mpsc::unbounded_channel();
     processor.set_feedback(fb_tx);
+    let metrics = setup.metrics;
+    if let Some(m) = &metrics {
+        processor.set_metrics(m.clone());
+    }
     let (mut feed, rx) = Feed::new(setup.queue);
     let thread = pipeline::spawn(processor, rx).map_err(Error::Io)?;
     let counters = setup.counters;
@@ -273,6 +299,7 @@ pub async fn run(
         persister.as_ref().map(Persister::counters),
         fb_rx,
         persist_rx,
+        metrics,
     )
     .await;
     feed.close().await;
@@ -366,6 +393,7 @@ async fn live(
     state: Option<&persist::Counters>,
     feedback: mpsc::UnboundedReceiver<Feedback>,
     persist_events: mpsc::UnboundedReceiver<persist::Event>,
+    metrics: Option<crate::endpoint::Feed>,
 ) -> Result<Exit, Error> {
     raise_fd_limit();
     let (done_tx, done) = mpsc::unbounded_channel::<Done>();
@@ -382,6 +410,7 @@ async fn live(
     let mut w = Live::new(cluster, opts, deps.clock, deps.transport, done_tx, feed);
     w.counters = counters;
     w.state = state;
+    w.metrics = metrics;
     w.add_nodes()?;
     let start = w.clock.mono_ms();
     let mut timers = Timers {
@@ -398,9 +427,7 @@ async fn live(
         if !w.stopping {
             w.dispatch(now);
         }
-        for sum in w.sched.take_finished() {
-            w.stats.add(&sum);
-        }
+        w.cycles_finished();
         if w.stopping && w.sched.in_flight() == 0 {
             break;
         }
@@ -484,7 +511,9 @@ impl<'a> Live<'a> {
             timing,
             closing: Vec::new(),
             stats: StatsAcc::default(),
+            totals: Totals::default(),
             seen: Seen::default(),
+            metrics: None,
             busy: HashSet::new(),
             file_active: false,
             stopping: false,
@@ -522,6 +551,7 @@ impl<'a> Live<'a> {
                 key: Some(Key::Tick),
                 line: tick_line(wall),
             });
+            self.publish();
         }
         let mut wake = t.tick.min(t.activity);
         if !self.stopping {
@@ -623,6 +653,7 @@ impl<'a> Live<'a> {
                 handle: Some(handle),
                 sched,
                 replies: 0,
+                failures: 0,
                 removed: false,
                 health: None,
                 unreachable: false,
@@ -637,6 +668,9 @@ impl<'a> Live<'a> {
         }
         self.closing.retain(|h| !h.is_finished());
         let names: Vec<String> = wanted.into_iter().map(|n| n.name).collect();
+        if let Some(m) = &self.metrics {
+            m.nodes(names.clone());
+        }
         self.feed.send(Msg::Nodes(names));
         Ok(())
     }
@@ -718,6 +752,7 @@ impl<'a> Live<'a> {
             })
         });
         self.stats.probes += 1;
+        self.totals.polls += 1;
         let (line, busy, err) = match result {
             Ok((l, busy)) => (l, busy, None),
             Err(e) => (unreachable_line(&name, wall, &e), false, Some(e)),
@@ -729,6 +764,15 @@ impl<'a> Live<'a> {
             return;
         };
         rt.unreachable = err.is_some();
+        rt.failures += u64::from(err.is_some());
+        if let Some(m) = &self.metrics {
+            let p = ugro_metrics::PollStats {
+                last: Some(wall),
+                duration: Some(d.elapsed),
+                failures: rt.failures,
+            };
+            m.poll(&name, p);
+        }
         let outcome = Outcome {
             active: busy || self.file_active || self.busy.contains(&name),
             // The scorer's verdict on the node's latest sample; until there is one, the node
@@ -754,10 +798,10 @@ impl<'a> Live<'a> {
     fn count_failure(&mut self, name: &str, e: &PollError) {
         self.stats.failures += 1;
         match e {
-            PollError::Ssh(_) => self.stats.ssh += 1,
-            PollError::Timeout(_) => self.stats.timeouts += 1,
-            PollError::Probe(_) => self.stats.probe += 1,
-        }
+            PollError::Ssh(_) => (self.stats.ssh += 1, self.totals.ssh += 1),
+            PollError::Timeout(_) => (self.stats.timeouts += 1, self.totals.timeout += 1),
+            PollError::Probe(_) => (self.stats.probe += 1, self.totals.probe += 1),
+        };
         tracing::info!(node = %name, "unreachable ({}): {}", e.cause(), e.message());
     }
 
@@ -947,6 +991,102 @@ impl<'a> Live<'a> {
         }
     }
 
+    /// Cycles whose polls have all finished: into the period's stats and the totals.
+    fn cycles_finished(&mut self) {
+        for sum in self.sched.take_finished() {
+            self.stats.add(&sum);
+            let t = &mut self.totals;
+            t.cycles += 1;
+            t.last_cycle_at = Some(std::time::Instant::now());
+            if sum.polls > 0 {
+                t.last_cycle_ms = Some(sum.duration_ms);
+            }
+        }
+    }
+
+    /// Once a tick, for the endpoint: the watcher's figures, the worst lateness of the polls
+    /// started since the last tick, and the heartbeat `/healthz` reads.
+    fn publish(&mut self) {
+        let late = self.sched.take_max_lateness_ms();
+        let Some(m) = &self.metrics else { return };
+        m.late(late);
+        m.watcher(self.watcher_stats());
+        let (t, state_error) = (&self.totals, self.state_error());
+        let budget = self.cluster.intervals.base + self.cluster.timeout;
+        m.health(|h| {
+            h.alive = std::time::Instant::now();
+            h.cycles = t.cycles;
+            h.last_cycle = t.last_cycle_at.unwrap_or(h.last_cycle);
+            h.state_error = state_error;
+            h.tick = self.opts.tick;
+            h.cycle_budget = budget;
+        });
+    }
+
+    fn watcher_stats(&self) -> ugro_metrics::WatcherStats {
+        let t = &self.totals;
+        let count = |n: usize| Some(n as u64);
+        ugro_metrics::WatcherStats {
+            nodes: count(self.nodes.iter().filter(|n| !n.removed).count()),
+            cycle: t.last_cycle_ms.map(Duration::from_millis),
+            polls: Some(t.polls),
+            failures: [("ssh", t.ssh), ("timeout", t.timeout), ("probe", t.probe)]
+                .map(|(c, n)| (c.to_owned(), n))
+                .into(),
+            in_flight: count(self.sched.in_flight()),
+            concurrency_limit: count(self.sched.limit()),
+            superseded: Some(self.feed.superseded),
+            state_unwritable: Some(self.state_error().is_some()),
+            queues: self.queue_stats(),
+            delivery: self.delivery_stats(),
+            ..ugro_metrics::WatcherStats::default()
+        }
+    }
+
+    /// The queues' depths now: pipeline (queue and backlog), state directory, delivery.
+    fn queue_stats(&self) -> Vec<ugro_metrics::QueueStats> {
+        let q = |name: &str, depth: u64, capacity: Option<u64>| ugro_metrics::QueueStats {
+            name: name.to_owned(),
+            depth,
+            capacity,
+        };
+        let mut out = vec![q(
+            "pipeline",
+            self.feed.depth() as u64,
+            Some(self.feed.capacity() as u64),
+        )];
+        if let Some(c) = self.state {
+            out.push(q("state", c.queued.load(Ordering::Relaxed), None));
+        }
+        if let Ok(d) = self.counters.delivery.lock()
+            && !d.is_empty()
+        {
+            let depth = d.iter().map(|r| r.queue_depth as u64).sum();
+            out.push(q("delivery", depth, None));
+        }
+        out
+    }
+
+    /// The alert stage's delivery workers, as the pipeline last reported them.
+    fn delivery_stats(&self) -> Vec<ugro_metrics::DeliveryStats> {
+        let Ok(d) = self.counters.delivery.lock() else {
+            return Vec::new();
+        };
+        d.iter()
+            .map(|r| ugro_metrics::DeliveryStats {
+                receiver: r.receiver.clone(),
+                url: r.instance.clone(),
+                queue_depth: r.queue_depth as u64,
+                spooled: r.spooled as u64,
+                delivered: r.delivered,
+                failed: r.failed,
+                dropped: r.dropped,
+                superseded: r.superseded,
+                retries: r.retries,
+            })
+            .collect()
+    }
+
     fn footer(&self) -> String {
         let (lo, hi) = self.sched.interval_range_ms();
         format!(
@@ -967,12 +1107,11 @@ impl<'a> Live<'a> {
     async fn finish(&mut self, forced: bool) {
         let now = self.clock.mono_ms();
         let wall = self.clock.wall();
-        for sum in self.sched.take_finished() {
-            self.stats.add(&sum);
-        }
+        self.cycles_finished();
         if !self.opts.stats_every.is_zero() {
             self.send_stats(now, wall);
         }
+        self.publish();
         let mut handles: Vec<_> = self
             .nodes
             .iter_mut()

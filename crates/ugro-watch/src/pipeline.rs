@@ -467,6 +467,8 @@ pub struct Processor {
     state: Option<persist::Queue>,
     last_stats: Option<Vec<u8>>,
     feedback: Option<mpsc::UnboundedSender<Feedback>>,
+    /// `--listen`: the endpoint's mailbox.
+    metrics: Option<crate::endpoint::Feed>,
     closed: bool,
     stage_unwritable: bool,
     counters: Arc<Counters>,
@@ -525,6 +527,7 @@ impl Processor {
             state,
             last_stats: None,
             feedback: None,
+            metrics: None,
             closed: false,
             stage_unwritable: false,
             counters,
@@ -536,6 +539,11 @@ impl Processor {
     /// Where the live loop hears about scores, holds and state-file failures.
     pub fn set_feedback(&mut self, tx: mpsc::UnboundedSender<Feedback>) {
         self.feedback = Some(tx);
+    }
+
+    /// Where the fleet endpoint learns about samples, breaker states and alerts.
+    pub fn set_metrics(&mut self, feed: crate::endpoint::Feed) {
+        self.metrics = Some(feed);
     }
 
     fn tell(&self, f: Feedback) {
@@ -611,13 +619,20 @@ impl Processor {
                     && let Some(a) = &r.breaker
                 {
                     self.views.node_mut(&r.node).observe_annotation(a);
+                    if let Some(m) = &self.metrics {
+                        m.breaker(&r.node, *a);
+                    }
                 }
             }
             (Tap::Breaker, Some(Kind::Transition)) => self.observe_transition(text),
             (Tap::Alert, Some(Kind::Alert)) => {
-                if let Ok(a) = AlertView::parse(text)
-                    && self.views.get(&a.node).is_some()
-                {
+                let Ok(a) = AlertView::parse(text) else {
+                    return;
+                };
+                if let Some(m) = &self.metrics {
+                    m.alert(&a.fingerprint, ugro_metrics::FiringAlert::from_record(&a));
+                }
+                if self.views.get(&a.node).is_some() {
                     self.views.node_mut(&a.node).observe_alert(&a);
                 }
             }
@@ -631,6 +646,9 @@ impl Processor {
             return;
         };
         self.views.node_mut(&h.node).observe_transition(&t);
+        if let (Some(m), Some(b)) = (&self.metrics, ugro_metrics::table::breaker_after(&t)) {
+            m.breaker(&h.node, b);
+        }
         let open = matches!(
             t.to,
             Some(ugro_types::BreakerState::Open | ugro_types::BreakerState::ForcedOpen)
@@ -645,6 +663,11 @@ impl Processor {
     /// A sample and its score: the node's view, and its state for the scheduler.
     fn observe_sample(&mut self, s: &SampleView<'_>, score: Option<Score>, text: &str) {
         self.now = self.now.max(s.ts);
+        if let Some(m) = &self.metrics {
+            // A chain's scored line carries its score; a raw line does not.
+            let raw = matches!(self.stages, Stages::Scorer(_));
+            m.sample(&s.node, text.to_owned(), score.clone().filter(|_| raw));
+        }
         let (history, keep) = (self.views.history, self.views.keep_raw);
         let v = self.views.node_mut(&s.node);
         v.observe_sample(s, score, text, history, keep);

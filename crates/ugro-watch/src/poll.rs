@@ -74,6 +74,8 @@ pub struct Done {
     pub idx: usize,
     /// The reply, or why there is none.
     pub result: Result<String, PollError>,
+    /// How long the poll took.
+    pub elapsed: Duration,
 }
 
 /// A node's polling task: the sender asks for a poll (capacity one: a node never has two in
@@ -92,8 +94,17 @@ pub fn start_worker(
                 let t = *timing.borrow_and_update();
                 link.set_timing(t);
             }
+            let start = tokio::time::Instant::now();
             let result = link.poll().await;
-            if done.send(Done { idx, result }).is_err() {
+            let elapsed = start.elapsed();
+            if done
+                .send(Done {
+                    idx,
+                    result,
+                    elapsed,
+                })
+                .is_err()
+            {
                 break;
             }
         }

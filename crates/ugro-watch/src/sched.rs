@@ -118,6 +118,8 @@ pub struct Scheduler {
     limit: usize,
     open: VecDeque<CycleAcc>,
     finished: Vec<CycleSummary>,
+    /// The worst lateness of a dispatch since [`Scheduler::take_max_lateness_ms`], ms.
+    max_late_ms: u64,
 }
 
 /// FNV-1a of the node name: stable across runs and builds, so a node keeps its phase.
@@ -145,6 +147,7 @@ impl Scheduler {
             limit,
             open: VecDeque::new(),
             finished: Vec::new(),
+            max_late_ms: 0,
         }
     }
 
@@ -335,6 +338,11 @@ impl Scheduler {
         }
     }
 
+    /// The worst lateness (dispatch time against due time) since the last call, ms.
+    pub fn take_max_lateness_ms(&mut self) -> u64 {
+        std::mem::take(&mut self.max_late_ms)
+    }
+
     /// Cycles whose polls have all finished since the last call.
     pub fn take_finished(&mut self) -> Vec<CycleSummary> {
         std::mem::take(&mut self.finished)
@@ -384,7 +392,7 @@ impl Scheduler {
         let cap = self.suspect_cap();
         let cycle = self.cycle;
         let mut out = Vec::new();
-        for (_, i) in ready {
+        for (at, i) in ready {
             if self.in_flight >= self.limit {
                 break;
             }
@@ -392,6 +400,7 @@ impl Scheduler {
             if n.suspect && self.suspects_in_flight >= cap {
                 continue;
             }
+            self.max_late_ms = self.max_late_ms.max(now.saturating_sub(at));
             n.urgent = false;
             n.in_flight = true;
             n.dispatched_suspect = n.suspect;

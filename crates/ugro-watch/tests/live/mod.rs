@@ -148,6 +148,8 @@ pub struct Run {
     pub raw: Capture,
     /// (node, paused ms) of every poll.
     pub polls: Vec<(String, u64)>,
+    /// `--listen`: the endpoint, still serving the run's final view.
+    pub endpoint: Option<ugro_watch::endpoint::Endpoint>,
 }
 
 impl Run {
@@ -225,6 +227,8 @@ pub async fn run_logged(
     let overrides = ugro_watch::Overrides::from_cli(&cli).unwrap();
     overrides.apply(&mut cluster).unwrap();
     let mut setup = ugro_watch::setup(&cli, &cluster).unwrap();
+    let endpoint = ugro_watch::start_endpoint(&cli).unwrap();
+    setup.metrics = endpoint.as_ref().map(ugro_watch::endpoint::Endpoint::feed);
     let (out, raw) = (Capture::default(), Capture::default());
     setup.output.out = Some(Box::new(out.clone()));
     setup.output.tee = Some(Box::new(raw.clone()));
@@ -256,6 +260,7 @@ pub async fn run_logged(
         out,
         raw,
         polls,
+        endpoint,
     }
 }
 
