@@ -23,6 +23,7 @@ pub mod persist;
 pub mod pipeline;
 pub mod poll;
 pub mod sched;
+pub mod shard;
 pub mod view;
 
 use std::io::IsTerminal;
@@ -242,6 +243,12 @@ pub struct Cli {
     #[arg(long, value_name = "TAG")]
     pub tag: Vec<String>,
 
+    /// Poll only shard I of N (1-based): the nodes that rendezvous hashing of their names
+    /// gives to shard I, so adding a shard moves about 1/N of the nodes [default: the cluster
+    /// file's shard, else all nodes]. Replicas are watchers started with the same shard.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<shard::Shard>,
+
     /// Stop after this many base-interval cycles (and the polls in flight).
     #[arg(long, value_name = "N")]
     pub cycles: Option<u64>,
@@ -377,12 +384,14 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         }
     };
     let overrides = Overrides::from_cli(&cli)?;
+    if cli.check {
+        overrides.apply_settings(&mut cluster)?;
+        let sharding = overrides.shard.or(cluster.shard);
+        return check(&cluster, sharding);
+    }
     overrides.apply(&mut cluster)?;
     for w in cluster.warnings() {
         tracing::warn!("{w}");
-    }
-    if cli.check {
-        return check(&cluster);
     }
     let setup = setup(&cli, &cluster)?;
     if let Some(path) = &cli.replay {
@@ -497,6 +506,8 @@ pub struct Overrides {
     pub activity_file: Option<PathBuf>,
     /// `--jobs-cmd`, split.
     pub jobs_cmd: Option<Vec<String>>,
+    /// `--shard`.
+    pub shard: Option<shard::Shard>,
 }
 
 impl Overrides {
@@ -522,11 +533,18 @@ impl Overrides {
             concurrency: cli.concurrency,
             activity_file: cli.activity_file.clone(),
             jobs_cmd,
+            shard: cli.shard,
         })
     }
 
-    /// Puts the overrides into a (freshly loaded) cluster.
+    /// Puts the overrides into a (freshly loaded) cluster and keeps only its shard's nodes.
     pub fn apply(&self, c: &mut Cluster) -> Result<(), Error> {
+        self.apply_settings(c)?;
+        shard::select(c, self.shard)
+    }
+
+    /// Puts the overrides into a (freshly loaded) cluster, all nodes kept.
+    pub fn apply_settings(&self, c: &mut Cluster) -> Result<(), Error> {
         if let Some(d) = self.interval {
             c.intervals.base = d;
         }
@@ -556,7 +574,10 @@ impl Overrides {
     }
 }
 
-fn check(c: &Cluster) -> Result<ExitCode, Error> {
+fn check(c: &Cluster, sharding: Option<shard::Shard>) -> Result<ExitCode, Error> {
+    for w in c.warnings() {
+        tracing::warn!("{w}");
+    }
     let mut out = ugro_types::io::RecordWriter::new(std::io::stdout());
     for n in &c.nodes {
         let t = match c.transport_of(n) {
@@ -566,7 +587,7 @@ fn check(c: &Cluster) -> Result<ExitCode, Error> {
                 serde_json::json!({"command": config::expand_argv(a, n, &c.ssh, &c.probe.args)})
             }
         };
-        let rec = serde_json::json!({
+        let mut rec = serde_json::json!({
             "node": n.name,
             "host": n.host(),
             "port": n.port.or(c.ssh.port),
@@ -575,6 +596,11 @@ fn check(c: &Cluster) -> Result<ExitCode, Error> {
             "expected_gpus": n.expected_gpus,
             "transport": t,
         });
+        if let (Some(s), Some(m)) = (sharding, rec.as_object_mut()) {
+            let owner = shard::owner(&n.name, s.count);
+            m.insert("shard".into(), format!("{owner}/{}", s.count).into());
+            m.insert("watched".into(), (owner == s.index).into());
+        }
         match out.write_record(&rec) {
             Ok(()) => {}
             Err(WriteError::Closed) => break,
