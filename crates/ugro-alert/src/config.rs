@@ -205,6 +205,52 @@ struct RawSlurm {
     timeout: Option<Duration>,
     #[serde(default)]
     env: Vec<String>,
+    #[serde(default)]
+    lease: Option<RawLease>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLease {
+    #[serde(default)]
+    holder: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    ttl: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    settle: Option<Duration>,
+}
+
+/// The lease's holder name by default: this host's name (replicas run on different hosts).
+fn lease_conf(
+    raw: RawLease,
+    bad: impl Fn(&str, String) -> ConfigError,
+) -> Result<crate::deliver::lease::LeaseConf, ConfigError> {
+    use crate::deliver::lease::{LeaseConf, valid_holder};
+    let holder = raw.holder.unwrap_or_else(|| {
+        rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned()
+    });
+    if !valid_holder(&holder) {
+        return Err(bad(
+            "slurm_drain.lease.holder",
+            format!("{holder:?}: 1 to 64 letters, digits, . - _ @"),
+        ));
+    }
+    let ttl = raw.ttl.unwrap_or(d(120));
+    let settle = raw.settle.unwrap_or(d(2));
+    if ttl <= settle * 2 || ttl < d(1) {
+        return Err(bad(
+            "slurm_drain.lease.ttl",
+            "must be at least 1s and more than twice settle".into(),
+        ));
+    }
+    Ok(LeaseConf {
+        holder,
+        ttl,
+        settle,
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -351,6 +397,8 @@ pub enum ReceiverKind {
         timeout: Option<Duration>,
         /// Variables of ours scontrol inherits besides the basics (`SLURM_CONF`).
         env: Vec<String>,
+        /// Act on a node only while holding its lease (replicas).
+        lease: Option<crate::deliver::lease::LeaseConf>,
     },
 }
 
@@ -794,6 +842,10 @@ fn build(
         }
         if let Some(s) = r.slurm_drain {
             check_env(&s.env, &field("slurm_drain.env"))?;
+            let lease = match s.lease {
+                None => None,
+                Some(l) => Some(lease_conf(l, |f, m| inv(&field(f), m))?),
+            };
             kinds.push((
                 true,
                 ReceiverKind::SlurmDrain {
@@ -801,6 +853,7 @@ fn build(
                     scontrol: s.scontrol.unwrap_or_else(|| PathBuf::from("scontrol")),
                     timeout: s.timeout,
                     env: s.env,
+                    lease,
                 },
             ));
         }

@@ -502,12 +502,14 @@ impl Worker {
                 scontrol,
                 timeout: own,
                 env,
+                lease,
             } => Slurm {
                 act: *act,
                 scontrol,
                 timeout: own.unwrap_or(timeout).min(cap),
                 inherit: env,
                 transport: t,
+                lease: lease.as_ref(),
             }
             .deliver(n),
         }
