@@ -136,6 +136,19 @@ a stats record with state_unwritable: false reports (resolving the alert). A fai
 leaves the previous file as it was. If the state still cannot be written at exit, the status \
 is 74. The state directory and the state files' lock files must be creatable at start-up.
 
+Shards and replicas: --shard I/N (or `shard: I/N` in the cluster file; 1-based) keeps the \
+nodes that rendezvous hashing of their names gives to shard I: every shard j weighs every node \
+(SHA-256 of the name mixed with j), the heaviest wins, so all watchers agree without talking, \
+and going from N to N+1 shards moves only the nodes the new shard wins (about 1/(N+1)). \
+--check lists every node of the file with its shard and `watched` (whether this shard polls \
+it); a shard left with no node refuses to start. Replicas are watchers started with the same \
+shard: each polls the same nodes and keeps its own state (the state directory, the breaker's \
+and alert's state files, its spool: give each replica its own), and each posts to every \
+member of an Alertmanager cluster (an alertmanager receiver listing all of them), which \
+deduplicates the page. Slurm actions stay single: slurm_drain with `lease:` (see ugro-alert(1)) \
+drains or resumes a node only while holding that node's lease in its Slurm Comment. See \
+docs/scale.md for sizing.
+
 SSH control sockets live in a private directory (mode 0700, random name) under $TMPDIR, or, \
 when $TMPDIR is too long for a Unix socket path, under $XDG_RUNTIME_DIR or /tmp.
 
