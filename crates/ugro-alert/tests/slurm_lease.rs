@@ -36,20 +36,7 @@ fn replica(
              lease: {{holder: {holder}, ttl: {ttl}, settle: 1s}}}}\n"
         ),
     );
-    let state = own.join("state.json");
-    let args = [
-        "-c",
-        cfg.to_str().unwrap(),
-        "--state",
-        state.to_str().unwrap(),
-        "--act",
-    ];
-    let conf = c.conf().display().to_string();
-    succeeded(&run(
-        &args,
-        &lines.join("\n"),
-        &[("SLURM_CONF", conf.as_str())],
-    ))
+    act_on(c, &cfg, &own.join("state.json"), lines)
 }
 
 fn at(node: &str, s: i64, state: &str) -> Vec<String> {
