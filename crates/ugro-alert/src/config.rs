@@ -1144,6 +1144,29 @@ mod tests {
     }
 
     #[test]
+    fn slurm_drain_lease_gets_its_defaults_and_bad_values_name_the_field() {
+        let c = cfg("receivers:\n  - name: d\n    slurm_drain: {lease: {holder: w-1}}\n").unwrap();
+        match &c.receivers["d"].kind {
+            ReceiverKind::SlurmDrain { lease: Some(l), .. } => {
+                assert_eq!((l.holder.as_str(), l.ttl, l.settle), ("w-1", d(120), d(2)));
+            }
+            k => panic!("{k:?}"),
+        }
+        for bad in [
+            "{holder: 'a b'}",
+            "{holder: 'a:b'}",
+            "{ttl: 3s, settle: 2s}",
+        ] {
+            let e = cfg(&format!(
+                "receivers:\n  - name: d\n    slurm_drain: {{lease: {bad}}}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("receivers[0].slurm_drain.lease."), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn a_receiver_needs_exactly_one_kind() {
         let e = cfg("receivers:\n  - name: x\n").unwrap_err().to_string();
         assert!(e.contains("receivers[0].name"), "{e}");
