@@ -8,7 +8,7 @@
 # The sshd sessions and probes on the "nodes" run on this host too; they are the nodes' cost,
 # not the watcher's, and are not counted. Figures are printed beside the 1 000-node baseline
 # of BENCHMARKS.md (35.5 MB RSS) and the issue's estimate (ssh master 1.4 MB PSS per node).
-#   SSH_SIZES="32 128" FAKE_NODES=10000 scripts/bench-watch-scale.sh
+#   SSH_SIZES="32 128" FAKE_NODES=10000 scripts/bench-watch-scale.sh   (NO_BUILD=1: use target/release as it is)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -18,7 +18,7 @@ for p in /usr/sbin/sshd ssh ssh-keygen jq python3; do
   command -v "$p" >/dev/null || { echo "bench-watch-scale: $p is missing" >&2; exit 69; }
 done
 echo "building release binaries…" >&2
-cargo build --release -q -p ugro-watch -p ugro-probe
+[ -n "${NO_BUILD:-}" ] || cargo build --release -q -p ugro-watch -p ugro-probe
 watch=$root/target/release/ugro-watch
 probe_fixture=$root/crates/ugro-probe/fixtures/h200x8-idle.json
 fake=$root/crates/ugro-watch/tests/fixtures/fake-probe.sh
