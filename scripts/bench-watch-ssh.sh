@@ -20,72 +20,10 @@ probe=$root/target/release/ugro-probe
 fixture=$root/crates/ugro-probe/fixtures/h200x8-idle.json
 
 work=$(mktemp -d)
-sshd_pids=()
-cleanup() {
-  for pid in "${sshd_pids[@]}"; do
-    # sshd's per-connection children call setsid: end them by parent pid, then sshd itself.
-    for c in $(ps -o pid= --ppid "$pid" 2>/dev/null); do kill "$c" 2>/dev/null || true; done
-    kill "$pid" 2>/dev/null || true
-  done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-ssh-keygen -q -t ed25519 -N '' -f "$work/host_key"
-ssh-keygen -q -t ed25519 -N '' -f "$work/user_key"
-cp "$work/user_key.pub" "$work/authorized_keys"
-mkdir -p "$work/cache"
-[ "$(id -u)" -eq 0 ] && mkdir -p /run/sshd
-ports=()
-for _ in $(seq 1 $n); do
-  ports+=("$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')")
-done
-for g in $(seq 0 $(( (n - 1) / 16 ))); do
-  {
-    for p in "${ports[@]:$((g * 16)):16}"; do echo "ListenAddress 127.0.0.1:$p"; done
-    cat <<EOF
-HostKey $work/host_key
-PidFile $work/sshd-$g.pid
-AuthorizedKeysFile $work/authorized_keys
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-LogLevel ERROR
-MaxStartups 500:30:1000
-MaxSessions 100
-SetEnv XDG_CACHE_HOME=$work/cache
-EOF
-  } > "$work/sshd_config-$g"
-  /usr/sbin/sshd -D -e -f "$work/sshd_config-$g" 2>>"$work/sshd.log" &
-  sshd_pids+=($!)
-done
-hostkey=$(cut -d' ' -f1,2 "$work/host_key.pub")
-: > "$work/known_hosts"
-: > "$work/ssh_config"
-for i in $(seq 0 $((n - 1))); do
-  p=${ports[$i]}
-  echo "[127.0.0.1]:$p $hostkey" >> "$work/known_hosts"
-  printf 'Host node-%d\n  HostName 127.0.0.1\n  Port %d\n' "$i" "$p" >> "$work/ssh_config"
-done
-cat >> "$work/ssh_config" <<EOF
-Host *
-  IdentityFile $work/user_key
-  IdentitiesOnly yes
-  UserKnownHostsFile $work/known_hosts
-  StrictHostKeyChecking yes
-  BatchMode yes
-  LogLevel ERROR
-EOF
-for p in "${ports[@]}"; do
-  up=0
-  for _ in $(seq 200); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then up=1; break; fi
-    sleep 0.05
-  done
-  [ "$up" = 1 ] || { echo "bench-watch-ssh: sshd is not listening on $p" >&2; cat "$work/sshd.log" >&2; exit 1; }
-done
+# shellcheck source=scripts/lib/sshd-fleet.sh
+. "$root/scripts/lib/sshd-fleet.sh"
+trap 'sshd_fleet_stop; rm -rf "$work"' EXIT
+sshd_fleet_start "$n"
 
 # ---- pdsh: a fresh connection per node per sweep ----
 export PDSH_SSH_ARGS="-F $work/ssh_config -x -l%u %h"

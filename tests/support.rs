@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 #[path = "support/slurm.rs"]
 pub mod slurm;
 
+#[path = "support/alertmanager.rs"]
+pub mod alertmanager;
+
 /// The path of a workspace binary built next to this test (`cargo build --workspace` first).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");

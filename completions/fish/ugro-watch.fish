@@ -14,6 +14,7 @@ complete -c ugro-watch -l concurrency -d 'Most polls in flight at once [default:
 complete -c ugro-watch -l activity-file -d 'A file whose recent modification means jobs are running on the whole fleet' -r -F
 complete -c ugro-watch -l jobs-cmd -d 'A command printing busy node names (hostlists expanded), run every base interval; split on whitespace, no shell. Example: "squeue -h -t R -o %N"' -r
 complete -c ugro-watch -l tag -d 'Only nodes with this tag (repeatable)' -r
+complete -c ugro-watch -l shard -d 'Poll only shard I of N (1-based): the nodes that rendezvous hashing of their names gives to shard I, so adding a shard moves about 1/N of the nodes [default: the cluster file\'s shard, else all nodes]. Replicas are watchers started with the same shard' -r
 complete -c ugro-watch -l cycles -d 'Stop after this many base-interval cycles (and the polls in flight)' -r
 complete -c ugro-watch -l replay -d 'Read a recorded raw stream from FILE (`-` = stdin) instead of polling, and handle it as if just polled (pipeline, state directory, output), through the filters\' own run loop: a bad line is reported as `TOOL: line N: cause` and the exit status is then 65' -r -F
 complete -c ugro-watch -l tick -d 'Period of `tick` records in the raw stream, which run the stages\' timers (the tick rule of ugro(7)), and of table and state-directory updates' -r

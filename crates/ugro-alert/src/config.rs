@@ -285,6 +285,52 @@ struct RawSlurm {
     escalate: Option<crate::remedy::config::RawEscalate>,
     #[serde(default)]
     budget: Option<crate::remedy::config::RawBudget>,
+    #[serde(default)]
+    lease: Option<RawLease>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLease {
+    #[serde(default)]
+    holder: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    ttl: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    settle: Option<Duration>,
+}
+
+/// The lease's holder name by default: this host's name (replicas run on different hosts).
+fn lease_conf(
+    raw: RawLease,
+    bad: impl Fn(&str, String) -> ConfigError,
+) -> Result<crate::deliver::lease::LeaseConf, ConfigError> {
+    use crate::deliver::lease::{LeaseConf, valid_holder};
+    let holder = raw.holder.unwrap_or_else(|| {
+        rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned()
+    });
+    if !valid_holder(&holder) {
+        return Err(bad(
+            "slurm_drain.lease.holder",
+            format!("{holder:?}: 1 to 64 letters, digits, . - _ @"),
+        ));
+    }
+    let ttl = raw.ttl.unwrap_or(d(120));
+    let settle = raw.settle.unwrap_or(d(2));
+    if ttl <= settle * 2 || ttl < d(1) {
+        return Err(bad(
+            "slurm_drain.lease.ttl",
+            "must be at least 1s and more than twice settle".into(),
+        ));
+    }
+    Ok(LeaseConf {
+        holder,
+        ttl,
+        settle,
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -435,6 +481,8 @@ pub enum ReceiverKind {
         /// Remediation, verification, escalation and the quarantine budget (with a
         /// `remediation:` section).
         remedy: Option<Box<crate::remedy::RemedyConfig>>,
+        /// Act on a node only while holding its lease (replicas).
+        lease: Option<crate::deliver::lease::LeaseConf>,
     },
 }
 
@@ -917,6 +965,10 @@ fn build(
                 budget: s.budget,
             })
             .map_err(|(f, why)| inv(&field(&format!("slurm_drain.{f}")), why))?;
+            let lease = match s.lease {
+                None => None,
+                Some(l) => Some(lease_conf(l, |f, m| inv(&field(f), m))?),
+            };
             kinds.push((
                 true,
                 ReceiverKind::SlurmDrain {
@@ -925,6 +977,7 @@ fn build(
                     timeout: s.timeout,
                     env: s.env,
                     remedy: remedy.map(Box::new),
+                    lease,
                 },
             ));
         }
@@ -1335,6 +1388,29 @@ mod tests {
             e.contains("receivers[0].exec.env") && e.contains("not a variable name"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn slurm_drain_lease_gets_its_defaults_and_bad_values_name_the_field() {
+        let c = cfg("receivers:\n  - name: d\n    slurm_drain: {lease: {holder: w-1}}\n").unwrap();
+        match &c.receivers["d"].kind {
+            ReceiverKind::SlurmDrain { lease: Some(l), .. } => {
+                assert_eq!((l.holder.as_str(), l.ttl, l.settle), ("w-1", d(120), d(2)));
+            }
+            k => panic!("{k:?}"),
+        }
+        for bad in [
+            "{holder: 'a b'}",
+            "{holder: 'a:b'}",
+            "{ttl: 3s, settle: 2s}",
+        ] {
+            let e = cfg(&format!(
+                "receivers:\n  - name: d\n    slurm_drain: {{lease: {bad}}}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("receivers[0].slurm_drain.lease."), "{bad}: {e}");
+        }
     }
 
     #[test]

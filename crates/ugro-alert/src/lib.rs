@@ -142,7 +142,15 @@ drained, not DOWN, and its reason starts with `ugro:`. Nodes are handled one by 
 Slurm does not know or an invalid request (scontrol says \"not found\" or \"Invalid\") is \
 reported once and not retried, and never holds back another node; a failure to reach \
 slurmctld is retried for the nodes still to do. Dry run (prints on stderr) unless act: true or \
---act. Route slurm_drain with group_by: [node].
+--act. Route slurm_drain with group_by: [node]. With replicas (two watchers of one shard, each \
+with its own state), give slurm_drain `lease: {holder, ttl, settle}` (holder: this replica's \
+name, default the host name; ttl 2m; settle 2s): before it drains or resumes a node it takes \
+the node's lease, the word `ugro-lease:<holder>:<unix-until>` at the end of the node's Slurm \
+Comment (an operator's text before it is kept), by Fischer's timed protocol (read; write within \
+settle/2; wait settle; act only if it is still ours), and reads the node again under it; a lease \
+another replica holds, unexpired, is a retryable failure, so a dead holder's action is taken \
+over once its lease expires (within ttl), against the node's state then. Keep the replicas' \
+clocks in step far closer than ttl.
 
 REMEDIATION (slurm_drain with a remediation: section; README \"Slurm: remediation\"): ugro holds \
 each node it drains; once Slurm says it is drained with our reason and no job, it runs \

@@ -17,20 +17,7 @@ fn alert(dir: &std::path::Path, c: &SlurmCluster, lines: &[String]) -> String {
         &cfg,
         "global:\n  cluster_min_nodes: 100\nroute:\n  receiver: drain\n  group_by: [node]\nreceivers:\n  - name: drain\n    slurm_drain: {timeout: 10s, scontrol: /usr/bin/scontrol, env: [SLURM_CONF]}\n",
     );
-    let state = dir.join("alert-state.json");
-    let args = [
-        "-c",
-        cfg.to_str().unwrap(),
-        "--state",
-        state.to_str().unwrap(),
-        "--act",
-    ];
-    let conf = c.conf().display().to_string();
-    succeeded(&run(
-        &args,
-        &lines.join("\n"),
-        &[("SLURM_CONF", conf.as_str())],
-    ))
+    act_on(c, &cfg, &dir.join("alert-state.json"), lines)
 }
 
 #[test]

@@ -45,6 +45,9 @@ pub struct Cluster {
     /// The state directory.
     #[serde(default)]
     pub state: StateConf,
+    /// This watcher's shard of the nodes, `I/N` (`--shard` overrides); see [`crate::shard`].
+    #[serde(default)]
+    pub shard: Option<crate::shard::Shard>,
     /// The nodes.
     pub nodes: Vec<NodeConf>,
 }
@@ -355,6 +358,7 @@ impl Cluster {
             activity: ActivityConf::default(),
             pipeline: PipelineConf::default(),
             state: StateConf::default(),
+            shard: None,
             nodes: vec![NodeConf {
                 name: name.to_owned(),
                 host: None,

@@ -27,6 +27,7 @@ pub mod persist;
 pub mod pipeline;
 pub mod poll;
 pub mod sched;
+pub mod shard;
 pub mod view;
 
 use std::io::IsTerminal;
@@ -164,6 +165,19 @@ a stats record with state_unwritable: false reports (resolving the alert). A fai
 leaves the previous file as it was. If the state still cannot be written at exit, the status \
 is 74. The state directory and the state files' lock files must be creatable at start-up.
 
+Shards and replicas: --shard I/N (or `shard: I/N` in the cluster file; 1-based) keeps the \
+nodes that rendezvous hashing of their names gives to shard I: every shard j weighs every node \
+(SHA-256 of the name mixed with j), the heaviest wins, so all watchers agree without talking, \
+and going from N to N+1 shards moves only the nodes the new shard wins (about 1/(N+1)). \
+--check lists every node of the file with its shard and `watched` (whether this shard polls \
+it); a shard left with no node refuses to start. Replicas are watchers started with the same \
+shard: each polls the same nodes and keeps its own state (the state directory, the breaker's \
+and alert's state files, its spool: give each replica its own), and each posts to every \
+member of an Alertmanager cluster (an alertmanager receiver listing all of them), which \
+deduplicates the page. Slurm actions stay single: slurm_drain with `lease:` (see ugro-alert(1)) \
+drains or resumes a node only while holding that node's lease in its Slurm Comment. See \
+docs/scale.md for sizing.
+
 SSH control sockets live in a private directory (mode 0700, random name) under $TMPDIR, or, \
 when $TMPDIR is too long for a Unix socket path, under $XDG_RUNTIME_DIR or /tmp.
 
@@ -270,6 +284,12 @@ pub struct Cli {
     /// Only nodes with this tag (repeatable).
     #[arg(long, value_name = "TAG")]
     pub tag: Vec<String>,
+
+    /// Poll only shard I of N (1-based): the nodes that rendezvous hashing of their names
+    /// gives to shard I, so adding a shard moves about 1/N of the nodes [default: the cluster
+    /// file's shard, else all nodes]. Replicas are watchers started with the same shard.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<shard::Shard>,
 
     /// Stop after this many base-interval cycles (and the polls in flight).
     #[arg(long, value_name = "N")]
@@ -430,12 +450,14 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         }
     };
     let overrides = Overrides::from_cli(&cli)?;
+    if cli.check {
+        overrides.apply_settings(&mut cluster)?;
+        let sharding = overrides.shard.or(cluster.shard);
+        return check(&cluster, sharding);
+    }
     overrides.apply(&mut cluster)?;
     for w in cluster.warnings() {
         tracing::warn!("{w}");
-    }
-    if cli.check {
-        return check(&cluster);
     }
     let mut setup = setup(&cli, &cluster)?;
     if let Some(path) = &cli.replay {
@@ -571,6 +593,8 @@ pub struct Overrides {
     pub activity_file: Option<PathBuf>,
     /// `--jobs-cmd`, split.
     pub jobs_cmd: Option<Vec<String>>,
+    /// `--shard`.
+    pub shard: Option<shard::Shard>,
 }
 
 impl Overrides {
@@ -596,11 +620,18 @@ impl Overrides {
             concurrency: cli.concurrency,
             activity_file: cli.activity_file.clone(),
             jobs_cmd,
+            shard: cli.shard,
         })
     }
 
-    /// Puts the overrides into a (freshly loaded) cluster.
+    /// Puts the overrides into a (freshly loaded) cluster and keeps only its shard's nodes.
     pub fn apply(&self, c: &mut Cluster) -> Result<(), Error> {
+        self.apply_settings(c)?;
+        shard::select(c, self.shard)
+    }
+
+    /// Puts the overrides into a (freshly loaded) cluster, all nodes kept.
+    pub fn apply_settings(&self, c: &mut Cluster) -> Result<(), Error> {
         if let Some(d) = self.interval {
             c.intervals.base = d;
         }
@@ -630,7 +661,10 @@ impl Overrides {
     }
 }
 
-fn check(c: &Cluster) -> Result<ExitCode, Error> {
+fn check(c: &Cluster, sharding: Option<shard::Shard>) -> Result<ExitCode, Error> {
+    for w in c.warnings() {
+        tracing::warn!("{w}");
+    }
     let mut out = ugro_types::io::RecordWriter::new(std::io::stdout());
     for n in &c.nodes {
         let t = match c.transport_of(n) {
@@ -640,7 +674,7 @@ fn check(c: &Cluster) -> Result<ExitCode, Error> {
                 serde_json::json!({"command": config::expand_argv(a, n, &c.ssh, &c.probe.args)})
             }
         };
-        let rec = serde_json::json!({
+        let mut rec = serde_json::json!({
             "node": n.name,
             "host": n.host(),
             "port": n.port.or(c.ssh.port),
@@ -649,6 +683,11 @@ fn check(c: &Cluster) -> Result<ExitCode, Error> {
             "expected_gpus": n.expected_gpus,
             "transport": t,
         });
+        if let (Some(s), Some(m)) = (sharding, rec.as_object_mut()) {
+            let owner = shard::owner(&n.name, s.count);
+            m.insert("shard".into(), format!("{owner}/{}", s.count).into());
+            m.insert("watched".into(), (owner == s.index).into());
+        }
         match out.write_record(&rec) {
             Ok(()) => {}
             Err(WriteError::Closed) => break,

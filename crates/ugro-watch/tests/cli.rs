@@ -652,3 +652,109 @@ fn raw_mode_keeps_the_scorers_history_in_the_state_dir_across_restarts() {
         serde_json::from_slice(&std::fs::read(d.path().join("st/score.json")).unwrap()).unwrap();
     assert_eq!(saved["format"], "ugro-score");
 }
+
+fn shard_cluster(dir: &std::path::Path, nodes: usize, extra: &str) {
+    let mut text = format!(
+        "{extra}intervals: {{base: 1s, max: 1s, spread: 0}}\ntransport: {{command: {}}}\nnodes:\n",
+        fake("'0'")
+    );
+    for i in 0..nodes {
+        text.push_str(&format!("  - name: gpu-{i:03}\n"));
+    }
+    write(dir, "c.yaml", &text);
+}
+
+#[test]
+fn shards_split_the_fleet_so_that_every_node_is_polled_by_exactly_its_shard() {
+    let d = tempfile::tempdir().unwrap();
+    shard_cluster(d.path(), 24, "");
+    let check = watch(d.path(), &["-c", "c.yaml", "--check", "--shard", "1/2"]);
+    assert!(check.status.success());
+    let assigned: Vec<(String, String, bool)> = records(&check.stdout)
+        .iter()
+        .map(|r| {
+            let node = r["node"].as_str().unwrap().to_owned();
+            let shard = r["shard"].as_str().unwrap().to_owned();
+            (node, shard, r["watched"].as_bool().unwrap())
+        })
+        .collect();
+    assert_eq!(assigned.len(), 24, "--check lists every node of the file");
+    for (n, s, w) in &assigned {
+        assert_eq!(*w, s == "1/2", "{n}");
+    }
+    for shard in ["1/2", "2/2"] {
+        let out = watch(
+            d.path(),
+            &[
+                "-c",
+                "c.yaml",
+                "--shard",
+                shard,
+                "--cycles",
+                "1",
+                "--stats-every",
+                "0",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut polled: Vec<String> = records(&out.stdout)
+            .iter()
+            .filter(|r| r["kind"] == "sample")
+            .map(|r| r["node"].as_str().unwrap().to_owned())
+            .collect();
+        polled.sort();
+        polled.dedup();
+        let mut want: Vec<String> = assigned
+            .iter()
+            .filter(|(_, s, _)| s == shard)
+            .map(|(n, _, _)| n.clone())
+            .collect();
+        want.sort();
+        assert!(!want.is_empty() && want.len() < 24, "{shard}: {want:?}");
+        assert_eq!(polled, want, "shard {shard}");
+    }
+}
+
+#[test]
+fn cluster_file_shard_applies_unless_the_command_line_names_another_and_bad_ones_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    shard_cluster(d.path(), 8, "shard: 2/2\n");
+    let check = watch(d.path(), &["-c", "c.yaml", "--check"]);
+    let recs = records(&check.stdout);
+    assert!(recs.iter().all(|r| r["watched"] == (r["shard"] == "2/2")));
+    let check = watch(d.path(), &["-c", "c.yaml", "--check", "--shard", "1/2"]);
+    let recs = records(&check.stdout);
+    assert!(recs.iter().all(|r| r["watched"] == (r["shard"] == "1/2")));
+
+    shard_cluster(d.path(), 8, "shard: 3/2\n");
+    let out = watch(d.path(), &["-c", "c.yaml", "--check"]);
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("c.yaml:1: shard"), "{err}");
+
+    shard_cluster(d.path(), 1, "");
+    let out = watch(d.path(), &["-c", "c.yaml", "--check", "--shard", "0/2"]);
+    assert_eq!(out.status.code(), Some(64), "--shard is 1-based");
+    // One node, many shards: the shards without it refuse to start rather than watch no one.
+    let empty = (1..=8)
+        .map(|i| {
+            watch(
+                d.path(),
+                &[
+                    "-c",
+                    "c.yaml",
+                    "--shard",
+                    &format!("{i}/8"),
+                    "--cycles",
+                    "1",
+                ],
+            )
+        })
+        .filter(|o| o.status.code() == Some(64))
+        .count();
+    assert_eq!(empty, 7);
+}

@@ -13,6 +13,7 @@
 
 mod am;
 mod lane;
+pub mod lease;
 pub mod payload;
 pub mod slurm;
 pub mod spool;

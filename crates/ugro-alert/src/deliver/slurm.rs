@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use ugro_types::{Alert, AlertStatus};
 
+use super::lease::{LeaseConf, Register};
 use super::note;
 use super::transport::{Exec, ExecOutput, Failure, Transport};
 use crate::engine::Notification;
@@ -21,16 +22,23 @@ pub struct SlurmNode {
     pub state: String,
     /// `Reason=` (to end of line), empty when none.
     pub reason: String,
+    /// `Comment=` (to end of line), empty when none; holds the replicas' lease.
+    pub comment: String,
 }
 
 /// Parses `scontrol show node` output.
 pub fn parse_scontrol_show(text: &str) -> Option<SlurmNode> {
     let mut state = None;
     let mut reason = String::new();
+    let mut comment = String::new();
     for line in text.lines() {
         let t = line.trim_start();
         if let Some(r) = t.strip_prefix("Reason=") {
             reason = r.trim_end().to_owned();
+            continue;
+        }
+        if let Some(c) = t.strip_prefix("Comment=") {
+            comment = c.trim_end().to_owned();
             continue;
         }
         for tok in t.split_whitespace() {
@@ -39,7 +47,11 @@ pub fn parse_scontrol_show(text: &str) -> Option<SlurmNode> {
             }
         }
     }
-    state.map(|state| SlurmNode { state, reason })
+    state.map(|state| SlurmNode {
+        state,
+        reason,
+        comment,
+    })
 }
 
 /// The XID of an alert: its `xid` annotation, else the `XID <n>` its summary names.
@@ -144,6 +156,34 @@ pub struct Slurm<'a> {
     /// Resume nodes whose critical alerts resolved; false with remediation, which resumes a
     /// node only after verifying it (`crate::remedy`).
     pub resumes: bool,
+    /// With replicas: act on a node only while holding its lease ([`super::lease`]).
+    pub lease: Option<&'a LeaseConf>,
+}
+
+/// A node's comment through scontrol, as the lease's register.
+struct CommentOf<'s, 'a> {
+    slurm: &'s Slurm<'a>,
+    node: &'s str,
+}
+
+impl Register for CommentOf<'_, '_> {
+    type Error = Failure;
+    fn read(&self) -> Result<String, Failure> {
+        Ok(self.slurm.show(self.node)?.comment)
+    }
+    fn write(&self, comment: &str) -> Result<(), Failure> {
+        let args = vec![
+            "update".into(),
+            format!("NodeName={}", self.node),
+            format!("Comment={comment}"),
+        ];
+        self.slurm
+            .checked(
+                args,
+                &format!("scontrol update NodeName={} Comment=", self.node),
+            )
+            .map(drop)
+    }
 }
 
 /// One node of a notification: whether a critical alert of it fires, and the alert that says
@@ -234,20 +274,40 @@ impl Slurm<'_> {
         }
     }
 
+    fn show(&self, node: &str) -> Result<SlurmNode, Failure> {
+        self.checked(
+            vec!["show".into(), "node".into(), node.into()],
+            &format!("scontrol show node {node}"),
+        )
+        .and_then(|show| {
+            parse_scontrol_show(&show.stdout).ok_or_else(|| {
+                Failure::Retry(format!(
+                    "scontrol show node {node}: no State= in its output"
+                ))
+            })
+        })
+    }
+
+    /// Takes the node's lease (see [`super::lease`]) and returns the node's state read after
+    /// it was taken. Another replica's lease is a retryable failure, so that this one acts
+    /// once that lease has expired if its holder never did.
+    fn leased(&self, node: &str, conf: &LeaseConf) -> Result<SlurmNode, Failure> {
+        let reg = CommentOf { slurm: self, node };
+        match super::lease::take(&reg, conf, &std::thread::sleep)? {
+            Ok(()) => {
+                note(&format!(
+                    "slurm_drain: {node}: lease taken by {}",
+                    conf.holder
+                ));
+                self.show(node)
+            }
+            Err(lost) => Err(Failure::Retry(format!("slurm_drain: {node}: {lost}"))),
+        }
+    }
+
     fn node(&self, node: &str, firing: bool, a: &Alert) -> Result<(), Failure> {
         let prog = self.scontrol.display();
-        let shown = self
-            .checked(
-                vec!["show".into(), "node".into(), node.into()],
-                &format!("scontrol show node {node}"),
-            )
-            .and_then(|show| {
-                parse_scontrol_show(&show.stdout).ok_or_else(|| {
-                    Failure::Retry(format!(
-                        "scontrol show node {node}: no State= in its output"
-                    ))
-                })
-            });
+        let shown = self.show(node);
         let st = match shown {
             Ok(st) => st,
             // A dry run on a host without Slurm still says what it would do.
@@ -264,7 +324,7 @@ impl Slurm<'_> {
             }
             Err(e) => return Err(e),
         };
-        let Some(args) = self.update_for(node, firing, a, &st) else {
+        let Some(mut args) = self.update_for(node, firing, a, &st) else {
             return Ok(());
         };
         if !self.act {
@@ -273,6 +333,15 @@ impl Slurm<'_> {
                 args.join(" ")
             ));
             return Ok(());
+        }
+        // Only what there is to do takes the lease; the state is read again under it, since
+        // another replica may have acted meanwhile.
+        if let Some(conf) = self.lease {
+            let st = self.leased(node, conf)?;
+            let Some(now) = self.update_for(node, firing, a, &st) else {
+                return Ok(());
+            };
+            args = now;
         }
         let what = format!("{prog} {}", args.join(" "));
         self.checked(args, &what)?;

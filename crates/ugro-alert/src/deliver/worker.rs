@@ -503,6 +503,7 @@ impl Worker {
                 timeout: own,
                 env,
                 remedy,
+                lease,
             } => Slurm {
                 act: *act,
                 scontrol,
@@ -510,6 +511,7 @@ impl Worker {
                 inherit: env,
                 transport: t,
                 resumes: remedy.is_none(),
+                lease: lease.as_ref(),
             }
             .deliver(n),
         }

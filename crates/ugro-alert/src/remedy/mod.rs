@@ -256,6 +256,7 @@ impl Remedy {
                     timeout,
                     env,
                     remedy: Some(rc),
+                    ..
                 } => Some((&r.name, *act, scontrol, timeout, env, rc)),
                 _ => None,
             })

@@ -218,3 +218,26 @@ pub fn write_config(path: &Path, yaml: &str) {
         ),
     );
 }
+
+/// Runs `ugro-alert -c cfg --state state --act` over `lines` with scontrol reaching the real
+/// cluster `c` (its SLURM_CONF passed through the receiver's `env`); returns stderr.
+pub fn act_on(
+    c: &ugro_e2e::slurm::SlurmCluster,
+    cfg: &Path,
+    state: &Path,
+    lines: &[String],
+) -> String {
+    let args = [
+        "-c",
+        cfg.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+        "--act",
+    ];
+    let conf = c.conf().display().to_string();
+    succeeded(&run(
+        &args,
+        &lines.join("\n"),
+        &[("SLURM_CONF", conf.as_str())],
+    ))
+}
