@@ -20,6 +20,7 @@ use ugro_types::{Exit, HealthState, PluginStatus};
 pub mod config;
 mod gpu;
 mod history;
+pub mod nagios;
 pub mod output;
 pub mod policy;
 pub mod prom;
@@ -262,6 +263,56 @@ pub struct Cli {
     /// Start the --state file over (it is removed under its lock first).
     #[arg(long = "reset-state", requires = "state")]
     pub reset_state: bool,
+
+    /// Check mode: WARNING when the score alerts against RANGE (Monitoring Plugins syntax
+    /// [@][start:][end]: `70:` warns below 70, `@0:70` inside 0-70); default `<degraded-below>:`.
+    #[arg(short = 'w', long = "warning", value_name = "RANGE", allow_hyphen_values = true)]
+    pub warning: Option<nagios::Range>,
+
+    /// Check mode: CRITICAL when the score alerts against RANGE; default `<critical-below>:`.
+    /// (Short -c stays --config, as in every ugro tool.)
+    #[arg(long = "critical", value_name = "RANGE", allow_hyphen_values = true)]
+    pub critical: Option<nagios::Range>,
+
+    /// Check mode: bytes of perfdata on the status line at most (whole values, the worst nodes'
+    /// scores first; the text says how many were left out). The whole output stays under 8000
+    /// bytes, inside Nagios Core's 8192 (MAX_PLUGIN_OUTPUT_LENGTH).
+    #[arg(long = "max-perfdata", value_name = "BYTES", default_value_t = nagios::DEFAULT_MAX_PERFDATA as u16,
+          value_parser = clap::value_parser!(u16).range(64..=7000))]
+    pub max_perfdata: u16,
+}
+
+/// The binary's entry point: in check mode (`--format nagios`, `-e`) a command line clap
+/// cannot parse is `UGRO UNKNOWN - <cause>` with status 3, as a monitoring system expects;
+/// otherwise the usual status 64.
+pub fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Err(e) = Cli::try_parse_from(&args) {
+        if e.use_stderr() && check_mode_args(&args) {
+            let _ = e.print();
+            let cause = e.to_string();
+            let cause = cause.lines().next().unwrap_or("").trim_start_matches("error: ");
+            let line = format!("UGRO UNKNOWN - usage: {}", cause.replace('|', "/"));
+            let mut out = RecordWriter::new(io::stdout().lock());
+            let _ = out.write_raw(line.as_bytes());
+            return PluginStatus::Unknown.into();
+        }
+    }
+    ugro_support::cli::main(TOOL, run)
+}
+
+/// Whether the raw arguments ask for a check (`--format nagios`, `-f nagios`, `-e`), read
+/// without clap because clap has just refused them.
+fn check_mode_args(args: &[std::ffi::OsString]) -> bool {
+    let args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    args.iter().enumerate().any(|(i, a)| {
+        let next_is_nagios = args.get(i + 1).is_some_and(|n| n == "nagios");
+        a == "--exit-status"
+            || a == "-e"
+            || a == "--format=nagios"
+            || a == "-fnagios"
+            || ((a == "--format" || a == "-f") && next_is_nagios)
+    })
 }
 
 /// The clap command, for man pages.
@@ -394,11 +445,17 @@ fn check(cli: Cli) -> Result<ExitCode, Error> {
         Err(e) => return Err(e.into()),
     }
     if cli.format == Format::Nagios {
-        let (worst, text) = output::nagios_report(
+        let opts = nagios::CheckOptions {
+            warning: cli.warning.clone(),
+            critical: cli.critical.clone(),
+            max_perfdata: usize::from(cli.max_perfdata),
+        };
+        let (worst, text) = nagios::report(
             &scorer.checks,
             scorer.checks_dropped,
             reader_bad,
             &scorer.cfg.thresholds,
+            &opts,
         );
         match out.write_raw(text.as_bytes()) {
             Ok(()) | Err(ugro_types::io::WriteError::Closed) => {}
