@@ -14,7 +14,7 @@ use crate::output::worse;
 /// C string's NUL); the whole output stays under it with room to spare.
 pub const MAX_OUTPUT: usize = 8000;
 /// The default cap on the first line's perfdata (`--max-perfdata`).
-pub const DEFAULT_MAX_PERFDATA: usize = 4096;
+pub const DEFAULT_MAX_PERFDATA: usize = 5120;
 /// Summaries longer than this are shortened at a word in the status line and long text.
 const MAX_SUMMARY: usize = 300;
 /// Room kept at the end of the long text for the "more nodes not listed" line.
@@ -366,5 +366,35 @@ fn long_text(out: &mut String, many: &[(&str, &Score, HealthState)], dropped: u6
     }
     if dropped > 0 {
         let _ = write!(out, "\n({dropped} more samples not listed)");
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::Range;
+
+    #[test]
+    fn ranges_alert_as_the_plugin_guidelines_define() {
+        let r = |s: &str| s.parse::<Range>().unwrap();
+        // (range, value, alerts)
+        for (range, v, want) in [
+            ("10", 11.0, true),
+            ("10", -1.0, true),
+            ("10", 5.0, false),
+            ("70:", 69.9, true),
+            ("70:", 70.0, false),
+            ("~:40", 41.0, true),
+            ("~:40", -100.0, false),
+            ("10:20", 9.0, true),
+            ("10:20", 15.0, false),
+            ("@10:20", 15.0, true),
+            ("@10:20", 21.0, false),
+        ] {
+            assert_eq!(r(range).alerts(v), want, "{range} {v}");
+        }
+        for bad in ["", "abc", "20:10", "@", "1:x", "nan"] {
+            assert!(bad.parse::<Range>().is_err(), "{bad:?}");
+        }
     }
 }
