@@ -34,7 +34,10 @@ fn hundred_nodes() -> String {
             let mut v = busy.clone();
             v["node"] = json!(format!("gpu-node-{i:03}"));
             match i % 10 {
-                3 => v["gpu"]["devices"][0]["xids"] = json!([{"code": 79, "ts": "2026-11-28T16:38:00.000Z"}]),
+                3 => {
+                    v["gpu"]["devices"][0]["xids"] =
+                        json!([{"code": 79, "ts": "2026-11-28T16:38:00.000Z"}])
+                }
                 5 => v["gpu"]["devices"][0]["remapped_rows"]["pending"] = json!(true),
                 _ => {}
             }
@@ -61,10 +64,18 @@ fn write_config(dir: &Path, check: &str) -> PathBuf {
          query_socket={d}/nagios.qh\n{user}enable_notifications=0\ninterval_length=1\n\
          check_result_reaper_frequency=1\nuse_syslog=0\n"
     );
-    let days: String = ["sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday"]
-        .iter()
-        .map(|day| format!("  {day} 00:00-24:00\n"))
-        .collect();
+    let days: String = [
+        "sunday",
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+    ]
+    .iter()
+    .map(|day| format!("  {day} 00:00-24:00\n"))
+    .collect();
     // The service is checked only when the test forces it (a check interval of an hour).
     let objects = format!(
         "define timeperiod {{\n  timeperiod_name always\n  alias always\n{days}}}\n\
@@ -103,7 +114,11 @@ fn wait_for<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>)
 /// The `servicestatus` block of status.dat once the service has been checked.
 fn checked_service(status: &Path) -> Option<BTreeMap<String, String>> {
     let text = std::fs::read_to_string(status).ok()?;
-    let block = text.split("servicestatus {").nth(1)?.split("\n\t}").next()?;
+    let block = text
+        .split("servicestatus {")
+        .nth(1)?
+        .split("\n\t}")
+        .next()?;
     let fields: BTreeMap<String, String> = block
         .lines()
         .filter_map(|l| l.trim_start().split_once('='))
@@ -131,7 +146,10 @@ fn tokens(perf: &str) -> Vec<String> {
 /// The state a token's own thresholds give (`N:` alerts below N, `N` outside 0..N), 0-3.
 fn token_state(t: &str) -> u8 {
     let (label, rest) = t.split_once('=').expect(t);
-    assert!(label.len() > 2 && label.starts_with('\'') && label.ends_with('\''), "cut token {t}");
+    assert!(
+        label.len() > 2 && label.starts_with('\'') && label.ends_with('\''),
+        "cut token {t}"
+    );
     let f: Vec<&str> = rest.split(';').collect();
     assert_eq!(f.len(), 5, "cut token {t}");
     let alerts = |v: f64, r: &str| match r.split_once(':') {
@@ -150,7 +168,10 @@ fn token_state(t: &str) -> u8 {
 
 #[test]
 fn nagios_core_records_a_hundred_node_check_whole_and_consistent() {
-    if !require("nagios4 (Debian package nagios4)", Path::new(NAGIOS).exists()) {
+    if !require(
+        "nagios4 (Debian package nagios4)",
+        Path::new(NAGIOS).exists(),
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -180,30 +201,57 @@ fn nagios_core_records_a_hundred_node_check_whole_and_consistent() {
     let cmd = dir.path().join("nagios.cmd");
     wait_for("Nagios's command file", Duration::from_secs(60), || {
         use std::os::unix::fs::FileTypeExt;
-        std::fs::metadata(&cmd).ok().filter(|m| m.file_type().is_fifo())
+        std::fs::metadata(&cmd)
+            .ok()
+            .filter(|m| m.file_type().is_fifo())
     });
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-    std::fs::write(&cmd, format!("[{now}] SCHEDULE_FORCED_SVC_CHECK;cluster;ugro;{now}\n")).unwrap();
-    let svc = wait_for("the forced check in status.dat", Duration::from_secs(120), || {
-        checked_service(&dir.path().join("status.dat"))
-    });
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    std::fs::write(
+        &cmd,
+        format!("[{now}] SCHEDULE_FORCED_SVC_CHECK;cluster;ugro;{now}\n"),
+    )
+    .unwrap();
+    let svc = wait_for(
+        "the forced check in status.dat",
+        Duration::from_secs(120),
+        || checked_service(&dir.path().join("status.dat")),
+    );
 
-    assert_eq!(svc["current_state"], direct.status.code().unwrap().to_string());
+    assert_eq!(
+        svc["current_state"],
+        direct.status.code().unwrap().to_string()
+    );
     assert_eq!(svc["current_state"], "2", "a fatal XID on ten nodes");
     // Nagios stores `;` of the plugin output as `:` (its log and status formats use `;`).
     assert_eq!(svc["plugin_output"], text.replace(';', ":"));
-    assert_eq!(svc["long_plugin_output"], long.trim_end().replace('\n', "\\n"));
+    assert_eq!(
+        svc["long_plugin_output"],
+        long.trim_end().replace('\n', "\\n")
+    );
     let kept = &svc["performance_data"];
     assert_eq!(kept, perf, "Nagios kept the perfdata as printed");
     let kept = tokens(kept);
-    let worst = kept.iter().map(|t| token_state(t)).max_by_key(|s| [0, 1, 3, 2][*s as usize]);
+    let worst = kept
+        .iter()
+        .map(|t| token_state(t))
+        .max_by_key(|s| [0, 1, 3, 2][*s as usize]);
     assert_eq!(worst, Some(2), "the perfdata thresholds say CRITICAL too");
-    assert_eq!(kept.iter().filter(|t| t.contains(" score'=")).count(), 100, "every node's score");
+    assert_eq!(
+        kept.iter().filter(|t| t.contains(" score'=")).count(),
+        100,
+        "every node's score"
+    );
     let left: usize = text
         .split("perfdata: ")
         .nth(1)
         .and_then(|s| s.split(' ').next())
         .and_then(|n| n.parse().ok())
         .expect(text);
-    assert!(text.contains(&format!("{left} of {} values left out", kept.len() + left)), "{text}");
+    assert!(
+        text.contains(&format!("{left} of {} values left out", kept.len() + left)),
+        "{text}"
+    );
 }

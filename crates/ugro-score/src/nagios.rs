@@ -58,7 +58,8 @@ impl FromStr for Range {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Range, String> {
-        let bad = |why: &str| format!("{s:?}: {why} (range syntax: [@][start:][end], e.g. 70: or @0:40)");
+        let bad =
+            |why: &str| format!("{s:?}: {why} (range syntax: [@][start:][end], e.g. 70: or @0:40)");
         let (inside, body) = s.strip_prefix('@').map_or((false, s), |b| (true, b));
         let num = |t: &str| t.parse::<f64>().ok().filter(|v| v.is_finite());
         let (start, end) = match body.split_once(':') {
@@ -172,7 +173,13 @@ fn plugin_text(s: &str) -> String {
 /// A node name inside a quoted perfdata label: the guidelines reserve `'` and `=` there.
 fn perf_label(node: &str) -> String {
     node.chars()
-        .map(|c| if matches!(c, '\'' | '=' | '|') { '_' } else { c })
+        .map(|c| {
+            if matches!(c, '\'' | '=' | '|') {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect()
 }
 
@@ -257,9 +264,11 @@ pub fn report(
         .collect();
     // Worst first, lowest score first within a state: what a capped output keeps.
     judged.sort_by(|a, b| {
-        b.2.badness()
-            .cmp(&a.2.badness())
-            .then(a.1.total.unwrap_or(-1.0).total_cmp(&b.1.total.unwrap_or(-1.0)))
+        b.2.badness().cmp(&a.2.badness()).then(
+            a.1.total
+                .unwrap_or(-1.0)
+                .total_cmp(&b.1.total.unwrap_or(-1.0)),
+        )
     });
     let mut worst = judged.iter().map(|j| j.2).reduce(|a, b| worse(Some(a), b));
     if bad_lines > 0 || worst.is_none() {
@@ -283,7 +292,12 @@ pub fn report(
             return (worst, out);
         }
         [(node, score, _)] => {
-            let _ = write!(out, "{}: {}{bad}", plugin_text(node), plugin_text(&score.summary));
+            let _ = write!(
+                out,
+                "{}: {}{bad}",
+                plugin_text(node),
+                plugin_text(&score.summary)
+            );
             let (mut a, b) = node_tokens("", score, &judge);
             a.extend(b);
             (a, None)

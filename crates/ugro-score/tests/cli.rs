@@ -480,24 +480,37 @@ fn a_hundred_node_check_fits_nagios_core_with_whole_tokens_and_says_what_it_left
     assert!(perf_bytes <= 5120, "{perf_bytes}");
     for t in &tokens {
         let (label, rest) = t.split_once('=').unwrap();
-        assert!(label.starts_with('\'') && label.ends_with('\''), "cut token {t}");
+        assert!(
+            label.starts_with('\'') && label.ends_with('\''),
+            "cut token {t}"
+        );
         assert_eq!(rest.split(';').count(), 5, "cut token {t}");
     }
     // Every node's score is kept before any detail, and the cut is said.
-    assert_eq!(tokens.iter().filter(|t| t.contains(" score'=")).count(), 100);
+    assert_eq!(
+        tokens.iter().filter(|t| t.contains(" score'=")).count(),
+        100
+    );
     let left: usize = first
         .split("perfdata: ")
         .nth(1)
         .and_then(|s| s.split(' ').next())
         .and_then(|n| n.parse().ok())
         .expect(first);
-    assert!(first.contains(&format!("{left} of {} values left out", tokens.len() + left)));
+    assert!(first.contains(&format!(
+        "{left} of {} values left out",
+        tokens.len() + left
+    )));
     assert!(first.starts_with("UGRO CRITICAL - 100 nodes: 10 critical, 0 unknown, 10 degraded, 80 healthy; gpu-node-003"), "{first}");
     // Long text: worst first, the rest counted.
     let long: Vec<&str> = text.lines().skip(1).collect();
     assert!(long[0].starts_with("gpu-node-003: critical"), "{long:?}");
     let listed = long.iter().filter(|l| l.starts_with("gpu-node-")).count();
-    assert!(long.last().unwrap().contains(&format!("({} more nodes not listed)", 100 - listed)));
+    assert!(
+        long.last()
+            .unwrap()
+            .contains(&format!("({} more nodes not listed)", 100 - listed))
+    );
 
     // A smaller cap keeps fewer whole tokens.
     let o = score()
@@ -509,7 +522,10 @@ fn a_hundred_node_check_fits_nagios_core_with_whole_tokens_and_says_what_it_left
     let first = text.lines().next().unwrap();
     let perf_bytes: usize = perf_tokens(first).iter().map(|t| t.len() + 1).sum();
     assert!(perf_bytes <= 500, "{perf_bytes}");
-    assert!(first.contains("values left out (--max-perfdata 500)"), "{first}");
+    assert!(
+        first.contains("values left out (--max-perfdata 500)"),
+        "{first}"
+    );
 }
 
 /// The status each perfdata value implies by its own warn/crit ranges (`N:` alerts below N,
@@ -564,7 +580,12 @@ fn warning_and_critical_ranges_judge_the_score() {
             .write_stdin(lines(&[&busy()]))
             .output()
             .unwrap();
-        let first = String::from_utf8(o.stdout).unwrap().lines().next().unwrap().to_owned();
+        let first = String::from_utf8(o.stdout)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .to_owned();
         (o.status.code().unwrap(), first)
     };
     let (code, first) = run(&["-w", "101:", "--critical", "50:"]);
@@ -587,7 +608,10 @@ fn usage_errors_in_check_mode_are_unknown_with_the_cause() {
         let o = score().args(&args).write_stdin("").output().unwrap();
         assert_eq!(o.status.code(), Some(3), "{args:?}");
         let text = String::from_utf8(o.stdout).unwrap();
-        assert!(text.starts_with("UGRO UNKNOWN - usage: "), "{args:?}: {text}");
+        assert!(
+            text.starts_with("UGRO UNKNOWN - usage: "),
+            "{args:?}: {text}"
+        );
         assert_eq!(text.lines().count(), 1);
     }
     let o = score().arg("--bogus").write_stdin("").output().unwrap();
