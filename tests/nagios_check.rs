@@ -1,6 +1,7 @@
 //! A real Nagios Core 4 (Debian `nagios4`) runs `ugro-score --format nagios` on a 100-node
 //! input once; what it records in status.dat (state, plugin output, long output, perfdata) is
-//! what the check printed: whole, uncut, and with perfdata thresholds that agree with the state.
+//! what the check printed: whole, uncut, and with perfdata thresholds that agree with the state;
+//! the same output as a passive result and in the perfdata file.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -62,7 +63,10 @@ fn write_config(dir: &Path, check: &str) -> PathBuf {
          temp_path={d}\nstate_retention_file={d}/retention.dat\nretain_state_information=0\n\
          object_cache_file={d}/objects.cache\nprecached_object_file={d}/objects.precache\n\
          query_socket={d}/nagios.qh\n{user}enable_notifications=0\ninterval_length=1\n\
-         check_result_reaper_frequency=1\nuse_syslog=0\n"
+         check_result_reaper_frequency=1\nuse_syslog=0\nprocess_performance_data=1\n\
+         service_perfdata_file={d}/perfdata.log\n\
+         service_perfdata_file_template=$SERVICEDESC$\\t$SERVICEPERFDATA$\n\
+         service_perfdata_file_mode=a\nservice_perfdata_file_processing_interval=0\n"
     );
     let days: String = [
         "sunday",
@@ -91,7 +95,12 @@ fn write_config(dir: &Path, check: &str) -> PathBuf {
          define service {{\n  host_name cluster\n  service_description ugro\n  \
          check_command ugro_check\n  max_check_attempts 1\n  check_interval 3600\n  \
          retry_interval 3600\n  notification_interval 3600\n  check_period always\n  \
-         contacts nobody\n  notification_period always\n}}\n"
+         contacts nobody\n  notification_period always\n}}\n\
+         define service {{\n  host_name cluster\n  service_description ugro-passive\n  \
+         check_command noop\n  active_checks_enabled 0\n  passive_checks_enabled 1\n  \
+         max_check_attempts 1\n  check_interval 3600\n  retry_interval 3600\n  \
+         notification_interval 3600\n  check_period always\n  contacts nobody\n  \
+         notification_period always\n}}\n"
     );
     std::fs::write(dir.join("nagios.cfg"), main).unwrap();
     std::fs::write(dir.join("objects.cfg"), objects).unwrap();

@@ -177,8 +177,9 @@ the line reads `<n> nodes: <c> critical, <u> unknown, <d> degraded, <h> healthy;
 node>: <summary>`, perfdata labels carry the node name ('gpu-01 score'), after the counts \
 ('nodes', 'critical' (critical when above 0), 'unknown', 'degraded' (warning above 0), \
 'healthy'); one long-text line per node follows (no perfdata in it), worst first. BOUNDED \
-OUTPUT: Nagios Core keeps 8192 bytes of plugin output with perfdata (MAX_PLUGIN_OUTPUT_LENGTH) \
-and cuts the rest anywhere; the whole output stays under 8000 bytes. Perfdata is at most \
+OUTPUT: Nagios Core's documented limit is 8192 bytes of plugin output with perfdata \
+(MAX_PLUGIN_OUTPUT_LENGTH; paths and transports built to it cut anywhere past it), so the \
+whole output stays under 8000 bytes. Perfdata is at most \
 --max-perfdata bytes (default 5120: every node's score of a 100-node check), in whole values: \
 the counts, then every node's score (and fatal) worst node first, then components and GPUs; \
 when some do not fit the text says `perfdata: <k> of <n> values left out (--max-perfdata \

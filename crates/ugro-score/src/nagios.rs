@@ -1,5 +1,5 @@
-//! `--format nagios`: the Monitoring Plugins check of one run's samples, bounded to what Nagios
-//! Core keeps (MAX_PLUGIN_OUTPUT_LENGTH, 8192 bytes of output with perfdata), with `-w` /
+//! `--format nagios`: the Monitoring Plugins check of one run's samples, bounded to Nagios Core's
+//! documented limit (MAX_PLUGIN_OUTPUT_LENGTH, 8192 bytes of output with perfdata), with `-w` /
 //! `--critical` ranges on the score and perfdata whose thresholds explain the status.
 
 use std::fmt::Write as _;
@@ -10,8 +10,9 @@ use ugro_types::{HealthState, Score};
 use crate::config::StateThresholds;
 use crate::output::worse;
 
-/// Nagios Core reads at most 8192 bytes of plugin output (MAX_PLUGIN_OUTPUT_LENGTH, with the
-/// C string's NUL); the whole output stays under it with room to spare.
+/// Nagios Core documents 8192 bytes of plugin output (MAX_PLUGIN_OUTPUT_LENGTH, with the C
+/// string's NUL) and paths built to it cut past it; the whole output stays under it with room
+/// to spare.
 pub const MAX_OUTPUT: usize = 8000;
 /// The default cap on the first line's perfdata (`--max-perfdata`).
 pub const DEFAULT_MAX_PERFDATA: usize = 5120;
