@@ -1,8 +1,8 @@
 //! dist/slurm/ugro-healthcheck against a real Slurm 22.05: as slurm.conf's
 //! HealthCheckProgram, a node whose GPU fixture is critical drains itself with ugro's reason and
 //! a healthy node is resumed only if ugro drained it; run the way slurmd runs it (empty
-//! environment but SLURMD_NODENAME), DOWN nodes, foreign reasons and "needs service" are left
-//! alone, and a dry run or a check that cannot tell changes nothing.
+//! environment but SLURMD_NODENAME), DOWN nodes, foreign reasons, "needs service" and nodes
+//! held by remediation ("ugro: remedy ...") are left alone, and a dry run or a check that cannot tell changes nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the test's failure report
 
 use std::path::{Path, PathBuf};
@@ -152,7 +152,7 @@ fn as_health_check_program_a_critical_node_drains_itself_and_only_ugro_drains_ar
 
 #[test]
 fn critical_exits_1_and_drains_once_healthy_resumes_and_exits_0() {
-    let Some(c) = SlurmCluster::shared(5) else {
+    let Some(c) = SlurmCluster::shared(6) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -182,7 +182,7 @@ fn critical_exits_1_and_drains_once_healthy_resumes_and_exits_0() {
 
 #[test]
 fn down_nodes_foreign_reasons_and_needs_service_are_left_alone() {
-    let Some(c) = SlurmCluster::shared(5) else {
+    let Some(c) = SlurmCluster::shared(6) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -201,6 +201,10 @@ fn down_nodes_foreign_reasons_and_needs_service_are_left_alone() {
     for (node, reason) in [
         ("n3", "hw ticket 42"),
         ("n4", "ugro: needs service: XID 79"),
+        (
+            "n6",
+            "ugro: remedy reset_gpu verifying: GpuXidFatal gpu=3 xid=79",
+        ),
     ] {
         c.drain(node, reason);
         set_fixture(dir.path(), node, HEALTHY);
@@ -211,14 +215,14 @@ fn down_nodes_foreign_reasons_and_needs_service_are_left_alone() {
         assert_eq!(n.state, "IDLE+DRAIN");
         assert_eq!(n.reason.as_deref(), Some(reason));
     }
-    for node in ["n2", "n3", "n4"] {
+    for node in ["n2", "n3", "n4", "n6"] {
         c.resume(node);
     }
 }
 
 #[test]
 fn a_dry_run_and_a_check_that_cannot_tell_change_nothing() {
-    let Some(c) = SlurmCluster::shared(5) else {
+    let Some(c) = SlurmCluster::shared(6) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

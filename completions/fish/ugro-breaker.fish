@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_ugro_breaker_global_optspecs
-    string join \n c/config= state= reset-state pass-open strict h/help V/version
+    string join \n c/config= state= reset-state pass-open strict pass-unknown-kinds h/help V/version
 end
 
 function __fish_ugro_breaker_needs_command
@@ -29,6 +29,7 @@ complete -c ugro-breaker -n "__fish_ugro_breaker_needs_command" -l state -d 'Sta
 complete -c ugro-breaker -n "__fish_ugro_breaker_needs_command" -l reset-state -d 'Delete the state file first and start from empty (the way out of a corrupt file)'
 complete -c ugro-breaker -n "__fish_ugro_breaker_needs_command" -l pass-open -d 'Pass records of open nodes, annotated, instead of holding them back'
 complete -c ugro-breaker -n "__fish_ugro_breaker_needs_command" -l strict -d 'Stop at the first bad input line instead of reporting and skipping it'
+complete -c ugro-breaker -n "__fish_ugro_breaker_needs_command" -l pass-unknown-kinds -d 'Pass records of kinds this build does not know (a site\'s own kinds) through instead of rejecting them as bad lines. Without it a typo such as "Sample" or "sample " is a bad line (exit 65), never a sample that goes unscored and unalerted'
 complete -c ugro-breaker -n "__fish_ugro_breaker_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ugro-breaker -n "__fish_ugro_breaker_needs_command" -s V -l version -d 'Print version'
 complete -c ugro-breaker -n "__fish_ugro_breaker_needs_command" -f -a "status" -d 'Show every node\'s breaker'

@@ -26,6 +26,7 @@ complete -c ugro-watch -l local -d 'Monitor this machine without SSH (a local re
 complete -c ugro-watch -l pipeline -d 'Run score → breaker → alert in-process and write their output instead of raw samples'
 complete -c ugro-watch -l no-deploy -d 'Do not copy ugro-probe to nodes; run probe.path as it is there'
 complete -c ugro-watch -l strict -d 'Stop --replay at the first bad line'
+complete -c ugro-watch -l pass-unknown-kinds -d 'Pass records of kinds this build does not know (a site\'s own kinds) through instead of rejecting them as bad lines. Without it a typo such as "Sample" or "sample " is a bad line (exit 65), never a sample that goes unscored and unalerted'
 complete -c ugro-watch -l check -d 'Check the cluster file, print the nodes as JSON lines, and exit'
 complete -c ugro-watch -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ugro-watch -s V -l version -d 'Print version'

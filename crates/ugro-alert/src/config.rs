@@ -2,6 +2,8 @@
 //! the silences file. Parsed with `ugro_support::config`, so every error names the file, the
 //! line and the field.
 
+mod ranges;
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -275,6 +277,14 @@ struct RawSlurm {
     timeout: Option<Duration>,
     #[serde(default)]
     env: Vec<String>,
+    #[serde(default)]
+    remediation: Option<crate::remedy::config::RawRemediation>,
+    #[serde(default)]
+    verify: Option<crate::remedy::config::RawVerify>,
+    #[serde(default)]
+    escalate: Option<crate::remedy::config::RawEscalate>,
+    #[serde(default)]
+    budget: Option<crate::remedy::config::RawBudget>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -411,16 +421,20 @@ pub enum ReceiverKind {
         /// Channel override.
         channel: Option<String>,
     },
-    /// scontrol drain / resume.
+    /// scontrol drain, remediation, verification, resume.
     SlurmDrain {
-        /// Really run scontrol update.
+        /// Really run scontrol update and the remediation commands.
         act: bool,
         /// Program.
         scontrol: PathBuf,
         /// Timeout.
         timeout: Option<Duration>,
-        /// Variables of ours scontrol inherits besides the basics (`SLURM_CONF`).
+        /// Variables of ours scontrol and the remediation commands inherit besides the basics
+        /// (`SLURM_CONF`).
         env: Vec<String>,
+        /// Remediation, verification, escalation and the quarantine budget (with a
+        /// `remediation:` section).
+        remedy: Option<Box<crate::remedy::RemedyConfig>>,
     },
 }
 
@@ -744,6 +758,7 @@ fn build(
     base: Option<&Path>,
 ) -> Result<AlertConfig, ConfigError> {
     let inv = |field: &str, msg: String| ConfigError::invalid(path, text, field, msg);
+    ranges::check(&raw).map_err(|(f, m)| inv(&f, m))?;
     let g = &raw.global;
     if !(g.cluster_degraded_share > 0.0 && g.cluster_degraded_share <= 1.0) {
         return Err(inv(
@@ -895,6 +910,13 @@ fn build(
         }
         if let Some(s) = r.slurm_drain {
             check_env(&s.env, &field("slurm_drain.env"))?;
+            let remedy = crate::remedy::config::build(crate::remedy::config::RawRemedy {
+                remediation: s.remediation,
+                verify: s.verify,
+                escalate: s.escalate,
+                budget: s.budget,
+            })
+            .map_err(|(f, why)| inv(&field(&format!("slurm_drain.{f}")), why))?;
             kinds.push((
                 true,
                 ReceiverKind::SlurmDrain {
@@ -902,6 +924,7 @@ fn build(
                     scontrol: s.scontrol.unwrap_or_else(|| PathBuf::from("scontrol")),
                     timeout: s.timeout,
                     env: s.env,
+                    remedy: remedy.map(Box::new),
                 },
             ));
         }

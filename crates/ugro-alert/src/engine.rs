@@ -133,6 +133,14 @@ pub struct EngineState {
     drained: BTreeSet<String>,
 }
 
+impl EngineState {
+    /// Every node name the state holds (tracked and drained), for the check on load: these
+    /// names reach labels and `scontrol` arguments.
+    pub fn node_names(&self) -> impl Iterator<Item = &str> {
+        self.nodes.keys().chain(&self.drained).map(String::as_str)
+    }
+}
+
 /// A notification for one receiver: the alerts of one group flush.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Notification {
@@ -1348,5 +1356,8 @@ fn needs_update(
 }
 
 mod am;
+mod remedy;
 #[cfg(test)]
 mod tests;
+
+pub use remedy::RemedyAlert;

@@ -21,6 +21,7 @@ pub mod engine;
 pub mod flap;
 pub mod matcher;
 pub mod pending;
+pub mod remedy;
 pub mod rules;
 pub mod stage;
 
@@ -31,7 +32,7 @@ const LONG_ABOUT: &str = "\
 Reads ugro records on stdin (scored samples from ugro-score, passed-through samples, \
 transitions and fleet verdicts from ugro-breaker) and writes kind=alert records on stdout for \
 the stdout receiver. Other receivers deliver as side effects. Records of other kinds (alert, \
-stats, error, tick, unknown) are consumed, not echoed; a tick runs the timers to its time. A sample without `score` is rejected.
+stats, error, tick; unknown kinds with --pass-unknown-kinds, otherwise bad lines) are consumed, not echoed; a tick runs the timers to its time. A sample without `score` is rejected.
 
 ALERTS (labels: alertname, node, gpu where it applies, severity, plus global.external_labels; \
 annotations: summary, description, action, runbook_url = global.runbook_url/<alertname>):
@@ -143,6 +144,19 @@ reported once and not retried, and never holds back another node; a failure to r
 slurmctld is retried for the nodes still to do. Dry run (prints on stderr) unless act: true or \
 --act. Route slurm_drain with group_by: [node].
 
+REMEDIATION (slurm_drain with a remediation: section; README \"Slurm: remediation\"): ugro holds \
+each node it drains; once Slurm says it is drained with our reason and no job, it runs \
+remediation.actions.<recommended action> (argv, no shell; {node} {gpu} {pci_bus_id} {action}; \
+timeout 10m; output tail kept in <state>.remedy), then resumes it after verify.healthy_polls (3) \
+healthy polls in a row and verify.check (exit 0); the receiver itself no longer resumes. A \
+failure keeps it drained with the reason updated and is retried after retry_after (10m); \
+escalate.failures (2) within failure_window (7d), or a fault back after recurrences (2) \
+remediations within recurrence_window (24h), or the action hardware_inspection: Reason=ugro: \
+needs service: ..., alert NodeNeedsService (critical), until `ugro-alert release NODE`. \
+budget (max_percent 50 of the nodes seen, max_nodes, window 5m): the node that would go past it \
+is not drained, QuarantineBudgetExhausted fires once, and nothing more is drained or remediated \
+until `ugro-alert budget reset`. Nothing runs without --act.
+
 DELIVERY: the stage never waits on delivery. Each receiver other than stdout has its own worker \
 thread (Alertmanager: one per instance) behind a queue of delivery.queue_size (1024) \
 notifications; a newer notification of a group replaces a queued or spooled older one (it \
@@ -189,7 +203,7 @@ pub struct Cli {
     /// $XDG_STATE_HOME/ugro/alert.json, else ~/.local/state/ugro/alert.json, else
     /// $TMPDIR/ugro-UID/alert.json (refused with status 78 unless that directory is the
     /// user's own, mode 0700).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub state: Option<PathBuf>,
     /// Silences file (YAML or JSON list, Alertmanager's silence shape); replaces
     /// silences_file.
@@ -214,6 +228,13 @@ pub struct Cli {
     /// Stop at the first bad input line.
     #[arg(long)]
     pub strict: bool,
+
+    #[command(flatten)]
+    pub kinds: ugro_support::cli::KindsArg,
+
+    /// An operator command for remediation instead of a run.
+    #[command(subcommand)]
+    pub command: Option<remedy::cli::Cmd>,
 }
 
 /// The clap command, for man pages.
@@ -261,6 +282,13 @@ pub fn default_state() -> Result<PathBuf, StateError> {
 
 /// Runs the tool.
 pub fn run(cli: Cli) -> Result<ExitCode, Error> {
+    if let Some(cmd) = &cli.command {
+        let state = match &cli.state {
+            Some(s) => s.clone(),
+            None => default_state()?,
+        };
+        return Ok(remedy::cli::run(cmd, &state)?);
+    }
     let mut cfg = AlertConfig::load(cli.config.as_deref())?;
     if let Some(s) = &cli.silences {
         cfg.load_silences(s)?;
@@ -287,7 +315,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     let mut out = RecordWriter::new(std::io::stdout().lock());
     match ugro_types::stage::run(
         "ugro-alert",
-        cli.strict,
+        cli.kinds.options(cli.strict),
         BufReader::new(stdin.lock()),
         &mut out,
         &mut stage,

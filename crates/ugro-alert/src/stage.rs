@@ -14,6 +14,7 @@ use crate::Error;
 use crate::config::{AlertConfig, ReceiverKind};
 use crate::deliver::{Dispatcher, RealTransport, ReceiverStats, Transport};
 use crate::engine::{Engine, EngineState, Out};
+use crate::remedy::Remedy;
 use crate::rules::Input;
 
 /// State file format name and version.
@@ -27,6 +28,8 @@ pub struct AlertStage {
     engine: Engine,
     lock: StateLock,
     dispatcher: Dispatcher,
+    /// Remediation of the slurm_drain receiver that has it.
+    remedy: Option<Remedy>,
     next_silence_check: Timestamp,
     silences_mtime: Option<std::time::SystemTime>,
     out: Out,
@@ -66,17 +69,18 @@ impl AlertStage {
     ) -> Result<AlertStage, Error> {
         let lock = StateLock::acquire(state)?;
         let st: EngineState = lock.read(STATE_FORMAT, STATE_VERSION)?.unwrap_or_default();
+        ugro_support::state::check_nodes(lock.path(), st.node_names())?;
         let dir = spool_dir(&cfg, state);
         let origin = std::path::absolute(state)
             .unwrap_or_else(|_| state.to_owned())
             .display()
             .to_string();
+        let transport: Arc<dyn Transport> = Arc::from(transport);
+        let remedy = Remedy::open(&cfg, state, transport.clone())?;
         let dispatcher =
-            Dispatcher::start(&cfg, &dir, origin, Arc::from(transport)).map_err(|source| {
-                Error::Spool {
-                    path: dir.clone(),
-                    source,
-                }
+            Dispatcher::start(&cfg, &dir, origin, transport).map_err(|source| Error::Spool {
+                path: dir.clone(),
+                source,
             })?;
         let silences_mtime = cfg
             .silences_path
@@ -87,6 +91,7 @@ impl AlertStage {
             engine: Engine::new(cfg, st),
             lock,
             dispatcher,
+            remedy,
             next_silence_check: Timestamp(i64::MIN),
             silences_mtime,
             out: Out::default(),
@@ -146,6 +151,10 @@ impl AlertStage {
                     self.emitted += 1;
                 }
             } else {
+                let mut n = n;
+                if let Some(r) = self.remedy.as_mut().filter(|r| r.receiver() == n.receiver) {
+                    r.admit(&mut n, self.engine.now());
+                }
                 self.dispatcher.submit(n);
             }
         }
@@ -199,6 +208,63 @@ impl AlertStage {
             if !self.engine.am_in_flight() || !self.dispatcher.wait_am(deadline) {
                 return Ok(());
             }
+        }
+    }
+
+    /// Remediation after the engine: outcomes in, due steps out, its alerts into the engine
+    /// (and from there to their receivers).
+    fn remedy_step(&mut self, now: Timestamp, emit: &mut Emit<'_>) -> Result<(), StageError> {
+        let Some(r) = self.remedy.as_mut() else {
+            return Ok(());
+        };
+        r.advance(now);
+        let alerts = r.take_alerts();
+        if !alerts.is_empty() {
+            for a in alerts {
+                self.engine.remedy_alert(a, now);
+            }
+            let mut out = std::mem::take(&mut self.out);
+            self.engine.advance(now, &mut out);
+            self.out = out;
+            self.dispatch(emit)?;
+        }
+        self.save_remedy()
+    }
+
+    /// The end of a run, before delivery winds down: remediation steps go as far as they
+    /// can (a remediation already running is waited for, up to its timeout, so that the next
+    /// run does not start it again), and the alerts they raise join this run's delivery.
+    fn finish_remedy(&mut self, emit: &mut Emit<'_>) -> Result<(), StageError> {
+        let now = self.engine.now();
+        if self.remedy.is_none() {
+            return Ok(());
+        }
+        // This run's drains land first, so that remediation sees the nodes as Slurm has them
+        // now rather than racing the receiver.
+        self.dispatcher
+            .wait_idle(self.engine.config().delivery.budget);
+        let Some(r) = self.remedy.as_mut() else {
+            return Ok(());
+        };
+        r.finish(now);
+        let alerts = r.take_alerts();
+        for a in alerts {
+            self.engine.remedy_alert(a, now);
+        }
+        let mut out = std::mem::take(&mut self.out);
+        self.engine.finish(&mut out);
+        self.out = out;
+        self.dispatch(emit)?;
+        self.save_remedy()
+    }
+
+    fn save_remedy(&mut self) -> Result<(), StageError> {
+        match self.remedy.as_mut().map(Remedy::save) {
+            Some(Err(e)) => {
+                let exit = e.exit();
+                Err(fatal(e, exit))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -272,7 +338,12 @@ impl Stage for AlertStage {
         if !self.out.is_empty() {
             self.dispatch(emit)?;
         }
-        Ok(())
+        if let Some(r) = self.remedy.as_mut()
+            && rec.kind == Kind::Sample
+        {
+            r.sample(&input, line);
+        }
+        self.remedy_step(self.engine.now(), emit)
     }
 
     fn tick(&mut self, now: Timestamp, emit: &mut Emit<'_>) -> Result<(), StageError> {
@@ -281,12 +352,14 @@ impl Stage for AlertStage {
         let mut out = std::mem::take(&mut self.out);
         self.engine.advance(now, &mut out);
         self.out = out;
-        self.dispatch(emit)
+        self.dispatch(emit)?;
+        self.remedy_step(now, emit)
     }
 
     fn persist(&mut self) -> Result<(), StageError> {
         self.engine.changed = true;
-        self.save()
+        self.save()?;
+        self.save_remedy()
     }
 
     /// Delivers for at most `delivery.budget`, then leaves the rest in the spool (and the
@@ -298,6 +371,7 @@ impl Stage for AlertStage {
         self.engine.finish(&mut out);
         self.out = out;
         self.dispatch(emit)?;
+        self.finish_remedy(emit)?;
         let deadline = Instant::now() + self.engine.config().delivery.budget;
         self.dispatcher.begin_finish(deadline);
         self.finish_am(deadline, emit)?;

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use ugro_support::config::{ConfigError, load_yaml};
+use ugro_support::config::{ConfigError, Range, load_yaml};
 
 /// How a scored record counts for its node's breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,9 +127,46 @@ impl BreakerConfig {
             return Ok(BreakerConfig::default());
         };
         let (cfg, text): (BreakerConfig, String) = load_yaml(path)?;
+        // Each value in its range first, then the relations between them.
+        cfg.check_ranges()
+            .map_err(|(field, msg)| ConfigError::invalid(path, &text, &field, msg))?;
         cfg.validate()
             .map_err(|(field, msg)| ConfigError::invalid(path, &text, field, msg))?;
         Ok(cfg)
+    }
+
+    /// Upper bounds (issue 15): a wait of centuries overflows the clock arithmetic, a trip
+    /// history of a billion entries is memory per node.
+    pub fn check_ranges(&self) -> Result<(), (String, String)> {
+        let day = Duration::from_secs(86_400);
+        let wait = Range::new(Duration::ZERO, 365 * day);
+        [
+            Range::new(1, 1_000_000).check("failure_threshold", self.failure_threshold),
+            wait.check(
+                "wait_duration_in_open_state",
+                self.wait_duration_in_open_state,
+            ),
+            Range::new(1, 1_000_000).check(
+                "permitted_number_of_calls_in_half_open_state",
+                self.permitted_number_of_calls_in_half_open_state,
+            ),
+            Range::new(1.0, 1000.0).check(
+                "exponential_backoff_multiplier",
+                self.exponential_backoff_multiplier,
+            ),
+            wait.check(
+                "exponential_max_wait_duration_in_open_state",
+                self.exponential_max_wait_duration_in_open_state,
+            ),
+            wait.check("max_record_age", self.max_record_age),
+            Range::new(Duration::ZERO, day).check("max_clock_skew", self.max_clock_skew),
+            Range::new(1, 10_000).check("trip_history_size", self.trip_history_size),
+            wait.check("trip_window", self.trip_window),
+            Range::new(Duration::ZERO, day).check("persist_interval", self.persist_interval),
+            wait.check("fleet_guard.window", self.fleet_guard.window),
+        ]
+        .into_iter()
+        .collect()
     }
 
     /// Checks the values serde cannot: ranges and their relations.
@@ -189,6 +226,27 @@ mod tests {
         let p = d.path().join("b.yaml");
         std::fs::write(&p, text).unwrap();
         BreakerConfig::load(Some(&p))
+    }
+
+    #[test]
+    fn values_beyond_their_range_are_refused_naming_line_field_and_value() {
+        for (text, want) in [
+            (
+                "failure_threshold: 3\ntrip_history_size: 1000000000\n",
+                ":2: trip_history_size: 1000000000 is out of range",
+            ),
+            (
+                "wait_duration_in_open_state: 1000years\n",
+                ":1: wait_duration_in_open_state: 1000years",
+            ),
+            (
+                "exponential_backoff_multiplier: 1e300\n",
+                ":1: exponential_backoff_multiplier: 1e300",
+            ),
+        ] {
+            let e = load_text(text).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -33,7 +33,9 @@ Counting. A sample whose score.state is critical is a failure, healthy is a succ
 counts as a success, unknown because the node was unreachable (the sample has `unreachable`) as \
 a failure, and unknown for any other reason (missing sections) is ignored: it neither counts nor \
 resets the count. All three are configurable (degraded, unreachable, unknown: failure, success \
-or ignore). Records of other kinds pass through unchanged; a sample without a score is rejected.
+or ignore). Records of other kinds pass through unchanged (a kind this build does not know only with \
+--pass-unknown-kinds; otherwise it is a bad line); a sample without a score, or a record naming a \
+member twice, is rejected.
 
 States. closed: records pass, annotated with `breaker` {state, consecutive_failures, \
 next_trial_at}; failure_threshold (3) consecutive failures open the breaker. open: the node's \
@@ -142,6 +144,9 @@ pub struct Cli {
     /// Stop at the first bad input line instead of reporting and skipping it.
     #[arg(long)]
     pub strict: bool,
+
+    #[command(flatten)]
+    pub kinds: ugro_support::cli::KindsArg,
 }
 
 /// Operator commands. Those that change a node apply directly when no run holds the state
@@ -274,7 +279,13 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         None => {
             let mut stage = BreakerStage::open(cfg, &state)?;
             let input = BufReader::with_capacity(1 << 16, io::stdin().lock());
-            let r = ugro_types::stage::run("ugro-breaker", cli.strict, input, &mut out, &mut stage);
+            let r = ugro_types::stage::run(
+                "ugro-breaker",
+                cli.kinds.options(cli.strict),
+                input,
+                &mut out,
+                &mut stage,
+            );
             return match r {
                 Ok(exit) => Ok(exit.into()),
                 // Closed stdout: stop quietly; dropping the stage still saves the state.
@@ -288,6 +299,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             let data: BreakerData =
                 ugro_support::state::read_snapshot(&state, STATE_FORMAT, STATE_VERSION)?
                     .unwrap_or_default();
+            ugro_support::state::check_nodes(&state, data.nodes.keys().map(String::as_str))?;
             let text = status::render(&data, &cfg, &state, Timestamp::now(), format);
             return match out.write_text(&text) {
                 Ok(()) | Err(WriteError::Closed) => Ok(ExitCode::SUCCESS),

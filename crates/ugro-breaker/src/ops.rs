@@ -3,12 +3,10 @@
 //! under a small lock of its own and exits; the lock holder applies the pending lines on its
 //! next record or tick (and a run that opens the state applies what is left).
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use ugro_support::journal;
 use ugro_support::state::StateError;
 use ugro_types::Timestamp;
 
@@ -27,31 +25,7 @@ pub struct QueuedOp {
 
 /// The journal beside `state`.
 pub fn journal_path(state: &Path) -> PathBuf {
-    with_suffix(state, ".ops")
-}
-
-fn with_suffix(state: &Path, suffix: &str) -> PathBuf {
-    let mut s = state.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
-}
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
-    move |source| StateError::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
-
-fn open_rw(path: &Path) -> Result<File, StateError> {
-    OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io_err(path))
+    journal::journal_path(state)
 }
 
 /// The wire name of an operation.
@@ -78,60 +52,63 @@ fn parse_op(s: &str) -> Option<Operation> {
 
 /// Appends one command to the journal of `state`.
 pub fn enqueue(state: &Path, node: &str, op: Operation, ts: Timestamp) -> Result<(), StateError> {
-    let path = journal_path(state);
-    let lock_path = with_suffix(&path, ".lock");
-    let lock = open_rw(&lock_path)?;
-    lock.lock().map_err(io_err(&lock_path))?;
     let q = QueuedOp {
         node: node.to_owned(),
         op: op_name(op).to_owned(),
         ts,
     };
-    let mut line = serde_json::to_vec(&q).map_err(|e| io_err(&path)(e.into()))?;
-    line.push(b'\n');
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io_err(&path))?;
-    f.write_all(&line).map_err(io_err(&path))?;
-    f.sync_all().map_err(io_err(&path))
+    journal::enqueue(state, &q)
 }
 
 /// Takes every pending command out of the journal of `state` (oldest first). A line that
-/// does not parse is logged and dropped.
+/// does not parse (bad JSON, bad UTF-8, an unknown command or node name) is dropped, and the
+/// journal as it was is kept aside as `<state>.ops.corrupt` for the operator: a damaged
+/// journal never blocks a run, `--reset-state` included.
 pub fn take(state: &Path) -> Result<Vec<(String, Operation, Timestamp)>, StateError> {
-    let path = journal_path(state);
-    // The common case, checked without any lock: nothing queued.
-    if std::fs::metadata(&path).map_or(true, |m| m.len() == 0) {
-        return Ok(Vec::new());
-    }
-    let lock_path = with_suffix(&path, ".lock");
-    let lock = open_rw(&lock_path)?;
-    lock.lock().map_err(io_err(&lock_path))?;
-    let mut f = open_rw(&path)?;
-    let mut text = String::new();
-    f.read_to_string(&mut text).map_err(io_err(&path))?;
-    f.set_len(0).map_err(io_err(&path))?;
-    f.rewind().map_err(io_err(&path))?;
-    f.sync_all().map_err(io_err(&path))?;
-    let mut out = Vec::new();
-    for l in text.lines().filter(|l| !l.trim().is_empty()) {
-        match serde_json::from_str::<QueuedOp>(l) {
-            Ok(q) => match parse_op(&q.op) {
-                Some(op) if ugro_types::validate_node(&q.node).is_ok() => {
-                    out.push((q.node, op, q.ts));
-                }
-                _ => tracing::warn!("{}: dropped queued command {l}", path.display()),
-            },
-            Err(e) => tracing::warn!("{}: dropped queued command {l}: {e}", path.display()),
-        }
-    }
-    Ok(out)
+    journal::take_checked(state, |q: QueuedOp| {
+        let op = parse_op(&q.op).ok_or_else(|| format!("unknown command {:?}", q.op))?;
+        ugro_types::validate_node(&q.node).map_err(|e| e.to_string())?;
+        Ok((q.node, op, q.ts))
+    })
 }
 
 /// Whether commands are waiting (cheap: one stat).
 pub fn pending(state: &Path) -> bool {
-    std::fs::metadata(journal_path(state)).is_ok_and(|m| m.len() > 0)
+    journal::pending(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::OpenOptions;
+    use std::io::Write;
+
+    #[test]
+    fn a_damaged_journal_is_kept_aside_and_its_good_lines_still_apply() {
+        let d = tempfile::tempdir().unwrap();
+        let state = d.path().join("breaker.json");
+        let ts = Timestamp::parse("2026-11-28T00:00:00Z").unwrap();
+        enqueue(&state, "gpu-01", Operation::Reset, ts).unwrap();
+        let journal = journal_path(&state);
+        let mut f = OpenOptions::new().append(true).open(&journal).unwrap();
+        f.write_all(b"{\"node\":\"\xff\"}\n{\"node\":\"../../etc/passwd\",\"op\":\"reset\",\"ts\":\"2026-11-28T00:00:00Z\"}\n")
+            .unwrap();
+        drop(f);
+        enqueue(&state, "gpu-02", Operation::Forget, ts).unwrap();
+        let got = take(&state).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                ("gpu-01".to_owned(), Operation::Reset, ts),
+                ("gpu-02".to_owned(), Operation::Forget, ts)
+            ]
+        );
+        assert!(!pending(&state), "the journal is emptied");
+        let aside = std::fs::read(format!("{}.corrupt", journal.display())).unwrap();
+        assert!(
+            aside.windows(1).any(|w| w == b"\xff"),
+            "the damaged bytes are kept"
+        );
+        assert!(take(&state).unwrap().is_empty());
+    }
 }

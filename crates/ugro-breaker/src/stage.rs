@@ -60,6 +60,7 @@ impl BreakerStage {
         let state = lock.path().to_owned();
         let state = state.as_path();
         let data: BreakerData = lock.read(STATE_FORMAT, STATE_VERSION)?.unwrap_or_default();
+        ugro_support::state::check_nodes(state, data.nodes.keys().map(String::as_str))?;
         let persist_interval = cfg.persist_interval;
         // Commands queued for a run that has ended since: applied before the first record,
         // their transitions emitted then.

@@ -564,3 +564,84 @@ fn operator_commands_against_a_live_run_are_queued_and_applied_in_its_stream() {
     assert_eq!(node(&status_json(&state), "n1")["state"], "closed");
     assert!(!ugro_breaker::ops::pending(&state));
 }
+
+/// A run (no command), `status` and an operator command on `state`, each bounded so that a
+/// blocking open fails the test instead of hanging it.
+fn every_entry(state: &Path) -> Vec<(Vec<&'static str>, i32, String)> {
+    [&[][..], &["status"][..], &["reset", "n1"][..]]
+        .into_iter()
+        .map(|args| {
+            let mut c = breaker(state);
+            c.args(args);
+            let out = assert_cmd::Command::from_std(c)
+                .write_stdin(lines(&[sample("n1", 0, "critical")]))
+                .timeout(std::time::Duration::from_secs(60))
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            (args.to_vec(), out.status.code().unwrap_or(-1), stderr)
+        })
+        .collect()
+}
+
+#[test]
+fn node_names_in_a_state_file_are_checked_on_load() {
+    let d = tempfile::tempdir().unwrap();
+    let state = d.path().join("breaker.json");
+    assert_eq!(
+        run(breaker(&state), &lines(&[sample("n1", 0, "critical")])).code,
+        0
+    );
+    let good = std::fs::read_to_string(&state).unwrap();
+    for evil in ["../../etc/passwd", "$(reboot)"] {
+        let bad = good.replace("\"n1\"", &format!("{evil:?}"));
+        std::fs::write(&state, &bad).unwrap();
+        for (args, code, stderr) in every_entry(&state) {
+            assert_eq!(code, 78, "{evil} {args:?}: {stderr}");
+            assert!(stderr.contains("invalid node name"), "{stderr}");
+        }
+        assert_eq!(
+            std::fs::read_to_string(&state).unwrap(),
+            bad,
+            "left untouched"
+        );
+    }
+}
+
+#[test]
+fn a_symlinked_state_file_is_followed_and_the_link_kept() {
+    let d = tempfile::tempdir().unwrap();
+    let real = d.path().join("real.json");
+    let link = d.path().join("link.json");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    assert_eq!(
+        run(breaker(&link), &lines(&[sample("n1", 0, "critical")])).code,
+        0
+    );
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(node(&status_json(&real), "n1")["consecutive_failures"], 1);
+}
+
+#[test]
+fn a_journal_with_a_bad_byte_is_kept_aside_and_never_blocks_a_run() {
+    let d = tempfile::tempdir().unwrap();
+    let state = d.path().join("breaker.json");
+    let journal = d.path().join("breaker.json.ops");
+    std::fs::write(&journal, b"{\"node\":\"n\xff\"}\n").unwrap();
+    let r = run(breaker(&state), &lines(&[sample("n1", 0, "critical")]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("breaker.json.ops.corrupt"),
+        "{}",
+        r.stderr
+    );
+    assert!(d.path().join("breaker.json.ops.corrupt").exists());
+    let mut c = breaker(&state);
+    c.arg("--reset-state");
+    assert_eq!(run(c, &lines(&[sample("n1", 0, "critical")])).code, 0);
+}

@@ -26,7 +26,7 @@ use clap::{CommandFactory, Parser, ValueEnum};
 use serde::Deserialize;
 use ugro_metrics::Names;
 use ugro_support::cli::parse_duration;
-use ugro_support::config::ConfigError;
+use ugro_support::config::{ConfigError, Range};
 use ugro_types::Exit;
 use ugro_types::io::WriteError;
 
@@ -334,12 +334,53 @@ pub struct Resolved {
     pub interval: Option<Duration>,
 }
 
+/// A collector's time budget.
+const BUDGET: Range<Duration> = Range::new(Duration::from_millis(10), Duration::from_secs(3600));
+
+/// The file's durations, each within what a probe run can use (issue 15).
+fn check_file_ranges(f: &FileConfig) -> Result<(), (String, String)> {
+    let ms10 = Duration::from_millis(10);
+    let hour = Duration::from_secs(3600);
+    let day = Duration::from_secs(86_400);
+    let opt = |r: Range<Duration>, field: &str, v: Option<Duration>| {
+        v.map_or(Ok(()), |v| r.check(field, v))
+    };
+    [
+        opt(Range::new(ms10, day), "interval", f.interval),
+        opt(
+            Range::new(ms10, Duration::from_secs(60)),
+            "peer_timeout",
+            f.peer_timeout,
+        ),
+        opt(Range::new(ms10, hour), "cpu_window", f.cpu_window),
+        opt(
+            Range::new(Duration::ZERO, 30 * day),
+            "cpu_state_max_age",
+            f.cpu_state_max_age,
+        ),
+        opt(
+            Range::new(Duration::ZERO, 365 * day),
+            "xid_lookback",
+            f.xid_lookback,
+        ),
+        Range::new(0, 4096).check("expect_gpus", f.expect_gpus.unwrap_or(0)),
+    ]
+    .into_iter()
+    .collect()
+}
+
 /// Merges the command line over the configuration file (flags win).
 pub fn resolve(cli: &Cli) -> Result<Resolved, Error> {
-    let file: FileConfig = match &cli.config {
-        Some(p) => ugro_support::config::load_yaml(p)?.0,
-        None => FileConfig::default(),
+    let (file, text): (FileConfig, String) = match &cli.config {
+        Some(p) => ugro_support::config::load_yaml(p)?,
+        None => (FileConfig::default(), String::new()),
     };
+    // A value from the file is reported at its line (`file:line: field: ...`, exit 78).
+    let file_bad = |field: &str, msg: String| match &cli.config {
+        Some(p) => Error::Config(ConfigError::invalid(p, &text, field, msg)),
+        None => Error::BadConfig(format!("{field}: {msg}")),
+    };
+    check_file_ranges(&file).map_err(|(f, m)| file_bad(&f, m))?;
     let node = cli
         .node
         .clone()
@@ -349,7 +390,7 @@ pub fn resolve(cli: &Cli) -> Result<Resolved, Error> {
         if cli.node.is_some() {
             Error::Usage(format!("--node: {e}"))
         } else {
-            Error::BadConfig(format!("node name {node:?}: {e}"))
+            file_bad("node", format!("node name {node:?}: {e}"))
         }
     })?;
     let gpu = if cli.no_gpu || (file.no_gpu == Some(true) && cli.gpu_fixture.is_none()) {
@@ -370,11 +411,14 @@ pub fn resolve(cli: &Cli) -> Result<Resolved, Error> {
     let boot_id = resolve_boot_id(cli, &file, kmsg.as_ref(), &gpu)?;
     let mut budgets = Budgets::default();
     for (k, v) in &file.budgets {
-        let d = parse_duration(v).map_err(|e| Error::BadConfig(format!("budgets.{k}: {e}")))?;
+        let field = format!("budgets.{k}");
+        let d = parse_duration(v).map_err(|e| file_bad(&field, e))?;
+        BUDGET.check(&field, d).map_err(|(f, m)| file_bad(&f, m))?;
         if !budgets.set(k, d) {
-            return Err(Error::BadConfig(format!(
-                "budgets.{k}: unknown collector (gpu, xid, host, disks, network, processes)"
-            )));
+            return Err(file_bad(
+                &field,
+                "unknown collector (gpu, xid, host, disks, network, processes)".into(),
+            ));
         }
     }
     for b in &cli.budgets {
@@ -518,10 +562,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     let res = if cli.serve {
         let stdin = std::io::stdin();
         let mut lock = stdin.lock();
-        let mut line = String::new();
         loop {
-            line.clear();
-            match lock.read_line(&mut line) {
+            // Only the newlines matter: the request's bytes are skipped unread, so a non-UTF-8
+            // byte or a runaway line costs neither an error nor memory.
+            match lock.skip_until(b'\n') {
                 Ok(0) => break,
                 Ok(_) => {
                     let s = probe.sample(ugro_types::Timestamp::now());

@@ -293,6 +293,56 @@ fn serve_writes_one_sample_per_input_line_and_exits_at_eof() {
 }
 
 #[test]
+fn serve_treats_stdin_as_bytes_so_a_non_utf8_request_still_gets_its_sample() {
+    let d = tempfile::tempdir().unwrap();
+    let mut child = probe(d.path())
+        .args(["--serve", "--no-gpu", "--no-xid"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"\xff\xfe\n\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(records(&out.stdout).len(), 2);
+}
+
+#[test]
+fn config_file_errors_name_the_file_line_and_field() {
+    let d = tempfile::tempdir().unwrap();
+    for (text, want) in [
+        (
+            "no_xid: true\nbudgets:\n  host: 2s\n  bogus: 1s\n",
+            ":4: budgets.bogus: unknown collector",
+        ),
+        (
+            "no_xid: true\nbudgets:\n  gpu: 2h\n",
+            ":3: budgets.gpu: 2h is out of range",
+        ),
+        (
+            "no_xid: true\npeer_timeout: 1h\n",
+            ":2: peer_timeout: 1h is out of range",
+        ),
+    ] {
+        let cfg = d.path().join("probe.yaml");
+        std::fs::write(&cfg, text).unwrap();
+        let out = probe(d.path())
+            .args(["--no-gpu", "-c"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{text}: {err}");
+        assert!(err.contains(&format!("probe.yaml{want}")), "{text}: {err}");
+    }
+}
+
+#[test]
 fn interval_mode_writes_count_samples() {
     let d = tempfile::tempdir().unwrap();
     let out = probe(d.path())

@@ -1,6 +1,8 @@
 //! The score configuration: weights, state thresholds and the per-rule thresholds, from YAML
 //! (`-c FILE`), then flags on top.
 
+mod ranges;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -524,12 +526,8 @@ impl ScoreConfig {
             return Err(bad(&field, msg));
         }
         check_thresholds(&file.thresholds).map_err(|(f, m)| bad(&f, m))?;
-        if !(0.0..=1.0).contains(&file.gpu.worst_weight) {
-            return Err(bad(
-                "gpu.worst_weight",
-                format!("{} is outside 0..=1", file.gpu.worst_weight),
-            ));
-        }
+        ranges::check(&file.gpu, &file.system, &file.network, &file.process)
+            .map_err(|(f, m)| bad(&f, m))?;
         let policy = match &file.xid_policy {
             Some(p) => {
                 let p = if p.is_relative() {

@@ -52,8 +52,10 @@ pub use scorer::Scorer;
 const TOOL: &str = "ugro-score";
 
 const LONG_ABOUT: &str = "\
-Reads JSON lines (ugro records) and scores every kind=sample record; other kinds pass through \
-unchanged. The default output is the input record with a `score` object added (every other \
+Reads JSON lines (ugro records) and scores every kind=sample record; records of the other kinds \
+pass through unchanged, a kind this build does not know (a typo such as Sample) is a bad line \
+unless --pass-unknown-kinds. A record naming a member twice, or with more than 256 GPUs, is a bad \
+line (limits in ugro(7)). The default output is the input record with a `score` object added (every other \
 field is kept as it was, in its order; an existing `score` is replaced). Only the fields the score reads \
 are checked: a sample whose header (v, kind, ts, node) or scored fields have the wrong type is \
 rejected; fields ugro-score does not read pass through unexamined.
@@ -297,10 +299,13 @@ pub struct Cli {
 
     /// Check mode: bytes of perfdata on the status line at most (whole values, the worst nodes'
     /// scores first; the text says how many were left out). The whole output stays under 8000
-    /// bytes, inside Nagios Core's 8192 (MAX_PLUGIN_OUTPUT_LENGTH).
+    /// bytes, inside Nagios Core's documented 8192 (MAX_PLUGIN_OUTPUT_LENGTH).
     #[arg(long = "max-perfdata", value_name = "BYTES", default_value_t = nagios::DEFAULT_MAX_PERFDATA as u16,
           value_parser = clap::value_parser!(u16).range(64..=7000))]
     pub max_perfdata: u16,
+
+    #[command(flatten)]
+    pub kinds: ugro_support::cli::KindsArg,
 }
 
 /// The binary's entry point: in check mode (`--format nagios`, `-e`) a command line clap
@@ -458,7 +463,7 @@ fn check(cli: Cli) -> Result<ExitCode, Error> {
         )?;
         stage::run_counted(
             TOOL,
-            cli.strict,
+            cli.kinds.options(cli.strict),
             input,
             &mut out,
             &mut scorer,
@@ -560,7 +565,14 @@ fn run_prometheus(
         sink: sink.clone(),
     };
     let mut none = RecordWriter::new(io::sink());
-    let result = stage::run_counted(TOOL, cli.strict, input, &mut none, &mut stage, reader_bad);
+    let result = stage::run_counted(
+        TOOL,
+        cli.kinds.options(cli.strict),
+        input,
+        &mut none,
+        &mut stage,
+        reader_bad,
+    );
     match sink.borrow_mut().failed.take() {
         Some(ugro_support::output::EmitError::Write(WriteError::Closed)) => Ok(Exit::Ok),
         Some(e) => {

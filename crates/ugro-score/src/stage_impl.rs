@@ -48,7 +48,7 @@ impl Stage for Scorer {
     fn process(&mut self, line: &str, emit: &mut Emit<'_>) -> Result<(), StageError> {
         // The typed parse is the fast path; only when it fails is the header looked at, to
         // tell a record of another kind (passed through) from a broken sample (rejected).
-        let sample = match serde_json::from_str::<SampleView<'_>>(line) {
+        let sample = match SampleView::from_line(line) {
             Ok(s) => s,
             Err(e) => {
                 return match parse_header(line) {

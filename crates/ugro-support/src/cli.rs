@@ -165,3 +165,23 @@ fn eprintln_quiet(tool: &str, msg: &dyn Display) {
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 5m, 1h30m)"))
 }
+
+/// The flag every tool that reads records shares for kinds it does not know.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct KindsArg {
+    /// Pass records of kinds this build does not know (a site's own kinds) through instead of
+    /// rejecting them as bad lines. Without it a typo such as "Sample" or "sample " is a bad
+    /// line (exit 65), never a sample that goes unscored and unalerted.
+    #[arg(long)]
+    pub pass_unknown_kinds: bool,
+}
+
+impl KindsArg {
+    /// The run loop's options, with `strict` (`--strict`).
+    pub fn options(self, strict: bool) -> ugro_types::stage::Options {
+        ugro_types::stage::Options {
+            strict,
+            pass_unknown_kinds: self.pass_unknown_kinds,
+        }
+    }
+}

@@ -5,6 +5,12 @@
 //! nothing. Writes go to a temporary file in the same directory (mode 0600), are fsynced,
 //! renamed over the old file, and the directory is fsynced: a crash at any point leaves either
 //! the old or the new state, never a torn one.
+//!
+//! What a state path may be ([`resolve`]): a regular file, or a name not yet taken, or a
+//! symbolic link to one of those, which is followed: the tool reads and replaces the file the
+//! link points to, and the link stays. A directory, FIFO, device or socket is refused with
+//! status 78 before anything opens it (opening a FIFO to read it would wait for a writer
+//! forever), and so is its `.lock` sidecar if it is one.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -47,6 +53,15 @@ pub enum StateError {
         /// Why.
         cause: String,
     },
+    /// The path names something that is not a regular file (a directory, FIFO, device,
+    /// socket, or a loop of symbolic links). Nothing was opened.
+    #[error("state file {path} is {what}, not a regular file; pass the path of a file")]
+    NotAFile {
+        /// The path (after following symbolic links).
+        path: PathBuf,
+        /// What it is.
+        what: &'static str,
+    },
     /// The file is for another tool or from another format version. It is left untouched.
     #[error(
         "state file {path} has format {found:?} version {found_version}, this build reads {want:?} version {want_version} (left untouched; use --reset-state to start over)"
@@ -71,6 +86,7 @@ impl StateError {
         match self {
             StateError::Io { .. } => Exit::IoErr,
             StateError::Corrupt { .. }
+            | StateError::NotAFile { .. }
             | StateError::Version { .. }
             | StateError::NotPrivate { .. } => Exit::Config,
         }
@@ -168,30 +184,27 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
 
 impl StateLock {
     /// Creates the parent directory (0700) if needed and waits for the exclusive lock.
+    /// The path is [`resolve`]d first: [`StateLock::path`] is the file itself.
     pub fn acquire(path: &Path) -> Result<Self, StateError> {
-        let (lock, lock_path) = open_lock_file(path)?;
+        let path = resolve(path)?;
+        let (lock, lock_path) = open_lock_file(&path)?;
         lock.lock().map_err(io_err(&lock_path))?;
-        remove_orphans(path);
-        Ok(StateLock {
-            path: path.to_owned(),
-            _lock: lock,
-        })
+        remove_orphans(&path);
+        Ok(StateLock { path, _lock: lock })
     }
 
     /// Like [`StateLock::acquire`], but `None` at once when another process holds the lock
     /// (a long-running filter), so a short command can do something else than wait.
     pub fn try_acquire(path: &Path) -> Result<Option<Self>, StateError> {
-        let (lock, lock_path) = open_lock_file(path)?;
+        let path = resolve(path)?;
+        let (lock, lock_path) = open_lock_file(&path)?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
             Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
         }
-        remove_orphans(path);
-        Ok(Some(StateLock {
-            path: path.to_owned(),
-            _lock: lock,
-        }))
+        remove_orphans(&path);
+        Ok(Some(StateLock { path, _lock: lock }))
     }
 
     /// The state file's path.
@@ -246,11 +259,16 @@ pub fn read_snapshot<T: DeserializeOwned>(
     format: &str,
     version: u32,
 ) -> Result<Option<T>, StateError> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err(path)(e)),
+    let path = &resolve(path)?;
+    let mut file = match open_regular(path, OpenOptions::new().read(true)) {
+        Ok(f) => f,
+        Err(StateError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
     };
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut bytes).map_err(io_err(path))?;
     let corrupt = |cause: String| StateError::Corrupt {
         path: path.to_owned(),
         cause,
@@ -272,6 +290,7 @@ pub fn read_snapshot<T: DeserializeOwned>(
 /// Writes `bytes` to `path` atomically with mode 0600 (temp file, fsync, rename, fsync dir).
 /// Also used for files that need no lock because one process owns them (ugro-watch's state dir).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let path = &resolve(path)?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
@@ -292,12 +311,99 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
 
 /// Removes a state file (for `--reset-state`), under its lock.
 pub fn reset(path: &Path) -> Result<(), StateError> {
-    let _lock = StateLock::acquire(path)?;
-    match std::fs::remove_file(path) {
+    let lock = StateLock::acquire(path)?;
+    match std::fs::remove_file(lock.path()) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_err(path)(e)),
+        Err(e) => Err(io_err(lock.path())(e)),
     }
+}
+
+/// The file a state path stands for: symbolic links followed (relative targets from the
+/// link's directory, at most 40 hops), the result a regular file or a name not yet taken.
+/// Anything else is [`StateError::NotAFile`]: checked with `lstat`, which never blocks, so
+/// a FIFO is refused rather than opened.
+pub fn resolve(path: &Path) -> Result<PathBuf, StateError> {
+    let mut p = path.to_owned();
+    for _ in 0..40 {
+        let meta = match std::fs::symlink_metadata(&p) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(p),
+            Err(e) => return Err(io_err(&p)(e)),
+        };
+        if !meta.file_type().is_symlink() {
+            return match file_kind(&meta) {
+                None => Ok(p),
+                Some(what) => Err(StateError::NotAFile { path: p, what }),
+            };
+        }
+        let target = std::fs::read_link(&p).map_err(io_err(&p))?;
+        p = match p.parent() {
+            Some(dir) => dir.join(target),
+            None => target,
+        };
+    }
+    Err(StateError::NotAFile {
+        path: p,
+        what: "a loop of symbolic links",
+    })
+}
+
+/// `None` for a regular file, else what it is.
+fn file_kind(meta: &std::fs::Metadata) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    Some(if t.is_file() {
+        return None;
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "a symbolic link"
+    })
+}
+
+/// Opens `path` without blocking on what it turns out to be (`O_NONBLOCK`, `O_NOCTTY`) and
+/// refuses it unless it is a regular file: the check after `open` closes the window in which
+/// the name could have been replaced since [`resolve`] looked at it.
+pub fn open_regular(path: &Path, options: &mut OpenOptions) -> Result<File, StateError> {
+    use rustix::fs::OFlags;
+    let flags = (OFlags::NONBLOCK | OFlags::NOCTTY).bits();
+    let f = options
+        .custom_flags(i32::try_from(flags).unwrap_or(0))
+        .open(path)
+        .map_err(io_err(path))?;
+    let meta = f.metadata().map_err(io_err(path))?;
+    match file_kind(&meta) {
+        None => Ok(f),
+        Some(what) => Err(StateError::NotAFile {
+            path: path.to_owned(),
+            what,
+        }),
+    }
+}
+
+/// Refuses a state file that names a node no record could name (`../../etc/passwd`,
+/// `$(reboot)`): node names go into file names, commands and labels, so a tampered or damaged
+/// file must not bring one in. The file is reported corrupt (status 78) and left untouched.
+pub fn check_nodes<'a>(
+    path: &Path,
+    nodes: impl IntoIterator<Item = &'a str>,
+) -> Result<(), StateError> {
+    for n in nodes {
+        if let Err(e) = ugro_types::validate_node(n) {
+            return Err(StateError::Corrupt {
+                path: path.to_owned(),
+                cause: e.to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A run killed between creating its temporary file and renaming it leaves the temporary file
@@ -337,14 +443,15 @@ fn open_lock_file(path: &Path) -> Result<(File, PathBuf), StateError> {
             .map_err(io_err(dir))?;
     }
     let lock_path = sidecar(path);
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .mode(0o600)
-        .open(&lock_path)
-        .map_err(io_err(&lock_path))?;
+    let lock = open_regular(
+        &lock_path,
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .mode(0o600),
+    )?;
     Ok((lock, lock_path))
 }
 
@@ -488,6 +595,94 @@ mod tests {
         for dir in [d.path().join("a"), d.path().join("a/b")] {
             let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o700, "{}", dir.display());
+        }
+    }
+
+    fn mkfifo(p: &Path) {
+        rustix::fs::mkfifoat(rustix::fs::CWD, p, rustix::fs::Mode::from_raw_mode(0o600)).unwrap();
+    }
+
+    #[test]
+    fn a_fifo_or_directory_as_state_is_refused_without_opening_it() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("s.json");
+        mkfifo(&fifo);
+        // Each of these would block forever on open or read if the FIFO were opened.
+        for e in [
+            StateLock::acquire(&fifo).unwrap_err(),
+            StateLock::try_acquire(&fifo).unwrap_err(),
+            read_snapshot::<u32>(&fifo, "t", 1).unwrap_err(),
+            write_atomic(&fifo, b"x").unwrap_err(),
+            reset(&fifo).unwrap_err(),
+        ] {
+            assert!(
+                matches!(e, StateError::NotAFile { what: "a FIFO", .. }),
+                "{e}"
+            );
+            assert_eq!(e.exit(), Exit::Config);
+        }
+        let dir = d.path().join("dir");
+        std::fs::create_dir(&dir).unwrap();
+        let e = StateLock::acquire(&dir).unwrap_err();
+        assert!(e.to_string().contains("a directory"), "{e}");
+        assert_eq!(e.exit(), Exit::Config);
+        // A FIFO in place of the lock sidecar is refused too.
+        let p = d.path().join("t.json");
+        mkfifo(&d.path().join("t.json.lock"));
+        assert!(matches!(
+            StateLock::acquire(&p).unwrap_err(),
+            StateError::NotAFile { .. }
+        ));
+        assert!(matches!(
+            read_snapshot::<u32>(Path::new("/dev/null"), "t", 1).unwrap_err(),
+            StateError::NotAFile {
+                what: "a device",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_symlinked_state_file_is_followed_and_the_link_stays() {
+        let d = tempfile::tempdir().unwrap();
+        let real_dir = d.path().join("real");
+        std::fs::create_dir(&real_dir).unwrap();
+        let target = real_dir.join("state.json");
+        let link = d.path().join("link.json");
+        // Relative to the link's directory, and dangling until the first write.
+        std::os::unix::fs::symlink("real/state.json", &link).unwrap();
+        let l = StateLock::acquire(&link).unwrap();
+        assert_eq!(l.path(), d.path().join("real/state.json"));
+        l.write("t", 1, &7u32).unwrap();
+        drop(l);
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(read_snapshot::<u32>(&link, "t", 1).unwrap(), Some(7));
+        assert_eq!(read_snapshot::<u32>(&target, "t", 1).unwrap(), Some(7));
+        // The lock is the target's: two links to one file serialise on one lock.
+        let held = StateLock::acquire(&target).unwrap();
+        assert!(StateLock::try_acquire(&link).unwrap().is_none());
+        drop(held);
+        let a = d.path().join("a");
+        let b = d.path().join("b");
+        std::os::unix::fs::symlink(&b, &a).unwrap();
+        std::os::unix::fs::symlink(&a, &b).unwrap();
+        let e = StateLock::acquire(&a).unwrap_err();
+        assert!(e.to_string().contains("loop"), "{e}");
+    }
+
+    #[test]
+    fn node_names_from_a_state_file_are_checked() {
+        let p = Path::new("s.json");
+        assert!(check_nodes(p, ["gpu-01", "n.b"]).is_ok());
+        for bad in ["../../etc/passwd", "$(reboot)", "", "-rf"] {
+            let e = check_nodes(p, ["ok", bad]).unwrap_err();
+            assert!(matches!(e, StateError::Corrupt { .. }), "{e}");
+            assert_eq!(e.exit(), Exit::Config);
         }
     }
 }

@@ -1,22 +1,37 @@
 //! The line reader and record writer every tool uses.
 //!
-//! Reader rules: `\r\n` is accepted, blank lines are skipped, a bad line is reported on stderr
-//! as `<tool>: line N: <cause>`, counted and skipped, so every good line still goes through; at
+//! Reader rules: `\r\n` is accepted, blank lines are skipped, a UTF-8 byte-order mark at the
+//! start of the first line is skipped, a bad line is reported on stderr as
+//! `<tool>: line N: <cause>`, counted and skipped, so every good line still goes through; at
 //! end of input [`LineReader::finish`] gives exit status 65 if any line was rejected. In strict
-//! mode the first bad line stops the run.
+//! mode the first bad line stops the run. A line longer than [`MAX_LINE_BYTES`] is rejected
+//! without being held in memory: memory stays bounded whatever the input.
 //!
-//! Writer rules: one `write_all` per record, flushed per record, so a reader downstream sees each
-//! record as soon as it is made and records are never interleaved; a closed stdout
+//! Writer rules: each record is written whole (never interleaved with another) and, by default,
+//! flushed at once. A filter's run loop ([`crate::stage::run`]) instead defers the flush
+//! ([`RecordWriter::set_deferred`]) until its input has no complete line left to read, or
+//! 64 KiB are waiting: a record still leaves at once when the stream is idle, and a backlog
+//! goes out in large writes instead of one `write(2)` per record. A closed stdout
 //! (`BrokenPipe`) becomes [`WriteError::Closed`], which binaries turn into a quiet exit 0.
 
 use std::fmt::Display;
-use std::io::{self, BufRead, Write};
+use std::io::{self, Read, Write};
 
 use serde::Serialize;
 
 use crate::Exit;
 
-/// Reads input lines and keeps the bad-line accounting.
+/// The longest input line any tool accepts, in bytes (16 MiB). A sample of the documented
+/// maximum size ([`crate::limits`]) is far below it; a longer line is rejected and skipped
+/// without being kept, so one runaway line cannot take the memory of the pipeline.
+pub const MAX_LINE_BYTES: usize = 16 << 20;
+
+/// What the reader asks of the source at once.
+const READ_CHUNK: usize = 64 << 10;
+
+/// Reads input lines and keeps the bad-line accounting. It buffers the source itself, so it
+/// knows whether a complete line is waiting ([`LineReader::has_line`]) without a read that
+/// could block.
 #[derive(Debug)]
 pub struct LineReader<R> {
     inner: R,
@@ -24,7 +39,16 @@ pub struct LineReader<R> {
     strict: bool,
     line_no: u64,
     rejected: u64,
-    buf: String,
+    buf: Vec<u8>,
+    /// `buf[start..end]` is read and not yet handed out.
+    start: usize,
+    end: usize,
+    /// A newline known to be at this index (from [`LineReader::has_line`]).
+    newline: Option<usize>,
+    eof: bool,
+    max_line: usize,
+    /// The line handed out last.
+    line: String,
 }
 
 /// Why reading stopped early.
@@ -48,7 +72,13 @@ impl ReadError {
     }
 }
 
-impl<R: BufRead> LineReader<R> {
+/// A line as found in the buffer: where it is, or that it was too long.
+enum Found {
+    Line(usize, usize),
+    TooLong,
+}
+
+impl<R: Read> LineReader<R> {
     /// A reader that reports as `tool`.
     pub fn new(inner: R, tool: &'static str, strict: bool) -> Self {
         LineReader {
@@ -57,34 +87,138 @@ impl<R: BufRead> LineReader<R> {
             strict,
             line_no: 0,
             rejected: 0,
-            buf: String::with_capacity(4096),
+            buf: vec![0; READ_CHUNK],
+            start: 0,
+            end: 0,
+            newline: None,
+            eof: false,
+            max_line: MAX_LINE_BYTES,
+            line: String::with_capacity(4096),
         }
     }
 
+    /// The same reader with another line limit (tests).
+    pub fn with_max_line(mut self, max: usize) -> Self {
+        self.max_line = max;
+        self
+    }
+
+    /// Whether a complete line (or the end of input) is already read, so that
+    /// [`LineReader::next_line`] will not wait on the source.
+    pub fn has_line(&mut self) -> bool {
+        if self.eof || self.newline.is_some() {
+            return true;
+        }
+        self.newline =
+            memchr::memchr(b'\n', &self.buf[self.start..self.end]).map(|i| self.start + i);
+        self.newline.is_some()
+    }
+
     /// The next non-blank line and its 1-based number, or `None` at end of input.
-    /// A line that is not UTF-8 is rejected here and skipped.
+    /// A line that is not UTF-8, or longer than [`MAX_LINE_BYTES`], is rejected here and
+    /// skipped.
     pub fn next_line(&mut self) -> Result<Option<(u64, &str)>, ReadError> {
         loop {
-            self.buf.clear();
-            // read_line validates UTF-8 once; on invalid bytes it consumes the line and leaves
-            // the buffer empty, which is exactly "report and skip".
-            match self.inner.read_line(&mut self.buf) {
-                Ok(0) => return Ok(None),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            let (mut a, mut b) = match self.find()? {
+                None => return Ok(None),
+                Some(Found::TooLong) => {
                     self.line_no += 1;
-                    let line = self.line_no;
-                    self.reject(line, "not valid UTF-8")?;
+                    let why = format!("longer than {} bytes; skipped", self.max_line);
+                    self.reject(self.line_no, why)?;
                     continue;
                 }
-                Err(e) => return Err(e.into()),
-            }
+                Some(Found::Line(a, b)) => (a, b),
+            };
             self.line_no += 1;
-            let end = self.buf.trim_end_matches(['\n', '\r']).len();
-            if self.buf[..end].trim_start().is_empty() {
+            if b > a && self.buf[b - 1] == b'\r' {
+                b -= 1;
+            }
+            if self.line_no == 1 && self.buf[a..b].starts_with(b"\xef\xbb\xbf") {
+                a += 3;
+            }
+            if self.buf[a..b].iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            return Ok(Some((self.line_no, &self.buf[..end])));
+            // Copied out so the line is validated once and handed out as the owned `line`
+            // (the buffer moves on under it when more is read).
+            let mut bytes = std::mem::take(&mut self.line).into_bytes();
+            bytes.clear();
+            bytes.extend_from_slice(&self.buf[a..b]);
+            match String::from_utf8(bytes) {
+                Ok(line) => self.line = line,
+                Err(e) => {
+                    let mut bytes = e.into_bytes();
+                    bytes.clear();
+                    self.line = String::from_utf8(bytes).unwrap_or_default();
+                    self.reject(self.line_no, "not valid UTF-8")?;
+                    continue;
+                }
+            }
+            return Ok(Some((self.line_no, &self.line)));
+        }
+    }
+
+    /// Finds the next line in the buffer, reading more as needed: its bounds (without the
+    /// newline), `TooLong` once an overlong line has been skipped, `None` at end of input.
+    fn find(&mut self) -> Result<Option<Found>, ReadError> {
+        let mut skipping = false;
+        loop {
+            let nl = match self.newline.take() {
+                Some(i) => Some(i),
+                None => {
+                    memchr::memchr(b'\n', &self.buf[self.start..self.end]).map(|i| self.start + i)
+                }
+            };
+            if let Some(i) = nl {
+                let a = self.start;
+                self.start = i + 1;
+                // A long line may arrive whole in one read: its length is checked here too.
+                if skipping || i - a > self.max_line {
+                    return Ok(Some(Found::TooLong));
+                }
+                return Ok(Some(Found::Line(a, i)));
+            }
+            if self.eof {
+                if self.start == self.end {
+                    return Ok(skipping.then_some(Found::TooLong));
+                }
+                let a = self.start;
+                self.start = self.end;
+                return Ok(Some(if skipping || self.end - a > self.max_line {
+                    Found::TooLong
+                } else {
+                    Found::Line(a, self.end)
+                }));
+            }
+            if self.end - self.start > self.max_line {
+                // Drop what is held of the overlong line and read on to its end.
+                skipping = true;
+                self.start = self.end;
+            }
+            self.fill()?;
+        }
+    }
+
+    /// Reads once more from the source, keeping `buf[start..end]` (moved to the front, the
+    /// buffer grown when a long line fills it).
+    fn fill(&mut self) -> Result<(), ReadError> {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() - self.end < READ_CHUNK / 2 {
+            let want = (self.buf.len() * 2).min(self.max_line + READ_CHUNK + 1);
+            self.buf.resize(want.max(self.end + READ_CHUNK / 2), 0);
+        }
+        loop {
+            match self.inner.read(&mut self.buf[self.end..]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+            return Ok(());
         }
     }
 
@@ -161,12 +295,19 @@ impl From<io::Error> for WriteError {
     }
 }
 
-/// Writes one record per line, flushed per record.
+/// Writes one record per line: flushed per record, or deferred ([`RecordWriter::set_deferred`])
+/// until [`RecordWriter::flush`] or until [`DEFER_BYTES`] are waiting.
 #[derive(Debug)]
 pub struct RecordWriter<W: Write> {
     inner: W,
     buf: Vec<u8>,
+    /// Records written while deferred and not yet handed to `inner`.
+    pending: Vec<u8>,
+    deferred: bool,
 }
+
+/// How much a deferred writer keeps before it writes anyway.
+pub const DEFER_BYTES: usize = 64 << 10;
 
 impl<W: Write> RecordWriter<W> {
     /// Wraps `inner`; it should be unbuffered or line-flushed (the writer flushes anyway).
@@ -174,7 +315,32 @@ impl<W: Write> RecordWriter<W> {
         RecordWriter {
             inner,
             buf: Vec::with_capacity(4096),
+            pending: Vec::new(),
+            deferred: false,
         }
+    }
+
+    /// Defers flushing: records collect (each still whole) until [`RecordWriter::flush`], or
+    /// until [`DEFER_BYTES`] wait. Turning it off flushes what waits.
+    pub fn set_deferred(&mut self, on: bool) -> Result<(), WriteError> {
+        if !on {
+            self.flush()?;
+        } else if self.pending.capacity() == 0 {
+            self.pending.reserve(DEFER_BYTES + 8192);
+        }
+        self.deferred = on;
+        Ok(())
+    }
+
+    /// Writes what waits and flushes the underlying writer.
+    pub fn flush(&mut self) -> Result<(), WriteError> {
+        if !self.pending.is_empty() {
+            let r = self.inner.write_all(&self.pending);
+            self.pending.clear();
+            r?;
+        }
+        self.inner.flush()?;
+        Ok(())
     }
 
     /// Serialises `record` as one line.
@@ -187,6 +353,12 @@ impl<W: Write> RecordWriter<W> {
 
     /// Writes an already-serialised record (without its newline).
     pub fn write_raw(&mut self, line: &[u8]) -> Result<(), WriteError> {
+        if self.deferred {
+            // Straight into the waiting batch: no copy through `buf`.
+            self.pending.extend_from_slice(line);
+            self.pending.push(b'\n');
+            return self.maybe_write();
+        }
         self.buf.clear();
         self.buf.extend_from_slice(line);
         self.buf.push(b'\n');
@@ -207,19 +379,40 @@ impl<W: Write> RecordWriter<W> {
         &mut self.buf
     }
 
-    /// Writes the buffer as one record (adding the newline if missing) and flushes.
+    /// Writes the buffer as one record (adding the newline if missing): flushed at once, or
+    /// added to the waiting batch when deferred.
     pub fn emit(&mut self) -> Result<(), WriteError> {
         if self.buf.last() != Some(&b'\n') {
             self.buf.push(b'\n');
+        }
+        if self.deferred {
+            self.pending.extend_from_slice(&self.buf);
+            return self.maybe_write();
         }
         self.inner.write_all(&self.buf)?;
         self.inner.flush()?;
         Ok(())
     }
 
-    /// The underlying writer.
+    fn maybe_write(&mut self) -> Result<(), WriteError> {
+        if self.pending.len() >= DEFER_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// The underlying writer (what waits in a deferred batch is not in it yet).
     pub fn get_mut(&mut self) -> &mut W {
         &mut self.inner
+    }
+}
+
+impl<W: Write> Drop for RecordWriter<W> {
+    /// Records already made still go out when a run stops early.
+    fn drop(&mut self) {
+        if !self.pending.is_empty() {
+            let _ = self.flush();
+        }
     }
 }
 
@@ -324,6 +517,112 @@ mod tests {
         assert_eq!(r.next_line().unwrap(), Some((2, "{\"ok\":1}")));
         assert_eq!(r.rejected(), 1);
         assert_eq!(r.finish(), Exit::DataErr);
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped_on_the_first_line_only() {
+        let input = b"\xef\xbb\xbf{\"a\":1}\n\xef\xbb\xbf{\"b\":2}\n";
+        let mut r = LineReader::new(&input[..], "t", false);
+        assert_eq!(r.next_line().unwrap(), Some((1, "{\"a\":1}")));
+        // Later, a mark is content (and the JSON parser will say so).
+        assert_eq!(r.next_line().unwrap(), Some((2, "\u{feff}{\"b\":2}")));
+    }
+
+    #[test]
+    fn an_overlong_line_is_rejected_without_being_kept_and_the_next_one_is_read() {
+        let mut input = b"{\"a\":1}\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 10_000));
+        input.extend_from_slice(b"\n{\"b\":2}\nyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy");
+        let mut r = LineReader::new(&input[..], "t", false).with_max_line(100);
+        assert_eq!(r.next_line().unwrap(), Some((1, "{\"a\":1}")));
+        assert_eq!(r.next_line().unwrap(), Some((3, "{\"b\":2}")));
+        assert_eq!(
+            r.next_line().unwrap().map(|(n, l)| (n, l.len())),
+            Some((4, 36))
+        );
+        assert_eq!(r.next_line().unwrap(), None);
+        assert_eq!(r.rejected(), 1);
+        // With a lower limit the last line, without its newline, is overlong too.
+
+        let mut r = LineReader::new(&input[..], "t", false).with_max_line(20);
+        while r.next_line().unwrap().is_some() {}
+        assert_eq!(r.rejected(), 2);
+        assert!(r.buf.len() < 200_000, "{}", r.buf.len());
+    }
+
+    /// Hands out its input a few bytes per read, as a pipe does.
+    struct Dribble<'a>(&'a [u8], usize);
+    impl Read for Dribble<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.1.min(self.0.len()).min(buf.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn lines_split_across_reads_are_whole_and_has_line_says_when_one_is_ready() {
+        let mut input = Vec::new();
+        for i in 0..500 {
+            input.extend_from_slice(
+                format!("{{\"n\":{i},\"pad\":\"{}\"}}\r\n", "p".repeat(i % 300)).as_bytes(),
+            );
+        }
+        for chunk in [1, 7, 4096, 1 << 20] {
+            let mut r = LineReader::new(Dribble(&input, chunk), "t", false);
+            let mut n = 0;
+            while let Some((no, line)) = r.next_line().unwrap() {
+                assert_eq!(no, n + 1);
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                assert_eq!(v["n"], n);
+                n += 1;
+            }
+            assert_eq!(n, 500, "chunk {chunk}");
+        }
+        let mut r = LineReader::new(Dribble(b"{}\n{}\n{", 1 << 20), "t", false);
+        assert!(!r.has_line(), "nothing read yet");
+        r.next_line().unwrap();
+        assert!(r.has_line(), "the second line came with the first read");
+        r.next_line().unwrap();
+        assert!(!r.has_line(), "only part of a line is waiting");
+    }
+
+    #[test]
+    fn a_deferred_writer_batches_records_until_flushed_or_full() {
+        #[derive(Default)]
+        struct Writes(Vec<usize>);
+        impl Write for Writes {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                self.0.push(b.len());
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut w = RecordWriter::new(Writes::default());
+        w.write_raw(b"{}").unwrap();
+        assert_eq!(w.get_mut().0, [3], "not deferred: one write per record");
+        w.set_deferred(true).unwrap();
+        for _ in 0..10 {
+            w.write_raw(b"{}").unwrap();
+        }
+        assert_eq!(w.get_mut().0.len(), 1, "deferred: nothing written yet");
+        w.flush().unwrap();
+        assert_eq!(w.get_mut().0, [3, 30]);
+        let big = vec![b'x'; 10_000];
+        for _ in 0..7 {
+            w.write_raw(&big).unwrap();
+        }
+        assert_eq!(w.get_mut().0[2], 70_007, "written once 64 KiB wait");
+        w.write_raw(b"{}").unwrap();
+        w.set_deferred(false).unwrap();
+        assert_eq!(
+            *w.get_mut().0.last().unwrap(),
+            3,
+            "turning deferral off flushes"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod alert;
 pub mod breaker;
 pub mod exit;
 pub mod io;
+pub mod limits;
 pub mod reason;
 pub mod record;
 pub mod sample;

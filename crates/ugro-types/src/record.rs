@@ -11,7 +11,7 @@ use crate::Timestamp;
 /// a newer `v` is rejected line by line so that a mixed-version fleet fails loudly, not wrongly.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// What a record is. Unknown kinds pass through every tool untouched.
+/// What a record is. Names are exact and lower case; any other name reads as [`Kind::Other`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
@@ -30,7 +30,9 @@ pub enum Kind {
     /// Time passing and nothing else: the shared run loop runs each stage's timers to its
     /// `ts` (see "Time" in ugro(7)). ugro-watch writes one every second.
     Tick,
-    /// Any kind this build does not know: passed through, never rejected.
+    /// Any kind this build does not know (a typo such as `Sample`, or a site's own kind):
+    /// rejected as a bad line by the shared run loop unless `--pass-unknown-kinds` is given,
+    /// then passed through.
     #[serde(other)]
     Other,
 }
@@ -101,7 +103,9 @@ pub fn check_header(v: u32, node: &str) -> Result<(), RecordError> {
 
 /// Parses and validates the header of one line.
 pub fn parse_header(line: &str) -> Result<Header<'_>, RecordError> {
-    let h: Header<'_> = serde_json::from_str(line)?;
+    let mut de = serde_json::Deserializer::from_str(line);
+    let h = Header::deserialize(crate::view::unique::UniqueKeys(&mut de))?;
+    de.end()?;
     h.validate()?;
     Ok(h)
 }
@@ -191,6 +195,17 @@ mod tests {
         let h = parse_header(r#"{"v":1,"kind":"custom","ts":"2026-11-28T00:00:00Z","node":"n"}"#)
             .unwrap();
         assert_eq!(h.kind, Kind::Other);
+    }
+
+    #[test]
+    fn a_repeated_member_is_refused() {
+        for line in [
+            r#"{"v":1,"kind":"sample","ts":"2026-11-28T00:00:00Z","node":"a","node":"b"}"#,
+            r#"{"v":1,"kind":"sample","k\u0069nd":"tick","ts":"2026-11-28T00:00:00Z","node":"a"}"#,
+        ] {
+            let e = parse_header(line).unwrap_err().to_string();
+            assert!(e.contains("appears twice"), "{line}: {e}");
+        }
     }
 
     #[test]

@@ -74,10 +74,18 @@ pub struct Sample {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processes: Option<ProcessSection>,
     /// How long each collector took and whether it finished.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::limits::items"
+    )]
     pub collectors: Vec<CollectorRun>,
     /// Collectors that failed or ran out of time. A failed collector's section is absent.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::limits::items"
+    )]
     pub errors: Vec<CollectorError>,
     /// Added by `ugro-score`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -162,10 +170,14 @@ pub struct GpuSection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     /// One entry per visible GPU.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::limits::gpus")]
     pub devices: Vec<Gpu>,
     /// XID lines from the kernel log that could not be attached to a visible GPU.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::limits::items"
+    )]
     pub unattributed_xids: Vec<Xid>,
     /// Section-wide readings that could not be made (`xids` when the kernel log is
     /// unreadable), with the reason; per-GPU gaps are in each device's `absent`.
@@ -234,7 +246,11 @@ pub struct Gpu {
     /// `applications_clocks_setting`, `sw_power_cap`, `hw_slowdown`, `sync_boost`,
     /// `sw_thermal_slowdown`, `hw_thermal_slowdown`, `hw_power_brake_slowdown`,
     /// `display_clock_setting`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::limits::opt_items"
+    )]
     pub throttle_reasons: Option<Vec<String>>,
     /// ECC error counters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -254,10 +270,18 @@ pub struct Gpu {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistence_mode: Option<bool>,
     /// Compute processes on this GPU.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::limits::opt_items"
+    )]
     pub processes: Option<Vec<GpuProcess>>,
     /// XIDs the kernel logged for this GPU within the probe's lookback window.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::limits::items"
+    )]
     pub xids: Vec<Xid>,
     /// Fields this GPU does not provide, with the reason (`not supported`, an NVML error).
     #[serde(default, skip_serializing_if = "is_empty_map")]
@@ -491,7 +515,7 @@ pub struct HostSection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_id: Option<String>,
     /// Local filesystems.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::limits::items")]
     pub disks: Vec<Disk>,
     /// Fields that could not be read, with the reason.
     #[serde(default, skip_serializing_if = "is_empty_map")]
@@ -521,13 +545,13 @@ pub struct Disk {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct NetworkSection {
     /// Non-loopback interfaces.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::limits::items")]
     pub interfaces: Vec<Interface>,
     /// InfiniBand ports from `/sys/class/infiniband`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::limits::items")]
     pub infiniband: Vec<IbPort>,
     /// Configured peers.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::limits::items")]
     pub peers: Vec<Peer>,
     /// What could not be read, with the reason.
     #[serde(default, skip_serializing_if = "is_empty_map")]
@@ -593,7 +617,7 @@ pub struct ProcessSection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub d_state: Option<u32>,
     /// Training processes.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::limits::items")]
     pub training: Vec<TrainingProcess>,
     /// What could not be read, with the reason.
     #[serde(default, skip_serializing_if = "is_empty_map")]
@@ -614,7 +638,11 @@ pub struct TrainingProcess {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_memory_bytes: Option<u64>,
     /// GPU indices it runs on.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::limits::items"
+    )]
     pub gpus: Vec<u32>,
     /// Why it counts as training: `nvml` (a GPU compute process) or `pattern:<p>`.
     pub matched_by: String,

@@ -188,10 +188,14 @@ pub struct Score {
     /// Component scores.
     pub components: Components,
     /// Per-GPU scores.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::limits::gpus"
+    )]
     pub gpus: Vec<GpuScore>,
     /// Every deduction.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::limits::reasons")]
     pub reasons: Vec<Reason>,
     /// One line for people.
     pub summary: String,

@@ -14,7 +14,7 @@
 //! its own. So whatever writes the ticks decides when time passes, and a recorded stream gives
 //! the same output in a shell pipeline, through [`Chain`], and again on replay.
 
-use std::io::{BufRead, Write};
+use std::io::{Read, Write};
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
@@ -168,56 +168,120 @@ fn peek_kind_any_order(line: &str) -> Option<Kind> {
 /// One line through one stage under the tick rule: processed, then, if it is a `tick` record
 /// the stage accepted, its timers run to the tick's time.
 pub fn step(stage: &mut dyn Stage, line: &str, emit: &mut Emit<'_>) -> Result<(), StageError> {
+    step_kind(stage, line, peek_kind(line), emit)
+}
+
+fn step_kind(
+    stage: &mut dyn Stage,
+    line: &str,
+    kind: Option<Kind>,
+    emit: &mut Emit<'_>,
+) -> Result<(), StageError> {
     stage.process(line, emit)?;
-    if peek_kind(line) == Some(Kind::Tick) {
+    if kind == Some(Kind::Tick) {
         let h = crate::parse_header(line).map_err(|e| StageError::Reject(e.to_string()))?;
         stage.tick(h.ts, emit)?;
     }
     Ok(())
 }
 
+/// How the run loop treats its input.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Stop at the first bad line (`--strict`).
+    pub strict: bool,
+    /// Hand records of kinds this build does not know to the stage (`--pass-unknown-kinds`,
+    /// for sites that add kinds of their own) instead of rejecting them as bad lines.
+    pub pass_unknown_kinds: bool,
+}
+
+impl From<bool> for Options {
+    /// `strict`, with every other option at its default.
+    fn from(strict: bool) -> Self {
+        Options {
+            strict,
+            ..Options::default()
+        }
+    }
+}
+
+/// Why a line's kind is refused: one this build does not know. By default every tool
+/// refuses those, because a typo (`"Sample"`, `"sample "`) would otherwise pass unscored and
+/// unalerted.
+pub fn unknown_kind(line: &str) -> String {
+    #[derive(Deserialize)]
+    struct KindOnly<'a> {
+        #[serde(borrow)]
+        kind: std::borrow::Cow<'a, str>,
+    }
+    let name = serde_json::from_str::<KindOnly<'_>>(line).map_or_else(|_| "?".into(), |k| k.kind);
+    format!(
+        "unknown kind {name:?} (this build reads sample, transition, fleet, alert, stats, error, tick; --pass-unknown-kinds passes other kinds through)"
+    )
+}
+
 /// Runs a stage over an input stream with the contract's bad-line rules; returns 65 if any
-/// line was rejected, 0 otherwise.
-pub fn run<R: BufRead, W: Write>(
+/// line was rejected, 0 otherwise. `opts` is [`Options`] (or `strict` alone).
+pub fn run<R: Read, W: Write>(
     tool: &'static str,
-    strict: bool,
+    opts: impl Into<Options>,
     input: R,
     out: &mut RecordWriter<W>,
     stage: &mut dyn Stage,
 ) -> Result<Exit, StageError> {
-    run_counted(tool, strict, input, out, stage, &mut 0)
+    run_counted(tool, opts, input, out, stage, &mut 0)
 }
 
 /// [`run`], also telling how many lines were rejected (set on error too), for tools whose
 /// report depends on it (a check's status line).
-pub fn run_counted<R: BufRead, W: Write>(
+///
+/// Output is deferred while more input is already read ([`RecordWriter::set_deferred`]) and
+/// flushed before any read that could wait: an idle stream sees each record at once, a
+/// backlog goes out in large writes.
+pub fn run_counted<R: Read, W: Write>(
     tool: &'static str,
-    strict: bool,
+    opts: impl Into<Options>,
     input: R,
     out: &mut RecordWriter<W>,
     stage: &mut dyn Stage,
     rejected: &mut u64,
 ) -> Result<Exit, StageError> {
-    let mut reader = LineReader::new(input, tool, strict);
-    let mut emit = |rec: &[u8]| out.write_raw(rec);
+    let opts = opts.into();
+    let mut reader = LineReader::new(input, tool, opts.strict);
+    out.set_deferred(true)?;
     let result = (|| {
-        while let Some((n, line)) = reader.next_line()? {
+        loop {
+            if !reader.has_line() {
+                out.flush()?;
+            }
+            let Some((n, line)) = reader.next_line()? else {
+                break;
+            };
             stage.line(n);
-            match step(stage, line, &mut emit) {
+            let kind = peek_kind(line);
+            if kind == Some(Kind::Other) && !opts.pass_unknown_kinds {
+                let cause = unknown_kind(line);
+                reader.reject(n, cause)?;
+                continue;
+            }
+            let mut emit = |rec: &[u8]| out.write_raw(rec);
+            match step_kind(stage, line, kind, &mut emit) {
                 Ok(()) => {}
                 Err(StageError::Reject(cause)) => reader.reject(n, cause)?,
                 Err(e) => return Err(e),
             }
         }
+        let mut emit = |rec: &[u8]| out.write_raw(rec);
         stage.finish(&mut emit)
     })();
+    let flushed = out.set_deferred(false);
     *rejected = reader.rejected() + stage.rejected();
-    result.map(|()| {
-        if *rejected > 0 {
-            Exit::DataErr
-        } else {
-            reader.finish()
-        }
+    result?;
+    flushed?;
+    Ok(if *rejected > 0 {
+        Exit::DataErr
+    } else {
+        reader.finish()
     })
 }
 
@@ -398,6 +462,83 @@ mod tests {
     }
 
     #[test]
+    fn unknown_kinds_are_bad_lines_unless_passed_through() {
+        let input = format!(
+            "{SAMPLE}\n{}\n{}\n{}\n{}\n",
+            SAMPLE.replace("\"sample\"", "\"Sample\""),
+            SAMPLE.replace("\"sample\"", "\"SAMPLE\""),
+            SAMPLE.replace("\"sample\"", "\"sample \""),
+            TICK
+        );
+        let mut out = RecordWriter::new(Vec::new());
+        let mut rejected = 0;
+        let exit = run_counted(
+            "t",
+            false,
+            input.as_bytes(),
+            &mut out,
+            &mut Timer("a"),
+            &mut rejected,
+        )
+        .unwrap();
+        assert_eq!((exit, rejected), (Exit::DataErr, 3));
+        let got = String::from_utf8(out.get_mut().clone()).unwrap();
+        assert_eq!(got.lines().count(), 3, "sample, tick, timer: {got}");
+        assert!(unknown_kind(r#"{"kind":"Sample"}"#).contains("\"Sample\""));
+        let opts = Options {
+            strict: false,
+            pass_unknown_kinds: true,
+        };
+        let mut out = RecordWriter::new(Vec::new());
+        let exit = run("t", opts, input.as_bytes(), &mut out, &mut Timer("a")).unwrap();
+        assert_eq!(exit, Exit::Ok);
+        assert_eq!(
+            String::from_utf8(out.get_mut().clone())
+                .unwrap()
+                .lines()
+                .count(),
+            6
+        );
+    }
+
+    /// A source that has one line ready, then would block: the run loop must have written
+    /// the first record before it asks for more.
+    struct ThenCheck<'a>(&'a std::cell::RefCell<Vec<u8>>, u8);
+    impl std::io::Read for ThenCheck<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.1 += 1;
+            let line: &[u8] = match self.1 {
+                1 => b"a\n",
+                2 => {
+                    assert_eq!(self.0.borrow().as_slice(), b"A\n", "flushed before waiting");
+                    b"b\nc\n"
+                }
+                _ => b"",
+            };
+            buf[..line.len()].copy_from_slice(line);
+            Ok(line.len())
+        }
+    }
+
+    #[test]
+    fn output_is_flushed_before_the_loop_waits_for_input() {
+        struct Shared<'a>(&'a std::cell::RefCell<Vec<u8>>);
+        impl Write for Shared<'_> {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.borrow_mut().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = std::cell::RefCell::new(Vec::new());
+        let mut out = RecordWriter::new(Shared(&sink));
+        run("t", false, ThenCheck(&sink, 0), &mut out, &mut Upper).unwrap();
+        assert_eq!(sink.borrow().as_slice(), b"A\nB\nC\n");
+    }
+
+    #[test]
     fn chain_feeds_each_stage_into_the_next() {
         let mut chain = Chain::new(vec![("u", Box::new(Upper)), ("d", Box::new(Double))]);
         let mut got = Vec::new();
@@ -452,7 +593,7 @@ mod tests {
         }
         fn tick(&mut self, now: Timestamp, emit: &mut Emit<'_>) -> Result<(), StageError> {
             let rec = format!(
-                r#"{{"v":1,"kind":"timer","ts":"{now}","node":"*","by":"{}"}}"#,
+                r#"{{"v":1,"kind":"stats","ts":"{now}","node":"*","by":"{}"}}"#,
                 self.0
             );
             emit(rec.as_bytes()).map_err(StageError::from)

@@ -79,6 +79,15 @@ impl Timestamp {
         if let Some(t) = parse_canonical(s.as_bytes()) {
             return Ok(t);
         }
+        // RFC 3339's time-secfrac is "." 1*DIGIT; humantime lets "00:00:00.Z" through.
+        if let Some(i) = s.find('.')
+            && !s[i + 1..].starts_with(|c: char| c.is_ascii_digit())
+        {
+            return Err(TimestampError {
+                value: s.to_owned(),
+                cause: "a fraction of a second needs at least one digit after the '.'".into(),
+            });
+        }
         // RFC 3339 allows lower-case t and z; humantime does not.
         let upper = s.to_ascii_uppercase();
         let utc = upper
@@ -312,6 +321,19 @@ mod tests {
         let t = Timestamp::parse("2026-11-28T16:54:11.123Z").unwrap();
         assert_eq!(t.to_string(), "2026-11-28T16:54:11.123Z");
         assert_eq!(Timestamp::parse(&t.to_string()).unwrap(), t);
+    }
+
+    #[test]
+    fn a_dot_without_fraction_digits_is_refused() {
+        for s in [
+            "2026-11-28T00:00:00.Z",
+            "2026-11-28T00:00:00.z",
+            "2026-11-28T00:00:00.+00:00",
+        ] {
+            let e = Timestamp::parse(s).unwrap_err().to_string();
+            assert!(e.contains("at least one digit"), "{s}: {e}");
+        }
+        assert!(Timestamp::parse("2026-11-28T00:00:00.5+00:00").is_ok());
     }
 
     #[test]

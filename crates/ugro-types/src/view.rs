@@ -35,6 +35,7 @@ mod record;
 mod sample;
 mod score;
 mod text;
+pub(crate) mod unique;
 
 pub use alert::AlertView;
 pub use record::{BreakerView, FleetView, RecordView, TransitionView, WatcherStateView};

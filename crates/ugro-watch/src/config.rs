@@ -5,6 +5,8 @@
 //! Relative paths in the file are taken relative to the file's own directory, so a cluster
 //! directory can be moved or checked into git as a whole.
 
+mod ranges;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -406,6 +408,7 @@ impl Cluster {
                 "must be a path or command name not starting with '-'".into(),
             ));
         }
+        ranges::check(&self).map_err(|(f, m)| bad(&f, m))?;
         let iv = &self.intervals;
         if iv.base.is_zero() {
             return Err(bad("intervals.base", "must be more than 0".into()));

@@ -19,6 +19,7 @@ pub mod clock;
 pub mod config;
 pub mod link;
 pub mod monitor;
+pub mod node_file;
 pub mod persist;
 pub mod pipeline;
 pub mod poll;
@@ -123,10 +124,11 @@ once per tick), stage_state_failures (failed writes of the breaker's or alert's 
 period), with --state-dir state_queue, state_writes, state_write_failures, state_superseded, \
 then state_unwritable (true or false) and state_error (the failure, while unwritable), \
 rss_kb. --state-dir keeps, per node, the latest sample, score, breaker state, last alert and \
-a bounded history (nodes/<node>.json), plus fleet.json and stats.json, each replaced \
-atomically, and the scorer's history (score.json: XID windows, the GPU count, rates; see \
-ugro-score --state), so a restarted watcher still knows them, with or without --pipeline; \
-directories are mode 0700, files 0600.
+a bounded history (nodes/<node>.json; a name longer than 200 bytes is cut to 180 and followed by \
+~ and 16 hex digits of its SHA-256, so the file name fits 255 bytes), plus fleet.json and \
+stats.json, each replaced atomically, and the scorer's history (score.json: XID windows, the GPU \
+count, rates; see ugro-score --state), so a restarted watcher still knows them, with or without \
+--pipeline; directories are mode 0700, files 0600.
 
 Faults of this host: when the state directory or the breaker's or alert's state file cannot be \
 written (disk full, read-only, removed), polling and alerting go on. The failure is logged, \
@@ -276,6 +278,9 @@ pub struct Cli {
     #[arg(long)]
     pub strict: bool,
 
+    #[command(flatten)]
+    pub kinds: ugro_support::cli::KindsArg,
+
     /// Check the cluster file, print the nodes as JSON lines, and exit.
     #[arg(long)]
     pub check: bool,
@@ -388,7 +393,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     }
     let setup = setup(&cli, &cluster)?;
     if let Some(path) = &cli.replay {
-        return replay(setup, path, cli.strict);
+        return replay(setup, path, cli.kinds.options(cli.strict));
     }
     let opts = monitor::LiveOpts {
         cycles: cli.cycles,
@@ -588,7 +593,11 @@ fn check(c: &Cluster) -> Result<ExitCode, Error> {
 
 /// `--replay`: the recorded stream through the pipeline's processor, driven by the filters'
 /// own run loop (line numbers, bad lines, `--strict`, exit 65).
-fn replay(setup: monitor::Setup, path: &std::path::Path, strict: bool) -> Result<ExitCode, Error> {
+fn replay(
+    setup: monitor::Setup,
+    path: &std::path::Path,
+    opts: ugro_types::stage::Options,
+) -> Result<ExitCode, Error> {
     let input: Box<dyn std::io::BufRead> = if path.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
     } else {
@@ -606,7 +615,7 @@ fn replay(setup: monitor::Setup, path: &std::path::Path, strict: bool) -> Result
     };
     let views = view::Views::new(setup.history, setup.state_dir.is_some());
     let stages = match setup.stages {
-        pipeline::Stages::Chain(c, t) => pipeline::Stages::Chain(c.strict(strict), t),
+        pipeline::Stages::Chain(c, t) => pipeline::Stages::Chain(c.strict(opts.strict), t),
         s => s,
     };
     let mut p = pipeline::Processor::new(
@@ -618,7 +627,7 @@ fn replay(setup: monitor::Setup, path: &std::path::Path, strict: bool) -> Result
     );
     // The processor writes its own output; the run loop's writer stays unused.
     let mut unused = ugro_types::io::RecordWriter::new(std::io::sink());
-    let r = ugro_types::stage::run("ugro-watch", strict, input, &mut unused, &mut p);
+    let r = ugro_types::stage::run("ugro-watch", opts, input, &mut unused, &mut p);
     drop(p);
     let closed = persister.map_or(Ok(()), persist::Persister::close);
     let exit = r.map_err(Error::Stage)?;

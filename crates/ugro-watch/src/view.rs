@@ -299,7 +299,7 @@ impl Views {
         for v in self.nodes.iter_mut().filter(|v| v.dirty) {
             v.dirty = false;
             if let Ok(b) = serde_json::to_vec_pretty(&v.state_json(now)) {
-                out.push((format!("nodes/{}.json", v.name), b));
+                out.push((crate::node_file::node_file(&v.name), b));
             }
         }
         if !out.is_empty() {

@@ -141,11 +141,14 @@ pub struct Slurm<'a> {
     pub inherit: &'a [String],
     /// How it is run.
     pub transport: &'a dyn Transport,
+    /// Resume nodes whose critical alerts resolved; false with remediation, which resumes a
+    /// node only after verifying it (`crate::remedy`).
+    pub resumes: bool,
 }
 
 /// One node of a notification: whether a critical alert of it fires, and the alert that says
 /// why (the most specific: one with an XID, else one with a GPU, else the first).
-fn nodes_of(n: &Notification) -> Vec<(&str, bool, &Alert)> {
+pub(crate) fn nodes_of(n: &Notification) -> Vec<(&str, bool, &Alert)> {
     let rank =
         |a: &Alert| u8::from(xid_of(a).is_some()) * 2 + u8::from(a.labels.contains_key("gpu"));
     let mut nodes: Vec<(&str, bool, &Alert)> = Vec::new();
@@ -305,6 +308,9 @@ impl Slurm<'_> {
                 format!("Reason={}", drain_reason(node, a)),
             ])
         } else if !state.contains("DRAIN") {
+            None
+        } else if !self.resumes {
+            tracing::debug!("slurm_drain: {node} recovered: remediation verifies and resumes it");
             None
         } else if !st.reason.starts_with("ugro:") {
             note(&format!(

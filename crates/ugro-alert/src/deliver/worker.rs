@@ -502,12 +502,14 @@ impl Worker {
                 scontrol,
                 timeout: own,
                 env,
+                remedy,
             } => Slurm {
                 act: *act,
                 scontrol,
                 timeout: own.unwrap_or(timeout).min(cap),
                 inherit: env,
                 transport: t,
+                resumes: remedy.is_none(),
             }
             .deliver(n),
         }

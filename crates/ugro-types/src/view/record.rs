@@ -112,7 +112,8 @@ impl<'de, S: Deserialize<'de>, B: Deserialize<'de>> Visitor<'de> for RawVisitor<
         f.write_str("a JSON object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        let mut map = super::unique::Unique::new(map);
         let mut raw = Raw {
             v: None,
             kind: None,
@@ -307,6 +308,21 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(want), "{line}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_repeated_member_rejects_the_record_whichever_member_it_is() {
+        for dup in [
+            r#""score":{"state":"healthy"}"#,
+            r#""x":1"#,
+            r#""node":"b""#,
+        ] {
+            let line = format!(
+                r#"{{"v":1,"kind":"sample","ts":"2026-11-28T00:00:00Z","node":"n",{dup},"score":{{"state":"critical"}},{dup}}}"#
+            );
+            let e = Head::parse(&line).unwrap_err().to_string();
+            assert!(e.contains("appears twice"), "{line}: {e}");
         }
     }
 

@@ -49,7 +49,7 @@ pub struct SampleView<'a> {
     #[serde(default)]
     pub processes: Option<Cow<'a, ProcessSection>>,
     /// Collector errors.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::limits::cow_items")]
     pub errors: Cow<'a, [CollectorError]>,
     /// Whether a `score` key is there (even as `null`): a scorer then replaces it rather than
     /// splicing a second one in.
@@ -75,10 +75,10 @@ pub struct GpuSectionView<'a> {
     #[serde(default)]
     pub pci_devices: Option<u32>,
     /// The devices.
-    #[serde(default, borrow, deserialize_with = "gpu_list")]
+    #[serde(default, borrow, deserialize_with = "crate::limits::gpus")]
     pub devices: Vec<GpuView<'a>>,
     /// XIDs that could not be attributed to a device.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::limits::cow_items")]
     pub unattributed_xids: Cow<'a, [Xid]>,
 }
 
@@ -124,7 +124,7 @@ pub struct GpuView<'a> {
     #[serde(default)]
     pub pcie: Option<Pcie>,
     /// XIDs attributed to this GPU.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::limits::cow_items")]
     pub xids: Cow<'a, [Xid]>,
 }
 
@@ -278,29 +278,6 @@ impl<'de> Deserialize<'de> for ThrottleReasons {
     }
 }
 
-/// JSON gives no length up front, so serde's Vec would grow 1, 2, 4, 8 for a typical node:
-/// start at eight GPUs instead (one allocation per sample on the hot path).
-fn gpu_list<'de: 'a, 'a, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<GpuView<'a>>, D::Error> {
-    struct List<'a>(std::marker::PhantomData<GpuView<'a>>);
-    impl<'de: 'a, 'a> serde::de::Visitor<'de> for List<'a> {
-        type Value = Vec<GpuView<'a>>;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a list of GPUs")
-        }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(
-            self,
-            mut seq: A,
-        ) -> Result<Self::Value, A::Error> {
-            let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(8).clamp(8, 64));
-            while let Some(g) = seq.next_element()? {
-                v.push(g);
-            }
-            Ok(v)
-        }
-    }
-    d.deserialize_seq(List(std::marker::PhantomData))
-}
-
 /// `recovery_action` borrowed as text and named, so a GPU costs no allocation for it; an
 /// unknown name rejects the line as the owned type does.
 fn recovery_action<'de, D: serde::Deserializer<'de>>(
@@ -342,8 +319,18 @@ impl<'a> SampleView<'a> {
     /// Parses one line and checks its header. A line of another kind whose fields do not
     /// collide with a sample's parses too (check [`SampleView::kind`]).
     pub fn parse(line: &'a str) -> Result<Self, RecordError> {
-        let s: SampleView<'a> = serde_json::from_str(line)?;
+        let s = SampleView::from_line(line)?;
         check_header(s.v, &s.node)?;
+        Ok(s)
+    }
+
+    /// Parses one line without checking its header. A member named twice rejects the line,
+    /// whichever member it is (the one rule for repeated members, see `view::unique`), and
+    /// lists longer than [`crate::limits`] allow are refused as they are read.
+    pub fn from_line(line: &'a str) -> Result<Self, serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_str(line);
+        let s = SampleView::deserialize(super::unique::UniqueKeys(&mut de))?;
+        de.end()?;
         Ok(s)
     }
 
@@ -495,5 +482,23 @@ mod tests {
             SampleView::parse(r#"{"v":7,"kind":"sample","ts":"2026-11-28T00:00:00Z","node":"n"}"#)
                 .unwrap_err();
         assert!(matches!(e, RecordError::FutureVersion { found: 7 }), "{e}");
+    }
+
+    #[test]
+    fn a_sample_naming_a_member_twice_or_with_too_many_gpus_is_refused() {
+        let line = FIXTURES[0].lines().next().unwrap();
+        assert!(SampleView::from_line(line).is_ok());
+        let twice = line.replacen('{', r#"{"operator":1,"operator":2,"#, 1);
+        let e = SampleView::from_line(&twice).unwrap_err().to_string();
+        assert!(e.contains("appears twice"), "{e}");
+        let gpus: Vec<String> = (0..=crate::limits::MAX_GPUS)
+            .map(|i| format!(r#"{{"index":{i}}}"#))
+            .collect();
+        let many = format!(
+            r#"{{"v":1,"kind":"sample","ts":"2026-11-28T00:00:00Z","node":"n","gpu":{{"status":"ok","devices":[{}]}}}}"#,
+            gpus.join(",")
+        );
+        let e = SampleView::from_line(&many).unwrap_err().to_string();
+        assert!(e.contains("more than 256 GPUs"), "{e}");
     }
 }

@@ -32,7 +32,7 @@ pub struct ScoreView<'a> {
     #[serde(default, borrow)]
     pub action: Cow<'a, str>,
     /// Every deduction.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "crate::limits::reasons")]
     pub reasons: Vec<ReasonView<'a>>,
     /// One line for people.
     #[serde(default, borrow)]

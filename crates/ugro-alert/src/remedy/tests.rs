@@ -1,0 +1,292 @@
+//! The controller through the stage, one cron run per poll, with an in-memory Slurm: what it
+//! runs, what it sets, what it escalates. The real slurmctld is in tests/slurm_remedy.rs.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use ugro_types::stage::Stage;
+use ugro_types::{Alert, AlertStatus, Timestamp};
+
+use crate::config::AlertConfig;
+use crate::deliver::{Exec, ExecOutput, Failure, Transport};
+use crate::stage::AlertStage;
+
+#[derive(Debug, Default)]
+struct Slurm {
+    /// node -> (state, reason)
+    nodes: BTreeMap<String, (String, String)>,
+    /// Programs other than scontrol, as run.
+    ran: Vec<Vec<String>>,
+    /// Exit status of `remedy` and `check`.
+    remedy_rc: i32,
+    check_rc: i32,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Fake(Arc<Mutex<Slurm>>);
+
+fn ok(stdout: String) -> ExecOutput {
+    ExecOutput {
+        status: Some(0),
+        stdout,
+        stderr: String::new(),
+    }
+}
+
+impl Fake {
+    fn scontrol(&self, args: &[String]) -> ExecOutput {
+        let mut s = self.0.lock().unwrap();
+        let node = args
+            .iter()
+            .find_map(|a| a.strip_prefix("NodeName="))
+            .or(args.get(2).map(String::as_str))
+            .unwrap_or("")
+            .to_owned();
+        let Some((state, reason)) = s.nodes.get_mut(&node) else {
+            return ExecOutput {
+                status: Some(1),
+                stdout: String::new(),
+                stderr: format!("Node {node} not found"),
+            };
+        };
+        if args[0] == "show" {
+            let mut out = format!("NodeName={node} Arch=x86_64\n   State={state} CPUTot=2\n");
+            if !reason.is_empty() {
+                out.push_str(&format!("   Reason={reason} [root@2026-11-28T00:00:00]\n"));
+            }
+            return ok(out);
+        }
+        if args.iter().any(|a| a == "State=RESUME") {
+            *state = "IDLE".into();
+            reason.clear();
+        } else if let Some(r) = args.iter().find_map(|a| a.strip_prefix("Reason=")) {
+            if !state.contains("DRAIN") {
+                state.push_str("+DRAIN");
+            }
+            *reason = r.to_owned();
+        }
+        ok(String::new())
+    }
+
+    fn node(&self, n: &str) -> (String, String) {
+        self.0.lock().unwrap().nodes[n].clone()
+    }
+
+    fn ran(&self) -> Vec<String> {
+        let s = self.0.lock().unwrap();
+        s.ran.iter().map(|a| a.join(" ")).collect()
+    }
+}
+
+impl Transport for Fake {
+    fn post(
+        &self,
+        _: &str,
+        _: &[(&str, String)],
+        _: &[u8],
+        _: std::time::Duration,
+    ) -> Result<(), Failure> {
+        Err(Failure::Permanent("no HTTP here".into()))
+    }
+
+    fn exec(&self, req: &Exec<'_>) -> Result<ExecOutput, String> {
+        if req.argv[0] == "scontrol" {
+            return Ok(self.scontrol(&req.argv[1..]));
+        }
+        let mut s = self.0.lock().unwrap();
+        s.ran.push(req.argv.to_vec());
+        let rc = if req.argv[0] == "check" {
+            s.check_rc
+        } else {
+            s.remedy_rc
+        };
+        Ok(ExecOutput {
+            status: Some(rc),
+            stdout: format!("{} says {rc}\n", req.argv[0]),
+            stderr: String::new(),
+        })
+    }
+}
+
+const T0: i64 = 1_795_000_000_000;
+
+const GPU3: &str = r#"{"status":"ok","devices":[{"index":3,"pci_bus_id":"00000000:9D:00.0"}]}"#;
+
+/// A sample of `node` at poll `i` (30 s apart): critical with a fatal XID on GPU 3, or
+/// healthy.
+fn line(node: &str, i: i64, critical: bool) -> String {
+    let (state, reasons) = if critical {
+        (
+            "critical",
+            r#"[{"code":"xid_fatal","component":"gpu","gpu":3,"fatal":true,"action":"reset_gpu","message":"XID 79 (fell off the bus)"}]"#,
+        )
+    } else {
+        ("healthy", "[]")
+    };
+    format!(
+        r#"{{"v":1,"kind":"sample","ts":"{}","node":"{node}","gpu":{GPU3},"score":{{"state":"{state}","action":"reset_gpu","components":{{}},"reasons":{reasons},"summary":"s"}}}}"#,
+        Timestamp(T0 + i * 30_000)
+    )
+}
+
+fn config(act: bool, extra: &str) -> String {
+    format!(
+        r#"global: {{cluster_min_nodes: 1000}}
+route:
+  receiver: drain
+  group_by: [node]
+  group_interval: 1s
+  routes:
+    - {{matchers: ['alertname=~"NodeNeedsService|QuarantineBudgetExhausted"'], receiver: out, continue: true}}
+    - receiver: drain
+receivers:
+  - name: out
+    stdout: {{}}
+  - name: drain
+    slurm_drain:
+      act: {act}
+      scontrol: scontrol
+      remediation:
+        actions:
+          reset_gpu: [remedy, "{{node}}", "--gpu={{gpu}}", "{{pci_bus_id}}", "{{action}}"]
+      verify:
+        healthy_polls: 2
+{extra}"#
+    )
+}
+
+/// One cron run over `lines`; the alerts it printed.
+fn run(dir: &Path, yaml: &str, fake: &Fake, lines: &[String]) -> Vec<Alert> {
+    let cfg = AlertConfig::from_str(Path::new("a.yaml"), yaml).unwrap();
+    let mut st =
+        AlertStage::with_transport(cfg, &dir.join("s.json"), Box::new(fake.clone())).unwrap();
+    let mut out: Vec<Alert> = Vec::new();
+    let mut emit = |b: &[u8]| {
+        out.push(serde_json::from_slice(b).unwrap());
+        Ok(())
+    };
+    for l in lines {
+        st.process(l, &mut emit).unwrap();
+    }
+    st.finish(&mut emit).unwrap();
+    drop(st);
+    out
+}
+
+fn slurm(nodes: &[&str]) -> Fake {
+    let f = Fake::default();
+    for n in nodes {
+        f.0.lock()
+            .unwrap()
+            .nodes
+            .insert((*n).to_owned(), ("IDLE".into(), String::new()));
+    }
+    f
+}
+
+fn needs_service(alerts: &[Alert]) -> Vec<&Alert> {
+    alerts
+        .iter()
+        .filter(|a| a.labels["alertname"] == "NodeNeedsService" && a.status == AlertStatus::Firing)
+        .collect()
+}
+
+#[test]
+fn the_remediation_gets_the_faulty_gpu_its_pci_bus_id_and_the_action() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = slurm(&["g1"]);
+    let yaml = config(true, "");
+    run(dir.path(), &yaml, &f, &[line("g1", 0, true)]);
+    assert_eq!(f.ran(), ["remedy g1 --gpu=3 00000000:9D:00.0 reset_gpu"]);
+    assert_eq!(
+        f.node("g1"),
+        (
+            "IDLE+DRAIN".into(),
+            "ugro: remedy reset_gpu verifying: GpuXidFatal gpu=3 xid=79".into()
+        )
+    );
+    run(dir.path(), &yaml, &f, &[line("g1", 1, false)]);
+    assert!(f.node("g1").0.contains("DRAIN"), "one healthy poll of two");
+    run(dir.path(), &yaml, &f, &[line("g1", 2, false)]);
+    assert_eq!(f.node("g1"), ("IDLE".into(), String::new()));
+}
+
+#[test]
+fn a_fault_that_returns_after_two_remediations_needs_service_without_a_third() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = slurm(&["g1"]);
+    let yaml = config(true, "");
+    let mut i = 0;
+    for _ in 0..2 {
+        for critical in [true, false, false] {
+            run(dir.path(), &yaml, &f, &[line("g1", i, critical)]);
+            i += 1;
+        }
+        assert_eq!(f.node("g1").0, "IDLE", "remediated, verified, resumed");
+    }
+    assert_eq!(f.ran().len(), 2);
+    let alerts = run(dir.path(), &yaml, &f, &[line("g1", i, true)]);
+    assert_eq!(f.ran().len(), 2, "no third remediation");
+    let (state, reason) = f.node("g1");
+    assert!(state.contains("DRAIN"));
+    assert_eq!(
+        reason,
+        "ugro: needs service: GpuXidFatal gpu=3 xid=79: returned after 2 remediations within 1day"
+    );
+    let a = needs_service(&alerts);
+    assert_eq!(a.len(), 1, "{alerts:?}");
+    assert_eq!(a[0].annotations["action"], "hardware_inspection");
+    assert!(a[0].annotations["description"].contains("remedy says 0"));
+
+    // The operator fixes it and releases it: the alert resolves, ugro holds it no more.
+    crate::remedy::enqueue(
+        &dir.path().join("s.json"),
+        &crate::remedy::Command::Release { node: "g1".into() },
+    )
+    .unwrap();
+    let alerts = run(dir.path(), &yaml, &f, &[line("g1", i + 1, false)]);
+    let later = run(dir.path(), &yaml, &f, &[line("g1", i + 2, false)]);
+    assert!(
+        alerts
+            .iter()
+            .chain(&later)
+            .any(|a| a.labels["alertname"] == "NodeNeedsService"
+                && a.status == AlertStatus::Resolved),
+        "{alerts:?} {later:?}"
+    );
+}
+
+#[test]
+fn a_failing_check_keeps_the_node_drained_and_counts_as_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = slurm(&["g1"]);
+    f.0.lock().unwrap().check_rc = 1;
+    // Under verify:, beside healthy_polls.
+    let yaml = config(true, "        check: [check, \"{node}\"]\n");
+    for (i, critical) in [true, false, false].into_iter().enumerate() {
+        run(dir.path(), &yaml, &f, &[line("g1", i as i64, critical)]);
+    }
+    assert_eq!(
+        f.ran(),
+        ["remedy g1 --gpu=3 00000000:9D:00.0 reset_gpu", "check g1"]
+    );
+    let (state, reason) = f.node("g1");
+    assert!(state.contains("DRAIN"), "{state}");
+    assert!(
+        reason.starts_with("ugro: remedy reset_gpu failed: GpuXidFatal gpu=3 xid=79: check failed (exit 1: check says 1)"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_dry_run_says_what_it_would_run_and_runs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = slurm(&["g1"]);
+    let yaml = config(false, "");
+    run(dir.path(), &yaml, &f, &[line("g1", 0, true)]);
+    run(dir.path(), &yaml, &f, &[line("g1", 1, true)]);
+    assert!(f.ran().is_empty());
+    assert_eq!(f.node("g1"), ("IDLE".into(), String::new()));
+}
