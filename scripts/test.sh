@@ -4,17 +4,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Tests that drive a real component (sshd, Alertmanager, promtool, pdsh, jq, Slurm,
+# Tests that drive a real component (sshd, Alertmanager, promtool, pdsh, jq, Slurm, Nagios,
 # systemd-analyze, man) fail instead of skipping when that component is missing.
 export UGRO_REQUIRE_REAL=1
 export CARGO_TERM_COLOR=never
 
 # systemd: systemd-analyze verify for the units (no running init needed); man-db: man -M on
-# the installed pages; bsdutils: script(1), a terminal for the log-colour test.
+# the installed pages; bsdutils: script(1), a terminal for the log-colour test; nagios4-core:
+# the Nagios Core 4 daemon of Debian's nagios4, without its CGIs and web server.
 packages=(jq mandoc openssh-server openssh-client prometheus prometheus-alertmanager
           prometheus-node-exporter pdsh
           python3-psutil hyperfine procps util-linux bsdutils bc coreutils systemd man-db
-          slurm-wlm munge)
+          slurm-wlm munge nagios4-core)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -11,6 +11,9 @@ complete -c ugro-score -l metric-names -d 'Names in Prometheus output: ugro\'s o
 dcgm\t'ugro\'s names, and dcgm-exporter\'s names and labels for the GPU readings both have'"
 complete -c ugro-score -s o -l output -d 'With --format prometheus: write the exposition to FILE instead of standard output, replaced atomically (temp file in the same directory, mode 0644, rename) each time it is rewritten: for node_exporter\'s textfile collector' -r -F
 complete -c ugro-score -l state -d 'Keep the history the rules need (rates, trends, XID windows, reboots, GPU counts) in FILE between runs: locked for the run, rewritten atomically (mode 0600) at the end. Without FILE: $XDG_STATE_HOME/ugro/score.json, else ~/.local/state/ugro/score.json' -r -F
+complete -c ugro-score -s w -l warning -d 'Check mode: WARNING when the score alerts against RANGE (Monitoring Plugins syntax [@][start:][end]: `70:` warns below 70, `@0:70` inside 0-70); default `<degraded-below>:`' -r
+complete -c ugro-score -l critical -d 'Check mode: CRITICAL when the score alerts against RANGE; default `<critical-below>:`. (Short -c stays --config, as in every ugro tool.)' -r
+complete -c ugro-score -l max-perfdata -d 'Check mode: bytes of perfdata on the status line at most (whole values, the worst nodes\' scores first; the text says how many were left out). The whole output stays under 8000 bytes, inside Nagios Core\'s documented 8192 (MAX_PLUGIN_OUTPUT_LENGTH)' -r
 complete -c ugro-score -s e -l exit-status -d 'Exit with the Monitoring Plugins status of the worst state seen (0-3), in JSON mode too'
 complete -c ugro-score -l strict -d 'Stop at the first bad input line'
 complete -c ugro-score -l reset-state -d 'Start the --state file over (it is removed under its lock first)'

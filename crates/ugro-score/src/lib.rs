@@ -20,6 +20,7 @@ use ugro_types::{Exit, HealthState, PluginStatus};
 pub mod config;
 mod gpu;
 mod history;
+pub mod nagios;
 pub mod output;
 pub mod policy;
 pub mod prom;
@@ -166,16 +167,32 @@ OUTPUT AND EXIT STATUS. --format json (default): exit 0, or 65 when any line was
 (each reported as `ugro-score: line N: cause`, good lines still scored). --format nagios \
 (Monitoring Plugins guidelines): after the input is read, one status line `UGRO <STATE> - \
 <node>: <summary> | <perfdata>` for the worst state seen (critical > unknown > degraded > \
-healthy), which is also the exit status (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN); perfdata \
-'score'=T;70:;40:;0;100 plus each component and GPU. With several samples the line reads \
-`<n> nodes: <c> critical, <u> unknown, <d> degraded, <h> healthy; <worst node>: <summary>`, \
-perfdata labels carry the node name ('gpu-01 score'), and one long-text line per node follows \
-(no perfdata in it). -e/--exit-status gives JSON mode the same plugin exit. In these check \
-modes a rejected line or an input with no sample makes the status at least UNKNOWN (the text \
-says how many lines were bad; they are still reported on stderr), and a setup error (missing \
-input file, bad configuration) is `UGRO UNKNOWN - <cause>` with status 3, so a monitoring \
-system never reads a data error as OK and never sees 64-78; only an unparsable command line \
-still exits 64. --format table prints a header and one aligned row per sample.
+healthy), which is also the exit status (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN). A node is \
+CRITICAL on a hard fail or when its score alerts against --critical (default `40:`, i.e. \
+--critical-below), UNKNOWN without a score, WARNING when its score alerts against -w/--warning \
+(default `70:`), a component is below --critical-below or a GPU below --degraded-below; ranges \
+follow the guidelines ([@][start:][end], ~ for minus infinity: `70:` alerts below 70, `@0:50` \
+inside 0-50; short -c stays --config, as in every ugro tool). Perfdata thresholds say the same: \
+'score'=T;<warning>;<critical>;0;100, 'fatal'=N;;0;0; (only for a node with hard fails: any \
+is critical), components ;<critical-below>:, GPUs ;<degraded-below>:. With several samples \
+the line reads `<n> nodes: <c> critical, <u> unknown, <d> degraded, <h> healthy; <worst \
+node>: <summary>`, perfdata labels carry the node name ('gpu-01 score'), after the counts \
+('nodes', 'critical' (critical when above 0), 'unknown', 'degraded' (warning above 0), \
+'healthy'); one long-text line per node follows (no perfdata in it), worst first. BOUNDED \
+OUTPUT: Nagios Core's documented limit is 8192 bytes of plugin output with perfdata \
+(MAX_PLUGIN_OUTPUT_LENGTH; paths and transports built to it cut anywhere past it), so the \
+whole output stays under 8000 bytes. Perfdata is at most \
+--max-perfdata bytes (default 5120: every node's score of a 100-node check), in whole values: \
+the counts, then every node's score (and fatal) worst node first, then components and GPUs; \
+when some do not fit the text says `perfdata: <k> of <n> values left out (--max-perfdata \
+<bytes>)`. A summary longer than 300 bytes is shortened at a word (`...`); long-text lines \
+stop where the limit would be passed, and a last line says `(<k> more nodes not listed)`. \
+-e/--exit-status gives JSON mode the plugin exit (the -w/--critical ranges are for --format \
+nagios). In these check modes a rejected line or an input with no sample makes the status at \
+least UNKNOWN (the text says how many lines were bad; they are still reported on stderr), and \
+a setup error (missing input file, bad configuration) or a command line that cannot be parsed \
+is `UGRO UNKNOWN - <cause>` (`UGRO UNKNOWN - usage: <cause>`) with status 3, so a monitoring \
+system never reads a data error as OK and never sees 64-78. --format table prints a header and one aligned row per sample.
 
 PROMETHEUS. --format prometheus writes one Prometheus text exposition of the latest scored \
 sample of every node seen (ugro-probe's metrics plus ugro_node_score, ugro_node_state, \
@@ -265,8 +282,70 @@ pub struct Cli {
     #[arg(long = "reset-state", requires = "state")]
     pub reset_state: bool,
 
+    /// Check mode: WARNING when the score alerts against RANGE (Monitoring Plugins syntax
+    /// [@][start:][end]: `70:` warns below 70, `@0:70` inside 0-70); default `<degraded-below>:`.
+    #[arg(
+        short = 'w',
+        long = "warning",
+        value_name = "RANGE",
+        allow_hyphen_values = true
+    )]
+    pub warning: Option<nagios::Range>,
+
+    /// Check mode: CRITICAL when the score alerts against RANGE; default `<critical-below>:`.
+    /// (Short -c stays --config, as in every ugro tool.)
+    #[arg(long = "critical", value_name = "RANGE", allow_hyphen_values = true)]
+    pub critical: Option<nagios::Range>,
+
+    /// Check mode: bytes of perfdata on the status line at most (whole values, the worst nodes'
+    /// scores first; the text says how many were left out). The whole output stays under 8000
+    /// bytes, inside Nagios Core's documented 8192 (MAX_PLUGIN_OUTPUT_LENGTH).
+    #[arg(long = "max-perfdata", value_name = "BYTES", default_value_t = nagios::DEFAULT_MAX_PERFDATA as u16,
+          value_parser = clap::value_parser!(u16).range(64..=7000))]
+    pub max_perfdata: u16,
+
     #[command(flatten)]
     pub kinds: ugro_support::cli::KindsArg,
+}
+
+/// The binary's entry point: in check mode (`--format nagios`, `-e`) a command line clap
+/// cannot parse is `UGRO UNKNOWN - <cause>` with status 3, as a monitoring system expects;
+/// otherwise the usual status 64.
+pub fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    match Cli::try_parse_from(&args) {
+        Err(e) if e.use_stderr() && check_mode_args(&args) => {
+            let _ = e.print();
+            let cause = e.to_string();
+            let cause = cause
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim_start_matches("error: ");
+            let line = format!("UGRO UNKNOWN - usage: {}", cause.replace('|', "/"));
+            let mut out = RecordWriter::new(io::stdout().lock());
+            let _ = out.write_raw(line.as_bytes());
+            PluginStatus::Unknown.into()
+        }
+        _ => ugro_support::cli::main(TOOL, run),
+    }
+}
+
+/// Whether the raw arguments ask for a check (`--format nagios`, `-f nagios`, `-e`), read
+/// without clap because clap has just refused them.
+fn check_mode_args(args: &[std::ffi::OsString]) -> bool {
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    args.iter().enumerate().any(|(i, a)| {
+        let next_is_nagios = args.get(i + 1).is_some_and(|n| n == "nagios");
+        a == "--exit-status"
+            || a == "-e"
+            || a == "--format=nagios"
+            || a == "-fnagios"
+            || ((a == "--format" || a == "-f") && next_is_nagios)
+    })
 }
 
 /// The clap command, for man pages.
@@ -399,11 +478,17 @@ fn check(cli: Cli) -> Result<ExitCode, Error> {
         Err(e) => return Err(e.into()),
     }
     if cli.format == Format::Nagios {
-        let (worst, text) = output::nagios_report(
+        let opts = nagios::CheckOptions {
+            warning: cli.warning.clone(),
+            critical: cli.critical.clone(),
+            max_perfdata: usize::from(cli.max_perfdata),
+        };
+        let (worst, text) = nagios::report(
             &scorer.checks,
             scorer.checks_dropped,
             reader_bad,
             &scorer.cfg.thresholds,
+            &opts,
         );
         match out.write_raw(text.as_bytes()) {
             Ok(()) | Err(ugro_types::io::WriteError::Closed) => {}

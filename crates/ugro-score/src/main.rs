@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    ugro_support::cli::main("ugro-score", ugro_score::run)
+    ugro_score::main()
 }

@@ -140,7 +140,8 @@ fn nagios_lines_follow_the_plugin_guidelines_and_exit_by_worst_state() {
     let (_, perf) = l.split_once(" | ").unwrap();
     let perf: Vec<&str> = perf.split(' ').collect();
     assert_eq!(perf[0], "'score'=100;70:;40:;0;100");
-    assert!(perf.contains(&"'gpu0'=100;;;0;100"), "{perf:?}");
+    // Each value's thresholds are the ones that decide the status: a GPU below 70 degrades.
+    assert!(perf.contains(&"'gpu0'=100;70:;;0;100"), "{perf:?}");
     // 'label'=value[UOM];warn;crit;min;max, nothing else.
     for p in &perf {
         let (label, rest) = p.split_once('=').unwrap();
@@ -158,8 +159,8 @@ fn nagios_lines_follow_the_plugin_guidelines_and_exit_by_worst_state() {
     );
     assert_eq!(out.len(), 3, "{out:?}");
     assert!(
-        out[1].starts_with("h200-vm: healthy") && out[2].starts_with("meh-node: degraded"),
-        "{out:?}"
+        out[1].starts_with("meh-node: degraded") && out[2].starts_with("h200-vm: healthy"),
+        "worst first: {out:?}"
     );
     assert!(
         out[1..].iter().all(|l| !l.contains('|')),
@@ -426,4 +427,193 @@ fn other_kinds_pass_byte_for_byte_and_rescoring_keeps_user_numbers_exact() {
     let rec = decode(out.as_bytes());
     assert!(rec[0]["score"]["state"].is_string(), "{}", rec[0]["score"]);
     assert!(rec[0]["score"].get("stale").is_none());
+}
+
+/// A 100-node input: every tenth node with a fatal XID, every tenth (offset) degraded.
+fn hundred_nodes() -> String {
+    let vals: Vec<Value> = (0..100)
+        .map(|i| {
+            let mut v = match i % 10 {
+                3 => critical(),
+                5 => degraded(),
+                _ => busy(),
+            };
+            v["node"] = json!(format!("gpu-node-{i:03}"));
+            v
+        })
+        .collect();
+    lines(&vals.iter().collect::<Vec<_>>())
+}
+
+/// Perfdata tokens, split on the spaces outside quoted labels.
+fn perf_tokens(first: &str) -> Vec<String> {
+    let (_, perf) = first.split_once(" | ").unwrap();
+    let (mut tokens, mut cur, mut quoted) = (Vec::new(), String::new(), false);
+    for c in perf.chars() {
+        match c {
+            '\'' => quoted = !quoted,
+            ' ' if !quoted => {
+                tokens.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    tokens.push(cur);
+    tokens
+}
+
+#[test]
+fn a_hundred_node_check_fits_nagios_core_with_whole_tokens_and_says_what_it_left_out() {
+    let o = score()
+        .args(["--format", "nagios"])
+        .write_stdin(hundred_nodes())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(o.stdout.len() < 8192, "{} bytes", o.stdout.len());
+    let text = String::from_utf8(o.stdout).unwrap();
+    let first = text.lines().next().unwrap();
+    let tokens = perf_tokens(first);
+    let perf_bytes: usize = tokens.iter().map(|t| t.len() + 1).sum();
+    assert!(perf_bytes <= 5120, "{perf_bytes}");
+    for t in &tokens {
+        let (label, rest) = t.split_once('=').unwrap();
+        assert!(
+            label.starts_with('\'') && label.ends_with('\''),
+            "cut token {t}"
+        );
+        assert_eq!(rest.split(';').count(), 5, "cut token {t}");
+    }
+    // Every node's score is kept before any detail, and the cut is said.
+    assert_eq!(
+        tokens.iter().filter(|t| t.contains(" score'=")).count(),
+        100
+    );
+    let left: usize = first
+        .split("perfdata: ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect(first);
+    assert!(first.contains(&format!(
+        "{left} of {} values left out",
+        tokens.len() + left
+    )));
+    assert!(first.starts_with("UGRO CRITICAL - 100 nodes: 10 critical, 0 unknown, 10 degraded, 80 healthy; gpu-node-003"), "{first}");
+    // Long text: worst first, the rest counted.
+    let long: Vec<&str> = text.lines().skip(1).collect();
+    assert!(long[0].starts_with("gpu-node-003: critical"), "{long:?}");
+    let listed = long.iter().filter(|l| l.starts_with("gpu-node-")).count();
+    assert!(
+        long.last()
+            .unwrap()
+            .contains(&format!("({} more nodes not listed)", 100 - listed))
+    );
+
+    // A smaller cap keeps fewer whole tokens.
+    let o = score()
+        .args(["--format", "nagios", "--max-perfdata", "500"])
+        .write_stdin(hundred_nodes())
+        .output()
+        .unwrap();
+    let text = String::from_utf8(o.stdout).unwrap();
+    let first = text.lines().next().unwrap();
+    let perf_bytes: usize = perf_tokens(first).iter().map(|t| t.len() + 1).sum();
+    assert!(perf_bytes <= 500, "{perf_bytes}");
+    assert!(
+        first.contains("values left out (--max-perfdata 500)"),
+        "{first}"
+    );
+}
+
+/// The status each perfdata value implies by its own warn/crit ranges (`N:` alerts below N,
+/// `N` above N or below 0), the worst of them.
+fn status_from_perfdata(first: &str) -> i32 {
+    let alerts = |v: f64, r: &str| -> bool {
+        if r.is_empty() {
+            return false;
+        }
+        match r.split_once(':') {
+            Some((a, "")) => v < a.parse::<f64>().unwrap(),
+            Some(_) => panic!("range {r}"),
+            None => v < 0.0 || v > r.parse::<f64>().unwrap(),
+        }
+    };
+    perf_tokens(first)
+        .iter()
+        .map(|t| {
+            let f: Vec<&str> = t.split_once('=').unwrap().1.split(';').collect();
+            match f[0].parse::<f64>() {
+                Err(_) => 3,
+                Ok(v) if alerts(v, f[2]) => 2,
+                Ok(v) if alerts(v, f[1]) => 1,
+                Ok(_) => 0,
+            }
+        })
+        .max_by_key(|s| [0, 1, 3, 2][*s as usize])
+        .unwrap()
+}
+
+#[test]
+fn perfdata_thresholds_say_the_status_the_check_exits_with() {
+    for (input, want) in [
+        (lines(&[&busy()]), 0),
+        (lines(&[&degraded()]), 1),
+        (lines(&[&critical()]), 2),
+        (lines(&[&unreachable()]), 3),
+        (lines(&[&busy(), &degraded(), &critical()]), 2),
+    ] {
+        let (code, out) = nagios(input);
+        assert_eq!(code, want, "{out:?}");
+        assert_eq!(status_from_perfdata(&out[0]), want, "{}", out[0]);
+    }
+}
+
+#[test]
+fn warning_and_critical_ranges_judge_the_score() {
+    let run = |args: &[&str]| {
+        let o = score()
+            .args(["--format", "nagios"])
+            .args(args)
+            .write_stdin(lines(&[&busy()]))
+            .output()
+            .unwrap();
+        let first = String::from_utf8(o.stdout)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .to_owned();
+        (o.status.code().unwrap(), first)
+    };
+    let (code, first) = run(&["-w", "101:", "--critical", "50:"]);
+    assert_eq!(code, 1, "{first}");
+    assert!(first.starts_with("UGRO WARNING - "), "{first}");
+    assert!(first.contains("'score'=100;101:;50:;0;100"), "{first}");
+    let (code, first) = run(&["-w", "101:", "--critical", "@90:100"]);
+    assert_eq!(code, 2, "inside an @ range alerts: {first}");
+    let (code, _) = run(&["-w", "~:100"]);
+    assert_eq!(code, 0, "100 is inside ~:100");
+}
+
+#[test]
+fn usage_errors_in_check_mode_are_unknown_with_the_cause() {
+    for args in [
+        vec!["--format", "nagios", "--bogus"],
+        vec!["--format=nagios", "-w", "abc"],
+        vec!["-e", "--max-perfdata", "1"],
+    ] {
+        let o = score().args(&args).write_stdin("").output().unwrap();
+        assert_eq!(o.status.code(), Some(3), "{args:?}");
+        let text = String::from_utf8(o.stdout).unwrap();
+        assert!(
+            text.starts_with("UGRO UNKNOWN - usage: "),
+            "{args:?}: {text}"
+        );
+        assert_eq!(text.lines().count(), 1);
+    }
+    let o = score().arg("--bogus").write_stdin("").output().unwrap();
+    assert_eq!(o.status.code(), Some(64), "outside check mode");
 }
