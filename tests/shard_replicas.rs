@@ -35,6 +35,7 @@ impl Watcher {
             .args(["--alert-config", &w("alert.yaml")])
             .args(["--breaker-state", &p("breaker.json")])
             .args(["--alert-state", &p("alert.json"), "--tee", &p("raw.jsonl")])
+            .args(["--score-state", &p("score.json")])
             .args(["--stats-every", "0", "--format", "json", "--no-deploy"])
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(p("stderr")).unwrap()))

@@ -4,6 +4,7 @@ complete -c ugro-watch -l breaker-config -d 'ugro-breaker configuration for --pi
 complete -c ugro-watch -l alert-config -d 'ugro-alert configuration for --pipeline' -r -F
 complete -c ugro-watch -l breaker-state -d 'Breaker state file for --pipeline [default: STATE_DIR/breaker.json, else ~/.local/state/ugro/watch-breaker.json]' -r -F
 complete -c ugro-watch -l alert-state -d 'Alert state file for --pipeline [default: STATE_DIR/alert.json, else ~/.local/state/ugro/watch-alert.json]' -r -F
+complete -c ugro-watch -l score-state -d 'The scorer\'s history for --pipeline (XID windows, GPU counts, rates; see ugro-score --state) [default: STATE_DIR/score.json, else ~/.local/state/ugro/watch-score.json]. Replicas on one host need their own, as with --breaker-state and --alert-state' -r -F
 complete -c ugro-watch -l state-dir -d 'Keep per-node state files here (latest sample, score, breaker, last alert, history)' -r -F
 complete -c ugro-watch -l history -d 'History entries kept per node [default: state.history, 60]' -r
 complete -c ugro-watch -l stats-every -d 'Period of `stats` records; 0 turns them off, except those saying the state became unwritable or writable again [default: state.stats_every, 60s]' -r

@@ -27,7 +27,7 @@ fn replica(
     let own = dir.join(holder);
     std::fs::create_dir_all(&own).unwrap();
     let cfg = own.join("alert.yaml");
-    write(
+    write_config(
         &cfg,
         &format!(
             "global:\n  cluster_min_nodes: 100\ndelivery: {{attempts: 1, budget: 10s}}\n\

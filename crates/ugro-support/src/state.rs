@@ -188,7 +188,19 @@ impl StateLock {
     pub fn acquire(path: &Path) -> Result<Self, StateError> {
         let path = resolve(path)?;
         let (lock, lock_path) = open_lock_file(&path)?;
-        lock.lock().map_err(io_err(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                // Say so: a second watcher or filter on the same file would otherwise hang
+                // without a word until the first one exits.
+                tracing::warn!(
+                    "{}: waiting for another run that holds this state file (give each run its own state file)",
+                    path.display()
+                );
+                lock.lock().map_err(io_err(&lock_path))?;
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
+        }
         remove_orphans(&path);
         Ok(StateLock { path, _lock: lock })
     }

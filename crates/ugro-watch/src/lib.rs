@@ -171,8 +171,8 @@ nodes that rendezvous hashing of their names gives to shard I: every shard j wei
 and going from N to N+1 shards moves only the nodes the new shard wins (about 1/(N+1)). \
 --check lists every node of the file with its shard and `watched` (whether this shard polls \
 it); a shard left with no node refuses to start. Replicas are watchers started with the same \
-shard: each polls the same nodes and keeps its own state (the state directory, the breaker's \
-and alert's state files, its spool: give each replica its own), and each posts to every \
+shard: each polls the same nodes and keeps its own state (the state directory, the scorer's, \
+breaker's and alert's state files, its spool: give each replica its own), and each posts to every \
 member of an Alertmanager cluster (an alertmanager receiver listing all of them), which \
 deduplicates the page. Slurm actions stay single: slurm_drain with `lease:` (see ugro-alert(1)) \
 drains or resumes a node only while holding that node's lease in its Slurm Comment. See \
@@ -238,6 +238,12 @@ pub struct Cli {
     /// ~/.local/state/ugro/watch-alert.json].
     #[arg(long, value_name = "FILE")]
     pub alert_state: Option<PathBuf>,
+
+    /// The scorer's history for --pipeline (XID windows, GPU counts, rates; see ugro-score
+    /// --state) [default: STATE_DIR/score.json, else ~/.local/state/ugro/watch-score.json].
+    /// Replicas on one host need their own, as with --breaker-state and --alert-state.
+    #[arg(long, value_name = "FILE")]
+    pub score_state: Option<PathBuf>,
 
     /// Keep per-node state files here (latest sample, score, breaker, last alert, history).
     #[arg(long, value_name = "DIR")]

@@ -198,7 +198,12 @@ pub fn build(
         "watch-alert.json",
     )?;
     // The scorer's history (rates, trends, XID windows) survives a watcher restart.
-    let score_state = state_file(&None, state_dir, "score.json", "watch-score.json")?;
+    let score_state = state_file(
+        &cli.score_state,
+        state_dir,
+        "score.json",
+        "watch-score.json",
+    )?;
     let scorer = ugro_score::Scorer::with_state(score_cfg, ugro_score::Format::Json, &score_state)
         .map_err(setup("ugro-score"))?;
     let breaker = ugro_breaker::BreakerStage::open(breaker_cfg, &breaker_state)
