@@ -257,11 +257,21 @@ fn commands(cmd: &Command) -> String {
             .filter(|a| !a.is_global_set() && !matches!(a.get_id().as_str(), "help" | "version"))
             .map(synopsis_arg)
             .collect();
-        out.push_str(&format!(
-            "\\fB{}\\fR {}\n",
-            roff::inline(sub.get_name()),
+        // A command with subcommands of its own (`budget reset`) names them in place of
+        // arguments; trimmed, so a command with neither leaves no trailing blank (mandoc style).
+        let nested: Vec<String> = sub
+            .get_subcommands()
+            .filter(|c| c.get_name() != "help")
+            .map(|c| format!("\\fB{}\\fR", roff::inline(c.get_name())))
+            .collect();
+        let args = if own.is_empty() && !nested.is_empty() {
+            nested.join(" | ")
+        } else {
             own.join(" ")
-        ));
+        };
+        let head = format!("\\fB{}\\fR {args}", roff::inline(sub.get_name()));
+        out.push_str(head.trim_end());
+        out.push('\n');
         let help = sub
             .get_long_about()
             .or_else(|| sub.get_about())
