@@ -201,21 +201,6 @@ impl Rig {
     }
 }
 
-/// (holder, until) of the node's lease, from its Comment.
-fn lease(c: &SlurmCluster, node: &str) -> (String, u64) {
-    let show = c.run("scontrol", &["show", "node", node]);
-    let com = show
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Comment="))
-        .unwrap_or("");
-    let tok = com.split_whitespace().last().unwrap_or("");
-    let (h, u) = tok
-        .strip_prefix("ugro-lease:")
-        .and_then(|t| t.rsplit_once(':'))
-        .unwrap_or_else(|| panic!("{node}: no lease in comment {com:?}"));
-    (h.to_owned(), u.parse().unwrap())
-}
-
 fn reason(c: &SlurmCluster, node: &str) -> String {
     c.node(node).reason.unwrap_or_default()
 }

@@ -956,18 +956,8 @@ impl Remedy {
                 note(&format!(
                     "remedy: {node}: Slurm says another replica remediated it: verifying, not remediating again"
                 ));
-                let window = self.cfg.recurrence_window.max(self.cfg.failure_window);
-                let hist = self.history(node);
-                hist.remediations.retain(|(t, _)| within(now, *t, window));
-                hist.remediations.push((now, h.fault.clone()));
-                self.set_phase(
-                    node,
-                    Phase::Verifying {
-                        since: now,
-                        healthy: 0,
-                        remediated: true,
-                    },
-                );
+                self.remediated(node, &h.fault, now);
+                self.verify_remediated(node, now);
             }
             worker::Found::Failed(why) => {
                 note(&format!(
@@ -990,14 +980,30 @@ impl Remedy {
         self.st.history.entry(node.to_owned()).or_default()
     }
 
-    fn ran(&mut self, node: &str, h: &Held, rec: RunRecord, now: Timestamp) {
-        let ok = rec.ok();
-        let brief = rec.brief();
+    /// A remediation of `fault` at `now`, for the recurrence count.
+    fn remediated(&mut self, node: &str, fault: &str, now: Timestamp) {
         let window = self.cfg.recurrence_window.max(self.cfg.failure_window);
         let hist = self.history(node);
         hist.remediations.retain(|(t, _)| within(now, *t, window));
-        hist.remediations.push((now, h.fault.clone()));
-        hist.last_run = Some(rec);
+        hist.remediations.push((now, fault.to_owned()));
+    }
+
+    fn verify_remediated(&mut self, node: &str, now: Timestamp) {
+        self.set_phase(
+            node,
+            Phase::Verifying {
+                since: now,
+                healthy: 0,
+                remediated: true,
+            },
+        );
+    }
+
+    fn ran(&mut self, node: &str, h: &Held, rec: RunRecord, now: Timestamp) {
+        let ok = rec.ok();
+        let brief = rec.brief();
+        self.remediated(node, &h.fault, now);
+        self.history(node).last_run = Some(rec);
         if !ok {
             self.failed(
                 node,
@@ -1010,14 +1016,7 @@ impl Remedy {
             "remedy: {node}: {} ran ({brief}); verifying",
             h.action.as_str()
         ));
-        self.set_phase(
-            node,
-            Phase::Verifying {
-                since: now,
-                healthy: 0,
-                remediated: true,
-            },
-        );
+        self.verify_remediated(node, now);
         let reason = fit(format!(
             "ugro: remedy {} verifying: {}",
             h.action.as_str(),
