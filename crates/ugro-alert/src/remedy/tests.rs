@@ -442,3 +442,52 @@ fn a_replica_taking_over_a_node_that_needs_service_keeps_it_drained_and_raises_t
     );
     assert_eq!(f.ran().len(), 1);
 }
+
+#[test]
+fn a_holder_verifying_a_node_renews_its_lease_so_the_other_replica_does_not_take_it_over() {
+    let a = tempfile::tempdir().unwrap();
+    let f = slurm(&["g1"]);
+    let ya = replica("replica-a");
+    run(a.path(), &ya, &f, &[line("g1", 0, true)]);
+    // Its lease is about to run out while it counts healthy polls.
+    let soon = crate::deliver::lease::unix_now() + 1;
+    f.0.lock()
+        .unwrap()
+        .comments
+        .insert("g1".into(), format!("ugro-lease:replica-a:{soon}"));
+    run(a.path(), &ya, &f, &[line("g1", 1, false)]);
+    let c = f.0.lock().unwrap().comments["g1"].clone();
+    let l = crate::deliver::lease::parse(&c).unwrap();
+    assert_eq!(l.holder, "replica-a");
+    assert!(l.until > soon + 3000, "renewed for its ttl (1h): {l:?}");
+    assert!(f.node("g1").0.contains("DRAIN"), "still verifying");
+}
+
+#[test]
+fn a_failure_found_on_taking_a_node_over_is_counted_and_retried_later_not_at_once() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let f = slurm(&["g1"]);
+    f.0.lock().unwrap().remedy_rc = 1;
+    let yb = replica("replica-b");
+    run(a.path(), &replica("replica-a"), &f, &[line("g1", 0, true)]);
+    run(b.path(), &yb, &f, &[line("g1", 0, true)]);
+    let failed = f.node("g1").1;
+    assert!(
+        failed.starts_with("ugro: remedy reset_gpu failed: "),
+        "{failed}"
+    );
+    f.0.lock()
+        .unwrap()
+        .comments
+        .insert("g1".into(), "ugro-lease:replica-a:1000".into());
+    run(b.path(), &yb, &f, &[line("g1", 1, true)]);
+    assert_eq!(f.ran().len(), 1, "retried after retry_after, not now");
+    assert_eq!(f.node("g1").1, failed, "the reason says it already");
+    let st = held(b.path());
+    assert!(
+        matches!(st.held["g1"].phase, crate::remedy::Phase::Failed { .. }),
+        "{:?}",
+        st.held["g1"]
+    );
+    assert_eq!(st.history["g1"].failures.len(), 1);
+}
