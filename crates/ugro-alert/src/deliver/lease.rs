@@ -9,7 +9,12 @@
 //! (else give up this try); wait `settle`; read again and act only if it is still ours. Two
 //! replicas that both found it free both write, but the later write lands before the earlier
 //! writer's re-read, so only one sees itself there. Expiry compares wall clocks of the replicas'
-//! hosts: keep them in step (NTP) far closer than `ttl`.
+//! hosts: keep them in step (NTP) far closer than `ttl`. Renewing a lease of ours that is
+//! good for more than `settle` is a read and a write, without the wait: while it is valid no
+//! other replica writes.
+//!
+//! Remediation (`crate::remedy`) takes the same lease before each of its jobs, so that of the
+//! replicas only the holder remediates, verifies and resumes a node.
 //!
 //! A replica that finds another's unexpired lease treats the action as a retryable failure: it
 //! retries with its receiver's backoff, so when the holder dies before acting, the other one
