@@ -43,26 +43,6 @@ fn at(node: &str, s: i64, state: &str) -> Vec<String> {
     vec![sample(node, secs(T, s), state, "")]
 }
 
-fn comment(c: &SlurmCluster, node: &str) -> String {
-    let show = c.run("scontrol", &["show", "node", node]);
-    show.lines()
-        .find_map(|l| l.trim().strip_prefix("Comment="))
-        .unwrap_or("")
-        .trim()
-        .to_owned()
-}
-
-/// (holder, until) of the node's lease.
-fn lease(c: &SlurmCluster, node: &str) -> (String, u64) {
-    let com = comment(c, node);
-    let tok = com.split_whitespace().last().unwrap_or("");
-    let (h, u) = tok
-        .strip_prefix("ugro-lease:")
-        .and_then(|t| t.rsplit_once(':'))
-        .unwrap_or_else(|| panic!("{node}: no lease in comment {com:?}"));
-    (h.to_owned(), u.parse().unwrap())
-}
-
 fn drains(err: &str, node: &str) -> usize {
     err.matches(&format!(
         "ran /usr/bin/scontrol update NodeName={node} State=DRAIN"

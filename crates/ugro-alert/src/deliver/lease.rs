@@ -9,7 +9,12 @@
 //! (else give up this try); wait `settle`; read again and act only if it is still ours. Two
 //! replicas that both found it free both write, but the later write lands before the earlier
 //! writer's re-read, so only one sees itself there. Expiry compares wall clocks of the replicas'
-//! hosts: keep them in step (NTP) far closer than `ttl`.
+//! hosts: keep them in step (NTP) far closer than `ttl`. Renewing a lease of ours that is
+//! good for more than `settle` is a read and a write, without the wait: while it is valid no
+//! other replica writes.
+//!
+//! Remediation (`crate::remedy`) takes the same lease before each of its jobs, so that of the
+//! replicas only the holder remediates, verifies and resumes a node.
 //!
 //! A replica that finds another's unexpired lease treats the action as a retryable failure: it
 //! retries with its receiver's backoff, so when the holder dies before acting, the other one
@@ -145,6 +150,12 @@ pub fn take<R: Register>(
     if let Verdict::Held(l) = judge(&comment, &conf.holder, now) {
         return Ok(Err(Lost::Held(l)));
     }
+    // Renewing a lease of ours that is good beyond the settle wait needs no wait: while it
+    // is unexpired no other replica writes (each reads it as held), and any write begun
+    // before our take landed before its re-read.
+    let renewal = parse(&comment).is_some_and(|l| {
+        l.holder == conf.holder && l.until > now.saturating_add(conf.settle.as_secs().max(1))
+    });
     let mine = Lease {
         holder: conf.holder.clone(),
         until: now.saturating_add(conf.ttl.as_secs().max(1)),
@@ -153,6 +164,9 @@ pub fn take<R: Register>(
     let took = started.elapsed();
     if took > conf.settle / 2 {
         return Ok(Err(Lost::Slow(took)));
+    }
+    if renewal {
+        return Ok(Ok(()));
     }
     sleep(conf.settle);
     let after = reg.read()?;
@@ -281,6 +295,33 @@ mod tests {
         // And b, re-reading its own write, holds it: exactly one of the two.
         let reg = Scripted::new(&[""]);
         assert_eq!(take(&reg, &conf("b", HOUR), &|_| {}), Ok(Ok(())));
+    }
+
+    #[test]
+    fn our_own_unexpired_lease_is_renewed_without_the_settle_wait() {
+        let far = unix_now() + 3600;
+        let reg = Scripted::new(&[&format!("rma ugro-lease:a:{far}")]);
+        let waited = RefCell::new(0);
+        let r = take(&reg, &conf("a", Duration::from_secs(2)), &|_| {
+            *waited.borrow_mut() += 1;
+        });
+        assert_eq!(r, Ok(Ok(())));
+        assert_eq!(*waited.borrow(), 0);
+        let w = reg.writes.borrow();
+        let lease = parse(&w[0]).unwrap();
+        assert!(
+            lease.until >= unix_now() + 599 && lease.until < far,
+            "{lease:?}"
+        );
+        // One about to expire is taken afresh, with the wait.
+        let soon = unix_now() + 1;
+        let reg = Scripted::new(&[&format!("ugro-lease:a:{soon}")]);
+        take(&reg, &conf("a", Duration::from_secs(2)), &|_| {
+            *waited.borrow_mut() += 1;
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(*waited.borrow(), 1);
     }
 
     #[test]

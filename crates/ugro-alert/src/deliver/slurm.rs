@@ -293,7 +293,7 @@ impl Slurm<'_> {
     /// once that lease has expired if its holder never did.
     fn leased(&self, node: &str, conf: &LeaseConf) -> Result<SlurmNode, Failure> {
         let reg = CommentOf { slurm: self, node };
-        match super::lease::take(&reg, conf, &std::thread::sleep)? {
+        match super::lease::take(&reg, conf, &|d| self.transport.sleep(d))? {
             Ok(()) => {
                 note(&format!(
                     "slurm_drain: {node}: lease taken by {}",

@@ -86,6 +86,10 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
     ) -> Result<(), Failure>;
     /// Runs a program. `Err` when it could not be started or was killed at its timeout.
     fn exec(&self, req: &Exec<'_>) -> Result<ExecOutput, String>;
+    /// Waits (a lease's settle time), so that a scripted transport can let time pass at once.
+    fn sleep(&self, d: Duration) {
+        std::thread::sleep(d);
+    }
 }
 
 /// Whether a variable of ours reaches exec receivers and scontrol without being listed in the

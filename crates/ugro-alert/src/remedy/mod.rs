@@ -17,6 +17,15 @@
 //! Before a node is drained at all the quarantine budget ([`budget`]) is asked. Decisions are
 //! pure functions of record time and the outcomes of the pool ([`worker`]), which does all
 //! the waiting. The state lives in `<state>.remedy`, beside the alert state.
+//!
+//! With replicas (the receiver's `lease:`), each replica keeps all of this state for itself
+//! and shares only what Slurm holds: the node's state, its reason (which names the phase) and
+//! the lease in its Comment ([`crate::deliver::lease`]). Every job takes or renews the lease
+//! first; one that finds another replica's lease does nothing, and the node is marked
+//! [`Follows`]: left to that replica, asked about every `poll_interval`, let go once Slurm
+//! shows it resumed. When that lease expires, the next job takes the node over from where its
+//! reason says the holder left it ([`worker::Found`]), so a remediation that ran is not run
+//! again.
 
 pub mod budget;
 pub mod cli;
@@ -108,6 +117,25 @@ pub struct Held {
     pub pci_bus_id: Option<String>,
     /// When it was taken.
     pub since: Timestamp,
+    /// With replicas: another replica holds the node's lease, so this one does nothing to it
+    /// and follows it as Slurm shows it (asking again every `poll_interval`) until that
+    /// replica resumes it or its lease expires (then this one takes the node over).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follows: Option<Follows>,
+}
+
+/// Another replica's hold on a node, as the last job found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Follows {
+    /// The replica.
+    pub holder: String,
+    /// Its lease's end, Unix seconds.
+    pub until: u64,
+    /// Whether Slurm showed the node drained under that lease (so that not drained later
+    /// means that replica resumed it).
+    pub seen_drained: bool,
+    /// When to ask again.
+    pub next: Timestamp,
 }
 
 /// What ugro remembers of a node across episodes.
@@ -186,6 +214,11 @@ pub struct Remedy {
     finishing: bool,
     /// The longest a job may take.
     longest: Duration,
+    /// With a lease: when each node's lease was last taken or renewed (record time), so
+    /// that a node this replica verifies keeps its lease (`Job::Renew`).
+    leased_at: BTreeMap<String, Timestamp>,
+    /// The receiver's lease ttl, when it has a lease.
+    lease_ttl: Option<Duration>,
 }
 
 /// Cuts a reason to what Slurm keeps.
@@ -248,7 +281,7 @@ impl Remedy {
         alert_state: &Path,
         transport: Arc<dyn Transport>,
     ) -> Result<Option<Remedy>, StateError> {
-        let Some((name, act, scontrol, timeout, env, rc)) =
+        let Some((name, act, scontrol, timeout, env, rc, lease)) =
             cfg.receivers.values().find_map(|r| match &r.kind {
                 ReceiverKind::SlurmDrain {
                     act,
@@ -256,8 +289,8 @@ impl Remedy {
                     timeout,
                     env,
                     remedy: Some(rc),
-                    ..
-                } => Some((&r.name, *act, scontrol, timeout, env, rc)),
+                    lease,
+                } => Some((&r.name, *act, scontrol, timeout, env, rc, lease)),
                 _ => None,
             })
         else {
@@ -279,8 +312,11 @@ impl Remedy {
         }
         let sc = timeout.unwrap_or(cfg.delivery.timeout);
         // A remediation job asks scontrol twice around its program; a resume, twice after the
-        // check.
-        let longest = rc.timeout.max(rc.check_timeout) + sc * 3;
+        // check; with a lease, up to five times more and the settle wait.
+        let longest = match lease {
+            Some(l) => rc.timeout.max(rc.check_timeout) + sc * 8 + l.settle,
+            None => rc.timeout.max(rc.check_timeout) + sc * 3,
+        };
         let runner = Runner {
             scontrol: scontrol.clone(),
             scontrol_timeout: timeout.unwrap_or(cfg.delivery.timeout),
@@ -288,6 +324,7 @@ impl Remedy {
             check_timeout: rc.check_timeout,
             inherit: env.clone(),
             transport,
+            lease: lease.clone(),
         };
         let pool =
             Pool::start(runner, rc.parallel, cfg.delivery.queue_size.max(1)).map_err(|source| {
@@ -310,6 +347,8 @@ impl Remedy {
             bus_ids: BTreeMap::new(),
             finishing: false,
             longest,
+            leased_at: BTreeMap::new(),
+            lease_ttl: lease.as_ref().map(|l| l.ttl),
         }))
     }
 
@@ -435,6 +474,7 @@ impl Remedy {
             gpu,
             pci_bus_id,
             since: now,
+            follows: None,
         };
         if let Some(why) = self.recurred(node, &h.fault, now) {
             h.phase = Phase::NeedsService { why };
@@ -545,7 +585,28 @@ impl Remedy {
             .collect();
         for node in due {
             self.step(&node, now);
+            self.renew(&node, now);
         }
+    }
+
+    /// A node this replica verifies (or waits to retry) runs no job for a while; its lease
+    /// is renewed at a third of its ttl so that the other replica does not take it over.
+    fn renew(&mut self, node: &str, now: Timestamp) {
+        let Some(ttl) = self.lease_ttl else {
+            return;
+        };
+        let Some(h) = self.st.held.get(node) else {
+            return;
+        };
+        let quiet = matches!(h.phase, Phase::Verifying { .. } | Phase::Failed { .. });
+        let recent = self
+            .leased_at
+            .get(node)
+            .is_some_and(|t| now.since(*t) < ttl / 3);
+        if !self.act || !quiet || h.follows.is_some() || self.in_flight.contains(node) || recent {
+            return;
+        }
+        self.submit(node, now, Job::Renew);
     }
 
     /// The end of a run: steps as far as they go. A job out is waited for up to the longest
@@ -640,9 +701,16 @@ impl Remedy {
     }
 
     fn submit(&mut self, node: &str, now: Timestamp, job: Job) -> bool {
-        let ok = self.pool.submit(node, now, job);
+        let takeover = self
+            .st
+            .held
+            .get(node)
+            .and_then(|h| h.follows.as_ref())
+            .map(|f| f.seen_drained);
+        let ok = self.pool.submit(node, now, job, takeover);
         if ok {
             self.in_flight.insert(node.to_owned());
+            self.leased_at.insert(node.to_owned(), now);
         }
         ok
     }
@@ -672,6 +740,9 @@ impl Remedy {
         let Some(h) = self.st.held.get(node).cloned() else {
             return;
         };
+        if h.follows.as_ref().is_some_and(|f| now < f.next) {
+            return;
+        }
         match h.phase {
             Phase::Waiting { next } if now >= next => self.start(node, &h, now),
             Phase::Failed { retry_at } if now >= retry_at => {
@@ -779,7 +850,21 @@ impl Remedy {
         let again = Phase::Waiting {
             next: now.add(self.cfg.poll_interval),
         };
+        if let Some(f) = &h.follows
+            && !matches!(o, Outcome::Leased(_) | Outcome::Error(_))
+        {
+            note(&format!(
+                "remedy: {node}: the lease of replica {} expired: this replica takes the node over as Slurm shows it",
+                f.holder
+            ));
+            if let Some(x) = self.st.held.get_mut(node) {
+                x.follows = None;
+            }
+        }
         match o {
+            Outcome::Leased(other) => self.follow(node, &h, other, now),
+            Outcome::Found(f) => self.adopt(node, &h, f, now),
+            Outcome::Renewed => {}
             Outcome::NotReady(why) => {
                 tracing::info!("remedy: {node} not ready for remediation: {why}");
                 if matches!(h.phase, Phase::Running) {
@@ -822,18 +907,103 @@ impl Remedy {
         }
     }
 
+    /// Another replica holds the node's lease: this one leaves the node to it, asks again
+    /// after `poll_interval`, and lets go once that replica has resumed it.
+    fn follow(&mut self, node: &str, h: &Held, o: worker::Other, now: Timestamp) {
+        let drained = o.state.to_ascii_uppercase().contains("DRAIN");
+        let seen = h.follows.as_ref().is_some_and(|f| f.seen_drained);
+        if seen && !drained {
+            note(&format!(
+                "remedy: {node}: back in service (State={}) under the lease of replica {}: let go",
+                o.state, o.holder
+            ));
+            self.st.held.remove(node);
+            return;
+        }
+        if h.follows.as_ref().is_none_or(|f| f.holder != o.holder) {
+            note(&format!(
+                "remedy: {node}: replica {} holds its lease until {} (unix): the node is that replica's; this one does nothing to it and follows it (State={})",
+                o.holder, o.until, o.state
+            ));
+        }
+        let phase = match &h.phase {
+            Phase::Running => Phase::Waiting {
+                next: now.add(self.cfg.poll_interval),
+            },
+            Phase::Resuming => Phase::Verifying {
+                since: h.since,
+                healthy: self.cfg.healthy_polls,
+                remediated: false,
+            },
+            p => p.clone(),
+        };
+        self.set_phase(node, phase);
+        if let Some(x) = self.st.held.get_mut(node) {
+            x.follows = Some(Follows {
+                holder: o.holder,
+                until: o.until,
+                seen_drained: seen || drained,
+                next: now.add(self.cfg.poll_interval),
+            });
+        }
+    }
+
+    /// The node's reason says where the replica before left it: carry on from there rather
+    /// than remediate again.
+    fn adopt(&mut self, node: &str, h: &Held, f: worker::Found, now: Timestamp) {
+        match f {
+            worker::Found::Verifying => {
+                note(&format!(
+                    "remedy: {node}: Slurm says another replica remediated it: verifying, not remediating again"
+                ));
+                self.remediated(node, &h.fault, now);
+                self.verify_remediated(node, now);
+            }
+            worker::Found::Failed(why) => {
+                note(&format!(
+                    "remedy: {node}: Slurm says another replica's remediation failed ({why}): counted, retried after retry_after"
+                ));
+                self.fail(node, now, format!("on another replica: {why}"), false);
+            }
+            worker::Found::NeedsService(why) => {
+                let why = why
+                    .strip_prefix(&format!("{}: ", h.fault))
+                    .unwrap_or(&why)
+                    .to_owned();
+                self.set_phase(node, Phase::NeedsService { why });
+                self.needs_service(node);
+            }
+        }
+    }
+
     fn history(&mut self, node: &str) -> &mut History {
         self.st.history.entry(node.to_owned()).or_default()
+    }
+
+    /// A remediation of `fault` at `now`, for the recurrence count.
+    fn remediated(&mut self, node: &str, fault: &str, now: Timestamp) {
+        let window = self.cfg.recurrence_window.max(self.cfg.failure_window);
+        let hist = self.history(node);
+        hist.remediations.retain(|(t, _)| within(now, *t, window));
+        hist.remediations.push((now, fault.to_owned()));
+    }
+
+    fn verify_remediated(&mut self, node: &str, now: Timestamp) {
+        self.set_phase(
+            node,
+            Phase::Verifying {
+                since: now,
+                healthy: 0,
+                remediated: true,
+            },
+        );
     }
 
     fn ran(&mut self, node: &str, h: &Held, rec: RunRecord, now: Timestamp) {
         let ok = rec.ok();
         let brief = rec.brief();
-        let window = self.cfg.recurrence_window.max(self.cfg.failure_window);
-        let hist = self.history(node);
-        hist.remediations.retain(|(t, _)| within(now, *t, window));
-        hist.remediations.push((now, h.fault.clone()));
-        hist.last_run = Some(rec);
+        self.remediated(node, &h.fault, now);
+        self.history(node).last_run = Some(rec);
         if !ok {
             self.failed(
                 node,
@@ -846,14 +1016,7 @@ impl Remedy {
             "remedy: {node}: {} ran ({brief}); verifying",
             h.action.as_str()
         ));
-        self.set_phase(
-            node,
-            Phase::Verifying {
-                since: now,
-                healthy: 0,
-                remediated: true,
-            },
-        );
+        self.verify_remediated(node, now);
         let reason = fit(format!(
             "ugro: remedy {} verifying: {}",
             h.action.as_str(),
@@ -865,6 +1028,12 @@ impl Remedy {
     /// A failed remediation or verification: drained with the reason updated, tried again
     /// after `retry_after`, or escalated.
     fn failed(&mut self, node: &str, now: Timestamp, why: String) {
+        self.fail(node, now, why, true);
+    }
+
+    /// As [`Remedy::failed`]; `tell` false when Slurm's reason says so already (a failure
+    /// found there, of another replica).
+    fn fail(&mut self, node: &str, now: Timestamp, why: String, tell: bool) {
         let Some(h) = self.st.held.get(node).cloned() else {
             return;
         };
@@ -895,7 +1064,7 @@ impl Remedy {
             h.action.as_str(),
             h.fault
         ));
-        if self.act {
+        if self.act && tell {
             self.submit(node, now, Job::Reason(reason));
         }
     }

@@ -17,6 +17,8 @@ use crate::stage::AlertStage;
 struct Slurm {
     /// node -> (state, reason)
     nodes: BTreeMap<String, (String, String)>,
+    /// node -> Comment (where replicas keep their lease)
+    comments: BTreeMap<String, String>,
     /// Programs other than scontrol, as run.
     ran: Vec<Vec<String>>,
     /// Exit status of `remedy` and `check`.
@@ -44,6 +46,11 @@ impl Fake {
             .or(args.get(2).map(String::as_str))
             .unwrap_or("")
             .to_owned();
+        if let Some(c) = args.iter().find_map(|a| a.strip_prefix("Comment=")) {
+            s.comments.insert(node, c.to_owned());
+            return ok(String::new());
+        }
+        let comment = s.comments.get(&node).cloned().unwrap_or_default();
         let Some((state, reason)) = s.nodes.get_mut(&node) else {
             return ExecOutput {
                 status: Some(1),
@@ -53,6 +60,9 @@ impl Fake {
         };
         if args[0] == "show" {
             let mut out = format!("NodeName={node} Arch=x86_64\n   State={state} CPUTot=2\n");
+            if !comment.is_empty() {
+                out.push_str(&format!("   Comment={comment}\n"));
+            }
             if !reason.is_empty() {
                 out.push_str(&format!("   Reason={reason} [root@2026-11-28T00:00:00]\n"));
             }
@@ -108,6 +118,10 @@ impl Transport for Fake {
             stderr: String::new(),
         })
     }
+
+    /// The lease's settle wait passes at once: no other replica writes in between here
+    /// unless a test says so.
+    fn sleep(&self, _: std::time::Duration) {}
 }
 
 const T0: i64 = 1_795_000_000_000;
@@ -291,4 +305,189 @@ fn a_dry_run_says_what_it_would_run_and_runs_nothing() {
     run(dir.path(), &yaml, &f, &[line("g1", 1, true)]);
     assert!(f.ran().is_empty());
     assert_eq!(f.node("g1"), ("IDLE".into(), String::new()));
+}
+
+/// The same configuration with a lease held as `holder`.
+fn replica(holder: &str) -> String {
+    config(true, "").replace(
+        "      scontrol: scontrol\n",
+        &format!(
+            "      scontrol: scontrol\n      lease: {{holder: {holder}, ttl: 1h, settle: 2s}}\n"
+        ),
+    )
+}
+
+fn lease_holder(f: &Fake, node: &str) -> String {
+    let c =
+        f.0.lock()
+            .unwrap()
+            .comments
+            .get(node)
+            .cloned()
+            .unwrap_or_default();
+    crate::deliver::lease::parse(&c)
+        .map(|l| l.holder)
+        .unwrap_or_default()
+}
+
+fn held(dir: &Path) -> crate::remedy::RemedyState {
+    let lock = ugro_support::state::StateLock::acquire(&dir.join("s.json.remedy")).unwrap();
+    lock.read(crate::remedy::STATE_FORMAT, crate::remedy::STATE_VERSION)
+        .unwrap()
+        .unwrap()
+}
+
+#[test]
+fn of_two_replicas_fed_the_same_faults_only_the_lease_holder_remediates_and_resumes() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let f = slurm(&["g1"]);
+    f.0.lock()
+        .unwrap()
+        .comments
+        .insert("g1".into(), "rma 42".into());
+    let (ya, yb) = (replica("replica-a"), replica("replica-b"));
+    run(a.path(), &ya, &f, &[line("g1", 0, true)]);
+    assert_eq!(lease_holder(&f, "g1"), "replica-a");
+    run(b.path(), &yb, &f, &[line("g1", 0, true)]);
+    assert_eq!(f.ran().len(), 1, "one remediation: {:?}", f.ran());
+    let follows = held(b.path()).held["g1"].follows.clone().unwrap();
+    assert_eq!(follows.holder, "replica-a");
+    assert!(follows.seen_drained);
+
+    for i in 1..=2 {
+        run(a.path(), &ya, &f, &[line("g1", i, false)]);
+        run(b.path(), &yb, &f, &[line("g1", i, false)]);
+    }
+    assert_eq!(f.node("g1"), ("IDLE".into(), String::new()));
+    assert_eq!(f.ran().len(), 1);
+    assert!(held(a.path()).held.is_empty());
+    assert!(
+        held(b.path()).held.is_empty(),
+        "b let go once a resumed it: {:?}",
+        held(b.path()).held
+    );
+    let comment = f.0.lock().unwrap().comments["g1"].clone();
+    assert!(
+        comment.starts_with("rma 42 ugro-lease:replica-a:"),
+        "{comment}"
+    );
+}
+
+#[test]
+fn when_the_holder_dies_after_remediating_the_other_replica_verifies_and_resumes_without_remediating_again()
+ {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let f = slurm(&["g1"]);
+    let (ya, yb) = (replica("replica-a"), replica("replica-b"));
+    run(a.path(), &ya, &f, &[line("g1", 0, true)]);
+    run(b.path(), &yb, &f, &[line("g1", 0, true)]);
+    assert_eq!(f.ran().len(), 1);
+    // a dies here; its lease runs out.
+    f.0.lock()
+        .unwrap()
+        .comments
+        .insert("g1".into(), "ugro-lease:replica-a:1000".into());
+    run(b.path(), &yb, &f, &[line("g1", 1, false)]);
+    assert_eq!(lease_holder(&f, "g1"), "replica-b");
+    let st = held(b.path());
+    assert!(
+        matches!(
+            st.held["g1"].phase,
+            crate::remedy::Phase::Verifying {
+                remediated: true,
+                ..
+            }
+        ),
+        "{:?}",
+        st.held["g1"]
+    );
+    assert_eq!(st.held["g1"].follows, None);
+    assert_eq!(
+        st.history["g1"].remediations.len(),
+        1,
+        "a's remediation counts"
+    );
+    for i in 2..=3 {
+        run(b.path(), &yb, &f, &[line("g1", i, false)]);
+    }
+    assert_eq!(f.node("g1"), ("IDLE".into(), String::new()));
+    assert_eq!(f.ran().len(), 1, "not remediated again: {:?}", f.ran());
+}
+
+#[test]
+fn a_replica_taking_over_a_node_that_needs_service_keeps_it_drained_and_raises_the_alert() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let f = slurm(&["g1"]);
+    let yb = replica("replica-b");
+    run(a.path(), &replica("replica-a"), &f, &[line("g1", 0, true)]);
+    run(b.path(), &yb, &f, &[line("g1", 0, true)]);
+    {
+        let mut s = f.0.lock().unwrap();
+        s.nodes.get_mut("g1").unwrap().1 =
+            "ugro: needs service: GpuXidFatal gpu=3 xid=79: 2 failed remediations within 7days"
+                .into();
+        s.comments
+            .insert("g1".into(), "ugro-lease:replica-a:1000".into());
+    }
+    let alerts = run(b.path(), &yb, &f, &[line("g1", 1, false)]);
+    assert_eq!(needs_service(&alerts).len(), 1, "{alerts:?}");
+    for i in 2..=4 {
+        run(b.path(), &yb, &f, &[line("g1", i, false)]);
+    }
+    let (state, reason) = f.node("g1");
+    assert!(state.contains("DRAIN"), "{state}");
+    assert_eq!(
+        reason,
+        "ugro: needs service: GpuXidFatal gpu=3 xid=79: 2 failed remediations within 7days"
+    );
+    assert_eq!(f.ran().len(), 1);
+}
+
+#[test]
+fn a_holder_verifying_a_node_renews_its_lease_so_the_other_replica_does_not_take_it_over() {
+    let a = tempfile::tempdir().unwrap();
+    let f = slurm(&["g1"]);
+    let ya = replica("replica-a");
+    run(a.path(), &ya, &f, &[line("g1", 0, true)]);
+    // Its lease is about to run out while it counts healthy polls.
+    let soon = crate::deliver::lease::unix_now() + 1;
+    f.0.lock()
+        .unwrap()
+        .comments
+        .insert("g1".into(), format!("ugro-lease:replica-a:{soon}"));
+    run(a.path(), &ya, &f, &[line("g1", 1, false)]);
+    let c = f.0.lock().unwrap().comments["g1"].clone();
+    let l = crate::deliver::lease::parse(&c).unwrap();
+    assert_eq!(l.holder, "replica-a");
+    assert!(l.until > soon + 3000, "renewed for its ttl (1h): {l:?}");
+    assert!(f.node("g1").0.contains("DRAIN"), "still verifying");
+}
+
+#[test]
+fn a_failure_found_on_taking_a_node_over_is_counted_and_retried_later_not_at_once() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let f = slurm(&["g1"]);
+    f.0.lock().unwrap().remedy_rc = 1;
+    let yb = replica("replica-b");
+    run(a.path(), &replica("replica-a"), &f, &[line("g1", 0, true)]);
+    run(b.path(), &yb, &f, &[line("g1", 0, true)]);
+    let failed = f.node("g1").1;
+    assert!(
+        failed.starts_with("ugro: remedy reset_gpu failed: "),
+        "{failed}"
+    );
+    f.0.lock()
+        .unwrap()
+        .comments
+        .insert("g1".into(), "ugro-lease:replica-a:1000".into());
+    run(b.path(), &yb, &f, &[line("g1", 1, true)]);
+    assert_eq!(f.ran().len(), 1, "retried after retry_after, not now");
+    assert_eq!(f.node("g1").1, failed, "the reason says it already");
+    let st = held(b.path());
+    assert!(
+        matches!(st.held["g1"].phase, crate::remedy::Phase::Failed { .. }),
+        "{:?}",
+        st.held["g1"]
+    );
+    assert_eq!(st.history["g1"].failures.len(), 1);
 }

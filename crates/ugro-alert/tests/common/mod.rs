@@ -241,3 +241,24 @@ pub fn act_on(
         &[("SLURM_CONF", conf.as_str())],
     ))
 }
+
+/// The node's Slurm `Comment` (where replicas keep their lease), empty when none.
+pub fn comment(c: &ugro_e2e::slurm::SlurmCluster, node: &str) -> String {
+    let show = c.run("scontrol", &["show", "node", node]);
+    show.lines()
+        .find_map(|l| l.trim().strip_prefix("Comment="))
+        .unwrap_or("")
+        .trim()
+        .to_owned()
+}
+
+/// (holder, until) of the node's lease, from its comment.
+pub fn lease(c: &ugro_e2e::slurm::SlurmCluster, node: &str) -> (String, u64) {
+    let com = comment(c, node);
+    let tok = com.split_whitespace().last().unwrap_or("");
+    let (h, u) = tok
+        .strip_prefix("ugro-lease:")
+        .and_then(|t| t.rsplit_once(':'))
+        .unwrap_or_else(|| panic!("{node}: no lease in comment {com:?}"));
+    (h.to_owned(), u.parse().unwrap())
+}
