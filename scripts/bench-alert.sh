@@ -68,7 +68,7 @@ while True:
     c, _ = s.accept(); held.append(c)
 ' "$port" &
 hung=$!
-trap 'kill $hung 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $hung 2>/dev/null || true; rm -rf "$work"' EXIT
 head -n 10 "$work/in.jsonl" | sed 's/"state":"healthy"/"state":"critical"/' > "$work/cron.jsonl"
 printf 'global: {cluster_min_nodes: 1000}\nroute:\n  receiver: hook\n  group_by: [node]\nreceivers:\n  - name: hook\n    webhook: {url: "http://127.0.0.1:%s/hook"}\n' "$port" > "$work/hung.yaml"
 printf 'global: {cluster_min_nodes: 1000}\nroute:\n  receiver: stdout\n  group_by: [node]\n' > "$work/stdout.yaml"

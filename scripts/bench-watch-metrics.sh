@@ -23,7 +23,7 @@ echo "building release ugro-watch and ugro-probe…" >&2
 cargo build --release -q -p ugro-watch -p ugro-probe
 watch=$target/release/ugro-watch
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 # One real 8-GPU sample, as a template: the node name and the time are filled in per answer.
 "$target/release/ugro-probe" --node tplnode --no-xid --cpu-window 0 \

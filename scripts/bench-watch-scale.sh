@@ -45,7 +45,22 @@ wait_stats() {
   echo "no steady state" >&2; return 1
 }
 
+# Waits (up to 300 s) until the watcher's last stats record says every node is reachable: the
+# first connections of many nodes at once go through sshd's MaxStartups and the reconnect
+# backoff, which is the connect phase, not the steady state measured.
+wait_reachable() {
+  local out=$1 pid=$2 u
+  for _ in $(seq 600); do
+    u=$(jq -s -r '[.[] | select(.kind == "stats" and .cycles > 0)] | last | .nodes_unreachable // "x"' "$out" 2>/dev/null)
+    [ "$u" = 0 ] && return 0
+    kill -0 "$pid" 2>/dev/null || { echo "watcher exited early" >&2; return 1; }
+    sleep 0.5
+  done
+  echo "bench-watch-scale: $u nodes still unreachable after 300 s (causes below)" >&2
+}
+
 ssh_rows=()
+causes=()
 for n in $ssh_sizes; do
   sshd_fleet_stop
   sshd_fleet_start "$n"
@@ -63,7 +78,10 @@ for n in $ssh_sizes; do
   # A TMPDIR of its own: the ControlMasters (detached by ssh -f) are found by their socket dir.
   TMPDIR=$work/tmp-$n "$watch" -c "$work/ssh-$n.yaml" --stats-every 2s > "$out" 2>"$work/ssh-$n.err" &
   wpid=$!
-  wait_stats "$out" 4 "$wpid"
+  wait_stats "$out" 2 "$wpid"
+  wait_reachable "$out" "$wpid" || true
+  have=$(jq -c 'select(.kind == "stats" and .cycles > 0)' "$out" | wc -l)
+  wait_stats "$out" $((have + 3)) "$wpid"
   masters=$(pgrep -f -- "-S $work/tmp-$n" || true)
   nmasters=$(echo "$masters" | grep -c . || true)
   mpss=0 mfds=0
@@ -74,6 +92,8 @@ for n in $ssh_sizes; do
   ok=$(jq -c 'select(.kind == "sample" and (.unreachable | not))' "$out" | wc -l)
   bad=$(jq -c 'select(.kind == "sample" and .unreachable)' "$out" | wc -l)
   kill -TERM "$wpid"; wait "$wpid" || true
+  causes+=("$n aliases, unreachable samples by cause (all of the run, connect phase included):")
+  causes+=("$(jq -r 'select(.kind == "sample" and .unreachable) | "  \(.unreachable.cause): \(.unreachable.message | .[0:90])"' "$out" | sort | uniq -c | sort -rn | head -5)")
   total=$((wrss + mpss))
   ssh_rows+=("$(printf '%-6s %8s %9s %9s %7s %7s %9s %10s %8s' "$n" "$ok/$bad" "$(kb "$wrss")" "$(kb "$mpss")" \
     "$nmasters" "$((wfds + mfds))" "$(kb "$total")" \
@@ -117,6 +137,7 @@ printf '\nover real SSH (loopback sshd aliases), steady state, watcher host only
 printf '%-6s %8s %9s %9s %7s %7s %9s %10s %8s\n' nodes "ok/unr" "watch MB" "ssh PSS" "procs" fds "total MB" "MB/node" "fds/node"
 printf '%s\n' "${ssh_rows[@]}"
 printf 'baseline (issue 14 estimate): ssh ControlMaster 1.4 MB PSS per node, 1 process per node\n'
+printf '%s\n' "${causes[@]}"
 printf '\nfake fleet, command transport, one watcher\n'
 printf '%-44s %14s %14s\n' "" measured baseline
 printf '%-44s %14s %14s\n' "nodes (asked $fake_nodes)" "$ran" "1000"

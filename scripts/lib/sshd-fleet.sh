@@ -1,6 +1,10 @@
 # Sourced by the SSH benchmarks: N loopback sshd "nodes" on their own ports (sshd takes at most
 # 16 listen sockets, so one sshd per 16), generated host and user keys, a known_hosts with the
 # host key, and an ssh_config with aliases node-0 … node-(N-1) (strict host-key checking).
+# Sessions get SHLVL=1, so the login user's bash (run by sshd for each command) skips ~/.bashrc:
+# these "nodes" share this host's root account, whose .bashrc may run slow tools (pyenv init
+# rehashes under a lock, 128 sessions at once wait on each other for a minute), which would
+# measure this host's dotfiles, not the watcher.
 # Needs $work (a scratch directory). Sets ports=() and sshd_pids=(); call sshd_fleet_stop on exit.
 
 sshd_pids=()
@@ -42,7 +46,7 @@ StrictModes no
 LogLevel ERROR
 MaxStartups 500:30:1000
 MaxSessions 100
-SetEnv XDG_CACHE_HOME=$work/cache
+SetEnv XDG_CACHE_HOME=$work/cache SHLVL=1
 EOF
     } > "$work/sshd_config-$g"
     /usr/sbin/sshd -D -e -f "$work/sshd_config-$g" 2>>"$work/sshd.log" &

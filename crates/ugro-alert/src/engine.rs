@@ -667,7 +667,8 @@ impl Engine {
         if let Some(f) = &rec.failing {
             msg.push_str(&format!(
                 " ({} of {} nodes failing: {})",
-                f.len(),
+                rec.failing_count
+                    .map_or(f.len(), |n| usize::try_from(n).unwrap_or(usize::MAX)),
                 rec.known_nodes.unwrap_or(0),
                 f.iter()
                     .take(20)

@@ -578,7 +578,12 @@ impl Breaker {
                     "{} of {known} known nodes failing within {window}: suspect the observer or the network; no breaker opened",
                     failing.len()
                 ),
-                failing: failing.iter().map(|s| (*s).to_owned()).collect(),
+                failing: failing
+                    .iter()
+                    .take(ugro_types::limits::MAX_ITEMS)
+                    .map(|s| (*s).to_owned())
+                    .collect(),
+                failing_count: Some(u32::try_from(failing.len()).unwrap_or(u32::MAX)),
                 known_nodes: known,
                 threshold: g.threshold,
                 window,

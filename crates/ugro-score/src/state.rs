@@ -45,6 +45,8 @@ impl StateStore {
     pub(crate) fn open(path: &Path, cfg: &ScoreConfig) -> Result<(Self, History), StateError> {
         let lock = StateLock::acquire(path)?;
         let mut history: History = lock.read(STATE_FORMAT, STATE_VERSION)?.unwrap_or_default();
+        // Node names go into labels and the watcher's file names: a tampered file brings none.
+        ugro_support::state::check_nodes(path, history.nodes.keys().map(String::as_str))?;
         history.prune(cfg.history.max_age, cfg.max_tracked_nodes);
         let (tx, rx) = sync_channel::<History>(1);
         let target = path.to_owned();

@@ -517,6 +517,26 @@ fn the_state_file_is_private_versioned_and_refused_when_foreign() {
 }
 
 #[test]
+fn a_state_file_naming_a_node_no_record_could_name_is_refused_untouched() {
+    let d = tempfile::tempdir().unwrap();
+    let st = d.path().join("score.json");
+    cron(&st, &node(0, BOOT_A));
+    let text = std::fs::read_to_string(&st).unwrap();
+    let node_name = &node(0, BOOT_A).node;
+    let tampered = text.replace(&format!("\"{node_name}\""), "\"../../etc/passwd\"");
+    assert_ne!(tampered, text, "the node's key was in the file");
+    std::fs::write(&st, &tampered).unwrap();
+    let e = Scorer::with_state(ScoreConfig::default(), Format::Json, &st).unwrap_err();
+    assert_eq!(e.exit(), ugro_types::Exit::Config, "{e}");
+    assert!(e.to_string().contains("score.json"), "names the file: {e}");
+    assert_eq!(
+        std::fs::read_to_string(&st).unwrap(),
+        tampered,
+        "left untouched"
+    );
+}
+
+#[test]
 fn the_state_forgets_nodes_not_seen_within_the_age() {
     let d = tempfile::tempdir().unwrap();
     let st = d.path().join("score.json");

@@ -107,8 +107,14 @@ pub struct Fleet {
     pub node: String,
     /// `suspect_observer`.
     pub verdict: String,
-    /// Nodes that would have tripped within the window.
+    /// Nodes that would have tripped within the window, in name order, at most
+    /// [`crate::limits::MAX_ITEMS`] of them (a fleet-wide outage must not make a line of
+    /// megabytes); `failing_count` says how many there were.
     pub failing: Vec<String>,
+    /// How many nodes were failing (the length of `failing` before it was cut). Absent in
+    /// records from builds before it was added: then it is `failing`'s length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_count: Option<u32>,
     /// Known nodes.
     pub known_nodes: u32,
     /// The configured share, 0–1.

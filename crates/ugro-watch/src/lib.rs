@@ -89,8 +89,10 @@ most a quarter of those slots together, so hung nodes cannot take the slots of h
 wherever they are listed (a suspect may then be polled later than its interval). The limit \
 halves after a cycle in which more than 10% of the polls of non-suspect nodes timed out and \
 grows back by an eighth per cycle without such timeouts; nodes that hang poll after poll do \
-not keep it down. With --pipeline, a node whose breaker is open is polled only when its trial \
-is due.
+not keep it down. With --pipeline, a node whose breaker is open is polled at the longest \
+interval (intervals.max) and when its trial is due: those polls are the evidence of recovery \
+that lets ugro-alert resolve the node's alerts within a poll of it rather than at the trial (the \
+breaker stays open until the trial; its wait is not shortened).
 
 Jobs and queues: polling (one task per node), the pipeline (score → breaker → alert, or the \
 scorer alone without --pipeline, on a thread of its own fed by a bounded queue of --queue \

@@ -452,6 +452,30 @@ fn an_out_of_order_record_does_not_end_an_open_wait() {
 }
 
 #[test]
+fn a_fleet_wide_outage_lists_a_bounded_number_of_failing_nodes_and_counts_them_all() {
+    let mut b = brk(BreakerConfig::default(), BreakerData::default());
+    let nodes = ugro_types::limits::MAX_ITEMS + 100;
+    let mut lines = Vec::new();
+    for round in 0..3 {
+        for n in 0..nodes {
+            lines.push(sample(&format!("n{n:05}"), round * 10, "critical"));
+        }
+    }
+    let out = feed(&mut b, &lines);
+    let f = out
+        .iter()
+        .find(|v| v["kind"] == "fleet")
+        .expect("a fleet record");
+    let listed = f["failing"].as_array().unwrap();
+    assert_eq!(listed.len(), ugro_types::limits::MAX_ITEMS);
+    assert_eq!(listed[0], "n00000", "in name order");
+    assert_eq!(
+        f["failing_count"], nodes as u64,
+        "every failing node counted"
+    );
+}
+
+#[test]
 fn fleet_guard_blames_the_observer_when_most_nodes_fail_together() {
     let mut b = brk(BreakerConfig::default(), BreakerData::default());
     let mut lines = Vec::new();
@@ -468,6 +492,7 @@ fn fleet_guard_blames_the_observer_when_most_nodes_fail_together() {
     assert_eq!(f["node"], "*");
     assert_eq!(f["known_nodes"], 4);
     assert_eq!(f["failing"], json!(["n0", "n1", "n2", "n3"]));
+    assert_eq!(f["failing_count"], 4);
     assert_eq!(f["threshold"], 0.5);
     assert_eq!(f["window"], "1m");
     assert!(

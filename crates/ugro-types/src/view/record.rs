@@ -200,9 +200,12 @@ pub struct FleetView<'a> {
     /// `suspect_observer`.
     #[serde(default, borrow)]
     pub verdict: Option<Text<'a>>,
-    /// Nodes that would have tripped within the window.
-    #[serde(default, borrow)]
+    /// Nodes that would have tripped within the window (at most [`crate::limits::MAX_ITEMS`]).
+    #[serde(default, borrow, deserialize_with = "crate::limits::opt_items")]
     pub failing: Option<Vec<Text<'a>>>,
+    /// How many were failing, when more than `failing` lists.
+    #[serde(default)]
+    pub failing_count: Option<u32>,
     /// Known nodes.
     #[serde(default)]
     pub known_nodes: Option<u32>,
@@ -403,6 +406,7 @@ mod tests {
             node: "*".into(),
             verdict: "suspect_observer".into(),
             failing: vec!["gpu-01".into(), "gpu-02".into()],
+            failing_count: Some(5000),
             known_nodes: 10,
             threshold: 0.2,
             window: "5m".into(),
@@ -413,6 +417,7 @@ mod tests {
         assert_eq!(body.verdict.as_deref(), Some("suspect_observer"));
         let failing: Vec<&str> = body.failing.iter().flatten().map(|t| &**t).collect();
         assert_eq!(failing, ["gpu-01", "gpu-02"]);
+        assert_eq!(body.failing_count, Some(5000));
         assert_eq!(body.known_nodes, Some(10));
         assert_eq!(body.message.as_deref(), Some("observer suspect"));
     }

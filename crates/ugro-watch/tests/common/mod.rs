@@ -195,6 +195,9 @@ impl SshFleet {
             let _ = std::fs::create_dir_all("/run/sshd");
         }
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        // SHLVL=1: the shared root account's bash skips ~/.bashrc for the session commands
+        // (bash reads it when run by sshd at shell level 1), so a slow dotfile on the test
+        // host (pyenv init) is not what the tests time out on.
         let write_conf = |name: &str, ports: &[u16]| {
             let mut c = String::new();
             for p in ports {
@@ -205,7 +208,7 @@ impl SshFleet {
                  PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
                  KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nUsePAM no\n\
                  StrictModes no\nLogLevel ERROR\nMaxStartups 200:30:400\nMaxSessions 50\n\
-                 SetEnv XDG_CACHE_HOME={cache} {env}\n",
+                 SetEnv XDG_CACHE_HOME={cache} SHLVL=1 {env}\n",
                 hk = d.join("host_key").display(),
                 d = d.display(),
                 cache = cache.display(),
