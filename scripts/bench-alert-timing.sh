@@ -13,6 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE=${PROFILE:-release}
 SEED=${SEED:-10}
+export SEED
 NODES=${NODES:-64}
 POLLS=${POLLS:-720}
 
@@ -117,7 +118,7 @@ done
 end=$(date +%s.%N)
 
 python3 - "$work" "$POLLS" "$start" "$mid" "$end" <<'EOF'
-import json, sys, datetime, statistics, filecmp
+import json, os, sys, datetime, statistics, filecmp
 work, polls = sys.argv[1], int(sys.argv[2])
 secs = (float(sys.argv[4]) - float(sys.argv[3]), float(sys.argv[5]) - float(sys.argv[4]))
 lab = json.load(open(f"{work}/labels.json"))
@@ -199,7 +200,7 @@ print("".join(h.ljust(x) for h, x in zip(head, w)))
 for r in rows:
     print("".join(c.ljust(x) for c, x in zip(r, w)))
 print(f"cron output == stream output, byte for byte: {'yes' if same else 'NO'}")
-print(f"trace: {len(lab['roles'])} nodes x {polls} polls, {n_f} real faults, "
+print(f"trace (SEED={os.environ.get('SEED', '10')}): {len(lab['roles'])} nodes x {polls} polls, {n_f} real faults, "
       f"{lab['bad_samples']} bad samples ({raw_false} outside real faults); "
       f"stream {secs[0]:.1f} s, {polls} cron runs {secs[1]:.1f} s")
 EOF

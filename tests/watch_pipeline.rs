@@ -245,7 +245,8 @@ async fn live_pipeline_writes_byte_for_byte_what_the_shell_pipeline_writes() {
             )
         })
         .collect();
-    for want in ["NodeCritical", "NodeUnreachable", "NodeCircuitOpen"] {
+    // A lost GPU pages as GpuLost (NodeCritical would only repeat it).
+    for want in ["GpuLost", "NodeUnreachable", "NodeCircuitOpen"] {
         for status in ["firing", "resolved"] {
             assert!(
                 names.iter().any(|(n, s)| n == want && s == status),

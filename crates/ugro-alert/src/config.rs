@@ -367,7 +367,8 @@ pub struct Global {
     pub cluster_window: Duration,
     /// Always-firing Watchdog alert.
     pub watchdog: bool,
-    /// NodeUnreachable and ClusterDegraded inhibit rules.
+    /// NodeUnreachable and ClusterDegraded inhibit rules, and NodeCritical / NodeDegraded
+    /// left out while the node's GPU alerts name every present reason.
     pub builtin_inhibit_rules: bool,
     /// Send resolved notifications of silenced alerts anyway.
     pub notify_resolved_when_silenced: bool,

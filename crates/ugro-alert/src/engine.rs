@@ -240,6 +240,10 @@ fn labels_of(
         l.insert("gpu".into(), g.to_string());
     }
     l.insert("severity".into(), sev.into());
+    // Predictions route apart from present faults: `matchers: [predicted="true"]`.
+    if name == AlertName::GpuFailurePredicted {
+        l.insert("predicted".into(), "true".into());
+    }
     l
 }
 
@@ -443,6 +447,14 @@ impl Engine {
                     )
             };
             pending::update(&mut t.conds, &present, frozen, |n| cfg.rules.timing(n), now);
+            if cfg.global.builtin_inhibit_rules
+                && !no_data
+                && present
+                    .iter()
+                    .any(|w| w.name.family() == AlertName::NodeCritical)
+            {
+                pending::cover(&mut t.conds, &present, rules::named_by(score).as_deref());
+            }
             let hard = pending::hard_state(&t.conds);
             let flap = if cfg.flap.enabled {
                 t.flap.record(hard, &cfg.flap)
@@ -460,8 +472,12 @@ impl Engine {
         if !self.cfg.global.resolve_timeout.is_zero() {
             self.confirm(node, &present, now);
         }
+        // Predictions alone are not a present fault: such a node is not unhealthy.
+        let bad = no_data
+            || present
+                .iter()
+                .any(|w| w.name.family() == AlertName::NodeCritical);
         self.scratch = present;
-        let bad = score.state != HealthState::Healthy || unreachable;
         self.count(node, bad, confirmed, now);
         // Half-open is a trial, not a recovery: only closed (or no breaker) resolves it.
         let breaker_open = rec.breaker.as_ref().and_then(|b| match b.state {
@@ -565,7 +581,7 @@ impl Engine {
         a.insert(
             "description".into(),
             format!(
-                "{pct:.1}% >= {high}%; its other alerts stay as they are until it falls to {low}% (states, oldest first: {history}; O ok, W degraded, C critical, U unreachable or no data)"
+                "{pct:.1}% >= {high}%; its warning alerts stay as they are until it falls to {low}%, its critical ones still fire and resolve (states, oldest first: {history}; O ok, W degraded, C critical, U unreachable or no data)"
             ),
         );
         a.insert(
@@ -577,7 +593,7 @@ impl Engine {
         }
         let fp = fingerprint(&l);
         self.fire(l, a, now);
-        // It replaces the node's per-state pages, so it is not held for group_interval.
+        // It replaces the node's warning pages, so it is not held for group_interval.
         self.due_now(fp, false, now);
     }
 

@@ -3,8 +3,10 @@
 //! to 1.25 (newest) so recent changes count more, as a percentage of the `samples - 1`
 //! possible changes. A node starts flapping when that reaches `high_threshold` and stops when
 //! it falls to `low_threshold`; in between it stays as it was (hysteresis). The states are
-//! hard states (what the node's active alerts say, after `for`), as Nagios records hard states
-//! only: blips that never fire do not make a node flap.
+//! hard states (what the node's active alerts say, after `for`): Nagios records only hard
+//! states and soft recoveries (check_for_service_flapping returns before recording a soft
+//! non-OK state), so blips that never fire do not make a node flap. One difference: a sample
+//! whose condition is still pending (Nagios's soft state) records ok here rather than nothing.
 
 use serde::{Deserialize, Serialize};
 

@@ -36,7 +36,12 @@ stats, error, tick; unknown kinds with --pass-unknown-kinds, otherwise bad lines
 
 ALERTS (labels: alertname, node, gpu where it applies, severity, plus global.external_labels; \
 annotations: summary, description, action, runbook_url = global.runbook_url/<alertname>):
-  NodeCritical (critical) / NodeDegraded (warning): the node's score state.
+  NodeCritical (critical) / NodeDegraded (warning): the node's score state. Not raised while \
+the node's own GPU alerts below, active already, name every present reason of the sample (as \
+an inhibit rule with equal: [node] would, decided per sample): a fatal XID pages as \
+GpuXidFatal alone, not GpuXidFatal + NodeCritical. A reason without an alert of its own (a \
+second cause) raises it; once fired it stays until it clears. global.builtin_inhibit_rules: \
+false turns this off with the built-in inhibit rules below.
   GpuXidFatal, GpuXid, GpuRowRemapFailure, GpuRowRemapPending, GpuEccErrors, GpuThermal, \
 GpuThrottled, GpuPcieDegraded, GpuLost: one per GPU and family, from score reasons whose code \
 contains xid, remap, ecc, temp/thermal, throttl/slowdown, pcie, lost/missing; raised only \
@@ -46,6 +51,15 @@ GpuRowRemapFailure (hardware service). An XID alert stays firing after its XID l
 probe's lookback while the node is degraded or critical with a reason for that GPU, or with \
 GPUs missing (a GPU that fell off the bus): GpuXidFatal resolves with GpuLost, when the GPU \
 is back.
+  GpuFailurePredicted (warning, label predicted=\"true\"): score reasons with predicted: true \
+(ugro-score's trends: ecc_corrected_rate, pcie_replay_rate, row_remap_correctable_growth, \
+gpu_temperature_rising, xid_rate), one per GPU, never under the name of a present fault and \
+never critical; annotations trend (the codes), rate, threshold and window (the first trend's \
+value, threshold and window), summary and description from the reasons' messages. A node \
+degraded by predictions alone raises no NodeDegraded and does not count as unhealthy. \
+Route them apart with a matcher on the label, before the routes that page, e.g. routes: \
+[{matchers: ['predicted=\"true\"'], receiver: hardware-tickets, group_by: [node], \
+repeat_interval: 24h}]; under the default route they are warnings of the node's group.
   NodeUnreachable (critical): an unreachable sample. It inhibits that node's other alerts \
 (except NodeCircuitOpen); alerts the node had stay as they were until it reports again.
   NodeDataMissing (warning): state unknown on a reachable node.
@@ -83,9 +97,13 @@ unreachable or data-less node leave its other conditions as they were. Flap dete
 Nagios Core does it: the node's last flap_detection.samples (21) states (ok, degraded, \
 critical, unreachable, as its active alerts say), the weighted share of state changes (0.75 \
 for the oldest to 1.25 for the newest); at high_threshold (20 %) the node is flapping: one \
-NodeFlapping, notified at once, and its other alerts stay as they are (no per-state pages) \
+NodeFlapping, notified at once, and its warning alerts stay as they are (no per-state pages) \
 until the share falls to low_threshold (5 %); then they catch up with its state and \
-NodeFlapping resolves. flap_detection: {enabled: false} turns it off. Keep NodeUnreachable's and NodeCritical's `for` at or below \
+NodeFlapping resolves. As in Nagios, where flapping suppresses notifications but event \
+handlers still run, a flapping node's critical alerts (hard faults: a critical node, GPU lost, \
+fatal XID, uncorrected ECC, unreachable) are never held back: they fire and resolve on time, \
+so slurm_drain and remediation still act on them (a critical alert that softens to a warning \
+resolves, and the warning waits). flap_detection: {enabled: false} turns it off. Keep NodeUnreachable's and NodeCritical's `for` at or below \
 ugro-breaker's failure_threshold (both 3 by default): the records an open breaker holds back \
 never reach this stage, so a longer `for` would wait for the breaker's trial.
 

@@ -88,6 +88,10 @@ pub struct Cond {
     /// What fires in the alert store for this condition (its identity, severity included).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fired: Option<Want>,
+    /// A node-level condition (NodeDegraded / NodeCritical) whose sample's reasons the node's
+    /// specific alerts all name already: it fires nothing (see [`cover`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub covered: bool,
 }
 
 impl Cond {
@@ -100,6 +104,7 @@ impl Cond {
             clear_samples: 0,
             clear_since: None,
             fired: None,
+            covered: false,
         }
     }
 
@@ -181,22 +186,60 @@ pub fn update(
     }
 }
 
-/// Brings what fires in line with what is active, unless `suppressed` (a flapping node: its
-/// alerts stay as they are until it settles). Conditions that are gone and fire nothing are
-/// dropped.
-pub fn reconcile(conds: &mut Vec<Cond>, suppressed: bool, out: &mut Vec<Change>) {
-    if !suppressed {
-        for c in conds.iter_mut() {
-            let want = c.active.then_some(c.want);
-            if c.fired != want {
-                if let Some(f) = c.fired {
-                    out.push(Change::Resolve(f));
-                }
-                if let Some(w) = want {
-                    out.push(Change::Fire(w));
-                }
-                c.fired = want;
+/// One GPU alert's identity within a node: its name and GPU.
+pub type Key = (AlertName, Option<u32>);
+
+/// Alertmanager's inhibit rule with `equal: [node]`, decided per sample: the node-level
+/// condition (NodeDegraded / NodeCritical), when this sample asks for it, is covered, and
+/// fires nothing, while `named` (the specific alerts that name the sample's present reasons,
+/// `None` when any present reason has no alert of its own) is not empty and each of them is
+/// active. A second cause is therefore never hidden. One that fired already is not taken back,
+/// and one the sample does not ask for (clearing, or frozen while the node is unreachable)
+/// keeps what the last sample that asked for it decided.
+pub fn cover(conds: &mut [Cond], present: &[Want], named: Option<&[Key]>) {
+    let node = AlertName::NodeCritical;
+    if !present.iter().any(|w| w.name.family() == node) {
+        return;
+    }
+    let all_active = named.is_some_and(|keys| {
+        !keys.is_empty()
+            && keys.iter().all(|k| {
+                conds
+                    .iter()
+                    .any(|c| c.active && (c.want.name, c.want.gpu) == *k)
+            })
+    });
+    if let Some(c) = conds.iter_mut().find(|c| c.want.name.family() == node) {
+        c.covered = all_active && c.fired.is_none();
+    }
+}
+
+/// What a condition fires: its identity while active and not covered. On a `flapping` node
+/// (Nagios: notifications suppressed, event handlers still run) warning alerts stay as they
+/// are until it settles, but a critical condition still fires and resolves on time, so
+/// slurm_drain and remediation act on a hard fault of a node that comes and goes; a critical
+/// alert whose condition softened to a warning resolves, and the warning waits.
+fn target(c: &Cond, flapping: bool) -> Option<Want> {
+    let want = (c.active && !c.covered).then_some(c.want);
+    if !flapping || want.is_some_and(|w| w.critical) {
+        return want;
+    }
+    c.fired.filter(|f| !f.critical)
+}
+
+/// Brings what fires in line with what is active ([`target`]; `flapping`: the node's
+/// warning alerts stay as they are). Conditions that are gone and fire nothing are dropped.
+pub fn reconcile(conds: &mut Vec<Cond>, flapping: bool, out: &mut Vec<Change>) {
+    for c in conds.iter_mut() {
+        let want = target(c, flapping);
+        if c.fired != want {
+            if let Some(f) = c.fired {
+                out.push(Change::Resolve(f));
             }
+            if let Some(w) = want {
+                out.push(Change::Fire(w));
+            }
+            c.fired = want;
         }
     }
     conds.retain(|c| !(c.gone() && c.fired.is_none()));
@@ -378,6 +421,64 @@ mod tests {
             conds.is_empty(),
             "a condition gone that never fired is dropped"
         );
+    }
+
+    #[test]
+    fn a_flapping_node_still_fires_and_resolves_critical_conditions_but_holds_warnings() {
+        let d = w(AlertName::NodeDegraded, false);
+        let c = w(AlertName::NodeCritical, true);
+        let thermal = w(AlertName::GpuThermal, false);
+        let mut conds = Vec::new();
+        let tm = timing(Hold::Samples(0), Hold::Samples(0));
+        let mut step = |present: &[Want], i: i64| {
+            update(&mut conds, present, |_| false, &tm, t(i));
+            let mut out = Vec::new();
+            reconcile(&mut conds, true, &mut out);
+            out
+        };
+        assert_eq!(
+            step(&[d, thermal], 0),
+            Vec::<Change>::new(),
+            "warnings wait"
+        );
+        assert_eq!(step(&[c, thermal], 1), [Change::Fire(c)], "critical fires");
+        assert_eq!(
+            step(&[d, thermal], 2),
+            [Change::Resolve(c)],
+            "softened: the critical resolves, the warning still waits"
+        );
+        assert_eq!(step(&[c], 3), [Change::Fire(c)]);
+        assert_eq!(step(&[], 4), [Change::Resolve(c)]);
+    }
+
+    #[test]
+    fn a_node_condition_whose_reasons_active_gpu_alerts_all_name_fires_nothing() {
+        let d = w(AlertName::NodeDegraded, false);
+        let thermal = Want {
+            gpu: Some(2),
+            ..w(AlertName::GpuThermal, false)
+        };
+        let key = (AlertName::GpuThermal, Some(2));
+        let tm = timing(Hold::Samples(0), Hold::Samples(1));
+        let mut conds = Vec::new();
+        let mut step = |present: &[Want], named: Option<&[Key]>, i: i64| {
+            update(&mut conds, present, |_| false, &tm, t(i));
+            cover(&mut conds, present, named);
+            let mut out = Vec::new();
+            reconcile(&mut conds, false, &mut out);
+            out
+        };
+        assert_eq!(
+            step(&[d, thermal], Some(&[key]), 0),
+            [Change::Fire(thermal)]
+        );
+        // Clearing (keep_firing_for) keeps the decision; no sample asks for NodeDegraded.
+        assert_eq!(step(&[], None, 1), Vec::<Change>::new());
+        assert_eq!(step(&[d, thermal], Some(&[key]), 2), Vec::<Change>::new());
+        // A second cause without an alert of its own: the node alert fires.
+        assert_eq!(step(&[d, thermal], None, 3), [Change::Fire(d)]);
+        // Once fired, it stays until it clears.
+        assert_eq!(step(&[d, thermal], Some(&[key]), 4), Vec::<Change>::new());
     }
 
     #[test]

@@ -4,8 +4,12 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use ugro_types::view::{FleetView, RecordView, ScoreView, TransitionView, WatcherStateView};
+use ugro_types::view::{
+    FleetView, ReasonView, RecordView, ScoreView, TransitionView, WatcherStateView,
+};
 use ugro_types::{Action, Component, HealthState, Kind, ReasonCode, ReasonFamily, RecordError};
+
+use crate::pending::Key;
 
 /// One input record as alerting reads it: the record (header, score, breaker annotation,
 /// whether the node was unreachable) in one pass, and for the breaker's own records their
@@ -84,8 +88,11 @@ pub enum AlertName {
     GpuLost,
     /// ugro-watch cannot write its state directory or state files.
     WatcherStateUnwritable,
-    /// The node changes state too often (Nagios flap detection); its other alerts wait.
+    /// The node changes state too often (Nagios flap detection); its warning alerts wait.
     NodeFlapping,
+    /// A trend predicts a GPU failure (score reasons with `predicted: true`): label
+    /// `predicted="true"`, severity warning, apart from the alerts of present faults.
+    GpuFailurePredicted,
 }
 
 impl AlertName {
@@ -110,11 +117,12 @@ impl AlertName {
             AlertName::GpuLost => "GpuLost",
             AlertName::WatcherStateUnwritable => "WatcherStateUnwritable",
             AlertName::NodeFlapping => "NodeFlapping",
+            AlertName::GpuFailurePredicted => "GpuFailurePredicted",
         }
     }
 
     /// Every name, in declaration order.
-    pub const ALL: [AlertName; 18] = [
+    pub const ALL: [AlertName; 19] = [
         AlertName::NodeCritical,
         AlertName::NodeDegraded,
         AlertName::NodeDataMissing,
@@ -133,6 +141,7 @@ impl AlertName {
         AlertName::GpuLost,
         AlertName::WatcherStateUnwritable,
         AlertName::NodeFlapping,
+        AlertName::GpuFailurePredicted,
     ];
 
     /// The name for an `alertname` label value.
@@ -168,7 +177,7 @@ impl AlertName {
     /// fatal XID, uncorrected ECC errors, a failed row remap, an unreachable node) fire on
     /// their third sample, two polls after they start, so neither a one-sample blip nor a
     /// two-sample burst pages; soft conditions (degraded, thermal, throttling, PCIe, warning
-    /// XIDs, a pending row remap, missing data) on their fourth, three
+    /// XIDs, a pending row remap, missing data, a predicted failure) on their fourth, three
     /// polls after they start, so a three-sample spike does not either. Event alerts fire at
     /// once.
     pub fn default_for(self) -> u32 {
@@ -258,9 +267,20 @@ impl Want {
     }
 }
 
+/// The alert a reason raises: GpuFailurePredicted for a prediction (whatever its family, so
+/// a trend never shares a name with a present fault), else its [`catalog`] entry.
+fn alert_for(r: &ReasonView<'_>) -> Option<AlertName> {
+    if r.predicted {
+        return Some(AlertName::GpuFailurePredicted);
+    }
+    catalog(&r.code, r.component, r.fatal)
+}
+
 /// The conditions a scored sample of a reachable node asks for, sorted. Reason alerts are
 /// raised only when the node as a whole is degraded or critical, so small deductions on a
-/// healthy node stay quiet.
+/// healthy node stay quiet. Predictions are not present faults: they raise
+/// GpuFailurePredicted (warning) only, and a node degraded by predictions alone asks for no
+/// NodeDegraded.
 pub fn wants_for(score: &ScoreView<'_>, out: &mut Vec<Want>) {
     out.clear();
     let critical = match score.state {
@@ -268,20 +288,23 @@ pub fn wants_for(score: &ScoreView<'_>, out: &mut Vec<Want>) {
         HealthState::Degraded => false,
         HealthState::Healthy | HealthState::Unknown => return,
     };
-    out.push(Want {
-        name: if critical {
-            AlertName::NodeCritical
-        } else {
-            AlertName::NodeDegraded
-        },
-        gpu: None,
-        critical,
-    });
+    let predicted_only = !score.reasons.is_empty() && score.reasons.iter().all(|r| r.predicted);
+    if !predicted_only {
+        out.push(Want {
+            name: if critical {
+                AlertName::NodeCritical
+            } else {
+                AlertName::NodeDegraded
+            },
+            gpu: None,
+            critical,
+        });
+    }
     out.extend(score.reasons.iter().filter_map(|r| {
-        catalog(&r.code, r.component, r.fatal).map(|name| Want {
+        alert_for(r).map(|name| Want {
             name,
             gpu: r.gpu,
-            critical: r.fatal || critical,
+            critical: !r.predicted && (r.fatal || critical),
         })
     }));
     // Sorted, then one per (name, GPU), critical if any of its reasons is: n log n, where a
@@ -294,6 +317,17 @@ pub fn wants_for(score: &ScoreView<'_>, out: &mut Vec<Want>) {
     });
 }
 
+/// The specific alerts that name every present (not predicted) reason of a score, for
+/// [`crate::pending::cover`]; `None` when one of them has no alert of its own.
+pub fn named_by(score: &ScoreView<'_>) -> Option<Vec<Key>> {
+    score
+        .reasons
+        .iter()
+        .filter(|r| !r.predicted)
+        .map(|r| catalog(&r.code, r.component, r.fatal).map(|n| (n, r.gpu)))
+        .collect()
+}
+
 /// Whether an XID alert of `gpu` holds on a sample whose score no longer has the XID (it
 /// left the probe's lookback): it does while the node is degraded or critical and the score
 /// still has a reason for that GPU, or says GPUs are missing (a GPU that fell off the bus
@@ -302,7 +336,7 @@ pub fn xid_holds(score: &ScoreView<'_>, gpu: Option<u32>) -> bool {
     if !matches!(score.state, HealthState::Degraded | HealthState::Critical) {
         return false;
     }
-    score.reasons.iter().any(|r| {
+    score.reasons.iter().filter(|r| !r.predicted).any(|r| {
         (gpu.is_some() && r.gpu == gpu)
             || (r.gpu.is_none()
                 && r.component == Some(Component::Gpu)
@@ -328,8 +362,11 @@ pub fn sample_annotations(
             .iter()
             // The GPU first: a cheap comparison that spares the catalog lookup for every
             // other GPU's reasons.
-            .find(|r| r.gpu == w.gpu && catalog(&r.code, r.component, r.fatal) == Some(w.name))
+            .find(|r| r.gpu == w.gpu && alert_for(r) == Some(w.name))
     });
+    if let (AlertName::GpuFailurePredicted, Some(s)) = (w.name, score) {
+        predicted_annotations(w.gpu, s, &mut a);
+    }
     let (summary, description, action) = match (w.name, reason) {
         (AlertName::NodeUnreachable, _) => (
             format!("{node} is unreachable"),
@@ -360,6 +397,14 @@ pub fn sample_annotations(
                 |s| s.action.to_string(),
             ),
         ),
+        (AlertName::GpuFailurePredicted, Some(r)) => {
+            let gpu = r.gpu.map(|g| format!("GPU {g} on ")).unwrap_or_default();
+            (
+                format!("{gpu}{node}: failure predicted: {}", r.message),
+                predicted_description(w.gpu, score),
+                r.action.to_string(),
+            )
+        }
         (_, Some(r)) => {
             let gpu = r.gpu.map(|g| format!("GPU {g} on ")).unwrap_or_default();
             (
@@ -389,6 +434,46 @@ pub fn sample_annotations(
         a.insert("runbook_url".into(), runbook_url(base, w.name.as_str()));
     }
     a
+}
+
+/// The predictions of one GPU, one per line: message (code).
+fn predicted_description(gpu: Option<u32>, score: Option<&ScoreView<'_>>) -> String {
+    score
+        .into_iter()
+        .flat_map(|s| s.reasons.iter())
+        .filter(|r| r.predicted && r.gpu == gpu)
+        .map(|r| format!("{} ({})", r.message, r.code))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// GpuFailurePredicted's own annotations, from the GPU's first prediction: `trend` (its
+/// code; every code, comma-separated, when several trends fire), `rate` (the reason's value),
+/// `threshold` and `window`, as ugro-score wrote them.
+fn predicted_annotations(
+    gpu: Option<u32>,
+    score: &ScoreView<'_>,
+    a: &mut BTreeMap<String, String>,
+) {
+    let mut of_gpu = score.reasons.iter().filter(|r| r.predicted && r.gpu == gpu);
+    let Some(first) = of_gpu.next() else {
+        return;
+    };
+    let codes: Vec<String> = std::iter::once(first)
+        .chain(of_gpu)
+        .map(|r| r.code.to_string())
+        .collect();
+    a.insert("trend".into(), codes.join(","));
+    let num = |v: Option<f64>| v.map(|x| format!("{x}"));
+    for (k, v) in [
+        ("rate", num(first.value)),
+        ("threshold", num(first.threshold)),
+        ("window", first.window.as_deref().map(str::to_owned)),
+    ] {
+        if let Some(v) = v {
+            a.insert(k.into(), v);
+        }
+    }
 }
 
 /// `base` + `/` + alert name.
@@ -540,6 +625,41 @@ mod tests {
         assert!(names.contains(&("NodeCritical", None, "critical")));
         assert!(names.contains(&("GpuXidFatal", Some(3), "critical")));
         assert!(names.contains(&("GpuThermal", Some(1), "critical")));
+    }
+
+    #[test]
+    fn a_prediction_asks_for_its_own_warning_and_no_node_alert_when_alone() {
+        let s = score(
+            r#"{"state":"degraded","action":"none","summary":"x","reasons":[
+            {"code":"ecc_corrected_rate","component":"gpu","gpu":4,"value":250,"threshold":100,"window":"1h","predicted":true,"deduction":10,"action":"hardware_inspection","message":"250 corrected per hour"}]}"#,
+        );
+        let mut w = Vec::new();
+        wants_for(&s, &mut w);
+        assert_eq!(
+            w,
+            [Want {
+                name: AlertName::GpuFailurePredicted,
+                gpu: Some(4),
+                critical: false
+            }]
+        );
+        assert_eq!(named_by(&s), Some(vec![]), "no present reason to name");
+    }
+
+    #[test]
+    fn named_by_lists_the_gpu_alerts_of_present_reasons_or_none_for_a_cause_without_one() {
+        let s = score(
+            r#"{"state":"critical","action":"none","summary":"x","reasons":[
+            {"code":"xid_fatal","component":"gpu","gpu":3,"fatal":true,"deduction":100,"action":"reset_gpu","message":"a"},
+            {"code":"ecc_corrected_rate","component":"gpu","gpu":4,"predicted":true,"deduction":10,"action":"hardware_inspection","message":"b"}]}"#,
+        );
+        assert_eq!(named_by(&s), Some(vec![(AlertName::GpuXidFatal, Some(3))]));
+        let s = score(
+            r#"{"state":"critical","action":"none","summary":"x","reasons":[
+            {"code":"xid_fatal","component":"gpu","gpu":3,"fatal":true,"deduction":100,"action":"reset_gpu","message":"a"},
+            {"code":"disk_full","component":"system","deduction":30,"action":"check_host","message":"b"}]}"#,
+        );
+        assert_eq!(named_by(&s), None);
     }
 
     #[test]

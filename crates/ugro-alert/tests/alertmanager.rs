@@ -106,7 +106,11 @@ fn alerts_reach_alertmanager_with_its_fingerprints_and_resolve() {
         state.to_str().unwrap(),
     ];
     let t = Timestamp::now();
-    let out = run(&args, &sample("gpu-07", t, "critical", XID), &[]);
+    let out = run(
+        &args,
+        &sample("gpu-07", t, "critical", &format!("{XID},{DISK}")),
+        &[],
+    );
     assert!(
         out.status.success(),
         "{}",

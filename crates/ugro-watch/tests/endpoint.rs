@@ -246,7 +246,7 @@ async fn stalled_scrapers_delay_no_poll_and_the_endpoint_shows_what_the_watcher_
     assert!(v("ugro_watch_poll_lateness_seconds") <= 0.1);
     let firing = firing_in(&run.out);
     assert!(
-        firing.contains(&("NodeCritical".into(), "bad-000".into())),
+        firing.contains(&("GpuLost".into(), "bad-000".into())),
         "{firing:?}"
     );
     assert_eq!(

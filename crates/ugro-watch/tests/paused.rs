@@ -267,7 +267,7 @@ async fn a_webhook_that_never_answers_delays_no_poll_and_gets_the_alerts_once_it
         assert!(
             alerted
                 .iter()
-                .any(|(node, name)| node == n && name == "NodeCritical"),
+                .any(|(node, name)| node == n && name == "GpuLost"),
             "{n}: {alerted:?}"
         );
     }

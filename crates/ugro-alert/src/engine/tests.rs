@@ -18,6 +18,9 @@ fn sample(node: &str, s: i64, state: &str, reasons: &str) -> String {
 
 const XID: &str = r#"{"code":"xid_fatal","component":"gpu","gpu":3,"deduction":100,"fatal":true,"action":"reset_gpu","message":"XID 79 fell off the bus"}"#;
 
+/// A reason without an alert of its own: the node alert names it.
+const DISK: &str = r#"{"code":"disk_full","component":"system","deduction":30,"action":"check_host","message":"/ 99% full"}"#;
+
 fn unreachable(node: &str, s: i64) -> String {
     format!(
         r#"{{"v":1,"kind":"sample","ts":"{}","node":"{node}","unreachable":{{"cause":"ssh","message":"timeout"}},"score":{{"state":"unknown","action":"check_network","components":{{}},"reasons":[{{"code":"node_unreachable","component":"network","deduction":100,"fatal":true,"action":"check_network","message":"unreachable"}}],"summary":"unreachable"}}}}"#,
@@ -85,13 +88,8 @@ fn critical_fires_after_group_wait_and_clears_on_healthy_sample() {
     assert!(h.feed(&sample("gpu-01", 0, "critical", XID)).is_empty());
     assert!(h.at(29).is_empty(), "group_wait not elapsed");
     let n = h.at(30);
-    assert_eq!(
-        names(&n),
-        [
-            ("GpuXidFatal".into(), "firing".into()),
-            ("NodeCritical".into(), "firing".into())
-        ]
-    );
+    // NodeCritical would only repeat what GpuXidFatal says (see the cover tests).
+    assert_eq!(names(&n), [("GpuXidFatal".into(), "firing".into())]);
     let a = n
         .iter()
         .flat_map(|n| &n.alerts)
@@ -104,13 +102,7 @@ fn critical_fires_after_group_wait_and_clears_on_healthy_sample() {
     assert!(h.feed(&sample("gpu-01", 40, "healthy", "")).is_empty());
     assert!(h.at(329).is_empty(), "group_interval not elapsed");
     let n = h.at(330);
-    assert_eq!(
-        names(&n),
-        [
-            ("GpuXidFatal".into(), "resolved".into()),
-            ("NodeCritical".into(), "resolved".into())
-        ]
-    );
+    assert_eq!(names(&n), [("GpuXidFatal".into(), "resolved".into())]);
     let r = &n[0].alerts[0];
     assert_eq!(r.ends_at, Some(Timestamp(T0 + 40_000)));
     assert_eq!(
@@ -203,7 +195,7 @@ fn silence_mutes_new_firing_alerts_only_while_active() {
 #[test]
 fn unreachable_node_inhibits_its_other_alerts() {
     let mut h = H::new(cfg(QUICK));
-    h.feed(&sample("n1", 0, "critical", XID));
+    h.feed(&sample("n1", 0, "critical", &format!("{XID},{DISK}")));
     assert_eq!(h.at(30).len(), 2);
     h.feed(&unreachable("n1", 60));
     let n = h.at(330);
@@ -714,10 +706,8 @@ fn hard_faults_page_within_three_polls_and_resolve_on_the_second_healthy_poll() 
         pages(&mut h, &polls),
         [
             "2 GpuXidFatal firing",
-            "2 NodeCritical firing",
             "2 NodeUnreachable firing",
             "5 GpuXidFatal resolved",
-            "5 NodeCritical resolved",
             "5 NodeUnreachable resolved",
         ]
     );
@@ -778,10 +768,8 @@ fn a_fatal_xid_stays_firing_while_its_gpu_is_lost_and_resolves_when_it_is_back()
         [
             "2 GpuLost firing",
             "2 GpuXidFatal firing",
-            "2 NodeCritical firing",
             "7 GpuLost resolved",
             "7 GpuXidFatal resolved",
-            "7 NodeCritical resolved",
         ]
     );
 }
@@ -907,5 +895,137 @@ fn one_cron_run_per_poll_writes_byte_for_byte_what_one_stream_writes() {
     assert!(
         !text.contains("\"blip\"") && !text.contains("\"burst\""),
         "{text}"
+    );
+}
+
+const HOT: &str = r#"{"code":"gpu_temperature_high","component":"gpu","gpu":2,"value":88,"threshold":85,"deduction":30,"action":"none","message":"GPU 2 at 88 C"}"#;
+
+#[test]
+fn a_node_alert_does_not_repeat_what_its_gpu_alerts_name_but_fires_for_a_second_cause() {
+    let polls: Vec<Vec<String>> = (0..8)
+        .map(|i| {
+            let s = i * POLL;
+            let (state, hot, two) = if i < 5 {
+                ("degraded", HOT.to_owned(), format!("{HOT},{DISK}"))
+            } else {
+                ("healthy", String::new(), String::new())
+            };
+            vec![sample("hot", s, state, &hot), sample("two", s, state, &two)]
+        })
+        .collect();
+    assert_eq!(
+        pages(&mut H::new(timed("")), &polls),
+        [
+            "3 GpuThermal firing",
+            "3 GpuThermal firing",
+            "3 NodeDegraded firing",
+            "7 GpuThermal resolved",
+            "7 GpuThermal resolved",
+            "7 NodeDegraded resolved",
+        ]
+    );
+    let mut h = H::new(timed(""));
+    let mut got = Vec::new();
+    for l in polls.iter().flatten() {
+        for n in h.feed(l) {
+            for a in &n.alerts {
+                got.push(format!("{}@{}", a.labels["alertname"], a.labels["node"]));
+            }
+        }
+    }
+    assert!(got.contains(&"NodeDegraded@two".to_owned()), "{got:?}");
+    assert!(!got.contains(&"NodeDegraded@hot".to_owned()), "{got:?}");
+}
+
+#[test]
+fn a_flapping_node_still_pages_and_drains_each_hard_fault_within_three_polls() {
+    let mut h = H::new(timed(
+        "route:\n  receiver: pager\n  routes:\n    - {matchers: [severity=critical], receiver: drain, group_by: [node], continue: true}\nreceivers:\n  - name: pager\n    stdout: {}\n  - name: drain\n    slurm_drain: {}\n",
+    ));
+    // Critical for 5 polls, healthy for 4, six times: the node flaps.
+    let bad = |i: i64| i < 54 && i % 9 < 5;
+    let mut flapping_at = None;
+    let mut drained = Vec::new();
+    let mut resumed = Vec::new();
+    for i in 0..80 {
+        let state = if bad(i) { "critical" } else { "healthy" };
+        for n in h.feed(&sample("n1", i * POLL, state, "")) {
+            for a in &n.alerts {
+                let name = a.labels["alertname"].as_str();
+                if name == "NodeFlapping" && a.status == AlertStatus::Firing {
+                    flapping_at.get_or_insert(i);
+                }
+                if n.receiver == "drain" && name == "NodeCritical" {
+                    match a.status {
+                        AlertStatus::Firing => drained.push(i),
+                        AlertStatus::Resolved => resumed.push(i),
+                    }
+                }
+            }
+        }
+    }
+    let on = flapping_at.expect("the node flaps");
+    assert!(on < 27, "flapping detected by the third fault: poll {on}");
+    // Each fault starts at 9k and is drained two polls later, flapping or not; each recovery
+    // (healthy from 9k + 5) resumes on the second healthy poll.
+    assert_eq!(drained, [2, 11, 20, 29, 38, 47]);
+    assert_eq!(resumed, [6, 15, 24, 33, 42, 51]);
+}
+
+const PREDICTED: &str = r#"{"code":"pcie_replay_rate","component":"gpu","gpu":1,"value":40.5,"threshold":31,"window":"5m","deduction":25,"predicted":true,"action":"hardware_inspection","message":"GPU 1: 40.5 PCIe replays per minute over 5m, above DCGM's limit of 31 for gen 5 x16"}"#;
+
+#[test]
+fn a_predicted_reason_fires_its_own_warning_labelled_predicted_and_no_present_fault_alert() {
+    let mut h = H::new(cfg(
+        "route:\n  receiver: pager\n  routes:\n    - {matchers: ['predicted=\"true\"'], receiver: tickets}\nreceivers:\n  - name: pager\n    stdout: {}\n  - name: tickets\n    stdout: {}\n",
+    ));
+    let mut n = h.feed(&sample("n1", 0, "degraded", PREDICTED));
+    n.extend(h.finish());
+    let alerts: Vec<(&str, &Alert)> = n
+        .iter()
+        .flat_map(|n| n.alerts.iter().map(move |a| (n.receiver.as_str(), a)))
+        .collect();
+    assert_eq!(alerts.len(), 1, "{n:#?}");
+    let (receiver, a) = alerts[0];
+    assert_eq!(receiver, "tickets");
+    assert_eq!(a.labels["alertname"], "GpuFailurePredicted");
+    assert_eq!(a.labels["predicted"], "true");
+    assert_eq!(a.labels["severity"], "warning");
+    assert_eq!(a.labels["gpu"], "1");
+    assert_eq!(a.annotations["trend"], "pcie_replay_rate");
+    assert_eq!(a.annotations["rate"], "40.5");
+    assert_eq!(a.annotations["threshold"], "31");
+    assert_eq!(a.annotations["window"], "5m");
+    assert_eq!(a.annotations["action"], "hardware_inspection");
+    assert!(
+        a.annotations["summary"].contains("failure predicted"),
+        "{a:?}"
+    );
+
+    // Beside a present fault of the same family, on a critical node: each its own alert,
+    // the prediction still a warning, and the present fault pages where it did.
+    let pcie = r#"{"code":"pcie_width_low","component":"gpu","gpu":1,"deduction":10,"action":"check_host","message":"x8 of x16"}"#;
+    let mut n = h.feed(&sample("n2", 0, "critical", &format!("{PREDICTED},{pcie}")));
+    n.extend(h.finish());
+    let got: Vec<String> = n
+        .iter()
+        .flat_map(|n| {
+            n.alerts.iter().map(move |a| {
+                format!(
+                    "{} {} {}",
+                    n.receiver, a.labels["alertname"], a.labels["severity"]
+                )
+            })
+        })
+        .collect();
+    assert_eq!(
+        got.iter()
+            .filter(|g| g.contains("GpuFailurePredicted"))
+            .collect::<Vec<_>>(),
+        ["tickets GpuFailurePredicted warning"]
+    );
+    assert!(
+        got.contains(&"pager GpuPcieDegraded critical".to_owned()),
+        "{got:?}"
     );
 }

@@ -8,6 +8,8 @@ use std::process::{Command, Output, Stdio};
 use ugro_types::Timestamp;
 
 pub const XID: &str = r#"{"code":"xid_fatal","component":"gpu","gpu":3,"deduction":100,"fatal":true,"action":"reset_gpu","message":"XID 79 fell off the bus"}"#;
+/// A second cause, without an alert of its own: with it, NodeCritical fires beside GpuXidFatal.
+pub const DISK: &str = r#"{"code":"disk_full","component":"system","deduction":30,"action":"check_host","message":"/ 99% full"}"#;
 
 /// A scored sample line.
 pub fn sample(node: &str, ts: Timestamp, state: &str, reasons: &str) -> String {

@@ -51,7 +51,7 @@ impl ScoreView<'_> {
     }
 }
 
-/// One deduction, borrowed (its `deduction`, `value` and `threshold` are not read).
+/// One deduction, borrowed (its `deduction` is not read).
 #[derive(Debug, Clone, Deserialize)]
 pub struct ReasonView<'a> {
     /// The code; an unknown one is kept as [`ReasonCode::Other`].
@@ -68,6 +68,15 @@ pub struct ReasonView<'a> {
     /// A prediction from a trend, not a present fault.
     #[serde(default)]
     pub predicted: bool,
+    /// The observed value (a trend's rate), when it is a number.
+    #[serde(default, deserialize_with = "number")]
+    pub value: Option<f64>,
+    /// The limit it was compared with, when it is a number.
+    #[serde(default, deserialize_with = "number")]
+    pub threshold: Option<f64>,
+    /// The span a rate or trend was measured over (humantime).
+    #[serde(default, borrow)]
+    pub window: Option<Cow<'a, str>>,
     /// What to do about it, as written (see [`ScoreView::action`]).
     #[serde(default, borrow)]
     pub action: Cow<'a, str>,
@@ -83,7 +92,85 @@ impl ReasonView<'_> {
     }
 }
 
+/// A JSON number as `f64`; anything else (a string, a list: `value` is free-form) as `None`,
+/// so an unusual value never rejects the record.
+fn number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    struct Num;
+    impl<'de> serde::de::Visitor<'de> for Num {
+        type Value = Option<f64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("any value")
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v as f64))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v as f64))
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(Num)
+        }
+        fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Self::Value, A::Error> {
+            while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Self::Value, A::Error> {
+            while a
+                .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                .is_some()
+            {}
+            Ok(None)
+        }
+    }
+    d.deserialize_any(Num)
+}
+
 fn parse_action(s: &str) -> Option<Action> {
     use serde::de::value::{Error, StrDeserializer};
     Action::deserialize(StrDeserializer::<Error>::new(s)).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reason_reads_numeric_value_and_threshold_and_takes_any_other_value_as_absent() {
+        let s: ScoreView<'_> = serde_json::from_str(
+            r#"{"state":"degraded","reasons":[
+            {"code":"pcie_replay_rate","component":"gpu","gpu":1,"value":40.5,"threshold":31,"window":"5m","predicted":true,"deduction":25,"action":"hardware_inspection","message":"m"},
+            {"code":"xid_warning","component":"gpu","value":"P2","threshold":[1,{"a":2}],"deduction":5,"action":"none","message":"m"}]}"#,
+        )
+        .unwrap();
+        let r = &s.reasons[0];
+        assert!(r.predicted);
+        assert_eq!((r.value, r.threshold), (Some(40.5), Some(31.0)));
+        assert_eq!(r.window.as_deref(), Some("5m"));
+        let r = &s.reasons[1];
+        assert_eq!(
+            (r.value, r.threshold, r.window.as_deref()),
+            (None, None, None)
+        );
+    }
 }
