@@ -4,7 +4,10 @@
 #     watcher's RSS, the PSS of every ssh ControlMaster it started, processes and open fds,
 #     in total and per node, in steady state (after the connect-and-deploy cycles);
 #  2. a fake fleet of FAKE_NODES (10 000) in one watcher (command transport, one resident
-#     fake probe per node): steady cycle time, watcher RSS, watcher CPU per poll.
+#     fake probe per node): steady cycle time, watcher RSS, watcher CPU per poll; capped at what
+#     the hard fd limit allows (3 fds per node);
+#  3. the watcher alone at FAKE_NODES over an in-process transport (examples/scale_sim.rs),
+#     which no fd limit caps: cycle, RSS, CPU per poll.
 # The sshd sessions and probes on the "nodes" run on this host too; they are the nodes' cost,
 # not the watcher's, and are not counted. Figures are printed beside the 1 000-node baseline
 # of BENCHMARKS.md (35.5 MB RSS) and the issue's estimate (ssh master 1.4 MB PSS per node).
@@ -18,7 +21,7 @@ for p in /usr/sbin/sshd ssh ssh-keygen jq python3; do
   command -v "$p" >/dev/null || { echo "bench-watch-scale: $p is missing" >&2; exit 69; }
 done
 echo "building release binaries…" >&2
-[ -n "${NO_BUILD:-}" ] || cargo build --release -q -p ugro-watch -p ugro-probe
+[ -n "${NO_BUILD:-}" ] || cargo build --release -q -p ugro-watch -p ugro-probe --bins --example scale_sim
 watch=$root/target/release/ugro-watch
 probe_fixture=$root/crates/ugro-probe/fixtures/h200x8-idle.json
 fake=$root/crates/ugro-watch/tests/fixtures/fake-probe.sh
@@ -145,3 +148,8 @@ printf '%-44s %11s MB %11s MB\n' "watcher RSS" "$(kb "$frss")" "35.5"
 printf '%-44s %11s ms %14s\n' "steady cycle time, mean / worst" "$fcyc / $fmax" ""
 printf '%-44s %11s µs %14s\n' "watcher CPU per poll" "$cpu_us" ""
 printf '%-44s %11s kB %14s\n' "watcher RSS per node" "$(awk -v k="$frss" -v n="$ran" 'BEGIN { printf "%.1f", k / n }')" "36 (35.5 MB / 1000)"
+# The watcher alone at the size asked, whatever the fd limit: the real monitor over an in-process
+# transport (no child, no pipes per node; crates/ugro-watch/examples/scale_sim.rs), 12 cycles of
+# a 5 s base interval, every node answering after 50 ms.
+printf '\n'
+"$root/target/release/examples/scale_sim" "$fake_nodes" 12 5000 2>/dev/null
