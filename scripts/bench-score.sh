@@ -10,7 +10,11 @@
 #     with the pipe's reader on the same CPU;
 #   - jq computing the equivalent weighted score (the jq program below; JQ=0 skips it);
 #   - with BASELINE=PATH, another ugro-score binary (an earlier build) on the same input, without
-#     and with --state (new file, then full) when that build has it.
+#     and with --state (new file, then full) when that build has it;
+#   - where valgrind is installed (IR=0 skips it), the instructions each line costs, counted by
+#     callgrind over 2 500 lines less those over 500 (so start-up is not counted), for this
+#     build and the baseline: a figure that does not depend on the machine or its load (this
+#     VM has no hardware counters for `perf stat -e instructions`).
 # Each tool is pinned to CPU 0 when taskset is available. Wall time and, where /usr/bin/time is
 # installed, the tool's own CPU time are shown: on a shared, loaded machine the lines per
 # CPU-second are the stable figure (the load average is printed with the input). The input has
@@ -19,6 +23,7 @@
 #
 #   scripts/bench-score.sh            # N=200000 NODES=1000
 #   N=50000 JQ=0 scripts/bench-score.sh
+#   N=50000 JQ=0 BASELINE=/tmp/perf-base/ugro-score scripts/bench-score.sh
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -164,6 +169,35 @@ for k in "${keys[@]}"; do
     [ -n "${rate[$k]:-}" ] || continue
     printf '  %-22s %10s lines/s %10s lines/cpu-s\n' "$k" "${rate[$k]}" "${cpurate[$k]:-?}"
 done
+# Instructions per line: callgrind's count over 2 500 lines less its count over 500, / 2 000.
+ir_lines() { # binary lines args...
+    local bin=$1 lines=$2
+    shift 2
+    head -n "$lines" "$tmp/in.jsonl" >"$tmp/ir.jsonl"
+    rm -f "$tmp/ir-state.json"
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" "$@" <"$tmp/ir.jsonl" 2>&1 >/dev/null |
+        awk '/Collected/ { print $NF }'
+}
+ir_per_line() { # binary args...
+    local a b
+    a=$(ir_lines "$1" 500 "${@:2}")
+    b=$(ir_lines "$1" 2500 "${@:2}")
+    awk -v a="$a" -v b="$b" 'BEGIN { printf "%.0f", (b - a) / 2000 }'
+}
+if [ "${IR:-1}" = 1 ] && command -v valgrind >/dev/null; then
+    echo "instructions per line (callgrind, lines 501-2500 of the input):"
+    ir_new=$(ir_per_line "$target/release/ugro-score")
+    ir_new_state=$(ir_per_line "$target/release/ugro-score" --state "$tmp/ir-state.json")
+    printf '  %-22s %10s per line   --state new file %10s per line\n' ugro-score "$ir_new" "$ir_new_state"
+    if [ -n "${BASELINE:-}" ]; then
+        ir_base=$(ir_per_line "$BASELINE")
+        printf '  %-22s %10s per line' baseline "$ir_base"
+        if "$BASELINE" --help | grep -q -- '--state'; then
+            printf '   --state new file %10s per line' "$(ir_per_line "$BASELINE" --state "$tmp/ir-state.json")"
+        fi
+        awk -v b="$ir_base" -v n="$ir_new" 'BEGIN { if (n > 0) printf "\n  baseline / this build: %.2fx fewer instructions per line\n", b / n }'
+    fi
+fi
 ratio() { # label u j
     awk -v l="$1" -v u="$2" -v j="$3" 'BEGIN { if (j > 0) printf "  %-34s %6.1fx\n", l, u / j }'
 }

@@ -47,8 +47,8 @@ pub struct LineReader<R> {
     newline: Option<usize>,
     eof: bool,
     max_line: usize,
-    /// The line handed out last.
-    line: String,
+    /// `buf[..]` bounds of the line handed out last.
+    line: (usize, usize),
 }
 
 /// Why reading stopped early.
@@ -93,7 +93,7 @@ impl<R: Read> LineReader<R> {
             newline: None,
             eof: false,
             max_line: MAX_LINE_BYTES,
-            line: String::with_capacity(4096),
+            line: (0, 0),
         }
     }
 
@@ -139,23 +139,20 @@ impl<R: Read> LineReader<R> {
             if self.buf[a..b].iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            // Copied out so the line is validated once and handed out as the owned `line`
-            // (the buffer moves on under it when more is read).
-            let mut bytes = std::mem::take(&mut self.line).into_bytes();
-            bytes.clear();
-            bytes.extend_from_slice(&self.buf[a..b]);
-            match String::from_utf8(bytes) {
-                Ok(line) => self.line = line,
-                Err(e) => {
-                    let mut bytes = e.into_bytes();
-                    bytes.clear();
-                    self.line = String::from_utf8(bytes).unwrap_or_default();
-                    self.reject(self.line_no, "not valid UTF-8")?;
-                    continue;
-                }
+            // Validated where it lies and handed out borrowed from the buffer (which moves on
+            // only at the next call): no copy of the line. simdutf8 checks it at memory speed,
+            // so checking it again to hand out the `&str` costs less than the copy did.
+            if simdutf8::basic::from_utf8(&self.buf[a..b]).is_err() {
+                self.reject(self.line_no, "not valid UTF-8")?;
+                continue;
             }
-            return Ok(Some((self.line_no, &self.line)));
+            self.line = (a, b);
+            break;
         }
+        let (a, b) = self.line;
+        Ok(simdutf8::basic::from_utf8(&self.buf[a..b])
+            .ok()
+            .map(|line| (self.line_no, line)))
     }
 
     /// Finds the next line in the buffer, reading more as needed: its bounds (without the

@@ -468,6 +468,42 @@ mod tests {
     }
 
     #[test]
+    fn a_line_nested_a_million_deep_is_refused_not_a_stack_overflow() {
+        for open in ["[", "{\"a\":"] {
+            let deep = format!(
+                r#"{{"v":1,"kind":"sample","ts":"2026-11-28T00:00:00Z","node":"n","extra":{}1}}"#,
+                open.repeat(1_000_000)
+            );
+            assert!(SampleView::from_line(&deep).is_err());
+        }
+    }
+
+    #[test]
+    fn a_control_byte_in_a_member_the_view_skips_still_rejects_the_line() {
+        let line = FIXTURES[0].lines().next().unwrap();
+        let bad = line.replacen("NVIDIA H200", "NVIDIA\u{1} H200", 1);
+        assert_ne!(bad, line);
+        let e = SampleView::from_line(&bad).unwrap_err().to_string();
+        assert!(e.to_lowercase().contains("control character"), "{e}");
+    }
+
+    #[test]
+    fn errors_name_the_cause_and_column_on_one_line_without_the_line_itself() {
+        let e = SampleView::from_line(
+            r#"{"v":1,"kind":"sample","ts":"2026-11-28T00:00:00Z","node":"n","gpu":{"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("EOF") && e.contains("column"), "{e}");
+        assert!(!e.contains('\n') && !e.contains("gpu"), "{e}");
+        let e =
+            SampleView::from_line(r#"{"kind":"sample","ts":"2026-11-28T00:00:00Z","node":"n"}"#)
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("missing field `v`"), "{e}");
+    }
+
+    #[test]
     fn a_score_key_is_seen_even_when_null() {
         let v = SampleView::parse(
             r#"{"v":1,"kind":"sample","ts":"2026-11-28T00:00:00Z","node":"n","score":null}"#,
