@@ -177,7 +177,7 @@ impl Drop for AmCluster {
 pub struct Recorder {
     /// Its port on 127.0.0.1.
     pub port: u16,
-    got: Arc<Mutex<Vec<serde_json::Value>>>,
+    got: Arc<Mutex<Vec<(Instant, serde_json::Value)>>>,
 }
 
 impl Recorder {
@@ -190,7 +190,7 @@ impl Recorder {
         std::thread::spawn(move || {
             for s in l.incoming().flatten() {
                 if let Some(body) = read_request(&s) {
-                    g.lock().expect("recorder").push(body);
+                    g.lock().expect("recorder").push((Instant::now(), body));
                 }
                 let mut s = s;
                 let _ = s.write_all(
@@ -208,6 +208,11 @@ impl Recorder {
 
     /// Bodies received so far.
     pub fn got(&self) -> Vec<serde_json::Value> {
+        self.got_at().into_iter().map(|(_, b)| b).collect()
+    }
+
+    /// Bodies received so far, each with when it arrived (for latency figures).
+    pub fn got_at(&self) -> Vec<(Instant, serde_json::Value)> {
         self.got.lock().expect("recorder").clone()
     }
 }
