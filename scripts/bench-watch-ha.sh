@@ -46,6 +46,9 @@
 #   Alertmanager route group_by [node, alertname], group_wait 1s, group_interval 4s,
 #              repeat_interval 1h, webhook with send_resolved; cluster on 127.0.0.1 with
 #              gossip 100ms, push-pull 1s, peer-timeout 1s, settle-timeout 2s.
+# Keep NODES >= 40: with fewer, one shard's 8-10 faulty nodes are more than half of it within
+# the breaker's fleet_guard window (1 m), and the breaker then, by design, opens no breaker
+# (NodeCircuitOpen missed) and emits a suspect_observer verdict (ClusterDegraded, unexpected).
 # Everything binds 127.0.0.1; every process and file it starts is removed on exit (KEEP=1 keeps
 # the work directory with each watcher's stderr and each Alertmanager's log). About 5 minutes.
 #   NODES=60 scripts/bench-watch-ha.sh   (NO_BUILD=1: use target/release as it is)

@@ -180,9 +180,8 @@ impl Fleet {
 
     fn write_cluster(&self, path: &Path) {
         let probe = root().join("scripts/lib/ha-probe.sh");
-        let mut y = String::from(
-            "intervals: {base: 1s, max: 1s, spread: 0.5}\ntimeout: 2s\nnodes:\n",
-        );
+        let mut y =
+            String::from("intervals: {base: 1s, max: 1s, spread: 0.5}\ntimeout: 2s\nnodes:\n");
         for n in &self.names {
             y.push_str(&format!(
                 "  - {{name: {n}, transport: {{command: [{}, '{{node}}', {}]}}}}\n",
@@ -220,8 +219,13 @@ fn template(dir: &Path, fixture: &str) -> String {
         .unwrap();
     assert!(out.status.success(), "ugro-probe on {fixture}: {out:?}");
     let line = String::from_utf8(out.stdout).unwrap();
-    let line = line.trim_end().replacen(r#""node":"ha-tpl-node""#, r#""node":"@NODE@""#, 1);
-    assert!(!line.contains("ha-tpl-node"), "{fixture}: node name elsewhere");
+    let line = line
+        .trim_end()
+        .replacen(r#""node":"ha-tpl-node""#, r#""node":"@NODE@""#, 1);
+    assert!(
+        !line.contains("ha-tpl-node"),
+        "{fixture}: node name elsewhere"
+    );
     let at = line.find(r#""ts":""#).expect("a ts") + 6;
     let end = at + line[at..].find('"').expect("end of ts");
     format!("{}@TS@{}\n", &line[..at], &line[end..])
@@ -345,6 +349,7 @@ struct Row {
     unexpected: usize,
     resolved: usize,
     latency: Vec<f64>,
+    missed_groups: Vec<String>,
     notes: Vec<String>,
 }
 
@@ -357,34 +362,7 @@ fn row(faults: &[&Fault], all: &[Fault], got: &[Page], window: (Instant, Instant
     };
     for f in faults {
         for g in &f.groups {
-            let mine: Vec<&Page> = got.iter().filter(|p| &p.group == g).collect();
-            let firing: Vec<&&Page> = mine.iter().filter(|p| p.firing).collect();
-            let n = firing.len();
-            r.groups += 1;
-            r.exactly_one += usize::from(n == 1);
-            r.min = Some(r.min.map_or(n, |m| m.min(n)));
-            r.max = r.max.max(n);
-            r.duplicates += n.saturating_sub(1);
-            r.missed += usize::from(n == 0);
-            r.resolved += mine.len() - n;
-            if let Some(p) = firing.first() {
-                r.latency
-                    .push(p.at.saturating_duration_since(f.at).as_secs_f64());
-            }
-            if n > 1 {
-                let each: Vec<String> = firing
-                    .iter()
-                    .map(|p| {
-                        format!(
-                            "{:+.1}s from {} ({} alerts)",
-                            p.at.saturating_duration_since(f.at).as_secs_f64(),
-                            p.from,
-                            p.alerts
-                        )
-                    })
-                    .collect();
-                r.notes.push(format!("{}/{}: {}", g.0, g.1, each.join(", ")));
-            }
+            r.count(f, g, got);
         }
     }
     let known: BTreeSet<&Group> = all.iter().flat_map(|f| &f.groups).collect();
@@ -399,6 +377,37 @@ fn row(faults: &[&Fault], all: &[Fault], got: &[Page], window: (Instant, Instant
         }
     }
     r
+}
+
+impl Row {
+    /// Adds group `g` of fault `f`: its notifications in `got`.
+    fn count(&mut self, f: &Fault, g: &Group, got: &[Page]) {
+        let mine: Vec<&Page> = got.iter().filter(|p| &p.group == g).collect();
+        let firing: Vec<&&Page> = mine.iter().filter(|p| p.firing).collect();
+        let n = firing.len();
+        self.groups += 1;
+        self.exactly_one += usize::from(n == 1);
+        self.min = Some(self.min.map_or(n, |m| m.min(n)));
+        self.max = self.max.max(n);
+        self.duplicates += n.saturating_sub(1);
+        self.missed += usize::from(n == 0);
+        self.resolved += mine.len() - n;
+        let after = |p: &Page| p.at.saturating_duration_since(f.at).as_secs_f64();
+        if let Some(p) = firing.first() {
+            self.latency.push(after(p));
+        }
+        if n == 0 {
+            self.missed_groups.push(format!("{}/{}", g.0, g.1));
+        }
+        if n > 1 {
+            let each: Vec<String> = firing
+                .iter()
+                .map(|p| format!("{:+.1}s from {} ({} alerts)", after(p), p.from, p.alerts))
+                .collect();
+            self.notes
+                .push(format!("{}/{}: {}", g.0, g.1, each.join(", ")));
+        }
+    }
 }
 
 /// One configuration's run: its rows per phase, then the whole run.
@@ -458,7 +467,12 @@ impl Run<'_> {
 
     fn snapshot(&self, phase: usize, since: Instant) -> Row {
         let mine: Vec<&Fault> = self.faults.iter().filter(|f| f.phase == phase).collect();
-        row(&mine, &self.faults, &pages(&self.hook), (since, Instant::now()))
+        row(
+            &mine,
+            &self.faults,
+            &pages(&self.hook),
+            (since, Instant::now()),
+        )
     }
 
     fn phase(&mut self, i: usize) -> Row {
@@ -496,7 +510,12 @@ impl Run<'_> {
 
     fn whole(&self, since: Instant) -> Row {
         let all: Vec<&Fault> = self.faults.iter().collect();
-        row(&all, &self.faults, &pages(&self.hook), (since, Instant::now()))
+        row(
+            &all,
+            &self.faults,
+            &pages(&self.hook),
+            (since, Instant::now()),
+        )
     }
 }
 
@@ -541,7 +560,11 @@ fn run_setup(setup: &Setup, work: &Path, fleet: &Fleet) -> Vec<Row> {
     let want = fleet.names.len() * setup.replicas;
     let until = Instant::now() + Duration::from_secs(60);
     while fleet.started() < want {
-        assert!(Instant::now() < until, "{}: the watchers never polled every node", setup.name);
+        assert!(
+            Instant::now() < until,
+            "{}: the watchers never polled every node",
+            setup.name
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let since = Instant::now();
@@ -601,8 +624,19 @@ fn print(rows: &[Vec<Row>]) {
             "",
         );
     }
-    // The whole run's notes hold every group paged more than once and every unexpected one.
+    // Missed by the end of each phase; the whole run's notes hold every group paged more
+    // than once or unexpectedly.
     for (s, r) in SETUPS.iter().zip(rows) {
+        for (i, row) in r.iter().enumerate() {
+            if !row.missed_groups.is_empty() {
+                let when = if i < PHASES.len() {
+                    format!("by the end of phase {}", i + 1)
+                } else {
+                    "at the end".to_owned()
+                };
+                println!("{}: missed {when}: {}", s.name, row.missed_groups.join(" "));
+            }
+        }
         for n in &r[PHASES.len()].notes {
             println!("{}: {n}", s.name);
         }
