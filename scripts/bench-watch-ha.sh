@@ -73,9 +73,12 @@ pid=
 # shellcheck disable=SC2317  # run by the EXIT trap
 cleanup() {
   # The driver runs in its own process group with everything it starts (watchers, their fake
-  # nodes, the Alertmanagers): one signal reaches them all, and any straggler.
+  # nodes, the Alertmanagers): one signal reaches them all, and any straggler. Alertmanager
+  # takes a few seconds to leave its cluster; whatever is left after 10 s is killed.
   if [ -n "$pid" ]; then
     kill -TERM -- "-$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   fi
   if [ -n "${KEEP:-}" ]; then echo "kept $work" >&2; else rm -rf "$work"; fi
