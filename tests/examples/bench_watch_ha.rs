@@ -596,11 +596,11 @@ fn print(rows: &[Vec<Row>]) {
     for (i, title) in titles.enumerate() {
         println!("{title}");
         let line = |label: &str, f: &dyn Fn(&Row) -> String, target: &str| {
-            print!("  {label:<32}");
+            let mut l = format!("  {label:<32}");
             for r in rows {
-                print!("{:>16}", f(&r[i]));
+                l.push_str(&format!("{:>16}", f(&r[i])));
             }
-            println!("{target:>12}");
+            println!("{}", format!("{l}{target:>12}").trim_end());
         };
         line("faults injected", &|r| r.faults.to_string(), "");
         line("alert groups expected", &|r| r.groups.to_string(), "");
