@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ugro_e2e::alertmanager::{AmCluster, Recorder, available};
+use ugro_e2e::alertmanager::{
+    AmCluster, Recorder, available, replica_route, write_replica_configs,
+};
 use ugro_e2e::{bin, root};
 use ugro_watch::shard::owner;
 
@@ -519,35 +521,12 @@ impl Run<'_> {
     }
 }
 
-fn am_config(hook: &Recorder) -> String {
-    format!(
-        "route:\n  receiver: hook\n  group_by: [node, alertname]\n  group_wait: 1s\n  \
-         group_interval: {GROUP_INTERVAL_S}s\n  repeat_interval: 1h\nreceivers:\n  - name: hook\n    \
-         webhook_configs:\n      - url: {}\n        send_resolved: true\n",
-        hook.url()
-    )
-}
-
 fn run_setup(setup: &Setup, work: &Path, fleet: &Fleet) -> Vec<Row> {
     std::fs::create_dir_all(work).unwrap();
     fleet.reset();
     let hook = Recorder::start();
-    let ams = AmCluster::start(&work.join("am"), 2, &am_config(&hook));
-    let urls: Vec<String> = ams.urls().iter().map(|u| format!("\"{u}\"")).collect();
-    std::fs::write(
-        work.join("alert.yaml"),
-        format!(
-            "global: {{cluster_min_nodes: 100}}\nroute:\n  receiver: am\nreceivers:\n  - name: am\n    \
-             alertmanager: {{urls: [{}], resend_interval: 2s}}\ndelivery: {{timeout: 2s}}\n",
-            urls.join(", ")
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        work.join("breaker.yaml"),
-        "failure_threshold: 2\nwait_duration_in_open_state: 1s\nenable_exponential_backoff: false\n",
-    )
-    .unwrap();
+    let ams = AmCluster::start(&work.join("am"), 2, &replica_route(&hook, GROUP_INTERVAL_S));
+    write_replica_configs(work, &ams);
     fleet.write_cluster(&work.join("cluster.yaml"));
     let mut watchers = Vec::new();
     for s in 1..=setup.shards {
