@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use ugro_e2e::alertmanager::{AmCluster, Recorder, available, wait_for};
+use ugro_e2e::alertmanager::{
+    AmCluster, Recorder, available, replica_route, wait_for, write_replica_configs,
+};
 use ugro_e2e::{bin, records, root};
 use ugro_watch::shard::owner;
 
@@ -142,31 +144,8 @@ fn two_shards_of_two_replicas_poll_each_node_by_its_shard_and_page_each_group_on
     let d = tempfile::tempdir().unwrap();
     let work = d.path();
     let hook = Recorder::start();
-    let mut ams = AmCluster::start(
-        &work.join("am"),
-        2,
-        &format!(
-            "route:\n  receiver: hook\n  group_by: [node, alertname]\n  group_wait: 1s\n  \
-             group_interval: {GROUP_INTERVAL_S}s\n  repeat_interval: 1h\nreceivers:\n  - name: hook\n    \
-             webhook_configs:\n      - url: {}\n        send_resolved: true\n",
-            hook.url()
-        ),
-    );
-    let urls: Vec<String> = ams.urls().iter().map(|u| format!("\"{u}\"")).collect();
-    std::fs::write(
-        work.join("alert.yaml"),
-        format!(
-            "global: {{cluster_min_nodes: 100}}\nroute:\n  receiver: am\nreceivers:\n  - name: am\n    \
-             alertmanager: {{urls: [{}], resend_interval: 2s}}\ndelivery: {{timeout: 2s}}\n",
-            urls.join(", ")
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        work.join("breaker.yaml"),
-        "failure_threshold: 2\nwait_duration_in_open_state: 1s\nenable_exponential_backoff: false\n",
-    )
-    .unwrap();
+    let mut ams = AmCluster::start(&work.join("am"), 2, &replica_route(&hook, GROUP_INTERVAL_S));
+    write_replica_configs(work, &ams);
     let mut names: Vec<String> = (0..12).map(|i| format!("gpu-{i:02}")).collect();
     // One faulty node in each shard.
     let faulty: BTreeSet<String> = (1..=2)

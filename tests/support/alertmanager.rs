@@ -177,7 +177,7 @@ impl Drop for AmCluster {
 pub struct Recorder {
     /// Its port on 127.0.0.1.
     pub port: u16,
-    got: Arc<Mutex<Vec<serde_json::Value>>>,
+    got: Arc<Mutex<Vec<(Instant, serde_json::Value)>>>,
 }
 
 impl Recorder {
@@ -190,7 +190,7 @@ impl Recorder {
         std::thread::spawn(move || {
             for s in l.incoming().flatten() {
                 if let Some(body) = read_request(&s) {
-                    g.lock().expect("recorder").push(body);
+                    g.lock().expect("recorder").push((Instant::now(), body));
                 }
                 let mut s = s;
                 let _ = s.write_all(
@@ -208,6 +208,11 @@ impl Recorder {
 
     /// Bodies received so far.
     pub fn got(&self) -> Vec<serde_json::Value> {
+        self.got_at().into_iter().map(|(_, b)| b).collect()
+    }
+
+    /// Bodies received so far, each with when it arrived (for latency figures).
+    pub fn got_at(&self) -> Vec<(Instant, serde_json::Value)> {
         self.got.lock().expect("recorder").clone()
     }
 }
@@ -233,4 +238,36 @@ fn read_request(s: &std::net::TcpStream) -> Option<serde_json::Value> {
     let mut body = vec![0; len];
     r.read_exact(&mut body).ok()?;
     serde_json::from_slice(&body).ok()
+}
+
+/// The Alertmanager route of the replica rigs (tests/shard_replicas.rs,
+/// scripts/bench-watch-ha.sh): one group per node and alertname into `hook`, quick timings.
+pub fn replica_route(hook: &Recorder, group_interval_s: u64) -> String {
+    format!(
+        "route:\n  receiver: hook\n  group_by: [node, alertname]\n  group_wait: 1s\n  \
+         group_interval: {group_interval_s}s\n  repeat_interval: 1h\nreceivers:\n  - name: hook\n    \
+         webhook_configs:\n      - url: {}\n        send_resolved: true\n",
+        hook.url()
+    )
+}
+
+/// Writes the watchers' `alert.yaml` (one `alertmanager` receiver listing every member of
+/// `ams`, resend 2 s; ClusterDegraded off below 100 nodes: a shard sees only its own) and
+/// `breaker.yaml` (opens on the second failure, for 1 s) into `dir`.
+pub fn write_replica_configs(dir: &Path, ams: &AmCluster) {
+    let urls: Vec<String> = ams.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    std::fs::write(
+        dir.join("alert.yaml"),
+        format!(
+            "global: {{cluster_min_nodes: 100}}\nroute:\n  receiver: am\nreceivers:\n  - name: am\n    \
+             alertmanager: {{urls: [{}], resend_interval: 2s}}\ndelivery: {{timeout: 2s}}\n",
+            urls.join(", ")
+        ),
+    )
+    .expect("alert.yaml");
+    std::fs::write(
+        dir.join("breaker.yaml"),
+        "failure_threshold: 2\nwait_duration_in_open_state: 1s\nenable_exponential_backoff: false\n",
+    )
+    .expect("breaker.yaml");
 }
