@@ -104,14 +104,24 @@ fn proc_status(key: &str) -> u64 {
 /// User + system CPU of this process, seconds.
 fn cpu_s() -> f64 {
     let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let f: Vec<&str> = s.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let f: Vec<&str> = s
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
     let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
         + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     ticks / 100.0
 }
 
 fn main() {
-    let arg = |i: usize, d: u64| std::env::args().nth(i).and_then(|a| a.parse().ok()).unwrap_or(d);
+    let arg = |i: usize, d: u64| {
+        std::env::args()
+            .nth(i)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(d)
+    };
     let (nodes, cycles, base_ms) = (arg(1, 10_000), arg(2, 12), arg(3, 5_000));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cluster.yaml");
@@ -123,7 +133,13 @@ fn main() {
         y.push_str(&format!("  - name: sim-{i:05}\n"));
     }
     std::fs::write(&path, y).unwrap();
-    let argv = ["ugro-watch", "-c", path.to_str().unwrap(), "--format", "json"];
+    let argv = [
+        "ugro-watch",
+        "-c",
+        path.to_str().unwrap(),
+        "--format",
+        "json",
+    ];
     let cli = Cli::try_parse_from(argv).unwrap();
     let cluster = Cluster::load(&path).unwrap();
     let overrides = ugro_watch::Overrides::from_cli(&cli).unwrap();
@@ -180,9 +196,23 @@ fn report(nodes: u64, cycles: u64, base_ms: u64, out: &Stats, cpu: f64, wall: Du
         .iter()
         .filter_map(|s| s.cycle_ms_max)
         .fold(0.0, f64::max);
-    println!("in-process transport, {nodes} nodes, base {base_ms} ms, {cycles} cycles, answer after {} ms", LATENCY.as_millis());
+    println!(
+        "in-process transport, {nodes} nodes, base {base_ms} ms, {cycles} cycles, answer after {} ms",
+        LATENCY.as_millis()
+    );
     println!("  polls                      {probes}");
-    println!("  watcher RSS, peak          {:.1} MB ({:.1} kB per node)", proc_status("VmHWM:") as f64 / 1024.0, proc_status("VmHWM:") as f64 / nodes as f64);
-    println!("  watcher CPU                {cpu:.2} s over {:.1} s ({:.0} µs per poll)", wall.as_secs_f64(), cpu * 1e6 / probes.max(1) as f64);
-    println!("  steady cycle, mean / worst {mean:.0} / {worst:.0} ms (the slowest node answers in {} ms)", LATENCY.as_millis());
+    println!(
+        "  watcher RSS, peak          {:.1} MB ({:.1} kB per node)",
+        proc_status("VmHWM:") as f64 / 1024.0,
+        proc_status("VmHWM:") as f64 / nodes as f64
+    );
+    println!(
+        "  watcher CPU                {cpu:.2} s over {:.1} s ({:.0} µs per poll)",
+        wall.as_secs_f64(),
+        cpu * 1e6 / probes.max(1) as f64
+    );
+    println!(
+        "  steady cycle, mean / worst {mean:.0} / {worst:.0} ms (the slowest node answers in {} ms)",
+        LATENCY.as_millis()
+    );
 }
