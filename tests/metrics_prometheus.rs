@@ -11,11 +11,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use ugro_e2e::{bin, free_port, gpu_fixture, require, root, run_tool};
+use ugro_e2e::{KillOnDrop, bin, free_port, gpu_fixture, require, root, run_tool};
 use ugro_types::{Alert, AlertStatus, DeviceState, Kind, Sample, Timestamp, Unreachable};
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
@@ -38,14 +38,6 @@ const WATCHER_PANELS: &[&str] = &[
     "Polls in flight",
     "Alert delivery",
 ];
-
-struct Guard(Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 // ---- the dashboards, as Grafana reads them --------------------------------------------------
 
@@ -655,7 +647,7 @@ fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-fn node_exporter(dir: &Path) -> (Guard, u16) {
+fn node_exporter(dir: &Path) -> (KillOnDrop, u16) {
     let port = free_port();
     let child = Command::new(NODE_EXPORTER)
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
@@ -665,7 +657,7 @@ fn node_exporter(dir: &Path) -> (Guard, u16) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    (Guard(child), port)
+    (KillOnDrop::new(child), port)
 }
 
 /// The shipped rules with every `for` and `keep_firing_for` at 0s: this test compares what
@@ -699,7 +691,7 @@ fn rules_without_for(work: &Path) -> PathBuf {
     path
 }
 
-fn prometheus(work: &Path, job: &str, targets: &[u16]) -> (Guard, u16) {
+fn prometheus(work: &Path, job: &str, targets: &[u16]) -> (KillOnDrop, u16) {
     let port = free_port();
     let rules = rules_without_for(work);
     let targets: Vec<String> = targets.iter().map(|p| format!("'127.0.0.1:{p}'")).collect();
@@ -722,7 +714,7 @@ fn prometheus(work: &Path, job: &str, targets: &[u16]) -> (Guard, u16) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    (Guard(child), port)
+    (KillOnDrop::new(child), port)
 }
 
 #[derive(Debug, Deserialize)]
@@ -811,7 +803,7 @@ fn dashboards_and_rules_evaluate_against_a_real_prometheus_over_node_exporter_te
         std::fs::create_dir(d).unwrap();
     }
     let made = make_fleet(work.path(), &dirs);
-    let exporters: Vec<(Guard, u16)> = dirs.iter().map(|d| node_exporter(d)).collect();
+    let exporters: Vec<(KillOnDrop, u16)> = dirs.iter().map(|d| node_exporter(d)).collect();
     for (_, port) in &exporters {
         let text = wait_for("node_exporter", || {
             get_text(&format!("http://127.0.0.1:{port}/metrics"))
@@ -1096,7 +1088,7 @@ fn watch_cluster(dir: &Path) -> (PathBuf, Vec<&'static str>) {
 
 /// `ugro-watch --pipeline --listen` over [`watch_cluster`], with the raw stream in raw.jsonl
 /// and the alert records in alerts.jsonl.
-fn watcher(work: &Path, names: &str) -> (Guard, u16, Vec<&'static str>) {
+fn watcher(work: &Path, names: &str) -> (KillOnDrop, u16, Vec<&'static str>) {
     let (cluster, nodes) = watch_cluster(work);
     let port = free_port();
     let out = std::fs::File::create(work.join("alerts.jsonl")).unwrap();
@@ -1129,7 +1121,7 @@ fn watcher(work: &Path, names: &str) -> (Guard, u16, Vec<&'static str>) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    (Guard(child), port, nodes)
+    (KillOnDrop::new(child), port, nodes)
 }
 
 /// A webhook receiver on loopback that answers every request 200; its port.

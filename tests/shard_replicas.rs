@@ -7,13 +7,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ugro_e2e::alertmanager::{
     AmCluster, Recorder, available, replica_route, wait_for, write_replica_configs,
 };
-use ugro_e2e::{bin, records, root};
+use ugro_e2e::{KillOnDrop, bin, records, root};
 use ugro_watch::shard::owner;
 
 const GROUP_INTERVAL_S: u64 = 4;
@@ -22,7 +22,7 @@ const SHARDS: [&str; 2] = ["1/2", "2/2"];
 struct Watcher {
     shard: &'static str,
     dir: PathBuf,
-    child: Option<Child>,
+    child: KillOnDrop,
 }
 
 impl Watcher {
@@ -46,7 +46,7 @@ impl Watcher {
         Watcher {
             shard,
             dir,
-            child: Some(child),
+            child: KillOnDrop::new(child),
         }
     }
 
@@ -60,7 +60,7 @@ impl Watcher {
     }
 
     fn signal(&self, sig: &str) {
-        if let Some(c) = &self.child {
+        if let Some(c) = self.child.get() {
             let st = Command::new("kill")
                 .args([&format!("-{sig}"), &c.id().to_string()])
                 .status()
@@ -70,16 +70,7 @@ impl Watcher {
     }
 
     fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        self.kill();
+        self.child.kill();
     }
 }
 

@@ -9,6 +9,37 @@ pub mod slurm;
 #[path = "support/alertmanager.rs"]
 pub mod alertmanager;
 
+/// A child process that is killed (SIGKILL) and reaped when this is dropped or `kill`ed, so a
+/// daemon a test started never outlives the test, whichever assertion fails first.
+#[derive(Debug, Default)]
+pub struct KillOnDrop(Option<std::process::Child>);
+
+impl KillOnDrop {
+    /// Takes charge of `child`.
+    pub fn new(child: std::process::Child) -> KillOnDrop {
+        KillOnDrop(Some(child))
+    }
+
+    /// The child while it has not been killed.
+    pub fn get(&self) -> Option<&std::process::Child> {
+        self.0.as_ref()
+    }
+
+    /// SIGKILL and reap, now (no goodbye to anyone); nothing once done.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// The path of a workspace binary built next to this test (`cargo build --workspace` first).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");

@@ -9,13 +9,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ugro_e2e::alertmanager::{
     AmCluster, Recorder, available, replica_route, write_replica_configs,
 };
-use ugro_e2e::{bin, root};
+use ugro_e2e::{KillOnDrop, bin, root};
 use ugro_watch::shard::owner;
 
 /// Alertmanager's group_interval: a duplicate would come at a group flush.
@@ -236,7 +236,7 @@ fn template(dir: &Path, fixture: &str) -> String {
 struct Watcher {
     args: Vec<String>,
     stderr: PathBuf,
-    child: Option<Child>,
+    child: KillOnDrop,
 }
 
 impl Watcher {
@@ -264,7 +264,7 @@ impl Watcher {
         let mut w = Watcher {
             args,
             stderr: dir.join("stderr"),
-            child: None,
+            child: KillOnDrop::default(),
         };
         w.start();
         w
@@ -277,7 +277,7 @@ impl Watcher {
             .append(true)
             .open(&self.stderr)
             .unwrap();
-        self.child = Some(
+        self.child = KillOnDrop::new(
             Command::new(bin("ugro-watch"))
                 .args(&self.args)
                 .stdout(Stdio::null())
@@ -289,16 +289,7 @@ impl Watcher {
 
     /// SIGKILL: no goodbye to anyone.
     fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        self.kill();
+        self.child.kill();
     }
 }
 
