@@ -25,12 +25,9 @@ use ugro_watch::{Cli, Cluster};
 /// Answer latency of every fake node.
 const LATENCY: Duration = Duration::from_millis(50);
 
-/// A sample line like a busy one-GPU node's; the node and time are filled in per answer.
-fn sample_line(node: &str, ts: ugro_types::Timestamp) -> String {
-    format!(
-        r#"{{"v":1,"kind":"sample","ts":"{ts}","node":"{node}","gpu":{{"status":"ok","source":"fake","devices":[{{"index":0,"state":"ok","temperature_c":55,"utilization_pct":80}}]}},"host":{{"cpu_pct":5.0,"cpus":8,"load":[0.1,0.1,0.1],"memory_total_bytes":68719476736,"memory_available_bytes":60000000000,"disks":[]}},"network":{{"interfaces":[]}},"processes":{{"total":100,"zombies":0,"d_state":0,"training":[]}}}}"#
-    )
-}
+// The fake node's sample line is the paused-time tests' (one busy GPU).
+#[path = "../tests/live/mod.rs"]
+mod live;
 
 #[derive(Clone)]
 struct Net {
@@ -46,7 +43,7 @@ impl NodeLink for Link {
     fn poll(&mut self) -> BoxFuture<'_, Result<String, PollError>> {
         Box::pin(async move {
             tokio::time::sleep(LATENCY).await;
-            Ok(sample_line(&self.node, self.clock.wall()))
+            Ok(live::sample_line(&self.node, self.clock.wall(), 80, false))
         })
     }
     fn set_timing(&mut self, _t: Timing) {}
