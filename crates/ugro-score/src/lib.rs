@@ -304,8 +304,24 @@ pub struct Cli {
           value_parser = clap::value_parser!(u16).range(64..=7000))]
     pub max_perfdata: u16,
 
+    /// Threads that decode a backlog of input lines (scoring stays on one thread, in input
+    /// order, so the output is the same whatever N). Default: the CPUs this process may use,
+    /// at most 8. An idle stream's line is decoded on the main thread, without waiting.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<std::num::NonZeroUsize>,
+
     #[command(flatten)]
     pub kinds: ugro_support::cli::KindsArg,
+}
+
+/// `--threads`, or its default: the CPUs available to this process, at most 8 (decoding
+/// stops paying beyond that: scoring, on one thread, is then most of a line's cost).
+fn decode_threads(cli: &Cli) -> std::num::NonZeroUsize {
+    const MAX_DEFAULT: std::num::NonZeroUsize = std::num::NonZeroUsize::new(8).unwrap();
+    cli.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map_or(std::num::NonZeroUsize::MIN, |n| n.min(MAX_DEFAULT))
+    })
 }
 
 /// The binary's entry point: in check mode (`--format nagios`, `-e`) a command line clap
@@ -456,17 +472,14 @@ fn check(cli: Cli) -> Result<ExitCode, Error> {
         scorer.save_state().map_err(Error::State)?;
         r
     } else {
-        let input = open_input(
-            &cli,
-            |f| Box::new(BufReader::with_capacity(1 << 16, f)),
-            |s| Box::new(BufReader::with_capacity(1 << 16, s)),
-        )?;
-        stage::run_counted(
+        let input = read_source(&cli)?;
+        stage::run_parallel(
             TOOL,
             cli.kinds.options(cli.strict),
             input,
             &mut out,
             &mut scorer,
+            decode_threads(&cli),
             &mut reader_bad,
         )
     };
@@ -512,6 +525,20 @@ fn state_file(cli: &Cli) -> Result<Option<PathBuf>, ugro_support::state::StateEr
         Some(Some(p)) => Ok(Some(p.clone())),
         None => Ok(None),
     }
+}
+
+/// The input file (or stdin), for a reader on its own thread (it reads 64 KiB at a time: no
+/// buffer in front).
+fn read_source(cli: &Cli) -> Result<Box<dyn io::Read + Send>, Error> {
+    Ok(match &cli.input {
+        Some(p) if p.as_os_str() != "-" => {
+            Box::new(File::open(p).map_err(|source| Error::Input {
+                path: p.clone(),
+                source,
+            })?)
+        }
+        _ => Box::new(io::stdin()),
+    })
 }
 
 /// The input file (or stdin), wrapped by `file` or `stdin`.

@@ -1,7 +1,7 @@
 //! The pipeline stage: what `ugro-score` does per line, shared with `ugro-watch --pipeline`.
 
 use ugro_types::io::{WriteError, set_field, splice_field};
-use ugro_types::stage::{Emit, Stage, StageError};
+use ugro_types::stage::{Emit, Prepare, Stage, StageError};
 use ugro_types::view::SampleView;
 use ugro_types::{Kind, check_header, parse_header};
 
@@ -46,9 +46,27 @@ impl Stage for Scorer {
     }
 
     fn process(&mut self, line: &str, emit: &mut Emit<'_>) -> Result<(), StageError> {
+        self.process_prepared(line, Self::prepare(line), emit)
+    }
+}
+
+impl Prepare for Scorer {
+    type Prepared<'l> = Result<SampleView<'l>, serde_json::Error>;
+
+    /// Decoding the sample: most of a line's cost, and it needs nothing of the scorer.
+    fn prepare(line: &str) -> Self::Prepared<'_> {
+        SampleView::from_line(line)
+    }
+
+    fn process_prepared<'l>(
+        &mut self,
+        line: &'l str,
+        prepared: Self::Prepared<'l>,
+        emit: &mut Emit<'_>,
+    ) -> Result<(), StageError> {
         // The typed parse is the fast path; only when it fails is the header looked at, to
         // tell a record of another kind (passed through) from a broken sample (rejected).
-        let sample = match SampleView::from_line(line) {
+        let sample = match prepared {
             Ok(s) => s,
             Err(e) => {
                 return match parse_header(line) {

@@ -617,3 +617,70 @@ fn usage_errors_in_check_mode_are_unknown_with_the_cause() {
     let o = score().arg("--bogus").write_stdin("").output().unwrap();
     assert_eq!(o.status.code(), Some(64), "outside check mode");
 }
+
+/// Two thousand lines over 50 nodes: good samples (some critical), broken JSON, a line that is
+/// not UTF-8, an unknown kind, a record of another kind, blank lines.
+fn mixed_stream() -> Vec<u8> {
+    let mut input = Vec::new();
+    for i in 0..2000u32 {
+        let mut v = if i % 13 == 0 { critical() } else { busy() };
+        v["node"] = json!(format!("node-{}", i % 50));
+        let line = match i % 17 {
+            3 => format!("{v}").replacen('}', "", 1).into_bytes(),
+            5 => b"{\"v\":1,\"kind\":\"sample\",\"node\":\"\xff\"}".to_vec(),
+            7 => br#"{"v":1,"kind":"Sample","ts":"2026-11-28T16:38:13.000Z","node":"x"}"#.to_vec(),
+            9 => br#"{"v":1,"kind":"transition","ts":"2026-11-28T16:38:13.000Z","node":"x"}"#
+                .to_vec(),
+            11 => Vec::new(),
+            _ => v.to_string().into_bytes(),
+        };
+        input.extend_from_slice(&line);
+        input.push(b'\n');
+    }
+    input
+}
+
+#[test]
+fn the_number_of_decoding_threads_changes_nothing_in_the_output_errors_or_state() {
+    let input = mixed_stream();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |threads: &str| {
+        let state = dir.path().join(format!("state-{threads}.json"));
+        let out = score()
+            .args(["--threads", threads, "--state"])
+            .arg(&state)
+            .write_stdin(input.clone())
+            .output()
+            .unwrap();
+        // Compared as JSON: the file's maps are written in no fixed order.
+        let saved: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+        (out, saved)
+    };
+    let (one, one_state) = run("1");
+    assert_eq!(one.status.code(), Some(65));
+    let errors = String::from_utf8_lossy(&one.stderr).lines().count();
+    assert!(errors > 300, "{errors}");
+    // Every non-blank line is a record out or a line reported.
+    assert_eq!(decode(&one.stdout).len() + errors, 2000 - 117);
+    assert!(String::from_utf8_lossy(&one.stderr).contains("ugro-score: line 4: expected"));
+    // Reports in line order, as the lines are read (batches are read ahead).
+    let numbers: Vec<u32> = String::from_utf8_lossy(&one.stderr)
+        .lines()
+        .map(|l| {
+            l.split(": ").nth(1).unwrap()["line ".len()..]
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
+    for threads in ["2", "4"] {
+        let (many, many_state) = run(threads);
+        assert_eq!(many.status.code(), one.status.code(), "{threads}");
+        assert!(many.stdout == one.stdout, "stdout with {threads} threads");
+        assert_eq!(
+            String::from_utf8_lossy(&many.stderr),
+            String::from_utf8_lossy(&one.stderr)
+        );
+        assert!(many_state == one_state, "state file with {threads} threads");
+    }
+}

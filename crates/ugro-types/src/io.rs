@@ -72,6 +72,33 @@ impl ReadError {
     }
 }
 
+/// What [`LineReader::next_entry`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// Line N, good so far: [`LineReader::current`] is its text.
+    Line(u64),
+    /// Line N is refused by the reader.
+    Bad(u64, BadLine),
+}
+
+/// Why the reader refuses a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadLine {
+    /// Longer than the limit (bytes); skipped without being kept.
+    TooLong(usize),
+    /// Not UTF-8.
+    NotUtf8,
+}
+
+impl Display for BadLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BadLine::TooLong(max) => write!(f, "longer than {max} bytes; skipped"),
+            BadLine::NotUtf8 => f.write_str("not valid UTF-8"),
+        }
+    }
+}
+
 /// A line as found in the buffer: where it is, or that it was too long.
 enum Found {
     Line(usize, usize),
@@ -97,6 +124,11 @@ impl<R: Read> LineReader<R> {
         }
     }
 
+    /// The source.
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
     /// The same reader with another line limit (tests).
     pub fn with_max_line(mut self, max: usize) -> Self {
         self.max_line = max;
@@ -114,18 +146,44 @@ impl<R: Read> LineReader<R> {
         self.newline.is_some()
     }
 
+    /// Reads once more from the source when no complete line is held and less than
+    /// `limit` bytes are: for a caller that knows the read will not wait ([`ReadAhead::ready`]).
+    /// False when nothing was read.
+    pub fn read_more(&mut self, limit: usize) -> Result<bool, ReadError> {
+        if self.eof || self.has_line() || self.end - self.start >= limit.min(self.max_line) {
+            return Ok(false);
+        }
+        self.fill()?;
+        Ok(true)
+    }
+
     /// The next non-blank line and its 1-based number, or `None` at end of input.
     /// A line that is not UTF-8, or longer than [`MAX_LINE_BYTES`], is rejected here and
     /// skipped.
     pub fn next_line(&mut self) -> Result<Option<(u64, &str)>, ReadError> {
         loop {
+            match self.next_entry()? {
+                None => return Ok(None),
+                Some(Entry::Line(n)) => return Ok(Some((n, self.current()))),
+                Some(Entry::Bad(n, why)) => self.reject(n, why)?,
+            }
+        }
+    }
+
+    /// [`LineReader::next_line`] without the reporting: the next non-blank line (read it with
+    /// [`LineReader::current`]) or a line the reader refuses, which the caller reports with
+    /// [`LineReader::reject`] when its turn comes. A run loop that reads ahead
+    /// ([`crate::stage::run_parallel`]) keeps the reports in line order this way.
+    pub fn next_entry(&mut self) -> Result<Option<Entry>, ReadError> {
+        loop {
             let (mut a, mut b) = match self.find()? {
                 None => return Ok(None),
                 Some(Found::TooLong) => {
                     self.line_no += 1;
-                    let why = format!("longer than {} bytes; skipped", self.max_line);
-                    self.reject(self.line_no, why)?;
-                    continue;
+                    return Ok(Some(Entry::Bad(
+                        self.line_no,
+                        BadLine::TooLong(self.max_line),
+                    )));
                 }
                 Some(Found::Line(a, b)) => (a, b),
             };
@@ -143,16 +201,18 @@ impl<R: Read> LineReader<R> {
             // only at the next call): no copy of the line. simdutf8 checks it at memory speed,
             // so checking it again to hand out the `&str` costs less than the copy did.
             if simdutf8::basic::from_utf8(&self.buf[a..b]).is_err() {
-                self.reject(self.line_no, "not valid UTF-8")?;
-                continue;
+                return Ok(Some(Entry::Bad(self.line_no, BadLine::NotUtf8)));
             }
             self.line = (a, b);
-            break;
+            return Ok(Some(Entry::Line(self.line_no)));
         }
+    }
+
+    /// The line the last [`Entry::Line`] named, until the next call that reads (empty before
+    /// the first).
+    pub fn current(&self) -> &str {
         let (a, b) = self.line;
-        Ok(simdutf8::basic::from_utf8(&self.buf[a..b])
-            .ok()
-            .map(|line| (self.line_no, line)))
+        simdutf8::basic::from_utf8(&self.buf[a..b]).unwrap_or_default()
     }
 
     /// Finds the next line in the buffer, reading more as needed: its bounds (without the
@@ -247,6 +307,85 @@ impl<R: Read> LineReader<R> {
         } else {
             Exit::Ok
         }
+    }
+}
+
+/// Chunks [`ReadAhead`] may hold before its thread waits for the reader to catch up.
+const READ_AHEAD_CHUNKS: usize = 16;
+
+/// A source read on a thread of its own, up to [`READ_AHEAD_CHUNKS`] reads of 64 KiB ahead of
+/// its consumer: [`ReadAhead::ready`] tells whether input is waiting, so a run loop can take a
+/// backlog as one batch and flush its output only before a read that would wait. The thread
+/// stops at end of input, on a read error (handed on to the consumer) or when the consumer is
+/// dropped; a thread still blocked in `read` when the process exits goes with it.
+#[derive(Debug)]
+pub struct ReadAhead {
+    chunks: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl ReadAhead {
+    /// Starts reading `inner` on a new thread.
+    pub fn spawn<R: Read + Send + 'static>(mut inner: R) -> io::Result<Self> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (tx, chunks) = std::sync::mpsc::sync_channel(READ_AHEAD_CHUNKS);
+        let queued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = queued.clone();
+        std::thread::Builder::new()
+            .name("read-ahead".into())
+            .spawn(move || {
+                loop {
+                    let mut buf = vec![0; READ_CHUNK];
+                    let got = match inner.read(&mut buf) {
+                        Ok(0) => return,
+                        Ok(n) => {
+                            buf.truncate(n);
+                            Ok(buf)
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => Err(e),
+                    };
+                    let last = got.is_err();
+                    count.fetch_add(1, SeqCst);
+                    if tx.send(got).is_err() || last {
+                        return;
+                    }
+                }
+            })?;
+        Ok(ReadAhead {
+            chunks,
+            queued,
+            cur: Vec::new(),
+            pos: 0,
+        })
+    }
+
+    /// Whether a read now returns at once (input, its end or an error is waiting).
+    pub fn ready(&self) -> bool {
+        self.pos < self.cur.len() || self.queued.load(std::sync::atomic::Ordering::SeqCst) > 0
+    }
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.cur.len() {
+            match self.chunks.recv() {
+                Ok(got) => {
+                    self.queued
+                        .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    self.cur = got?;
+                    self.pos = 0;
+                }
+                // The thread is done: end of input.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.cur.len() - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
 }
 

@@ -19,7 +19,7 @@ use std::io::{Read, Write};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 
-use crate::io::{LineReader, ReadError, RecordWriter, WriteError};
+use crate::io::{LineReader, ReadAhead, ReadError, RecordWriter, WriteError};
 use crate::{Exit, Kind, Timestamp};
 
 /// Where a stage sends its output lines (one record each, without the newline).
@@ -177,7 +177,18 @@ fn step_kind(
     kind: Option<Kind>,
     emit: &mut Emit<'_>,
 ) -> Result<(), StageError> {
-    stage.process(line, emit)?;
+    step_with(stage, line, kind, emit, |s, l, e| s.process(l, e))
+}
+
+/// [`step_kind`] with `process` doing the stage's part of the line.
+fn step_with<S: Stage + ?Sized>(
+    stage: &mut S,
+    line: &str,
+    kind: Option<Kind>,
+    emit: &mut Emit<'_>,
+    process: impl FnOnce(&mut S, &str, &mut Emit<'_>) -> Result<(), StageError>,
+) -> Result<(), StageError> {
+    process(stage, line, emit)?;
     if kind == Some(Kind::Tick) {
         let h = crate::parse_header(line).map_err(|e| StageError::Reject(e.to_string()))?;
         stage.tick(h.ts, emit)?;
@@ -257,23 +268,46 @@ pub fn run_counted<R: Read, W: Write>(
             let Some((n, line)) = reader.next_line()? else {
                 break;
             };
-            stage.line(n);
-            let kind = peek_kind(line);
-            if kind == Some(Kind::Other) && !opts.pass_unknown_kinds {
-                let cause = unknown_kind(line);
+            if let Some(cause) = one_line(stage, opts, (n, line), out, |s, l, e| s.process(l, e))? {
                 reader.reject(n, cause)?;
-                continue;
-            }
-            let mut emit = |rec: &[u8]| out.write_raw(rec);
-            match step_kind(stage, line, kind, &mut emit) {
-                Ok(()) => {}
-                Err(StageError::Reject(cause)) => reader.reject(n, cause)?,
-                Err(e) => return Err(e),
             }
         }
         let mut emit = |rec: &[u8]| out.write_raw(rec);
         stage.finish(&mut emit)
     })();
+    finish_run(&reader, out, stage, result, rejected)
+}
+/// One line through `stage` under the run loop's rules (the line number first, a kind this
+/// build does not know refused, the tick rule), `process` doing the stage's part. A line the
+/// stage or the kind rule refuses comes back as its cause, for the reader to report and count.
+fn one_line<S: Stage + ?Sized, W: Write>(
+    stage: &mut S,
+    opts: Options,
+    (n, line): (u64, &str),
+    out: &mut RecordWriter<W>,
+    process: impl FnOnce(&mut S, &str, &mut Emit<'_>) -> Result<(), StageError>,
+) -> Result<Option<String>, StageError> {
+    stage.line(n);
+    let kind = peek_kind(line);
+    if kind == Some(Kind::Other) && !opts.pass_unknown_kinds {
+        return Ok(Some(unknown_kind(line)));
+    }
+    let mut emit = |rec: &[u8]| out.write_raw(rec);
+    match step_with(stage, line, kind, &mut emit, process) {
+        Ok(()) => Ok(None),
+        Err(StageError::Reject(cause)) => Ok(Some(cause)),
+        Err(e) => Err(e),
+    }
+}
+
+/// The end of a run: output no longer deferred, the rejected lines counted, the exit status.
+fn finish_run<R: Read, W: Write, S: Stage + ?Sized>(
+    reader: &LineReader<R>,
+    out: &mut RecordWriter<W>,
+    stage: &S,
+    result: Result<(), StageError>,
+    rejected: &mut u64,
+) -> Result<Exit, StageError> {
     let flushed = out.set_deferred(false);
     *rejected = reader.rejected() + stage.rejected();
     result?;
@@ -282,6 +316,171 @@ pub fn run_counted<R: Read, W: Write>(
         Exit::DataErr
     } else {
         reader.finish()
+    })
+}
+
+/// A stage whose work on a line starts with a step that needs nothing of the stage (decoding
+/// the line): [`run_parallel`] does that step for a backlog of lines on several threads, then
+/// hands the results to the stage in line order. The stage's [`Stage::process`] must be
+/// `process_prepared(line, prepare(line))`, so both loops give the same output.
+pub trait Prepare: Stage {
+    /// What the first step makes of a line (it may borrow from the line).
+    type Prepared<'l>: Send;
+
+    /// The first step. It runs on any thread and sees only the line.
+    fn prepare(line: &str) -> Self::Prepared<'_>;
+
+    /// The rest of [`Stage::process`], in line order.
+    fn process_prepared<'l>(
+        &mut self,
+        line: &'l str,
+        prepared: Self::Prepared<'l>,
+        emit: &mut Emit<'_>,
+    ) -> Result<(), StageError>;
+}
+
+/// The most input a read-ahead batch holds; lines beyond it wait for the next batch.
+const BATCH_BYTES: usize = 1 << 20;
+/// Fewer lines than this are prepared on the run loop's thread: starting threads would cost
+/// more than it saves.
+const PARALLEL_MIN_LINES: usize = 8;
+
+/// A line read ahead: its number and where it lies in the batch, or a line the reader refused.
+enum Ahead {
+    Line(u64, std::ops::Range<usize>),
+    Bad(u64, crate::io::BadLine),
+}
+
+/// [`run_counted`] for a [`Prepare`] stage, with the same output, reports, line numbers and
+/// exit status. The input is read on a thread of its own ([`ReadAhead`]); every line already
+/// read, up to 1 MiB, is one batch, prepared on up to `threads` threads and then processed in
+/// order. Output is flushed before a read that would wait, as in [`run_counted`]: on an idle
+/// stream each line is a batch of one, prepared on this thread, and its record leaves at once.
+pub fn run_parallel<S: Prepare, R: Read + Send + 'static, W: Write>(
+    tool: &'static str,
+    opts: impl Into<Options>,
+    input: R,
+    out: &mut RecordWriter<W>,
+    stage: &mut S,
+    threads: std::num::NonZeroUsize,
+    rejected: &mut u64,
+) -> Result<Exit, StageError> {
+    let opts = opts.into();
+    let source = ReadAhead::spawn(input).map_err(ReadError::Io)?;
+    let mut reader = LineReader::new(source, tool, opts.strict);
+    out.set_deferred(true)?;
+    let mut text = String::new();
+    let mut ahead = Vec::new();
+    let result = (|| {
+        loop {
+            if !waiting(&mut reader) {
+                out.flush()?;
+            }
+            if !read_ahead(&mut reader, &mut text, &mut ahead)? {
+                break;
+            }
+            run_batch(stage, &mut reader, opts, &text, &ahead, out, threads)?;
+        }
+        let mut emit = |rec: &[u8]| out.write_raw(rec);
+        stage.finish(&mut emit)
+    })();
+    finish_run(&reader, out, stage, result, rejected)
+}
+
+/// Whether the next line can be had without waiting on the source.
+fn waiting(reader: &mut LineReader<ReadAhead>) -> bool {
+    reader.has_line() || reader.get_ref().ready()
+}
+
+/// Reads the next line (waiting for it if need be) and then every line already read, up to
+/// [`BATCH_BYTES`], copied into `text`. False at end of input.
+fn read_ahead(
+    reader: &mut LineReader<ReadAhead>,
+    text: &mut String,
+    ahead: &mut Vec<Ahead>,
+) -> Result<bool, ReadError> {
+    text.clear();
+    ahead.clear();
+    while ahead.is_empty() || text.len() < BATCH_BYTES {
+        // Past the first line, only what can be had without waiting: a line split across
+        // reads is completed only from input already read ahead.
+        if !ahead.is_empty() && !reader.has_line() {
+            if reader.get_ref().ready() && reader.read_more(BATCH_BYTES)? {
+                continue;
+            }
+            break;
+        }
+        match reader.next_entry()? {
+            None => break,
+            Some(crate::io::Entry::Bad(n, why)) => ahead.push(Ahead::Bad(n, why)),
+            Some(crate::io::Entry::Line(n)) => {
+                let at = text.len();
+                text.push_str(reader.current());
+                ahead.push(Ahead::Line(n, at..text.len()));
+            }
+        }
+    }
+    Ok(!ahead.is_empty())
+}
+
+/// One read-ahead batch: prepared (on several threads when it is worth it), then each line
+/// through [`one_line`] in order, the reader's refusals reported in their place.
+fn run_batch<S: Prepare, R: Read, W: Write>(
+    stage: &mut S,
+    reader: &mut LineReader<R>,
+    opts: Options,
+    text: &str,
+    ahead: &[Ahead],
+    out: &mut RecordWriter<W>,
+    threads: std::num::NonZeroUsize,
+) -> Result<(), StageError> {
+    let lines: Vec<&str> = ahead
+        .iter()
+        .filter_map(|a| match a {
+            Ahead::Line(_, r) => Some(&text[r.clone()]),
+            Ahead::Bad(..) => None,
+        })
+        .collect();
+    let mut prepared = prepare_all::<S>(&lines, threads.get()).into_iter();
+    for a in ahead {
+        let (n, cause) = match a {
+            Ahead::Bad(n, why) => (*n, Some(why.to_string())),
+            Ahead::Line(n, r) => {
+                let Some(p) = prepared.next() else { break };
+                let line = &text[r.clone()];
+                // The stage reads the same text `one_line` hands it; `line` carries its lifetime.
+                let process = |s: &mut S, _: &str, e: &mut Emit<'_>| s.process_prepared(line, p, e);
+                (*n, one_line(stage, opts, (*n, line), out, process)?)
+            }
+        };
+        if let Some(cause) = cause {
+            reader.reject(n, cause)?;
+        }
+    }
+    Ok(())
+}
+
+/// `S::prepare` over `lines`, in order, split over up to `threads` threads.
+fn prepare_all<'l, S: Prepare>(lines: &[&'l str], threads: usize) -> Vec<S::Prepared<'l>> {
+    let threads = threads.min(lines.len() / (PARALLEL_MIN_LINES / 2)).max(1);
+    if threads == 1 || lines.len() < PARALLEL_MIN_LINES {
+        return lines.iter().map(|l| S::prepare(l)).collect();
+    }
+    let chunk = lines.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let others: Vec<_> = lines[chunk..]
+            .chunks(chunk)
+            .map(|c| scope.spawn(move || c.iter().map(|l| S::prepare(l)).collect::<Vec<_>>()))
+            .collect();
+        let mut all: Vec<S::Prepared<'l>> = lines[..chunk].iter().map(|l| S::prepare(l)).collect();
+        for h in others {
+            match h.join() {
+                Ok(v) => all.extend(v),
+                // A panic in the pure step is a bug: it surfaces as it would on this thread.
+                Err(p) => std::panic::resume_unwind(p),
+            }
+        }
+        all
     })
 }
 
@@ -451,6 +650,159 @@ mod tests {
             emit(line.as_bytes())?;
             Ok(())
         }
+    }
+
+    impl Prepare for Upper {
+        type Prepared<'l> = Option<String>;
+        fn prepare(line: &str) -> Option<String> {
+            (!line.contains("bad")).then(|| line.to_uppercase())
+        }
+        fn process_prepared(
+            &mut self,
+            _: &str,
+            upper: Option<String>,
+            emit: &mut Emit<'_>,
+        ) -> Result<(), StageError> {
+            let upper = upper.ok_or_else(|| StageError::Reject("contains bad".into()))?;
+            emit(upper.as_bytes()).map_err(StageError::from)
+        }
+    }
+
+    /// Hands out its input `step` bytes per read, as a pipe may.
+    struct Dribble(Vec<u8>, usize, usize);
+    impl Read for Dribble {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.1.min(self.0.len() - self.2).min(buf.len());
+            buf[..n].copy_from_slice(&self.0[self.2..self.2 + n]);
+            self.2 += n;
+            Ok(n)
+        }
+    }
+
+    /// Good lines, lines the stage refuses, lines the reader refuses (not UTF-8), unknown
+    /// kinds, a tick, blank lines and CRLF, long enough for many batches.
+    fn mixed_input() -> Vec<u8> {
+        let mut input = Vec::new();
+        for i in 0..3000 {
+            let line: Vec<u8> = match i % 11 {
+                3 => format!("bad {i}").into(),
+                5 => vec![b'x', 0xff, b'\n'][..2].to_vec(),
+                7 => format!(r#"{{"v":1,"kind":"Sample","n":{i}}}"#).into(),
+                8 => br#"{"v":1,"kind":"tick","ts":"2026-11-28T00:00:00Z","node":"t"}"#.to_vec(),
+                9 => b"   ".to_vec(),
+                _ => format!("line {i} {}", "p".repeat(i % 700)).into(),
+            };
+            input.extend_from_slice(&line);
+            input.extend_from_slice(if i % 4 == 0 { b"\r\n" } else { b"\n" });
+        }
+        input
+    }
+
+    #[test]
+    fn run_parallel_gives_what_run_gives_whatever_the_batches_and_threads() {
+        let input = mixed_input();
+        let mut out = RecordWriter::new(Vec::new());
+        let mut want_bad = 0;
+        let want = run_counted("t", false, &input[..], &mut out, &mut Upper, &mut want_bad);
+        let want_out = out.get_mut().clone();
+        // Three lines in eleven are refused: by the stage, the reader and the kind rule.
+        assert_eq!((want.unwrap(), want_bad), (Exit::DataErr, 3 * 273));
+        for threads in [1, 3] {
+            for step in [7, 4096, 1 << 20] {
+                let mut out = RecordWriter::new(Vec::new());
+                let mut bad = 0;
+                let n = std::num::NonZeroUsize::new(threads).unwrap();
+                let src = Dribble(input.clone(), step, 0);
+                let got = run_parallel("t", false, src, &mut out, &mut Upper, n, &mut bad);
+                assert_eq!(
+                    (got.unwrap(), bad),
+                    (Exit::DataErr, want_bad),
+                    "{threads} {step}"
+                );
+                assert!(
+                    *out.get_mut() == want_out,
+                    "threads {threads}, reads of {step}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn run_parallel_stops_at_the_first_bad_line_when_strict() {
+        let input = b"a\nb\nbad\nc\n".repeat(50);
+        let mut out = RecordWriter::new(Vec::new());
+        let n = std::num::NonZeroUsize::new(4).unwrap();
+        let src = Dribble(input, 1 << 20, 0);
+        let r = run_parallel("t", true, src, &mut out, &mut Upper, n, &mut 0);
+        assert!(
+            matches!(r, Err(StageError::Read(ReadError::Strict(3)))),
+            "{r:?}"
+        );
+        assert_eq!(out.get_mut().as_slice(), b"A\nB\n");
+    }
+
+    #[test]
+    fn run_parallel_flushes_each_record_before_it_waits_for_more_input() {
+        use std::sync::mpsc;
+        /// Input that arrives when the test sends it.
+        struct Feed(mpsc::Receiver<Vec<u8>>, Vec<u8>);
+        impl Read for Feed {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                if self.1.is_empty() {
+                    match self.0.recv() {
+                        Ok(v) => self.1 = v,
+                        Err(_) => return Ok(0),
+                    }
+                }
+                let n = buf.len().min(self.1.len());
+                buf[..n].copy_from_slice(&self.1[..n]);
+                self.1.drain(..n);
+                Ok(n)
+            }
+        }
+        /// Output that reaches the test when it is written.
+        struct Tap(mpsc::Sender<Vec<u8>>);
+        impl Write for Tap {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                let _ = self.0.send(b.to_vec());
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let (feed, input) = mpsc::channel();
+        let (tap, written) = mpsc::channel();
+        let run = std::thread::spawn(move || {
+            let mut out = RecordWriter::new(Tap(tap));
+            let n = std::num::NonZeroUsize::new(4).unwrap();
+            run_parallel(
+                "t",
+                false,
+                Feed(input, Vec::new()),
+                &mut out,
+                &mut Upper,
+                n,
+                &mut 0,
+            )
+        });
+        // Each record must come out while the loop waits for the next line: a loop that
+        // waited first would never answer (the timeout only turns that hang into a failure).
+        let wait = std::time::Duration::from_secs(120);
+        for (line, want) in [("a\nb", "A\n"), ("\nc\n", "B\nC\n")] {
+            feed.send(line.as_bytes().to_vec()).unwrap();
+            let mut got = Vec::new();
+            while got.len() < want.len() {
+                got.extend(
+                    written
+                        .recv_timeout(wait)
+                        .expect("the record was not flushed"),
+                );
+            }
+            assert_eq!(String::from_utf8(got).unwrap(), want);
+        }
+        drop(feed);
+        assert_eq!(run.join().unwrap().unwrap(), Exit::Ok);
     }
 
     #[test]
