@@ -7,13 +7,15 @@
 # by ugro-probe, so every record makes ugro-alert write), and of one `ugro-probe --serve` request.
 # Each command and its reader are pinned to CPU 0 when taskset works; wall time and, with
 # /usr/bin/time, the tool's own CPU time are printed (the stable figure on a shared machine).
-# Targets: ugro-score into a pipe >= 150 000 lines/s on the 4.8 KB lines, >= 100 000 on the
+# ugro-score runs pinned with --threads 1 (one core) and unpinned with its default threads (every
+# CPU decodes). Targets: ugro-score into a pipe >= 150 000 lines/s on the 4.8 KB lines, >= 100 000 on the
 # probe's lines; the latency unchanged from the per-record flush (BASELINE_DIR=DIR with the
 # release binaries of an earlier build adds their rows and latency to the same run).
 #
 #   scripts/bench-pipe.sh              # N=200000
 #   N=50000 BASELINE_DIR=/tmp/main-release scripts/bench-pipe.sh
 #   NO_BUILD=1 N=30000 scripts/bench-pipe.sh
+#   GEN=/tmp/old/gen_samples N=30000 scripts/bench-pipe.sh   # another build's generator
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -38,7 +40,8 @@ have_time=false
 
 # Input 1: the generator's lines. Input 2: the probe's own sample, repeated with its node and
 # time changed per line (1 000 nodes, a second apart).
-"$rel/examples/gen_samples" "$N" 2000 >"$tmp/gen.jsonl"
+# GEN=PATH: another build's generator (the issue's 4.8 KB lines came from 42aaa13's).
+"${GEN:-$rel/examples/gen_samples}" "$N" 2000 >"$tmp/gen.jsonl"
 probe_line() { # fixture node
     "$rel/ugro-probe" --gpu-fixture "crates/ugro-probe/fixtures/$1" --no-xid --node "$2" \
         --cpu-state-file "$tmp/cpu.json"
@@ -63,6 +66,12 @@ run() {
         printf "\n" }'
 }
 
+# run_free: run without pinning (ugro-score decoding on every CPU, the reader where it lands).
+run_free() {
+    local pin=()
+    run "$@"
+}
+
 # The filters' inputs: scored lines for breaker and alert.
 bench_input() { # name file
     local name=$1 in=$2
@@ -73,7 +82,14 @@ bench_input() { # name file
     for dir in "$rel" ${BASELINE_DIR:+"$BASELINE_DIR"}; do
         local tag=""
         [ "$dir" = "$rel" ] || tag=" (baseline)"
-        run "ugro-score$tag" "$in" "$dir/ugro-score"
+        if [ "$dir" = "$rel" ]; then
+            # One core: decoding on the main thread only; then every CPU (--threads default).
+            run "ugro-score --threads 1" "$in" "$dir/ugro-score" --threads 1
+            run_free "ugro-score, $(nproc) CPUs, unpinned" "$in" "$dir/ugro-score"
+        else
+            run "ugro-score$tag" "$in" "$dir/ugro-score"
+            run_free "ugro-score$tag, unpinned" "$in" "$dir/ugro-score"
+        fi
         rm -f "$tmp/b.json"*
         run "ugro-breaker --pass-open$tag" "$tmp/$name.scored" "$dir/ugro-breaker" --pass-open --state "$tmp/b.json"
         rm -rf "$tmp/a.json"* "$tmp/spool"

@@ -24,6 +24,9 @@
 #   scripts/bench-score.sh            # N=200000 NODES=1000
 #   N=50000 JQ=0 scripts/bench-score.sh
 #   N=50000 JQ=0 BASELINE=/tmp/perf-base/ugro-score scripts/bench-score.sh
+#   GEN=/tmp/perf-base/gen_samples N=50000 JQ=0 BASELINE=/tmp/perf-base/ugro-score scripts/bench-score.sh
+# The one-core rows run ugro-score pinned with --threads 1; the "all CPUs" rows unpinned with its
+# default --threads (decoding on every CPU, scoring on one).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -42,7 +45,8 @@ cargo build --release -q -p ugro-score --bin ugro-score --example gen_samples
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-"$target/release/examples/gen_samples" "$N" "$NODES" >"$tmp/in.jsonl"
+# GEN=PATH: another build's generator (the 4.8 KB lines of the issues' figures: 42aaa13's).
+"${GEN:-$target/release/examples/gen_samples}" "$N" "$NODES" >"$tmp/in.jsonl"
 
 cat >"$tmp/score.jq" <<'JQ'
 # The jq baseline for scripts/bench-score.sh: the same weighted score ugro-score computes for the
@@ -155,12 +159,21 @@ if [ -n "${BASELINE:-}" ]; then
         run "baseline --state full" null "$BASELINE" --state "$tmp/base-state.json"
     fi
 fi
-run ugro-score null "$target/release/ugro-score"
-run "--state new" null "$target/release/ugro-score" --state "$tmp/score-state.json"
+# One core: pinned, and decoding on the main thread only (--threads 1).
+run ugro-score null "$target/release/ugro-score" --threads 1
+run "--state new" null "$target/release/ugro-score" --threads 1 --state "$tmp/score-state.json"
 state_bytes=$(stat -c %s "$tmp/score-state.json")
-run "--state full" null "$target/release/ugro-score" --state "$tmp/score-state.json"
-# ugro-score flushes every record (the pipeline contract), so a pipe costs it a write per line.
-run ugro-score pipe "$target/release/ugro-score"
+run "--state full" null "$target/release/ugro-score" --threads 1 --state "$tmp/score-state.json"
+# Into a pipe: output is flushed when the input has nothing more waiting, not per record.
+run ugro-score pipe "$target/release/ugro-score" --threads 1
+# Every CPU: unpinned, --threads at its default (the CPUs available, at most 8).
+free() {
+    local pin=()
+    run "$@"
+}
+rm -f "$tmp/score-state.json"
+free "all CPUs --state new" null "$target/release/ugro-score" --state "$tmp/score-state.json"
+free "all CPUs" pipe "$target/release/ugro-score"
 echo "state file after a run: $state_bytes bytes for $NODES nodes ($((state_bytes / NODES)) bytes per 8-GPU node)"
 echo "target >= 100000 lines/s on one core, with --state (per CPU-second where the machine is shared):"
 keys=("ugro-score null" "--state new null" "--state full null")
@@ -186,8 +199,8 @@ ir_per_line() { # binary args...
 }
 if [ "${IR:-1}" = 1 ] && command -v valgrind >/dev/null; then
     echo "instructions per line (callgrind, lines 501-2500 of the input):"
-    ir_new=$(ir_per_line "$target/release/ugro-score")
-    ir_new_state=$(ir_per_line "$target/release/ugro-score" --state "$tmp/ir-state.json")
+    ir_new=$(ir_per_line "$target/release/ugro-score" --threads 1)
+    ir_new_state=$(ir_per_line "$target/release/ugro-score" --threads 1 --state "$tmp/ir-state.json")
     printf '  %-22s %10s per line   --state new file %10s per line\n' ugro-score "$ir_new" "$ir_new_state"
     if [ -n "${BASELINE:-}" ]; then
         ir_base=$(ir_per_line "$BASELINE")
