@@ -317,7 +317,7 @@ pub struct Cli {
 /// `--threads`, or its default: the CPUs available to this process, at most 8 (decoding
 /// stops paying beyond that: scoring, on one thread, is then most of a line's cost).
 fn decode_threads(cli: &Cli) -> std::num::NonZeroUsize {
-    const MAX_DEFAULT: std::num::NonZeroUsize = std::num::NonZeroUsize::new(8).unwrap();
+    const MAX_DEFAULT: std::num::NonZeroUsize = std::num::NonZeroUsize::MIN.saturating_add(7);
     cli.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map_or(std::num::NonZeroUsize::MIN, |n| n.min(MAX_DEFAULT))

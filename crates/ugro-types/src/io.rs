@@ -136,14 +136,27 @@ impl<R: Read> LineReader<R> {
     }
 
     /// Whether a complete line (or the end of input) is already read, so that
-    /// [`LineReader::next_line`] will not wait on the source.
+    /// [`LineReader::next_line`] will not wait on the source. Blank lines already read are
+    /// skipped (and counted) here, as `next_line` would skip them: a blank keep-alive line is
+    /// not a line to hold output back for.
     pub fn has_line(&mut self) -> bool {
         if self.eof || self.newline.is_some() {
             return true;
         }
-        self.newline =
-            memchr::memchr(b'\n', &self.buf[self.start..self.end]).map(|i| self.start + i);
-        self.newline.is_some()
+        while let Some(i) = memchr::memchr(b'\n', &self.buf[self.start..self.end]) {
+            let (a, i) = (self.start, self.start + i);
+            let mut body = &self.buf[a..i];
+            if self.line_no == 0 {
+                body = body.strip_prefix(b"\xef\xbb\xbf").unwrap_or(body);
+            }
+            if i - a > self.max_line || !body.iter().all(u8::is_ascii_whitespace) {
+                self.newline = Some(i);
+                return true;
+            }
+            self.line_no += 1;
+            self.start = i + 1;
+        }
+        false
     }
 
     /// Reads once more from the source when no complete line is held and less than
@@ -259,6 +272,8 @@ impl<R: Read> LineReader<R> {
     /// Reads once more from the source, keeping `buf[start..end]` (moved to the front, the
     /// buffer grown when a long line fills it).
     fn fill(&mut self) -> Result<(), ReadError> {
+        // The last line handed out is gone once the buffer moves.
+        self.line = (0, 0);
         if self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -317,13 +332,17 @@ const READ_AHEAD_CHUNKS: usize = 16;
 /// its consumer: [`ReadAhead::ready`] tells whether input is waiting, so a run loop can take a
 /// backlog as one batch and flush its output only before a read that would wait. The thread
 /// stops at end of input, on a read error (handed on to the consumer) or when the consumer is
-/// dropped; a thread still blocked in `read` when the process exits goes with it.
+/// dropped; a thread still blocked in `read` when the process exits goes with it. So the
+/// source is read up to 1 MiB past where the consumer stopped (a `--strict` stop, a closed
+/// stdout), and a thread reading `io::stdin()` holds its lock until it returns: for a tool
+/// that exits when its run loop does, not for a caller that reads the source afterwards.
 #[derive(Debug)]
 pub struct ReadAhead {
     chunks: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
     queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     cur: Vec<u8>,
     pos: usize,
+    ended: bool,
 }
 
 impl ReadAhead {
@@ -338,8 +357,8 @@ impl ReadAhead {
             .spawn(move || {
                 loop {
                     let mut buf = vec![0; READ_CHUNK];
+                    // End of input is an empty chunk, so that a thread that died is told apart.
                     let got = match inner.read(&mut buf) {
-                        Ok(0) => return,
                         Ok(n) => {
                             buf.truncate(n);
                             Ok(buf)
@@ -347,7 +366,7 @@ impl ReadAhead {
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Err(e) => Err(e),
                     };
-                    let last = got.is_err();
+                    let last = !matches!(&got, Ok(b) if !b.is_empty());
                     count.fetch_add(1, SeqCst);
                     if tx.send(got).is_err() || last {
                         return;
@@ -359,10 +378,12 @@ impl ReadAhead {
             queued,
             cur: Vec::new(),
             pos: 0,
+            ended: false,
         })
     }
 
-    /// Whether a read now returns at once (input, its end or an error is waiting).
+    /// Whether a read now returns at once because input (or a read error) is waiting; false at
+    /// end of input too, until the reader has seen it.
     pub fn ready(&self) -> bool {
         self.pos < self.cur.len() || self.queued.load(std::sync::atomic::Ordering::SeqCst) > 0
     }
@@ -371,15 +392,19 @@ impl ReadAhead {
 impl Read for ReadAhead {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if self.pos == self.cur.len() {
+            if self.ended {
+                return Ok(0);
+            }
             match self.chunks.recv() {
                 Ok(got) => {
                     self.queued
                         .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                     self.cur = got?;
                     self.pos = 0;
+                    self.ended = self.cur.is_empty();
                 }
-                // The thread is done: end of input.
-                Err(_) => return Ok(0),
+                // Gone without saying end of input: its source panicked.
+                Err(_) => return Err(io::Error::other("the input's reader thread stopped")),
             }
         }
         let n = out.len().min(self.cur.len() - self.pos);
@@ -722,6 +747,39 @@ mod tests {
         assert!(r.has_line(), "the second line came with the first read");
         r.next_line().unwrap();
         assert!(!r.has_line(), "only part of a line is waiting");
+    }
+
+    #[test]
+    fn blank_lines_already_read_are_skipped_by_has_line_and_counted() {
+        let input = b"\xef\xbb\xbf\r\na\n\n  \r\n\nb";
+        let mut r = LineReader::new(Dribble(input, 1 << 20), "t", false);
+        assert_eq!(r.next_line().unwrap(), Some((2, "a")));
+        // Three blank lines, then "b" without its newline: nothing to read without waiting.
+        assert!(!r.has_line());
+        assert_eq!(r.line_no(), 5);
+        assert_eq!(r.next_line().unwrap(), Some((6, "b")));
+    }
+
+    #[test]
+    fn read_ahead_hands_on_the_input_and_a_source_that_dies_is_an_error_not_the_end() {
+        let mut all = Vec::new();
+        let data: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        ReadAhead::spawn(io::Cursor::new(data.clone()))
+            .unwrap()
+            .read_to_end(&mut all)
+            .unwrap();
+        assert!(all == data);
+        struct Dies;
+        impl Read for Dies {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                panic!("a source that panics (this panic is the test's)")
+            }
+        }
+        let e = ReadAhead::spawn(Dies)
+            .unwrap()
+            .read(&mut [0; 8])
+            .unwrap_err();
+        assert!(e.to_string().contains("reader thread stopped"), "{e}");
     }
 
     #[test]

@@ -341,6 +341,8 @@ pub trait Prepare: Stage {
 
 /// The most input a read-ahead batch holds; lines beyond it wait for the next batch.
 const BATCH_BYTES: usize = 1 << 20;
+/// The most lines (good or refused) a batch holds, whatever their size.
+const BATCH_LINES: usize = 16 << 10;
 /// Fewer lines than this are prepared on the run loop's thread: starting threads would cost
 /// more than it saves.
 const PARALLEL_MIN_LINES: usize = 8;
@@ -373,13 +375,18 @@ pub fn run_parallel<S: Prepare, R: Read + Send + 'static, W: Write>(
     let mut ahead = Vec::new();
     let result = (|| {
         loop {
-            if !waiting(&mut reader) {
+            if !line_at_hand(&mut reader)? {
                 out.flush()?;
             }
-            if !read_ahead(&mut reader, &mut text, &mut ahead)? {
+            let mut failed = None;
+            if !read_ahead(&mut reader, &mut text, &mut ahead, &mut failed)? {
                 break;
             }
             run_batch(stage, &mut reader, opts, &text, &ahead, out, threads)?;
+            // A read that failed after the batch's first line: the lines before it went through.
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
         }
         let mut emit = |rec: &[u8]| out.write_raw(rec);
         stage.finish(&mut emit)
@@ -387,30 +394,45 @@ pub fn run_parallel<S: Prepare, R: Read + Send + 'static, W: Write>(
     finish_run(&reader, out, stage, result, rejected)
 }
 
-/// Whether the next line can be had without waiting on the source.
-fn waiting(reader: &mut LineReader<ReadAhead>) -> bool {
-    reader.has_line() || reader.get_ref().ready()
+/// Whether the next line can be had without waiting on the source, after taking in what the
+/// source already holds (a line may be split across reads).
+fn line_at_hand(reader: &mut LineReader<ReadAhead>) -> Result<bool, ReadError> {
+    while !reader.has_line() {
+        if !(reader.get_ref().ready() && reader.read_more(BATCH_BYTES)?) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Reads the next line (waiting for it if need be) and then every line already read, up to
-/// [`BATCH_BYTES`], copied into `text`. False at end of input.
+/// [`BATCH_BYTES`] and [`BATCH_LINES`], copied into `text`. False at end of input. A read that
+/// fails after the first line ends the batch and is left in `failed`.
 fn read_ahead(
     reader: &mut LineReader<ReadAhead>,
     text: &mut String,
     ahead: &mut Vec<Ahead>,
+    failed: &mut Option<ReadError>,
 ) -> Result<bool, ReadError> {
     text.clear();
     ahead.clear();
-    while ahead.is_empty() || text.len() < BATCH_BYTES {
-        // Past the first line, only what can be had without waiting: a line split across
-        // reads is completed only from input already read ahead.
-        if !ahead.is_empty() && !reader.has_line() {
-            if reader.get_ref().ready() && reader.read_more(BATCH_BYTES)? {
-                continue;
+    while ahead.is_empty() || (text.len() < BATCH_BYTES && ahead.len() < BATCH_LINES) {
+        let next = if ahead.is_empty() {
+            reader.next_entry()?
+        } else {
+            // Past the first line, only what can be had without waiting.
+            match line_at_hand(reader).and_then(|at_hand| match at_hand {
+                true => reader.next_entry(),
+                false => Ok(None),
+            }) {
+                Ok(next) => next,
+                Err(e) => {
+                    *failed = Some(e);
+                    None
+                }
             }
-            break;
-        }
-        match reader.next_entry()? {
+        };
+        match next {
             None => break,
             Some(crate::io::Entry::Bad(n, why)) => ahead.push(Ahead::Bad(n, why)),
             Some(crate::io::Entry::Line(n)) => {
@@ -446,7 +468,9 @@ fn run_batch<S: Prepare, R: Read, W: Write>(
         let (n, cause) = match a {
             Ahead::Bad(n, why) => (*n, Some(why.to_string())),
             Ahead::Line(n, r) => {
-                let Some(p) = prepared.next() else { break };
+                let Some(p) = prepared.next() else {
+                    unreachable!("prepare_all gives one value per line")
+                };
                 let line = &text[r.clone()];
                 // The stage reads the same text `one_line` hands it; `line` carries its lifetime.
                 let process = |s: &mut S, _: &str, e: &mut Emit<'_>| s.process_prepared(line, p, e);
@@ -463,21 +487,30 @@ fn run_batch<S: Prepare, R: Read, W: Write>(
 /// `S::prepare` over `lines`, in order, split over up to `threads` threads.
 fn prepare_all<'l, S: Prepare>(lines: &[&'l str], threads: usize) -> Vec<S::Prepared<'l>> {
     let threads = threads.min(lines.len() / (PARALLEL_MIN_LINES / 2)).max(1);
-    if threads == 1 || lines.len() < PARALLEL_MIN_LINES {
+    if threads == 1 {
         return lines.iter().map(|l| S::prepare(l)).collect();
     }
     let chunk = lines.len().div_ceil(threads);
+    let prepare = |c: &[&'l str]| c.iter().map(|l| S::prepare(l)).collect::<Vec<_>>();
     std::thread::scope(|scope| {
+        // A chunk whose thread cannot be started is prepared here, after the first.
         let others: Vec<_> = lines[chunk..]
             .chunks(chunk)
-            .map(|c| scope.spawn(move || c.iter().map(|l| S::prepare(l)).collect::<Vec<_>>()))
+            .map(|c| {
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, move || prepare(c))
+                    .map_err(|_| c)
+            })
             .collect();
-        let mut all: Vec<S::Prepared<'l>> = lines[..chunk].iter().map(|l| S::prepare(l)).collect();
+        let mut all = prepare(&lines[..chunk]);
         for h in others {
-            match h.join() {
-                Ok(v) => all.extend(v),
-                // A panic in the pure step is a bug: it surfaces as it would on this thread.
-                Err(p) => std::panic::resume_unwind(p),
+            match h {
+                Ok(h) => match h.join() {
+                    Ok(v) => all.extend(v),
+                    // A panic in the pure step is a bug: it surfaces as it would on this thread.
+                    Err(p) => std::panic::resume_unwind(p),
+                },
+                Err(c) => all.extend(prepare(c)),
             }
         }
         all
@@ -760,17 +793,6 @@ mod tests {
                 Ok(n)
             }
         }
-        /// Output that reaches the test when it is written.
-        struct Tap(mpsc::Sender<Vec<u8>>);
-        impl Write for Tap {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                let _ = self.0.send(b.to_vec());
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let (feed, input) = mpsc::channel();
         let (tap, written) = mpsc::channel();
         let run = std::thread::spawn(move || {
@@ -788,21 +810,155 @@ mod tests {
         });
         // Each record must come out while the loop waits for the next line: a loop that
         // waited first would never answer (the timeout only turns that hang into a failure).
-        let wait = std::time::Duration::from_secs(120);
         for (line, want) in [("a\nb", "A\n"), ("\nc\n", "B\nC\n")] {
             feed.send(line.as_bytes().to_vec()).unwrap();
-            let mut got = Vec::new();
-            while got.len() < want.len() {
-                got.extend(
-                    written
-                        .recv_timeout(wait)
-                        .expect("the record was not flushed"),
-                );
-            }
-            assert_eq!(String::from_utf8(got).unwrap(), want);
+            expect_written(&written, want);
         }
         drop(feed);
         assert_eq!(run.join().unwrap().unwrap(), Exit::Ok);
+    }
+
+    /// Output that reaches the test when it is written.
+    struct Tap(std::sync::mpsc::Sender<Vec<u8>>);
+    impl Write for Tap {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            let _ = self.0.send(b.to_vec());
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Reads `text.len()` bytes from `written`, failing (not hanging) if they never come.
+    fn expect_written(written: &std::sync::mpsc::Receiver<Vec<u8>>, text: &str) {
+        let wait = std::time::Duration::from_secs(120);
+        let mut got = Vec::new();
+        while got.len() < text.len() {
+            got.extend(
+                written
+                    .recv_timeout(wait)
+                    .expect("the record was not flushed"),
+            );
+        }
+        assert_eq!(String::from_utf8(got).unwrap(), text);
+    }
+
+    /// Hands out `chunks` one per read, then says so on `asked` and waits for more on `more`
+    /// (end of input when the test hangs up).
+    struct Script {
+        chunks: std::collections::VecDeque<Vec<u8>>,
+        asked: std::sync::mpsc::Sender<()>,
+        more: std::sync::mpsc::Receiver<Vec<u8>>,
+    }
+    impl Read for Script {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let chunk = match self.chunks.pop_front() {
+                Some(c) => c,
+                None => {
+                    let _ = self.asked.send(());
+                    match self.more.recv() {
+                        Ok(c) => c,
+                        Err(_) => return Ok(0),
+                    }
+                }
+            };
+            buf[..chunk.len()].copy_from_slice(&chunk);
+            Ok(chunk.len())
+        }
+    }
+
+    /// Upper, but line `a` is held until the input's reader has asked for more than it had.
+    struct Gate(std::sync::mpsc::Receiver<()>);
+    impl Stage for Gate {
+        fn process(&mut self, line: &str, emit: &mut Emit<'_>) -> Result<(), StageError> {
+            self.process_prepared(line, (), emit)
+        }
+    }
+    impl Prepare for Gate {
+        type Prepared<'l> = ();
+        fn prepare(_: &str) {}
+        fn process_prepared(
+            &mut self,
+            l: &str,
+            (): (),
+            emit: &mut Emit<'_>,
+        ) -> Result<(), StageError> {
+            if l == "a" {
+                let _ = self.0.recv();
+            }
+            emit(l.to_uppercase().as_bytes()).map_err(StageError::from)
+        }
+    }
+
+    #[test]
+    fn run_parallel_flushes_when_what_is_read_ahead_ends_in_part_of_a_line() {
+        use std::sync::mpsc;
+        let (asked, gate) = mpsc::channel();
+        let (feed, more) = mpsc::channel();
+        let chunks = [b"a\nb".to_vec(), b"c".to_vec()].into();
+        let src = Script {
+            chunks,
+            asked,
+            more,
+        };
+        let (tap, written) = mpsc::channel();
+        let run = std::thread::spawn(move || {
+            let mut out = RecordWriter::new(Tap(tap));
+            let n = std::num::NonZeroUsize::new(2).unwrap();
+            run_parallel("t", false, src, &mut out, &mut Gate(gate), n, &mut 0)
+        });
+        // When `a` is done, "c" is read ahead and "bc" is still not a line: A must go out.
+        expect_written(&written, "A\n");
+        feed.send(b"\n".to_vec()).unwrap();
+        expect_written(&written, "BC\n");
+        drop(feed);
+        assert_eq!(run.join().unwrap().unwrap(), Exit::Ok);
+    }
+
+    #[test]
+    fn run_parallel_does_not_hold_a_record_back_for_blank_lines() {
+        use std::sync::mpsc;
+        let (asked, _asked) = mpsc::channel();
+        let (feed, more) = mpsc::channel();
+        let src = Script {
+            chunks: [b"a\n\n \r\n".to_vec()].into(),
+            asked,
+            more,
+        };
+        let (tap, written) = mpsc::channel();
+        let run = std::thread::spawn(move || {
+            let mut out = RecordWriter::new(Tap(tap));
+            let n = std::num::NonZeroUsize::new(2).unwrap();
+            run_parallel("t", false, src, &mut out, &mut Upper, n, &mut 0)
+        });
+        expect_written(&written, "A\n");
+        feed.send(b"b\n".to_vec()).unwrap();
+        expect_written(&written, "B\n");
+        drop(feed);
+        assert_eq!(run.join().unwrap().unwrap(), Exit::Ok);
+    }
+
+    #[test]
+    fn run_parallel_writes_the_lines_read_before_a_read_error_then_fails() {
+        struct Broken(bool);
+        impl Read for Broken {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                if std::mem::replace(&mut self.0, true) {
+                    return Err(std::io::Error::other("disk on fire"));
+                }
+                buf[..5].copy_from_slice(b"a\nb\nc");
+                Ok(5)
+            }
+        }
+        let mut out = RecordWriter::new(Vec::new());
+        let n = std::num::NonZeroUsize::new(2).unwrap();
+        let r = run_parallel("t", false, Broken(false), &mut out, &mut Upper, n, &mut 0);
+        assert!(
+            matches!(r, Err(StageError::Read(ReadError::Io(_)))),
+            "{r:?}"
+        );
+        assert_eq!(out.get_mut().as_slice(), b"A\nB\n");
     }
 
     #[test]
