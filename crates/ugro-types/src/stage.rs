@@ -794,20 +794,7 @@ mod tests {
             }
         }
         let (feed, input) = mpsc::channel();
-        let (tap, written) = mpsc::channel();
-        let run = std::thread::spawn(move || {
-            let mut out = RecordWriter::new(Tap(tap));
-            let n = std::num::NonZeroUsize::new(4).unwrap();
-            run_parallel(
-                "t",
-                false,
-                Feed(input, Vec::new()),
-                &mut out,
-                &mut Upper,
-                n,
-                &mut 0,
-            )
-        });
+        let (run, written) = spawn_run(Feed(input, Vec::new()), Upper);
         // Each record must come out while the loop waits for the next line: a loop that
         // waited first would never answer (the timeout only turns that hang into a failure).
         for (line, want) in [("a\nb", "A\n"), ("\nc\n", "B\nC\n")] {
@@ -828,6 +815,28 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    /// `run_parallel` over `src` into `stage` on a thread of its own, with two decoding threads;
+    /// its output comes to the returned receiver as it is written.
+    fn spawn_run<S, R>(
+        src: R,
+        mut stage: S,
+    ) -> (
+        std::thread::JoinHandle<Result<Exit, StageError>>,
+        std::sync::mpsc::Receiver<Vec<u8>>,
+    )
+    where
+        S: Prepare + Send + 'static,
+        R: Read + Send + 'static,
+    {
+        let (tap, written) = std::sync::mpsc::channel();
+        let run = std::thread::spawn(move || {
+            let mut out = RecordWriter::new(Tap(tap));
+            let n = std::num::NonZeroUsize::new(2).unwrap();
+            run_parallel("t", false, src, &mut out, &mut stage, n, &mut 0)
+        });
+        (run, written)
     }
 
     /// Reads `text.len()` bytes from `written`, failing (not hanging) if they never come.
@@ -902,12 +911,7 @@ mod tests {
             asked,
             more,
         };
-        let (tap, written) = mpsc::channel();
-        let run = std::thread::spawn(move || {
-            let mut out = RecordWriter::new(Tap(tap));
-            let n = std::num::NonZeroUsize::new(2).unwrap();
-            run_parallel("t", false, src, &mut out, &mut Gate(gate), n, &mut 0)
-        });
+        let (run, written) = spawn_run(src, Gate(gate));
         // When `a` is done, "c" is read ahead and "bc" is still not a line: A must go out.
         expect_written(&written, "A\n");
         feed.send(b"\n".to_vec()).unwrap();
@@ -926,12 +930,7 @@ mod tests {
             asked,
             more,
         };
-        let (tap, written) = mpsc::channel();
-        let run = std::thread::spawn(move || {
-            let mut out = RecordWriter::new(Tap(tap));
-            let n = std::num::NonZeroUsize::new(2).unwrap();
-            run_parallel("t", false, src, &mut out, &mut Upper, n, &mut 0)
-        });
+        let (run, written) = spawn_run(src, Upper);
         expect_written(&written, "A\n");
         feed.send(b"b\n".to_vec()).unwrap();
         expect_written(&written, "B\n");
