@@ -368,6 +368,7 @@ pub fn run_parallel<S: Prepare, R: Read + Send + 'static, W: Write>(
     rejected: &mut u64,
 ) -> Result<Exit, StageError> {
     let opts = opts.into();
+    let pool = pool(threads);
     let source = ReadAhead::spawn(input).map_err(ReadError::Io)?;
     let mut reader = LineReader::new(source, tool, opts.strict);
     out.set_deferred(true)?;
@@ -382,7 +383,7 @@ pub fn run_parallel<S: Prepare, R: Read + Send + 'static, W: Write>(
             if !read_ahead(&mut reader, &mut text, &mut ahead, &mut failed)? {
                 break;
             }
-            run_batch(stage, &mut reader, opts, &text, &ahead, out, threads)?;
+            run_batch(stage, &mut reader, opts, &text, &ahead, out, pool.as_ref())?;
             // A read that failed after the batch's first line: the lines before it went through.
             if let Some(e) = failed {
                 return Err(e.into());
@@ -454,7 +455,7 @@ fn run_batch<S: Prepare, R: Read, W: Write>(
     text: &str,
     ahead: &[Ahead],
     out: &mut RecordWriter<W>,
-    threads: std::num::NonZeroUsize,
+    pool: Option<&rayon::ThreadPool>,
 ) -> Result<(), StageError> {
     let lines: Vec<&str> = ahead
         .iter()
@@ -463,7 +464,7 @@ fn run_batch<S: Prepare, R: Read, W: Write>(
             Ahead::Bad(..) => None,
         })
         .collect();
-    let mut prepared = prepare_all::<S>(&lines, threads.get()).into_iter();
+    let mut prepared = prepare_all::<S>(&lines, pool).into_iter();
     for a in ahead {
         let (n, cause) = match a {
             Ahead::Bad(n, why) => (*n, Some(why.to_string())),
@@ -484,37 +485,36 @@ fn run_batch<S: Prepare, R: Read, W: Write>(
     Ok(())
 }
 
-/// `S::prepare` over `lines`, in order, split over up to `threads` threads.
-fn prepare_all<'l, S: Prepare>(lines: &[&'l str], threads: usize) -> Vec<S::Prepared<'l>> {
-    let threads = threads.min(lines.len() / (PARALLEL_MIN_LINES / 2)).max(1);
-    if threads == 1 {
-        return lines.iter().map(|l| S::prepare(l)).collect();
+/// The decoding threads of one run: `None` for one thread (or when they cannot be started,
+/// so the run loop's thread decodes).
+fn pool(threads: std::num::NonZeroUsize) -> Option<rayon::ThreadPool> {
+    (threads.get() > 1)
+        .then(|| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads.get())
+                .build()
+                .ok()
+        })
+        .flatten()
+}
+
+/// `S::prepare` over `lines`, in order: on the pool's threads when there is a pool and enough
+/// lines to share.
+fn prepare_all<'l, S: Prepare>(
+    lines: &[&'l str],
+    pool: Option<&rayon::ThreadPool>,
+) -> Vec<S::Prepared<'l>> {
+    use rayon::prelude::*;
+    match pool {
+        Some(pool) if lines.len() >= PARALLEL_MIN_LINES => pool.install(|| {
+            lines
+                .par_iter()
+                .with_min_len(PARALLEL_MIN_LINES / 2)
+                .map(|l| S::prepare(l))
+                .collect()
+        }),
+        _ => lines.iter().map(|l| S::prepare(l)).collect(),
     }
-    let chunk = lines.len().div_ceil(threads);
-    let prepare = |c: &[&'l str]| c.iter().map(|l| S::prepare(l)).collect::<Vec<_>>();
-    std::thread::scope(|scope| {
-        // A chunk whose thread cannot be started is prepared here, after the first.
-        let others: Vec<_> = lines[chunk..]
-            .chunks(chunk)
-            .map(|c| {
-                std::thread::Builder::new()
-                    .spawn_scoped(scope, move || prepare(c))
-                    .map_err(|_| c)
-            })
-            .collect();
-        let mut all = prepare(&lines[..chunk]);
-        for h in others {
-            match h {
-                Ok(h) => match h.join() {
-                    Ok(v) => all.extend(v),
-                    // A panic in the pure step is a bug: it surfaces as it would on this thread.
-                    Err(p) => std::panic::resume_unwind(p),
-                },
-                Err(c) => all.extend(prepare(c)),
-            }
-        }
-        all
-    })
 }
 
 /// Stages composed in-process: each record one stage emits is the next stage's input line, and
