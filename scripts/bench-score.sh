@@ -167,13 +167,13 @@ run "--state full" null "$target/release/ugro-score" --threads 1 --state "$tmp/s
 # Into a pipe: output is flushed when the input has nothing more waiting, not per record.
 run ugro-score pipe "$target/release/ugro-score" --threads 1
 # Every CPU: unpinned, --threads at its default (the CPUs available, at most 8).
-free() {
+run_free() {
     local pin=()
     run "$@"
 }
 rm -f "$tmp/score-state.json"
-free "all CPUs --state new" null "$target/release/ugro-score" --state "$tmp/score-state.json"
-free "all CPUs" pipe "$target/release/ugro-score"
+run_free "all CPUs --state new" null "$target/release/ugro-score" --state "$tmp/score-state.json"
+run_free "all CPUs" pipe "$target/release/ugro-score"
 echo "state file after a run: $state_bytes bytes for $NODES nodes ($((state_bytes / NODES)) bytes per 8-GPU node)"
 echo "target >= 100000 lines/s on one core, with --state (per CPU-second where the machine is shared):"
 keys=("ugro-score null" "--state new null" "--state full null")

@@ -530,23 +530,15 @@ fn state_file(cli: &Cli) -> Result<Option<PathBuf>, ugro_support::state::StateEr
 /// The input file (or stdin), for a reader on its own thread (it reads 64 KiB at a time: no
 /// buffer in front).
 fn read_source(cli: &Cli) -> Result<Box<dyn io::Read + Send>, Error> {
-    Ok(match &cli.input {
-        Some(p) if p.as_os_str() != "-" => {
-            Box::new(File::open(p).map_err(|source| Error::Input {
-                path: p.clone(),
-                source,
-            })?)
-        }
-        _ => Box::new(io::stdin()),
-    })
+    open_input::<Box<dyn io::Read + Send>>(cli, |f| Box::new(f), |s| Box::new(s))
 }
 
 /// The input file (or stdin), wrapped by `file` or `stdin`.
-fn open_input(
+fn open_input<T>(
     cli: &Cli,
-    file: impl FnOnce(File) -> Box<dyn BufRead>,
-    stdin: impl FnOnce(io::Stdin) -> Box<dyn BufRead>,
-) -> Result<Box<dyn BufRead>, Error> {
+    file: impl FnOnce(File) -> T,
+    stdin: impl FnOnce(io::Stdin) -> T,
+) -> Result<T, Error> {
     Ok(match &cli.input {
         Some(p) if p.as_os_str() != "-" => file(File::open(p).map_err(|source| Error::Input {
             path: p.clone(),
@@ -568,7 +560,7 @@ fn run_prometheus(
         cli.output.clone(),
     )));
     let cap = 1 << 16;
-    let input = open_input(
+    let input = open_input::<Box<dyn BufRead>>(
         cli,
         |f| {
             Box::new(BufReader::with_capacity(

@@ -658,7 +658,7 @@ pub fn set_field(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -711,13 +711,27 @@ mod tests {
         assert!(r.buf.len() < 200_000, "{}", r.buf.len());
     }
 
-    /// Hands out its input a few bytes per read, as a pipe does.
-    struct Dribble<'a>(&'a [u8], usize);
-    impl Read for Dribble<'_> {
+    /// Hands out its input `step` bytes per read, as a pipe does (the run loop's tests use
+    /// it too).
+    pub(crate) struct Dribble {
+        data: Vec<u8>,
+        step: usize,
+        at: usize,
+    }
+    impl Dribble {
+        pub(crate) fn new(data: &[u8], step: usize) -> Self {
+            Dribble {
+                data: data.to_vec(),
+                step,
+                at: 0,
+            }
+        }
+    }
+    impl Read for Dribble {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let n = self.1.min(self.0.len()).min(buf.len());
-            buf[..n].copy_from_slice(&self.0[..n]);
-            self.0 = &self.0[n..];
+            let n = self.step.min(self.data.len() - self.at).min(buf.len());
+            buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+            self.at += n;
             Ok(n)
         }
     }
@@ -731,7 +745,7 @@ mod tests {
             );
         }
         for chunk in [1, 7, 4096, 1 << 20] {
-            let mut r = LineReader::new(Dribble(&input, chunk), "t", false);
+            let mut r = LineReader::new(Dribble::new(&input, chunk), "t", false);
             let mut n = 0;
             while let Some((no, line)) = r.next_line().unwrap() {
                 assert_eq!(no, n + 1);
@@ -741,7 +755,7 @@ mod tests {
             }
             assert_eq!(n, 500, "chunk {chunk}");
         }
-        let mut r = LineReader::new(Dribble(b"{}\n{}\n{", 1 << 20), "t", false);
+        let mut r = LineReader::new(Dribble::new(b"{}\n{}\n{", 1 << 20), "t", false);
         assert!(!r.has_line(), "nothing read yet");
         r.next_line().unwrap();
         assert!(r.has_line(), "the second line came with the first read");
@@ -752,7 +766,7 @@ mod tests {
     #[test]
     fn blank_lines_already_read_are_skipped_by_has_line_and_counted() {
         let input = b"\xef\xbb\xbf\r\na\n\n  \r\n\nb";
-        let mut r = LineReader::new(Dribble(input, 1 << 20), "t", false);
+        let mut r = LineReader::new(Dribble::new(input, 1 << 20), "t", false);
         assert_eq!(r.next_line().unwrap(), Some((2, "a")));
         // Three blank lines, then "b" without its newline: nothing to read without waiting.
         assert!(!r.has_line());

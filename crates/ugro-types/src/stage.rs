@@ -168,19 +168,12 @@ fn peek_kind_any_order(line: &str) -> Option<Kind> {
 /// One line through one stage under the tick rule: processed, then, if it is a `tick` record
 /// the stage accepted, its timers run to the tick's time.
 pub fn step(stage: &mut dyn Stage, line: &str, emit: &mut Emit<'_>) -> Result<(), StageError> {
-    step_kind(stage, line, peek_kind(line), emit)
+    step_with(stage, line, peek_kind(line), emit, |s, l, e| {
+        s.process(l, e)
+    })
 }
 
-fn step_kind(
-    stage: &mut dyn Stage,
-    line: &str,
-    kind: Option<Kind>,
-    emit: &mut Emit<'_>,
-) -> Result<(), StageError> {
-    step_with(stage, line, kind, emit, |s, l, e| s.process(l, e))
-}
-
-/// [`step_kind`] with `process` doing the stage's part of the line.
+/// [`step`] for a line whose kind is known, `process` doing the stage's part of the line.
 fn step_with<S: Stage + ?Sized>(
     stage: &mut S,
     line: &str,
@@ -701,17 +694,6 @@ mod tests {
         }
     }
 
-    /// Hands out its input `step` bytes per read, as a pipe may.
-    struct Dribble(Vec<u8>, usize, usize);
-    impl Read for Dribble {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            let n = self.1.min(self.0.len() - self.2).min(buf.len());
-            buf[..n].copy_from_slice(&self.0[self.2..self.2 + n]);
-            self.2 += n;
-            Ok(n)
-        }
-    }
-
     /// Good lines, lines the stage refuses, lines the reader refuses (not UTF-8), unknown
     /// kinds, a tick, blank lines and CRLF, long enough for many batches.
     fn mixed_input() -> Vec<u8> {
@@ -745,7 +727,7 @@ mod tests {
                 let mut out = RecordWriter::new(Vec::new());
                 let mut bad = 0;
                 let n = std::num::NonZeroUsize::new(threads).unwrap();
-                let src = Dribble(input.clone(), step, 0);
+                let src = crate::io::tests::Dribble::new(&input, step);
                 let got = run_parallel("t", false, src, &mut out, &mut Upper, n, &mut bad);
                 assert_eq!(
                     (got.unwrap(), bad),
@@ -765,7 +747,7 @@ mod tests {
         let input = b"a\nb\nbad\nc\n".repeat(50);
         let mut out = RecordWriter::new(Vec::new());
         let n = std::num::NonZeroUsize::new(4).unwrap();
-        let src = Dribble(input, 1 << 20, 0);
+        let src = crate::io::tests::Dribble::new(&input, 1 << 20);
         let r = run_parallel("t", true, src, &mut out, &mut Upper, n, &mut 0);
         assert!(
             matches!(r, Err(StageError::Read(ReadError::Strict(3)))),
@@ -777,24 +759,14 @@ mod tests {
     #[test]
     fn run_parallel_flushes_each_record_before_it_waits_for_more_input() {
         use std::sync::mpsc;
-        /// Input that arrives when the test sends it.
-        struct Feed(mpsc::Receiver<Vec<u8>>, Vec<u8>);
-        impl Read for Feed {
-            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-                if self.1.is_empty() {
-                    match self.0.recv() {
-                        Ok(v) => self.1 = v,
-                        Err(_) => return Ok(0),
-                    }
-                }
-                let n = buf.len().min(self.1.len());
-                buf[..n].copy_from_slice(&self.1[..n]);
-                self.1.drain(..n);
-                Ok(n)
-            }
-        }
-        let (feed, input) = mpsc::channel();
-        let (run, written) = spawn_run(Feed(input, Vec::new()), Upper);
+        let (asked, _asked) = mpsc::channel();
+        let (feed, more) = mpsc::channel();
+        let src = Script {
+            chunks: Default::default(),
+            asked,
+            more,
+        };
+        let (run, written) = spawn_run(src, Upper);
         // Each record must come out while the loop waits for the next line: a loop that
         // waited first would never answer (the timeout only turns that hang into a failure).
         for (line, want) in [("a\nb", "A\n"), ("\nc\n", "B\nC\n")] {
