@@ -304,9 +304,10 @@ pub struct Cli {
           value_parser = clap::value_parser!(u16).range(64..=7000))]
     pub max_perfdata: u16,
 
-    /// Threads that decode a backlog of input lines (scoring stays on one thread, in input
-    /// order, so the output is the same whatever N). Default: the CPUs this process may use,
-    /// at most 8. An idle stream's line is decoded on the main thread, without waiting.
+    /// Threads that decode a backlog of input lines (scoring stays on one of them, in input
+    /// order, so the output is the same whatever N; the others decode the next batch
+    /// meanwhile). Default: the CPUs this process may use, at most 8. An idle stream's line
+    /// is decoded and scored at once, without waiting for more.
     #[arg(long, value_name = "N")]
     pub threads: Option<std::num::NonZeroUsize>,
 
@@ -464,7 +465,9 @@ fn check(cli: Cli) -> Result<ExitCode, Error> {
         }
         None => Scorer::with_format(cfg, cli.format),
     };
-    let mut out = RecordWriter::new(io::stdout().lock());
+    // Not the lock: the run loop runs on a decoding thread (the writer writes in large
+    // batches, so taking the lock per write costs nothing).
+    let mut out = RecordWriter::new(io::stdout());
     let mut reader_bad = 0;
     let result = if cli.format == Format::Prometheus {
         let r = run_prometheus(&cli, &mut scorer, &mut reader_bad);

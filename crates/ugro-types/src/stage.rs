@@ -336,7 +336,7 @@ pub trait Prepare: Stage {
 const BATCH_BYTES: usize = 1 << 20;
 /// The most lines (good or refused) a batch holds, whatever their size.
 const BATCH_LINES: usize = 16 << 10;
-/// Fewer lines than this are prepared on the run loop's thread: starting threads would cost
+/// Fewer lines than this are prepared on the run loop's thread: sharing them out would cost
 /// more than it saves.
 const PARALLEL_MIN_LINES: usize = 8;
 
@@ -346,12 +346,68 @@ enum Ahead {
     Bad(u64, crate::io::BadLine),
 }
 
+/// Lines read ahead, copied out of the reader so that the next batch can be read while this
+/// one is processed.
+#[derive(Default)]
+struct Batch {
+    text: String,
+    ahead: Vec<Ahead>,
+}
+
+impl Batch {
+    fn clear(&mut self) {
+        self.text.clear();
+        self.ahead.clear();
+    }
+
+    fn push(&mut self, reader: &LineReader<ReadAhead>, entry: crate::io::Entry) {
+        match entry {
+            crate::io::Entry::Bad(n, why) => self.ahead.push(Ahead::Bad(n, why)),
+            crate::io::Entry::Line(n) => {
+                let at = self.text.len();
+                self.text.push_str(reader.current());
+                self.ahead.push(Ahead::Line(n, at..self.text.len()));
+            }
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.text.len() >= BATCH_BYTES || self.ahead.len() >= BATCH_LINES
+    }
+
+    /// The good lines, in order: what the stage prepares.
+    fn lines(&self) -> Vec<&str> {
+        self.ahead
+            .iter()
+            .filter_map(|a| match a {
+                Ahead::Line(_, r) => Some(&self.text[r.clone()]),
+                Ahead::Bad(..) => None,
+            })
+            .collect()
+    }
+}
+
+/// A batch with its lines prepared, ready to be processed.
+type Ready<'b, S> = (&'b Batch, Vec<<S as Prepare>::Prepared<'b>>);
+
+/// What the batches of one [`run_parallel`] share.
+struct Run<'r, S: Prepare, W: Write> {
+    stage: &'r mut S,
+    reader: LineReader<ReadAhead>,
+    opts: Options,
+    out: &'r mut RecordWriter<W>,
+    /// A read that failed after lines already read: returned once those have gone through.
+    failed: Option<ReadError>,
+}
+
 /// [`run_counted`] for a [`Prepare`] stage, with the same output, reports, line numbers and
 /// exit status. The input is read on a thread of its own ([`ReadAhead`]); every line already
-/// read, up to 1 MiB, is one batch, prepared on up to `threads` threads and then processed in
-/// order. Output is flushed before a read that would wait, as in [`run_counted`]: on an idle
-/// stream each line is a batch of one, prepared on this thread, and its record leaves at once.
-pub fn run_parallel<S: Prepare, R: Read + Send + 'static, W: Write>(
+/// read, up to 1 MiB, is one batch, prepared on `threads` threads and then processed in order.
+/// With more than one thread the run loop itself runs on the decoding pool: while it processes
+/// a batch, the lines read meanwhile are prepared as the next batch, and once it is done it
+/// helps with them. Output is flushed before a read that would wait, as in [`run_counted`]: on
+/// an idle stream each line is a batch of one and its record leaves at once.
+pub fn run_parallel<S: Prepare + Send, R: Read + Send + 'static, W: Write + Send>(
     tool: &'static str,
     opts: impl Into<Options>,
     input: R,
@@ -361,31 +417,141 @@ pub fn run_parallel<S: Prepare, R: Read + Send + 'static, W: Write>(
     rejected: &mut u64,
 ) -> Result<Exit, StageError> {
     let opts = opts.into();
-    let pool = pool(threads);
+    let Some(pool) = pool(threads) else {
+        // One thread: nothing to overlap, so no reader thread and no copy into batches.
+        return run_counted(tool, opts, input, out, stage, rejected);
+    };
     let source = ReadAhead::spawn(input).map_err(ReadError::Io)?;
-    let mut reader = LineReader::new(source, tool, opts.strict);
     out.set_deferred(true)?;
-    let mut text = String::new();
-    let mut ahead = Vec::new();
-    let result = (|| {
+    let mut run = Run {
+        stage,
+        reader: LineReader::new(source, tool, opts.strict),
+        opts,
+        out,
+        failed: None,
+    };
+    let result = pool.install(|| run.batches()).and_then(|()| {
+        let mut emit = |rec: &[u8]| run.out.write_raw(rec);
+        run.stage.finish(&mut emit)
+    });
+    finish_run(&run.reader, run.out, &*run.stage, result, rejected)
+}
+
+impl<S: Prepare + Send, W: Write + Send> Run<'_, S, W> {
+    /// Every batch to the end of input, two buffers taking turns: one is processed while the
+    /// other is read and prepared.
+    fn batches(&mut self) -> Result<(), StageError> {
+        let (mut a, mut b) = (Batch::default(), Batch::default());
+        let Some(mut cur) = self.wait_for_batch(&mut a)? else {
+            return Ok(());
+        };
         loop {
-            if !line_at_hand(&mut reader)? {
-                out.flush()?;
-            }
-            let mut failed = None;
-            if !read_ahead(&mut reader, &mut text, &mut ahead, &mut failed)? {
-                break;
-            }
-            run_batch(stage, &mut reader, opts, &text, &ahead, out, pool.as_ref())?;
-            // A read that failed after the batch's first line: the lines before it went through.
-            if let Some(e) = failed {
-                return Err(e.into());
+            let Some(next) = self.turn(cur, &mut b)? else {
+                return Ok(());
+            };
+            let Some(after) = self.turn(next, &mut a)? else {
+                return Ok(());
+            };
+            cur = after;
+        }
+    }
+
+    /// Processes `cur` and reads the batch after it into `next`: what is already at hand,
+    /// prepared while `cur` is processed; or, when nothing is, after `cur` has been processed
+    /// and flushed, waiting for it. `None` at the end of input.
+    fn turn<'c, 'n>(
+        &mut self,
+        (cur, prepared): Ready<'c, S>,
+        next: &'n mut Batch,
+    ) -> Result<Option<Ready<'n, S>>, StageError> {
+        next.clear();
+        if self.failed.is_none() {
+            self.read_at_hand(next);
+        }
+        if next.ahead.is_empty() {
+            self.process(cur, prepared)?;
+            return self.wait_for_batch(next);
+        }
+        let lines = next.lines();
+        // The other threads of the pool take the next batch's lines while this one
+        // processes, and this one joins them when it is done.
+        let (done, next_prepared) =
+            rayon::join(|| self.process(cur, prepared), || prepare_all::<S>(&lines));
+        done?;
+        Ok(Some((next, next_prepared)))
+    }
+
+    /// Flushes, returns a read error left over from reading ahead, then reads the next line
+    /// (waiting for it) and every line at hand after it into `batch`, and prepares them.
+    fn wait_for_batch<'n>(
+        &mut self,
+        batch: &'n mut Batch,
+    ) -> Result<Option<Ready<'n, S>>, StageError> {
+        self.out.flush()?;
+        if let Some(e) = self.failed.take() {
+            return Err(e.into());
+        }
+        batch.clear();
+        let Some(first) = self.reader.next_entry()? else {
+            return Ok(None);
+        };
+        batch.push(&self.reader, first);
+        self.read_at_hand(batch);
+        let prepared = prepare_all::<S>(&batch.lines());
+        Ok(Some((batch, prepared)))
+    }
+
+    /// Adds the lines that can be had without waiting to `batch`, up to [`BATCH_BYTES`] and
+    /// [`BATCH_LINES`]; a read that fails is kept in `failed`.
+    fn read_at_hand(&mut self, batch: &mut Batch) {
+        while !batch.full() {
+            let entry = line_at_hand(&mut self.reader).and_then(|at_hand| match at_hand {
+                true => self.reader.next_entry(),
+                false => Ok(None),
+            });
+            match entry {
+                Ok(Some(entry)) => batch.push(&self.reader, entry),
+                Ok(None) => return,
+                Err(e) => {
+                    self.failed = Some(e);
+                    return;
+                }
             }
         }
-        let mut emit = |rec: &[u8]| out.write_raw(rec);
-        stage.finish(&mut emit)
-    })();
-    finish_run(&reader, out, stage, result, rejected)
+    }
+
+    /// Each line of a prepared batch through [`one_line`] in order, the reader's refusals
+    /// reported in their place.
+    fn process<'b>(
+        &mut self,
+        batch: &'b Batch,
+        prepared: Vec<S::Prepared<'b>>,
+    ) -> Result<(), StageError> {
+        let mut prepared = prepared.into_iter();
+        for a in &batch.ahead {
+            let (n, cause) = match a {
+                Ahead::Bad(n, why) => (*n, Some(why.to_string())),
+                Ahead::Line(n, r) => {
+                    let Some(p) = prepared.next() else {
+                        unreachable!("prepare_all gives one value per line")
+                    };
+                    let line = &batch.text[r.clone()];
+                    // The stage reads the same text `one_line` hands it; `line` carries its
+                    // lifetime.
+                    let process =
+                        |s: &mut S, _: &str, e: &mut Emit<'_>| s.process_prepared(line, p, e);
+                    (
+                        *n,
+                        one_line(self.stage, self.opts, (*n, line), self.out, process)?,
+                    )
+                }
+            };
+            if let Some(cause) = cause {
+                self.reader.reject(n, cause)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Whether the next line can be had without waiting on the source, after taking in what the
@@ -399,87 +565,8 @@ fn line_at_hand(reader: &mut LineReader<ReadAhead>) -> Result<bool, ReadError> {
     Ok(true)
 }
 
-/// Reads the next line (waiting for it if need be) and then every line already read, up to
-/// [`BATCH_BYTES`] and [`BATCH_LINES`], copied into `text`. False at end of input. A read that
-/// fails after the first line ends the batch and is left in `failed`.
-fn read_ahead(
-    reader: &mut LineReader<ReadAhead>,
-    text: &mut String,
-    ahead: &mut Vec<Ahead>,
-    failed: &mut Option<ReadError>,
-) -> Result<bool, ReadError> {
-    text.clear();
-    ahead.clear();
-    while ahead.is_empty() || (text.len() < BATCH_BYTES && ahead.len() < BATCH_LINES) {
-        let next = if ahead.is_empty() {
-            reader.next_entry()?
-        } else {
-            // Past the first line, only what can be had without waiting.
-            match line_at_hand(reader).and_then(|at_hand| match at_hand {
-                true => reader.next_entry(),
-                false => Ok(None),
-            }) {
-                Ok(next) => next,
-                Err(e) => {
-                    *failed = Some(e);
-                    None
-                }
-            }
-        };
-        match next {
-            None => break,
-            Some(crate::io::Entry::Bad(n, why)) => ahead.push(Ahead::Bad(n, why)),
-            Some(crate::io::Entry::Line(n)) => {
-                let at = text.len();
-                text.push_str(reader.current());
-                ahead.push(Ahead::Line(n, at..text.len()));
-            }
-        }
-    }
-    Ok(!ahead.is_empty())
-}
-
-/// One read-ahead batch: prepared (on several threads when it is worth it), then each line
-/// through [`one_line`] in order, the reader's refusals reported in their place.
-fn run_batch<S: Prepare, R: Read, W: Write>(
-    stage: &mut S,
-    reader: &mut LineReader<R>,
-    opts: Options,
-    text: &str,
-    ahead: &[Ahead],
-    out: &mut RecordWriter<W>,
-    pool: Option<&rayon::ThreadPool>,
-) -> Result<(), StageError> {
-    let lines: Vec<&str> = ahead
-        .iter()
-        .filter_map(|a| match a {
-            Ahead::Line(_, r) => Some(&text[r.clone()]),
-            Ahead::Bad(..) => None,
-        })
-        .collect();
-    let mut prepared = prepare_all::<S>(&lines, pool).into_iter();
-    for a in ahead {
-        let (n, cause) = match a {
-            Ahead::Bad(n, why) => (*n, Some(why.to_string())),
-            Ahead::Line(n, r) => {
-                let Some(p) = prepared.next() else {
-                    unreachable!("prepare_all gives one value per line")
-                };
-                let line = &text[r.clone()];
-                // The stage reads the same text `one_line` hands it; `line` carries its lifetime.
-                let process = |s: &mut S, _: &str, e: &mut Emit<'_>| s.process_prepared(line, p, e);
-                (*n, one_line(stage, opts, (*n, line), out, process)?)
-            }
-        };
-        if let Some(cause) = cause {
-            reader.reject(n, cause)?;
-        }
-    }
-    Ok(())
-}
-
-/// The decoding threads of one run: `None` for one thread (or when they cannot be started,
-/// so the run loop's thread decodes).
+/// The threads of one run: `None` for one thread (or when they cannot be started: the run is
+/// then [`run_counted`]'s one-line loop).
 fn pool(threads: std::num::NonZeroUsize) -> Option<rayon::ThreadPool> {
     (threads.get() > 1)
         .then(|| {
@@ -491,22 +578,18 @@ fn pool(threads: std::num::NonZeroUsize) -> Option<rayon::ThreadPool> {
         .flatten()
 }
 
-/// `S::prepare` over `lines`, in order: on the pool's threads when there is a pool and enough
-/// lines to share.
-fn prepare_all<'l, S: Prepare>(
-    lines: &[&'l str],
-    pool: Option<&rayon::ThreadPool>,
-) -> Vec<S::Prepared<'l>> {
+/// `S::prepare` over `lines`, in order: shared out on the pool this runs on when there are
+/// enough lines.
+fn prepare_all<'l, S: Prepare>(lines: &[&'l str]) -> Vec<S::Prepared<'l>> {
     use rayon::prelude::*;
-    match pool {
-        Some(pool) if lines.len() >= PARALLEL_MIN_LINES => pool.install(|| {
-            lines
-                .par_iter()
-                .with_min_len(PARALLEL_MIN_LINES / 2)
-                .map(|l| S::prepare(l))
-                .collect()
-        }),
-        _ => lines.iter().map(|l| S::prepare(l)).collect(),
+    if lines.len() >= PARALLEL_MIN_LINES {
+        lines
+            .par_iter()
+            .with_min_len(PARALLEL_MIN_LINES / 2)
+            .map(|l| S::prepare(l))
+            .collect()
+    } else {
+        lines.iter().map(|l| S::prepare(l)).collect()
     }
 }
 
@@ -659,6 +742,7 @@ impl Stage for Chain {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
     struct Upper;
     impl Stage for Upper {
@@ -722,7 +806,7 @@ mod tests {
         let want_out = out.get_mut().clone();
         // Three lines in eleven are refused: by the stage, the reader and the kind rule.
         assert_eq!((want.unwrap(), want_bad), (Exit::DataErr, 3 * 273));
-        for threads in [1, 3] {
+        for threads in [1, 2, 3] {
             for step in [7, 4096, 1 << 20] {
                 let mut out = RecordWriter::new(Vec::new());
                 let mut bad = 0;
@@ -930,6 +1014,97 @@ mod tests {
             "{r:?}"
         );
         assert_eq!(out.get_mut().as_slice(), b"A\nB\n");
+    }
+
+    /// Flags that order the overlap test's source and stage (only that test reads them).
+    static GATE_READ_ON: AtomicBool = AtomicBool::new(false);
+    static GATE_SOURCE_DONE: AtomicBool = AtomicBool::new(false);
+    static GATE_B_PREPARED: AtomicBool = AtomicBool::new(false);
+
+    /// Waits for `flag`, giving up after a minute (a guard, not a timing).
+    fn wait_for(flag: &AtomicBool) -> bool {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !flag.load(SeqCst) {
+            if std::time::Instant::now() > until {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        true
+    }
+
+    /// Reads "a", then (once "a" is being prepared, so that it is a batch of its own) "b" and
+    /// "c", then says when both reads have been handed on.
+    struct OverlapSource(u8);
+    impl Read for OverlapSource {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.0 += 1;
+            let chunk: &[u8] = match self.0 {
+                1 => b"a\n",
+                2 => {
+                    wait_for(&GATE_READ_ON);
+                    b"b\nc\n"
+                }
+                _ => {
+                    GATE_SOURCE_DONE.store(true, SeqCst);
+                    b""
+                }
+            };
+            buf[..chunk.len()].copy_from_slice(chunk);
+            Ok(chunk.len())
+        }
+    }
+
+    /// Refuses "a" unless "b" is prepared while "a" is processed.
+    struct Overlap;
+    impl Stage for Overlap {
+        fn process(&mut self, line: &str, emit: &mut Emit<'_>) -> Result<(), StageError> {
+            Self::prepare(line);
+            self.process_prepared(line, (), emit)
+        }
+    }
+    impl Prepare for Overlap {
+        type Prepared<'l> = ();
+        fn prepare(line: &str) {
+            match line {
+                "a" => {
+                    GATE_READ_ON.store(true, SeqCst);
+                    wait_for(&GATE_SOURCE_DONE);
+                }
+                "b" => GATE_B_PREPARED.store(true, SeqCst),
+                _ => {}
+            }
+        }
+        fn process_prepared(
+            &mut self,
+            line: &str,
+            (): (),
+            emit: &mut Emit<'_>,
+        ) -> Result<(), StageError> {
+            if line == "a" && !wait_for(&GATE_B_PREPARED) {
+                return Err(StageError::Reject(
+                    "b was not prepared while a was processed".into(),
+                ));
+            }
+            emit(line.as_bytes()).map_err(StageError::from)
+        }
+    }
+
+    #[test]
+    fn run_parallel_prepares_the_next_batch_while_it_processes_one() {
+        let mut out = RecordWriter::new(Vec::new());
+        let n = std::num::NonZeroUsize::new(2).unwrap();
+        let r = run_parallel(
+            "t",
+            true,
+            OverlapSource(0),
+            &mut out,
+            &mut Overlap,
+            n,
+            &mut 0,
+        );
+        assert!(matches!(r, Ok(Exit::Ok)), "{r:?}");
+        assert_eq!(out.get_mut().as_slice(), b"a\nb\nc\n");
     }
 
     #[test]
