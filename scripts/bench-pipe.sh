@@ -7,6 +7,7 @@
 # by ugro-probe, so every record makes ugro-alert write), and of one `ugro-probe --serve` request.
 # Each command and its reader are pinned to CPU 0 when taskset works; wall time and, with
 # /usr/bin/time, the tool's own CPU time are printed (the stable figure on a shared machine).
+# Each row is the median of REPS runs (default 5; jq runs once).
 # ugro-score runs pinned with --threads 1 (one core) and unpinned with its default threads (every
 # CPU decodes). Targets: ugro-score into a pipe >= 150 000 lines/s on the 4.8 KB lines, >= 100 000 on the
 # probe's lines; the latency unchanged from the per-record flush (BASELINE_DIR=DIR with the
@@ -51,16 +52,21 @@ jq -c --argjson n "$N" '. as $s | range($n) | . as $i
     | $s + {node: ("node-\($i % 1000)"), ts: ((1795000000 + $i) | todate | sub("Z$"; ".000Z"))}' \
     "$tmp/one.jsonl" >"$tmp/probe.jsonl"
 
-# run LABEL INPUT CMD...: CMD <INPUT | cat >/dev/null, one row.
+# run LABEL INPUT CMD...: CMD <INPUT | cat >/dev/null, REPS times (default 5); one row, the run
+# with the median wall time (a single 0.4 s run moves by a third on a shared VM).
 run() {
-    local label=$1 input=$2 t0 t1 cpu="" timer=()
+    local label=$1 input=$2 t0 t1 cpu="" timer=() i rows=() ns
     shift 2
     if $have_time; then timer=(/usr/bin/time -f "%U %S" -o "$tmp/cpu"); fi
-    t0=$(date +%s%N)
-    "${timer[@]}" "${pin[@]}" "$@" <"$input" | "${pin[@]}" cat >/dev/null
-    t1=$(date +%s%N)
-    $have_time && cpu=$(awk '{ print $1 + $2 }' "$tmp/cpu")
-    awk -v l="$label" -v n="$N" -v ns=$((t1 - t0)) -v cpu="$cpu" 'BEGIN { s = ns / 1e9;
+    for ((i = 0; i < ${REPS:-5}; i++)); do
+        t0=$(date +%s%N)
+        "${timer[@]}" "${pin[@]}" "$@" <"$input" | "${pin[@]}" cat >/dev/null
+        t1=$(date +%s%N)
+        $have_time && cpu=$(awk '{ print $1 + $2 }' "$tmp/cpu")
+        rows+=("$((t1 - t0)) $cpu")
+    done
+    read -r ns cpu < <(printf '%s\n' "${rows[@]}" | sort -n | sed -n "$(((${#rows[@]} + 1) / 2))p")
+    awk -v l="$label" -v n="$N" -v ns="$ns" -v cpu="$cpu" 'BEGIN { s = ns / 1e9;
         printf "  %-34s %7.2f s %9.0f lines/s", l " | cat", s, n / s;
         if (cpu != "" && cpu > 0) printf "   cpu %6.2f s %9.0f lines/cpu-s", cpu, n / cpu;
         printf "\n" }'
@@ -78,7 +84,7 @@ bench_input() { # name file
     "$rel/ugro-score" <"$in" >"$tmp/$name.scored"
     echo "$name: $N lines, $(awk -v b="$(stat -c %s "$in")" -v n="$N" 'BEGIN { printf "%.0f", b / n }') bytes/line; pinned: ${pin[*]:-no}; load: $(cut -d' ' -f1-3 /proc/loadavg)"
     run cat "$in" cat
-    run "jq -c ." "$in" jq -c .
+    REPS=1 run "jq -c ." "$in" jq -c .
     for dir in "$rel" ${BASELINE_DIR:+"$BASELINE_DIR"}; do
         local tag=""
         [ "$dir" = "$rel" ] || tag=" (baseline)"

@@ -3,16 +3,18 @@
 # one sample per node every 30 s) through the release binary, side by side in one run:
 #   - cat (the I/O floor);
 #   - ugro-score without --state (history in the process only);
-#   - ugro-score --state FILE on a new file, and again on the file that run left (a cron run
-#     with a full history: every node and GPU already known, the file read at the start and
-#     written at the end, its size printed);
+#   - ugro-score --state FILE on a new file, and on a file primed with the first half of the
+#     input, timed over the second half (a cron run with a full history: every node and GPU
+#     already known, later samples, the file read at the start and written at the end; the
+#     size of a full file is printed);
 #   - ugro-score into a pipe, as in a pipeline (it flushes every record, per the contract),
 #     with the pipe's reader on the same CPU;
 #   - jq computing the equivalent weighted score (the jq program below; JQ=0 skips it);
 #   - with BASELINE=PATH, another ugro-score binary (an earlier build) on the same input, without
 #     and with --state (new file, then full) when that build has it;
 #   - where valgrind is installed (IR=0 skips it), the instructions each line costs, counted by
-#     callgrind over 2 500 lines less those over 500 (so start-up is not counted), for this
+#     callgrind over NODES+2 500 lines less those over NODES+500 (so start-up is not counted,
+#     and both runs' --state files hold every node: the same save at the end), for this
 #     build and the baseline: a figure that does not depend on the machine or its load (this
 #     VM has no hardware counters for `perf stat -e instructions`).
 # Each tool is pinned to CPU 0 when taskset is available. Wall time and, where /usr/bin/time is
@@ -118,8 +120,10 @@ fi
 declare -A rate cpurate
 have_time=false
 [ -x /usr/bin/time ] && have_time=true
+# RUN_IN / RUN_N: another input and its line count (the `--state full` rows).
 run() {
-    local name=$1 sink=$2
+    local name=$1 sink=$2 in=${RUN_IN:-$tmp/in.jsonl} N=${RUN_N:-$N} bytes
+    bytes=$(stat -c %s "$in")
     shift 2
     local t0 t1 cpu="" timer=()
     if $have_time; then timer=(/usr/bin/time -f "%U %S" -o "$tmp/cpu"); fi
@@ -128,13 +132,13 @@ run() {
         local out
         # The reader shares the tool's CPU: in a VM, waking a reader on another CPU for every
         # record costs an inter-processor interrupt each and doubles the writer's time.
-        out=$("${timer[@]}" "${pin[@]}" "$@" <"$tmp/in.jsonl" | "${pin[@]}" wc -l)
+        out=$("${timer[@]}" "${pin[@]}" "$@" <"$in" | "${pin[@]}" wc -l)
         if [ "$out" -ne "$N" ]; then
             echo "bench-score: $name wrote $out lines, expected $N" >&2
             exit 70
         fi
     else
-        "${timer[@]}" "${pin[@]}" "$@" <"$tmp/in.jsonl" >/dev/null
+        "${timer[@]}" "${pin[@]}" "$@" <"$in" >/dev/null
     fi
     t1=$(date +%s%N)
     if $have_time; then
@@ -150,20 +154,30 @@ run() {
 }
 
 echo "input: $N lines over $NODES nodes, 8 GPUs each, $(awk -v b="$bytes" -v n="$N" 'BEGIN { printf "%.0f", b / n }') bytes/line on average, $((bytes / 1000000)) MB; pinned: ${pin[*]:-no}; load: $(cut -d' ' -f1-3 /proc/loadavg)"
+# A cron run with a full history: the file primed (untimed) with the first half of the input,
+# so every node and GPU is known, then the second half (later samples) timed.
+half=$((N / 2))
+head -n "$half" "$tmp/in.jsonl" >"$tmp/first.jsonl"
+tail -n "$((N - half))" "$tmp/in.jsonl" >"$tmp/second.jsonl"
+state_full() { # name binary
+    rm -f "$tmp/full-state.json"*
+    "${pin[@]}" "$2" --state "$tmp/full-state.json" <"$tmp/first.jsonl" >/dev/null
+    RUN_IN=$tmp/second.jsonl RUN_N=$((N - half)) run "$1" null "$2" --state "$tmp/full-state.json" "${@:3}"
+}
 run cat null cat
 if [ -n "${BASELINE:-}" ]; then
     run baseline null "$BASELINE"
     # A build from before --state (main before issue 16) has the stateless row only.
     if "$BASELINE" --help | grep -q -- '--state'; then
         run "baseline --state new" null "$BASELINE" --state "$tmp/base-state.json"
-        run "baseline --state full" null "$BASELINE" --state "$tmp/base-state.json"
+        state_full "baseline --state full" "$BASELINE"
     fi
 fi
 # One core: pinned, and decoding on the main thread only (--threads 1).
 run ugro-score null "$target/release/ugro-score" --threads 1
 run "--state new" null "$target/release/ugro-score" --threads 1 --state "$tmp/score-state.json"
 state_bytes=$(stat -c %s "$tmp/score-state.json")
-run "--state full" null "$target/release/ugro-score" --threads 1 --state "$tmp/score-state.json"
+state_full "--state full" "$target/release/ugro-score" --threads 1
 # Into a pipe: output is flushed when the input has nothing more waiting, not per record.
 run ugro-score pipe "$target/release/ugro-score" --threads 1
 # Every CPU: unpinned, --threads at its default (the CPUs available, at most 8).
@@ -182,7 +196,14 @@ for k in "${keys[@]}"; do
     [ -n "${rate[$k]:-}" ] || continue
     printf '  %-22s %10s lines/s %10s lines/cpu-s\n' "$k" "${rate[$k]}" "${cpurate[$k]:-?}"
 done
-# Instructions per line: callgrind's count over 2 500 lines less its count over 500, / 2 000.
+if [ -n "${BASELINE:-}" ] && [ -n "${cpurate[baseline null]:-}" ]; then
+    for k in "--state new null" "--state full null"; do
+        awk -v k="$k" -v a="${cpurate[$k]:-0}" -v b="${cpurate[baseline null]}" \
+            'BEGIN { if (b > 0) printf "  %-22s %10.2fx the baseline without --state, per CPU-second\n", k, a / b }'
+    done
+fi
+# Instructions per line: callgrind's count over NODES+2 500 lines less its count over NODES+500,
+# / 2 000: both runs have seen every node, so a --state run saves the same file in both.
 ir_lines() { # binary lines args...
     local bin=$1 lines=$2
     shift 2
@@ -193,12 +214,12 @@ ir_lines() { # binary lines args...
 }
 ir_per_line() { # binary args...
     local a b
-    a=$(ir_lines "$1" 500 "${@:2}")
-    b=$(ir_lines "$1" 2500 "${@:2}")
+    a=$(ir_lines "$1" $((NODES + 500)) "${@:2}")
+    b=$(ir_lines "$1" $((NODES + 2500)) "${@:2}")
     awk -v a="$a" -v b="$b" 'BEGIN { printf "%.0f", (b - a) / 2000 }'
 }
 if [ "${IR:-1}" = 1 ] && command -v valgrind >/dev/null; then
-    echo "instructions per line (callgrind, lines 501-2500 of the input):"
+    echo "instructions per line (callgrind, lines $((NODES + 501))-$((NODES + 2500)) of the input):"
     ir_new=$(ir_per_line "$target/release/ugro-score" --threads 1)
     ir_new_state=$(ir_per_line "$target/release/ugro-score" --threads 1 --state "$tmp/ir-state.json")
     printf '  %-22s %10s per line   --state new file %10s per line\n' ugro-score "$ir_new" "$ir_new_state"

@@ -14,7 +14,7 @@ complete -c ugro-score -l state -d 'Keep the history the rules need (rates, tren
 complete -c ugro-score -s w -l warning -d 'Check mode: WARNING when the score alerts against RANGE (Monitoring Plugins syntax [@][start:][end]: `70:` warns below 70, `@0:70` inside 0-70); default `<degraded-below>:`' -r
 complete -c ugro-score -l critical -d 'Check mode: CRITICAL when the score alerts against RANGE; default `<critical-below>:`. (Short -c stays --config, as in every ugro tool.)' -r
 complete -c ugro-score -l max-perfdata -d 'Check mode: bytes of perfdata on the status line at most (whole values, the worst nodes\' scores first; the text says how many were left out). The whole output stays under 8000 bytes, inside Nagios Core\'s documented 8192 (MAX_PLUGIN_OUTPUT_LENGTH)' -r
-complete -c ugro-score -l threads -d 'Threads that decode a backlog of input lines (scoring stays on one thread, in input order, so the output is the same whatever N). Default: the CPUs this process may use, at most 8. An idle stream\'s line is decoded on the main thread, without waiting' -r
+complete -c ugro-score -l threads -d 'Threads that decode a backlog of input lines (scoring stays on one of them, in input order, so the output is the same whatever N; the others decode the next batch meanwhile). Default: the CPUs this process may use, at most 8. An idle stream\'s line is decoded and scored at once, without waiting for more' -r
 complete -c ugro-score -s e -l exit-status -d 'Exit with the Monitoring Plugins status of the worst state seen (0-3), in JSON mode too'
 complete -c ugro-score -l strict -d 'Stop at the first bad input line'
 complete -c ugro-score -l reset-state -d 'Start the --state file over (it is removed under its lock first)'
