@@ -17,6 +17,7 @@
 #     and both runs' --state files hold every node: the same save at the end), for this
 #     build and the baseline: a figure that does not depend on the machine or its load (this
 #     VM has no hardware counters for `perf stat -e instructions`).
+# Each row is the median of REPS runs (default 3; jq runs once).
 # Each tool is pinned to CPU 0 when taskset is available. Wall time and, where /usr/bin/time is
 # installed, the tool's own CPU time are shown: on a shared, loaded machine the lines per
 # CPU-second are the stable figure (the load average is printed with the input). The input has
@@ -120,33 +121,40 @@ fi
 declare -A rate cpurate
 have_time=false
 [ -x /usr/bin/time ] && have_time=true
-# RUN_IN / RUN_N: another input and its line count (the `--state full` rows).
+# RUN_IN / RUN_N: another input and its line count (the `--state full` rows); RUN_SETUP: a
+# command run before each run (a new or primed state file). Each row is the run with the median
+# wall time of REPS (default 3): one run of half a second moves by a tenth on a shared VM.
 run() {
-    local name=$1 sink=$2 in=${RUN_IN:-$tmp/in.jsonl} N=${RUN_N:-$N} bytes
+    local name=$1 sink=$2 in=${RUN_IN:-$tmp/in.jsonl} N=${RUN_N:-$N} bytes i rows=() ns
     bytes=$(stat -c %s "$in")
     shift 2
     local t0 t1 cpu="" timer=()
     if $have_time; then timer=(/usr/bin/time -f "%U %S" -o "$tmp/cpu"); fi
-    t0=$(date +%s%N)
-    if [ "$sink" = pipe ]; then
-        local out
-        # The reader shares the tool's CPU: in a VM, waking a reader on another CPU for every
-        # record costs an inter-processor interrupt each and doubles the writer's time.
-        out=$("${timer[@]}" "${pin[@]}" "$@" <"$in" | "${pin[@]}" wc -l)
-        if [ "$out" -ne "$N" ]; then
-            echo "bench-score: $name wrote $out lines, expected $N" >&2
-            exit 70
+    for ((i = 0; i < ${REPS:-3}; i++)); do
+        if [ -n "${RUN_SETUP:-}" ]; then $RUN_SETUP; fi
+        t0=$(date +%s%N)
+        if [ "$sink" = pipe ]; then
+            local out
+            # The reader shares the tool's CPU: in a VM, waking a reader on another CPU for every
+            # record costs an inter-processor interrupt each and doubles the writer's time.
+            out=$("${timer[@]}" "${pin[@]}" "$@" <"$in" | "${pin[@]}" wc -l)
+            if [ "$out" -ne "$N" ]; then
+                echo "bench-score: $name wrote $out lines, expected $N" >&2
+                exit 70
+            fi
+        else
+            "${timer[@]}" "${pin[@]}" "$@" <"$in" >/dev/null
         fi
-    else
-        "${timer[@]}" "${pin[@]}" "$@" <"$in" >/dev/null
-    fi
-    t1=$(date +%s%N)
+        t1=$(date +%s%N)
+        $have_time && cpu=$(awk '{ print $1 + $2 }' "$tmp/cpu")
+        rows+=("$((t1 - t0)) $cpu")
+    done
+    read -r ns cpu < <(printf '%s\n' "${rows[@]}" | sort -n | sed -n "$(((${#rows[@]} + 1) / 2))p")
     if $have_time; then
-        cpu=$(awk '{ print $1 + $2 }' "$tmp/cpu")
         cpurate[$name $sink]=$(awk -v n="$N" -v c="$cpu" 'BEGIN { if (c > 0) printf "%.0f", n / c; else print 0 }')
     fi
-    rate[$name $sink]=$(awk -v n="$N" -v ns=$((t1 - t0)) 'BEGIN { printf "%.0f", n / (ns / 1e9) }')
-    awk -v name="$name" -v sink="$sink" -v n="$N" -v ns=$((t1 - t0)) -v b="$bytes" -v cpu="$cpu" \
+    rate[$name $sink]=$(awk -v n="$N" -v ns="$ns" 'BEGIN { printf "%.0f", n / (ns / 1e9) }')
+    awk -v name="$name" -v sink="$sink" -v n="$N" -v ns="$ns" -v b="$bytes" -v cpu="$cpu" \
         'BEGIN { s = ns / 1e9;
                  printf "%-22s %8.2f s %10.0f lines/s %8.1f MB/s", name " > " sink, s, n / s, b / s / 1e6;
                  if (cpu != "" && cpu > 0) printf "   cpu %6.2f s %10.0f lines/cpu-s", cpu, n / cpu;
@@ -159,23 +167,29 @@ echo "input: $N lines over $NODES nodes, 8 GPUs each, $(awk -v b="$bytes" -v n="
 half=$((N / 2))
 head -n "$half" "$tmp/in.jsonl" >"$tmp/first.jsonl"
 tail -n "$((N - half))" "$tmp/in.jsonl" >"$tmp/second.jsonl"
-state_full() { # name binary
-    rm -f "$tmp/full-state.json"*
-    "${pin[@]}" "$2" --state "$tmp/full-state.json" <"$tmp/first.jsonl" >/dev/null
-    RUN_IN=$tmp/second.jsonl RUN_N=$((N - half)) run "$1" null "$2" --state "$tmp/full-state.json" "${@:3}"
+state_full() { # name binary args...
+    rm -f "$tmp/primed.json"*
+    "${pin[@]}" "$2" --state "$tmp/primed.json" <"$tmp/first.jsonl" >/dev/null
+    RUN_SETUP=prime_full RUN_IN=$tmp/second.jsonl RUN_N=$((N - half)) \
+        run "$1" null "$2" --state "$tmp/full-state.json" "${@:3}"
 }
+prime_full() {
+    rm -f "$tmp/full-state.json"*
+    cp -p "$tmp/primed.json" "$tmp/full-state.json"
+}
+new_state() { rm -f "$tmp/score-state.json"* "$tmp/base-state.json"*; }
 run cat null cat
 if [ -n "${BASELINE:-}" ]; then
     run baseline null "$BASELINE"
     # A build from before --state (main before issue 16) has the stateless row only.
     if "$BASELINE" --help | grep -q -- '--state'; then
-        run "baseline --state new" null "$BASELINE" --state "$tmp/base-state.json"
+        RUN_SETUP=new_state run "baseline --state new" null "$BASELINE" --state "$tmp/base-state.json"
         state_full "baseline --state full" "$BASELINE"
     fi
 fi
 # One core: pinned, and decoding on the main thread only (--threads 1).
 run ugro-score null "$target/release/ugro-score" --threads 1
-run "--state new" null "$target/release/ugro-score" --threads 1 --state "$tmp/score-state.json"
+RUN_SETUP=new_state run "--state new" null "$target/release/ugro-score" --threads 1 --state "$tmp/score-state.json"
 state_bytes=$(stat -c %s "$tmp/score-state.json")
 state_full "--state full" "$target/release/ugro-score" --threads 1
 # Into a pipe: output is flushed when the input has nothing more waiting, not per record.
@@ -185,8 +199,7 @@ run_free() {
     local pin=()
     run "$@"
 }
-rm -f "$tmp/score-state.json"
-run_free "all CPUs --state new" null "$target/release/ugro-score" --state "$tmp/score-state.json"
+RUN_SETUP=new_state run_free "all CPUs --state new" null "$target/release/ugro-score" --state "$tmp/score-state.json"
 run_free "all CPUs" pipe "$target/release/ugro-score"
 echo "state file after a run: $state_bytes bytes for $NODES nodes ($((state_bytes / NODES)) bytes per 8-GPU node)"
 echo "target >= 100000 lines/s on one core, with --state (per CPU-second where the machine is shared):"
@@ -236,7 +249,7 @@ ratio() { # label u j
     awk -v l="$1" -v u="$2" -v j="$3" 'BEGIN { if (j > 0) printf "  %-34s %6.1fx\n", l, u / j }'
 }
 if [ "$JQ" = 1 ]; then
-    run jq null jq -c -f "$tmp/score.jq"
+    REPS=1 run jq null jq -c -f "$tmp/score.jq"
     echo "ugro-score / jq (target >= 25x):"
     ratio "wall time, both to /dev/null" "${rate[ugro-score null]}" "${rate[jq null]}"
     ratio "wall time, ugro-score into a pipe" "${rate[ugro-score pipe]}" "${rate[jq null]}"
