@@ -1107,6 +1107,70 @@ mod tests {
         assert_eq!(out.get_mut().as_slice(), b"a\nb\nc\n");
     }
 
+    static ERR_READ_ON: AtomicBool = AtomicBool::new(false);
+    static ERR_READ_FAILING: AtomicBool = AtomicBool::new(false);
+
+    /// Reads "a", then (once "a" is being prepared) "b" and "c", then fails.
+    struct FailingAfterTwoReads(u8);
+    impl Read for FailingAfterTwoReads {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.0 += 1;
+            let chunk: &[u8] = match self.0 {
+                1 => b"a\n",
+                2 => {
+                    wait_for(&ERR_READ_ON);
+                    b"b\nc\n"
+                }
+                _ => {
+                    ERR_READ_FAILING.store(true, SeqCst);
+                    return Err(std::io::Error::other("disk on fire"));
+                }
+            };
+            buf[..chunk.len()].copy_from_slice(chunk);
+            Ok(chunk.len())
+        }
+    }
+
+    /// Upper case; preparing "a" lets the source go on and waits until it is failing, so the
+    /// error is met while "a"'s batch is processed or just after.
+    struct UpperAfterA;
+    impl Stage for UpperAfterA {
+        fn process(&mut self, line: &str, emit: &mut Emit<'_>) -> Result<(), StageError> {
+            self.process_prepared(line, Self::prepare(line), emit)
+        }
+    }
+    impl Prepare for UpperAfterA {
+        type Prepared<'l> = String;
+        fn prepare(line: &str) -> String {
+            if line == "a" {
+                ERR_READ_ON.store(true, SeqCst);
+                wait_for(&ERR_READ_FAILING);
+            }
+            line.to_uppercase()
+        }
+        fn process_prepared(
+            &mut self,
+            _: &str,
+            upper: String,
+            emit: &mut Emit<'_>,
+        ) -> Result<(), StageError> {
+            emit(upper.as_bytes()).map_err(StageError::from)
+        }
+    }
+
+    #[test]
+    fn run_parallel_writes_the_lines_of_the_next_batch_before_a_read_error_met_reading_it() {
+        let mut out = RecordWriter::new(Vec::new());
+        let n = std::num::NonZeroUsize::new(2).unwrap();
+        let src = FailingAfterTwoReads(0);
+        let r = run_parallel("t", false, src, &mut out, &mut UpperAfterA, n, &mut 0);
+        assert!(
+            matches!(r, Err(StageError::Read(ReadError::Io(_)))),
+            "{r:?}"
+        );
+        assert_eq!(out.get_mut().as_slice(), b"A\nB\nC\n");
+    }
+
     #[test]
     fn run_reports_bad_lines_and_keeps_good_ones() {
         let mut out = RecordWriter::new(Vec::new());
