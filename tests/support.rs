@@ -86,12 +86,35 @@ pub fn require(what: &str, present: bool) -> bool {
     false
 }
 
-/// A loopback port that was free a moment ago.
+/// The ports [`free_port`] draws from: below Linux's default ephemeral range (32768-60999),
+/// which `bind(:0)` and every outgoing connection's source port come from.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A loopback port that was free a moment ago, and never handed out before in this process.
+/// Tests run in parallel and bind the port later (a slurmd, an Alertmanager, a webhook started
+/// again after an outage): ports from `bind(:0)` came back twice within a run often enough that
+/// one test cluster's slurmctld pinged another's slurmd and a webhook found its port taken (CI,
+/// 2026-12-02). So a port is drawn at random from [`TEST_PORTS`], checked by binding, and
+/// remembered.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    use std::hash::{BuildHasher, Hasher};
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let span = u64::from(TEST_PORTS.end - TEST_PORTS.start);
+    for _ in 0..10_000 {
+        // A new RandomState has new keys: its empty hash is a fresh random number.
+        let draw = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let port = TEST_PORTS.start + u16::try_from(draw % span).unwrap_or(0);
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port in {TEST_PORTS:?}")
 }
 
 /// A GPU fixture shipped with ugro-probe.
