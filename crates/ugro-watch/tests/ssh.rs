@@ -286,13 +286,19 @@ fn stopped_sshd_makes_its_node_unreachable_without_delaying_the_others_and_resta
         (0..8).all(|i| node_state(i)["state"] == "healthy")
     });
     fleet.own.stop();
-    wait("node-7 unreachable with an open breaker", &|| {
-        let s = node_state(7);
-        s["history"]
-            .as_array()
-            .is_some_and(|h| h.iter().any(|e| e["state"] == "unreachable"))
-            && s["breaker"]["state"] == "open"
-    });
+    // Three unreachable polls, not just the open breaker: when sshd came back within a poll of
+    // the trip (two unreachable samples), NodeUnreachable was not among the alerts in about a
+    // third of the runs, at c7bbba0 as since; an outage that outlasts the trip pages every time.
+    wait(
+        "node-7 unreachable three times with an open breaker",
+        &|| {
+            let s = node_state(7);
+            s["history"]
+                .as_array()
+                .is_some_and(|h| h.iter().filter(|e| e["state"] == "unreachable").count() >= 3)
+                && s["breaker"]["state"] == "open"
+        },
+    );
     let transition = node_state(7)["breaker"].clone();
     assert_eq!(transition["reason"], "failure_threshold", "{transition}");
     fleet.own.restart();
