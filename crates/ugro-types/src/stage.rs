@@ -1033,20 +1033,29 @@ mod tests {
         true
     }
 
-    /// Reads "a", then (once "a" is being prepared, so that it is a batch of its own) "b" and
-    /// "c", then says when both reads have been handed on.
-    struct OverlapSource(u8);
-    impl Read for OverlapSource {
+    /// Reads "a"; then, once `go` is set (by the stage preparing "a", so that "a" is a batch of
+    /// its own), "b" and "c"; then sets `ended` (both reads have been handed on) and reports end
+    /// of input, or with `fail` an error.
+    struct GatedSource {
+        reads: u8,
+        go: &'static AtomicBool,
+        ended: &'static AtomicBool,
+        fail: bool,
+    }
+    impl Read for GatedSource {
         fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            self.0 += 1;
-            let chunk: &[u8] = match self.0 {
+            self.reads += 1;
+            let chunk: &[u8] = match self.reads {
                 1 => b"a\n",
                 2 => {
-                    wait_for(&GATE_READ_ON);
+                    wait_for(self.go);
                     b"b\nc\n"
                 }
                 _ => {
-                    GATE_SOURCE_DONE.store(true, SeqCst);
+                    self.ended.store(true, SeqCst);
+                    if self.fail {
+                        return Err(std::io::Error::other("disk on fire"));
+                    }
                     b""
                 }
             };
@@ -1094,42 +1103,19 @@ mod tests {
     fn run_parallel_prepares_the_next_batch_while_it_processes_one() {
         let mut out = RecordWriter::new(Vec::new());
         let n = std::num::NonZeroUsize::new(2).unwrap();
-        let r = run_parallel(
-            "t",
-            true,
-            OverlapSource(0),
-            &mut out,
-            &mut Overlap,
-            n,
-            &mut 0,
-        );
+        let src = GatedSource {
+            reads: 0,
+            go: &GATE_READ_ON,
+            ended: &GATE_SOURCE_DONE,
+            fail: false,
+        };
+        let r = run_parallel("t", true, src, &mut out, &mut Overlap, n, &mut 0);
         assert!(matches!(r, Ok(Exit::Ok)), "{r:?}");
         assert_eq!(out.get_mut().as_slice(), b"a\nb\nc\n");
     }
 
     static ERR_READ_ON: AtomicBool = AtomicBool::new(false);
     static ERR_READ_FAILING: AtomicBool = AtomicBool::new(false);
-
-    /// Reads "a", then (once "a" is being prepared) "b" and "c", then fails.
-    struct FailingAfterTwoReads(u8);
-    impl Read for FailingAfterTwoReads {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            self.0 += 1;
-            let chunk: &[u8] = match self.0 {
-                1 => b"a\n",
-                2 => {
-                    wait_for(&ERR_READ_ON);
-                    b"b\nc\n"
-                }
-                _ => {
-                    ERR_READ_FAILING.store(true, SeqCst);
-                    return Err(std::io::Error::other("disk on fire"));
-                }
-            };
-            buf[..chunk.len()].copy_from_slice(chunk);
-            Ok(chunk.len())
-        }
-    }
 
     /// Upper case; preparing "a" lets the source go on and waits until it is failing, so the
     /// error is met while "a"'s batch is processed or just after.
@@ -1162,7 +1148,12 @@ mod tests {
     fn run_parallel_writes_the_lines_of_the_next_batch_before_a_read_error_met_reading_it() {
         let mut out = RecordWriter::new(Vec::new());
         let n = std::num::NonZeroUsize::new(2).unwrap();
-        let src = FailingAfterTwoReads(0);
+        let src = GatedSource {
+            reads: 0,
+            go: &ERR_READ_ON,
+            ended: &ERR_READ_FAILING,
+            fail: true,
+        };
         let r = run_parallel("t", false, src, &mut out, &mut UpperAfterA, n, &mut 0);
         assert!(
             matches!(r, Err(StageError::Read(ReadError::Io(_)))),
