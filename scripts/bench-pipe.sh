@@ -21,6 +21,8 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+# shellcheck source=scripts/lib/median.sh
+. "$root/scripts/lib/median.sh"
 N=${N:-200000}
 target=${CARGO_TARGET_DIR:-$root/target}
 rel=$target/release
@@ -65,7 +67,7 @@ run() {
         $have_time && cpu=$(awk '{ print $1 + $2 }' "$tmp/cpu")
         rows+=("$((t1 - t0)) $cpu")
     done
-    read -r ns cpu < <(printf '%s\n' "${rows[@]}" | sort -n | sed -n "$(((${#rows[@]} + 1) / 2))p")
+    read -r ns cpu < <(median_row "${rows[@]}")
     awk -v l="$label" -v n="$N" -v ns="$ns" -v cpu="$cpu" 'BEGIN { s = ns / 1e9;
         printf "  %-34s %7.2f s %9.0f lines/s", l " | cat", s, n / s;
         if (cpu != "" && cpu > 0) printf "   cpu %6.2f s %9.0f lines/cpu-s", cpu, n / cpu;

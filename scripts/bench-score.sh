@@ -34,6 +34,8 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+# shellcheck source=scripts/lib/median.sh
+. "$root/scripts/lib/median.sh"
 N=${N:-200000}
 NODES=${NODES:-1000}
 JQ=${JQ:-1}
@@ -149,7 +151,7 @@ run() {
         $have_time && cpu=$(awk '{ print $1 + $2 }' "$tmp/cpu")
         rows+=("$((t1 - t0)) $cpu")
     done
-    read -r ns cpu < <(printf '%s\n' "${rows[@]}" | sort -n | sed -n "$(((${#rows[@]} + 1) / 2))p")
+    read -r ns cpu < <(median_row "${rows[@]}")
     if $have_time; then
         cpurate[$name $sink]=$(awk -v n="$N" -v c="$cpu" 'BEGIN { if (c > 0) printf "%.0f", n / c; else print 0 }')
     fi
