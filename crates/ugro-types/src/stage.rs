@@ -1099,19 +1099,31 @@ mod tests {
         }
     }
 
-    #[test]
-    fn run_parallel_prepares_the_next_batch_while_it_processes_one() {
+    /// `stage` through [`run_parallel`] on two threads over a [`GatedSource`] with these
+    /// flags: the run's result and its output.
+    fn run_gated<S: Prepare + Send>(
+        stage: &mut S,
+        strict: bool,
+        (go, ended, fail): (&'static AtomicBool, &'static AtomicBool, bool),
+    ) -> (Result<Exit, StageError>, Vec<u8>) {
         let mut out = RecordWriter::new(Vec::new());
         let n = std::num::NonZeroUsize::new(2).unwrap();
         let src = GatedSource {
             reads: 0,
-            go: &GATE_READ_ON,
-            ended: &GATE_SOURCE_DONE,
-            fail: false,
+            go,
+            ended,
+            fail,
         };
-        let r = run_parallel("t", true, src, &mut out, &mut Overlap, n, &mut 0);
+        let r = run_parallel("t", strict, src, &mut out, stage, n, &mut 0);
+        (r, std::mem::take(out.get_mut()))
+    }
+
+    #[test]
+    fn run_parallel_prepares_the_next_batch_while_it_processes_one() {
+        let gates = (&GATE_READ_ON, &GATE_SOURCE_DONE, false);
+        let (r, out) = run_gated(&mut Overlap, true, gates);
         assert!(matches!(r, Ok(Exit::Ok)), "{r:?}");
-        assert_eq!(out.get_mut().as_slice(), b"a\nb\nc\n");
+        assert_eq!(out, b"a\nb\nc\n");
     }
 
     static ERR_READ_ON: AtomicBool = AtomicBool::new(false);
@@ -1146,20 +1158,13 @@ mod tests {
 
     #[test]
     fn run_parallel_writes_the_lines_of_the_next_batch_before_a_read_error_met_reading_it() {
-        let mut out = RecordWriter::new(Vec::new());
-        let n = std::num::NonZeroUsize::new(2).unwrap();
-        let src = GatedSource {
-            reads: 0,
-            go: &ERR_READ_ON,
-            ended: &ERR_READ_FAILING,
-            fail: true,
-        };
-        let r = run_parallel("t", false, src, &mut out, &mut UpperAfterA, n, &mut 0);
+        let gates = (&ERR_READ_ON, &ERR_READ_FAILING, true);
+        let (r, out) = run_gated(&mut UpperAfterA, false, gates);
         assert!(
             matches!(r, Err(StageError::Read(ReadError::Io(_)))),
             "{r:?}"
         );
-        assert_eq!(out.get_mut().as_slice(), b"A\nB\nC\n");
+        assert_eq!(out, b"A\nB\nC\n");
     }
 
     #[test]
